@@ -1,0 +1,39 @@
+"""mrtherm: MR thermometry for MR-guided focused-ultrasound ablation of bone metastases.
+
+The public API for notebooks:
+
+- :func:`load_exam` reads a magnitude/phase (or real/imaginary) NIfTI exam lazily.
+- :func:`process` turns an exam into temperature, CEM43 dose, masks and uncertainty,
+  streaming frame by frame, and returns a :class:`ThermometryResult` (``.save(dir)``).
+- :func:`cem43` computes CEM43 minutes by the exact integral for temperature linear
+  between frames.
+- :func:`make_phantom` builds the synthetic lumbar bone-ablation exam with ground truth.
+
+Conventions (see README): arrays are ``(t, z, y, x)`` in memory, NIfTI affines are
+carried unchanged, heating gives negative phase change for ``alpha_ppm_per_c < 0``.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import MrthermError, InputFileError, ParameterError, BackendUnavailableError
+from .dose import cem43
+from .exam import Exam, load_exam
+from .pipeline import process, ThermometryParams
+from .result import ThermometryResult
+from .phantom import make_phantom, write_phantom
+
+__all__ = [
+    "__version__",
+    "MrthermError",
+    "InputFileError",
+    "ParameterError",
+    "BackendUnavailableError",
+    "cem43",
+    "Exam",
+    "load_exam",
+    "process",
+    "ThermometryParams",
+    "ThermometryResult",
+    "make_phantom",
+    "write_phantom",
+]

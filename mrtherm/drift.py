@@ -1,0 +1,154 @@
+"""B0 drift correction: a weighted low-order polynomial per slice.
+
+The unwrapped phase change inside a reference region of unheated tissue is
+modelled per slice as a polynomial in the in-plane coordinates,
+
+- order 0: ``c0``
+- order 1: ``c0 + c1 x + c2 y``
+- order 2: ``c0 + c1 x + c2 y + c3 x^2 + c4 x y + c5 y^2``
+
+with ``x, y`` the voxel indices scaled to [-1, 1] across the slice (for a
+well-conditioned fit), and fitted by least squares weighted by the magnitude
+squared. The fit is split in two steps so it can stream and run on a GPU:
+:func:`normal_equations` reduces a frame to the small per-slice matrices
+``A^T W A`` and ``A^T W u``; :func:`solve_drift` solves them on the host.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import namespace, from_numpy, to_numpy
+from .errors import ParameterError
+
+N_TERMS = {0: 1, 1: 3, 2: 6}
+MIN_VOXELS_PER_TERM = 4
+"""A slice needs at least this many reference voxels per polynomial term for its own fit."""
+
+
+def check_order(order: int) -> int:
+    if order not in N_TERMS:
+        raise ParameterError(f"drift order must be 0, 1 or 2, got {order!r}")
+    return int(order)
+
+
+def basis(ny: int, nx: int, order: int) -> np.ndarray:
+    """Polynomial basis, shape ``(ny*nx, n_terms)`` float64, rows in C order of (y, x)."""
+    check_order(order)
+    y = np.linspace(-1.0, 1.0, ny) if ny > 1 else np.zeros(1)
+    x = np.linspace(-1.0, 1.0, nx) if nx > 1 else np.zeros(1)
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    xx, yy = xx.ravel(), yy.ravel()
+    cols = [np.ones_like(xx)]
+    if order >= 1:
+        cols += [xx, yy]
+    if order >= 2:
+        cols += [xx * xx, xx * yy, yy * yy]
+    return np.stack(cols, axis=1)
+
+
+def pair_products(basis_np: np.ndarray) -> np.ndarray:
+    """Products ``A_i * A_j`` for i <= j, shape ``(n_pixels, n_pairs)``."""
+    k = basis_np.shape[1]
+    iu, ju = np.triu_indices(k)
+    return basis_np[:, iu] * basis_np[:, ju]
+
+
+class DriftModel:
+    """Per-slice polynomial drift model for a ``(z, y, x)`` grid in one array namespace.
+
+    Parameters
+    ----------
+    shape_zyx : tuple of int
+    order : {0, 1, 2}
+    xp : array namespace in which frames will arrive
+    """
+
+    def __init__(self, shape_zyx, order: int, xp):
+        self.order = check_order(order)
+        self.nz, self.ny, self.nx = (int(s) for s in shape_zyx)
+        self.k = N_TERMS[self.order]
+        self.xp = xp
+        a = basis(self.ny, self.nx, self.order)
+        self.basis_np = a
+        self.basis = from_numpy(a, xp)  # (p, k) float64
+        self.pairs = from_numpy(pair_products(a), xp)  # (p, k(k+1)/2)
+        self.iu, self.ju = np.triu_indices(self.k)
+
+    def normal_equations(self, phase, weight):
+        """Reduce one frame to per-slice normal equations.
+
+        Parameters
+        ----------
+        phase : (z, y, x) real array, rad (unwrapped phase change)
+        weight : (z, y, x) real array, >= 0, zero outside the reference region
+
+        Returns
+        -------
+        packed : (z, n_pairs) float64 ``sum w A_i A_j`` (upper triangle)
+        rhs : (z, k) float64 ``sum w A_i u``
+        count : (z,) float64 number of voxels with non-zero weight
+        """
+        xp = self.xp
+        p = self.ny * self.nx
+        w = xp.reshape(xp.astype(weight, xp.float64), (self.nz, p))
+        u = xp.reshape(xp.astype(phase, xp.float64), (self.nz, p))
+        packed = w @ self.pairs
+        rhs = (w * u) @ self.basis
+        count = xp.sum(xp.astype(w > 0, xp.float64), axis=1)
+        return packed, rhs, count
+
+    def solve(self, packed, rhs, count):
+        """Solve per-slice normal equations on the host; see :func:`solve_drift`."""
+        return solve_drift(to_numpy(packed), to_numpy(rhs), to_numpy(count), self.k)
+
+    def evaluate(self, coeffs_np: np.ndarray):
+        """Drift phase for every voxel, ``(z, y, x)`` float64, from ``(z, k)`` coefficients."""
+        xp = self.xp
+        c = from_numpy(np.ascontiguousarray(coeffs_np, dtype=np.float64), xp)
+        return xp.reshape(c @ xp.permute_dims(self.basis, (1, 0)), (self.nz, self.ny, self.nx))
+
+
+def solve_drift(packed: np.ndarray, rhs: np.ndarray, count: np.ndarray, k: int):
+    """Per-slice weighted least-squares coefficients from packed normal equations.
+
+    A slice with fewer than ``MIN_VOXELS_PER_TERM * k`` reference voxels, or a
+    singular system, falls back to the volume-wide weighted mean (order 0) of
+    the slices that do have reference voxels; with no reference voxel anywhere
+    the drift is zero. Returns ``(coeffs (z, k), fallback (z,) bool)``.
+    """
+    nz = packed.shape[0]
+    iu, ju = np.triu_indices(k)
+    coeffs = np.zeros((nz, k))
+    fallback = np.zeros(nz, dtype=bool)
+    # packed[:, 0] is sum(w) and rhs[:, 0] is sum(w u): the order-0 statistics.
+    total_w = packed[:, 0].sum()
+    global_offset = rhs[:, 0].sum() / total_w if total_w > 0 else 0.0
+    for z in range(nz):
+        ok = count[z] >= MIN_VOXELS_PER_TERM * k and packed[z, 0] > 0
+        if ok:
+            m = np.zeros((k, k))
+            m[iu, ju] = packed[z]
+            m[ju, iu] = packed[z]
+            try:
+                c = np.linalg.solve(m, rhs[z])
+                ok = bool(np.all(np.isfinite(c))) and np.linalg.cond(m) < 1e12
+            except np.linalg.LinAlgError:
+                ok = False
+        if ok:
+            coeffs[z] = c
+        else:
+            fallback[z] = True
+            coeffs[z, 0] = global_offset
+    return coeffs, fallback
+
+
+def fit_drift(phase, weight, order: int = 1):
+    """Fit the drift of one ``(z, y, x)`` frame; returns ``(coeffs (z, k) NumPy, drift (z, y, x))``.
+
+    ``drift`` is in the array namespace of ``phase``.
+    """
+    xp = namespace(phase, weight)
+    model = DriftModel(phase.shape, order, xp)
+    coeffs, _ = model.solve(*model.normal_equations(phase, weight))
+    return coeffs, model.evaluate(coeffs)

@@ -1,0 +1,102 @@
+"""Report figures (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def tmax_dose_figure(path, anatomy, tmax_c, dose, levels, slice_index, body_temp_c, title=""):
+    """Max-temperature map over the magnitude image with CEM43 contours, one slice."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
+    ax.imshow(anatomy[slice_index], cmap="gray", origin="lower")
+    t = np.ma.masked_invalid(np.where(tmax_c[slice_index] >= body_temp_c + 3.0, tmax_c[slice_index], np.nan))
+    im = ax.imshow(t, cmap="inferno", origin="lower", vmin=body_temp_c, vmax=max(90.0, float(np.nanmax(tmax_c))),
+                   alpha=0.85)
+    d = np.nan_to_num(dose[slice_index], nan=0.0)
+    colours = ["#00e5ff", "#7CFC00", "#ffff00", "#ff8c00", "#ff00ff"]
+    for i, lev in enumerate(levels):
+        if d.max() >= lev:
+            ax.contour(d, levels=[lev], colors=[colours[i % len(colours)]], linewidths=1.3, origin="lower")
+            ax.plot([], [], color=colours[i % len(colours)], label=f"{lev:g} CEM43")
+    if any(d.max() >= lev for lev in levels):
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.6)
+    fig.colorbar(im, ax=ax, label="Tmax (C)", shrink=0.8)
+    ax.set_title(title or f"Tmax and dose contours, slice {slice_index}")
+    ax.set_xlabel("x (voxel)")
+    ax.set_ylabel("y (voxel)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def curves_figure(path, times_s, hottest_c, peak_c, protected, alarms, title=""):
+    """Temperature-time curves: hottest voxel, frame peak, protected structures."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=110)
+    if hottest_c is not None:
+        ax.plot(times_s, hottest_c, "-o", ms=2.5, color="tab:red", label="hottest voxel")
+    ax.plot(times_s, peak_c, "--", color="tab:orange", lw=1, label="frame maximum")
+    for row, colour in zip(protected, ["tab:blue", "tab:green", "tab:purple"]):
+        if row.get("max_c_curve"):
+            ax.plot(times_s, row["max_c_curve"], color=colour, label=f"{row['structure']} (max)")
+    ax.axhline(43.0, color="grey", ls=":", lw=1)
+    ax.axhline(45.0, color="black", ls=":", lw=1)
+    ax.text(times_s[0], 43.3, "43 C", fontsize=7, color="grey")
+    ax.text(times_s[0], 45.3, "45 C", fontsize=7)
+    for a in alarms:
+        ax.axvline(a["time_s"], color="crimson", lw=0.8, alpha=0.6)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("temperature (C)")
+    ax.set_title(title or "Temperature curves")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def drift_figure(path, times_s, offsets_c):
+    """Fitted drift (order-0 term) per slice over time, in C equivalent."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+    for z in range(offsets_c.shape[1]):
+        ax.plot(times_s, offsets_c[:, z], lw=1, label=f"slice {z}" if offsets_c.shape[1] <= 8 else None)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("drift offset (C equiv.)")
+    ax.set_title("Fitted B0 drift (constant term) per slice")
+    if offsets_c.shape[1] <= 8:
+        ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_all(folder, result):
+    """Write every report figure into ``folder``; returns the file names."""
+    os.makedirs(folder, exist_ok=True)
+    r = result
+    tmax = r.host("tmax_c")
+    dose = r.host("dose_cem43_min")
+    z = int(r.hottest_voxel_zyx[0]) if r.hottest_voxel_zyx is not None else tmax.shape[0] // 2
+    names = []
+    tmax_dose_figure(os.path.join(folder, "tmax_dose.png"), r.host("anatomy"), tmax, dose,
+                     r.params.dose_levels_cem43_min, z, r.params.body_temp_c)
+    names.append("tmax_dose.png")
+    curves_figure(os.path.join(folder, "temperature_curves.png"), r.frame_times_s, r.hottest_curve_c,
+                  r.peak_curve_c, r.protected, r.alarms)
+    names.append("temperature_curves.png")
+    drift_figure(os.path.join(folder, "drift.png"), r.frame_times_s,
+                 r.drift_coefficients[:, :, 0] * (r.params.phase_sign / r.k_rad_per_c))
+    names.append("drift.png")
+    return names

@@ -1,0 +1,166 @@
+"""NIfTI input/output helpers: careful loading, frame streaming, atomic writing.
+
+Axis convention: NIfTI stores ``(x, y, z[, t])``; in memory mrtherm uses
+``(z, y, x)`` and ``(t, z, y, x)`` C-contiguous. A 3-D frame in NIfTI F order
+has the same bytes as the ``(z, y, x)`` C-order array, so frames stream to and
+from disk without reordering the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+
+import nibabel as nib
+import numpy as np
+from nibabel.openers import Opener
+
+from .errors import InputFileError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def strip_nifti_suffix(path: str) -> str:
+    for suf in NIFTI_SUFFIXES:
+        if path.endswith(suf):
+            return path[: -len(suf)]
+    return path
+
+
+def sidecar_path(path) -> str:
+    """``name.json`` beside ``name.nii[.gz]`` (dcm2niix / BIDS sidecar)."""
+    return strip_nifti_suffix(os.fspath(path)) + ".json"
+
+
+def read_sidecar(path) -> dict | None:
+    """The JSON sidecar of a NIfTI file, or None when there is none."""
+    sc = sidecar_path(path)
+    if not os.path.exists(sc):
+        return None
+    try:
+        with open(sc, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise InputFileError(sc, f"sidecar is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InputFileError(sc, "sidecar JSON is not an object")
+    return doc
+
+
+def load_nifti(path) -> nib.Nifti1Image:
+    """Load a NIfTI header lazily, turning every failure into a one-line error."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputFileError(path, "file not found")
+    if os.path.isdir(path):
+        raise InputFileError(path, "is a folder, expected a NIfTI file")
+    try:
+        # keep_file_open: frames are read in order through one open (gzip) stream
+        img = nib.load(path, keep_file_open=True)
+    except Exception as exc:  # nibabel raises several types for non-NIfTI or short files
+        raise InputFileError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputFileError(path, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+    if not path.endswith(".gz"):
+        # An uncompressed file can be checked for truncation without reading it.
+        need = int(img.header.get_data_offset()) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+        if os.path.getsize(path) < need:
+            raise InputFileError(path, f"truncated: {os.path.getsize(path)} bytes, header needs {need}")
+    return img
+
+
+def read_volume(img, path, index=None) -> np.ndarray:
+    """Read one 3-D volume (``index`` along t for 4-D files) as ``(z, y, x)`` float32 after scaling."""
+    try:
+        if index is None:
+            data = np.asanyarray(img.dataobj)
+            if data.ndim == 4 and data.shape[3] == 1:
+                data = data[..., 0]
+        else:
+            data = img.dataobj[..., index]
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
+        raise InputFileError(path, f"truncated or corrupt data ({type(exc).__name__}: {exc})") from None
+    if data.ndim != 3:
+        raise InputFileError(path, f"expected a 3-D volume per frame, got shape {data.shape}")
+    return np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0))
+
+
+def scaling_of(img) -> tuple[float, float]:
+    """Header slope and intercept as nibabel applies them (NaN in the header after load)."""
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    return float(slope), float(inter)
+
+
+def time_step_s(img) -> float | None:
+    """The NIfTI time step in seconds, or None when absent or non-positive."""
+    zooms = img.header.get_zooms()
+    if len(zooms) < 4:
+        return None
+    step = float(zooms[3])
+    if not np.isfinite(step) or step <= 0:
+        return None
+    unit = img.header.get_xyzt_units()[1]
+    return step * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+
+
+def make_header(shape_xyz_t, affine, dtype, frame_time_s=None) -> nib.Nifti1Header:
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape_xyz_t)
+    hdr.set_data_dtype(dtype)
+    hdr.set_qform(affine, code=1)
+    hdr.set_sform(affine, code=1)
+    hdr.set_xyzt_units("mm", "sec")
+    zooms = list(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+    if len(shape_xyz_t) == 4:
+        zooms.append(float(frame_time_s) if frame_time_s else 1.0)
+    hdr.set_zooms(zooms)
+    hdr.set_slope_inter(1.0, 0.0)
+    return hdr
+
+
+def save_volume(array_zyx, affine, path, frame_time_s=None):
+    """Write a ``(z, y, x)`` or ``(t, z, y, x)`` array as NIfTI with ``affine`` unchanged."""
+    arr = np.asarray(array_zyx)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    data = arr.transpose(tuple(range(arr.ndim))[::-1])  # (x, y, z[, t]) view, F-contiguous
+    hdr = make_header(data.shape, affine, data.dtype, frame_time_s)
+    nib.save(nib.Nifti1Image(data, affine, hdr), os.fspath(path))
+
+
+class FrameWriter:
+    """Stream ``(z, y, x)`` float32 frames into a 4-D NIfTI file, one at a time.
+
+    The header is written first; each frame's C-order bytes are appended, which
+    is exactly NIfTI's F order for ``(x, y, z, t)``. Memory does not grow with
+    the number of frames.
+    """
+
+    def __init__(self, path, shape_zyx, n_frames, affine, frame_time_s=None):
+        self.path = os.fspath(path)
+        nz, ny, nx = shape_zyx
+        self.n_frames = int(n_frames)
+        self.frame_shape = (nz, ny, nx)
+        self.written = 0
+        hdr = make_header((nx, ny, nz, self.n_frames), affine, np.float32, frame_time_s)
+        hdr.set_data_offset(352)
+        self._fh = Opener(self.path, "wb")
+        hdr.write_to(self._fh)
+        self._fh.write(b"\x00" * (352 - self._fh.tell()))
+
+    def write(self, frame_zyx: np.ndarray):
+        frame = np.ascontiguousarray(frame_zyx, dtype="<f4")
+        if frame.shape != self.frame_shape:
+            raise ValueError(f"frame shape {frame.shape} != {self.frame_shape}")
+        self._fh.write(frame.tobytes())
+        self.written += 1
+
+    def close(self):
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.written != self.n_frames:
+            raise RuntimeError(f"{self.path}: wrote {self.written} of {self.n_frames} frames")

@@ -1,0 +1,388 @@
+"""The thermometry pipeline: exam in, temperature / dose / masks / uncertainty out.
+
+Processing streams over frames: apart from the outputs the caller keeps, memory
+holds a handful of ``(z, y, x)`` frames (the baseline, the previous unwrapped
+phase, the dose and Tmax accumulators), whatever the number of frames.
+
+Per frame ``t``:
+
+1. ``dphi = angle(S_t * conj(S_ref))`` with ``S_ref`` the complex mean of the
+   first ``baseline_frames`` frames;
+2. temporal unwrapping against frame ``t - 1`` (:func:`mrtherm.prf.unwrap_step`);
+3. drift: per-slice polynomial fitted to the unwrapped phase in the reference
+   region, weighted by ``|S_t|^2`` (:mod:`mrtherm.drift`), then subtracted;
+4. PRF conversion and absolute temperature ``body_temp_c + delta_T``; NaN where
+   the reliability mask is 0;
+5. exact CEM43 increment for temperature linear between frames ``t-1`` and
+   ``t``; running Tmax; protected-structure watch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import labels as labels_mod
+from . import masks as masks_mod
+from . import niftiio
+from .backend import namespace, resolve_backend, to_numpy, from_numpy, cupy_module
+from .dose import cem43_segment, time_above_segment, DEFAULT_NECROSIS_CEM43_MIN
+from .drift import DriftModel, check_order
+from .errors import InputFileError, ParameterError
+from .prf import (DEFAULT_ALPHA_PPM_PER_C, DEFAULT_BODY_TEMP_C, phase_difference, radians_per_celsius,
+                  theoretical_sigma_celsius, unwrap_step)
+from .result import ThermometryResult
+
+
+@dataclass
+class ThermometryParams:
+    """Processing parameters (units in the names).
+
+    Attributes
+    ----------
+    baseline_frames : int
+        Number of leading frames averaged into the complex reference (>= 1).
+    alpha_ppm_per_c : float
+        PRF coefficient, ppm/C (-0.01 default; ExAblate uses -0.00909).
+    phase_sign : {1, -1}
+        -1 for scanners whose phase increases with heating at negative alpha.
+    body_temp_c : float
+        Temperature of the baseline, C.
+    drift_order : {0, 1, 2}
+        In-plane polynomial order of the per-slice drift fit.
+    snr_threshold : float
+        Voxels with baseline SNR below this are masked.
+    dose_levels_cem43_min : tuple of float
+        Lesion contour levels, CEM43 minutes.
+    auto_ref_target_margin_mm, auto_ref_heated_c, auto_ref_outlier_c : float
+        Rules of the automatic drift reference (see :mod:`mrtherm.masks`).
+    alarm_temperature_c, alarm_dose_cem43_min : float
+        Protected-structure alarm thresholds.
+    time_above_threshold_c : float
+        Temperature for the protected structures' "time above" figure.
+    """
+
+    baseline_frames: int = 3
+    alpha_ppm_per_c: float = DEFAULT_ALPHA_PPM_PER_C
+    phase_sign: int = 1
+    body_temp_c: float = DEFAULT_BODY_TEMP_C
+    drift_order: int = 1
+    snr_threshold: float = 5.0
+    dose_levels_cem43_min: tuple = (DEFAULT_NECROSIS_CEM43_MIN,)
+    auto_ref_target_margin_mm: float = 10.0
+    auto_ref_heated_c: float = 3.0
+    auto_ref_outlier_c: float = 3.0
+    alarm_temperature_c: float = 45.0
+    alarm_dose_cem43_min: float = 1.0
+    time_above_threshold_c: float = 45.0
+
+    def validate(self, n_frames: int):
+        if int(self.baseline_frames) != self.baseline_frames or self.baseline_frames < 1:
+            raise ParameterError(f"baseline_frames must be a positive integer, got {self.baseline_frames!r}")
+        if self.baseline_frames > n_frames:
+            raise ParameterError(f"baseline_frames = {self.baseline_frames} but the exam has only {n_frames} frames")
+        if self.phase_sign not in (1, -1):
+            raise ParameterError(f"phase_sign must be 1 or -1, got {self.phase_sign!r}")
+        check_order(self.drift_order)
+        levels = tuple(float(v) for v in self.dose_levels_cem43_min)
+        if not levels or any(not (v > 0 and math.isfinite(v)) for v in levels):
+            raise ParameterError(f"dose_levels_cem43_min must be positive numbers, got {self.dose_levels_cem43_min!r}")
+        self.dose_levels_cem43_min = tuple(sorted(set(levels)))
+        if not math.isfinite(self.body_temp_c):
+            raise ParameterError("body_temp_c must be finite")
+        if self.snr_threshold < 0:
+            raise ParameterError("snr_threshold must be >= 0")
+
+
+def _load_label_volume(src, exam, what: str, table=None):
+    """Labels or ROI as a ``(z, y, x)`` NumPy array on the exam grid (nearest-neighbour if needed)."""
+    if src is None:
+        return None, None
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        img = niftiio.load_nifti(path)
+        if img.ndim == 4 and img.shape[3] == 1:
+            data = np.asanyarray(img.dataobj)[..., 0]
+        elif img.ndim == 3:
+            data = np.asanyarray(img.dataobj)
+        else:
+            raise InputFileError(path, f"{what} must be a 3-D volume, got shape {img.shape}")
+        if not np.all(np.isfinite(data)):
+            raise InputFileError(path, f"{what} contain NaN or infinite values")
+        if what == "labels" and not np.all(data == np.round(data)):
+            raise InputFileError(path, "labels are not integers")
+        data = np.round(data).astype(np.int16)
+        same_grid = data.shape == tuple(exam.shape_zyx[::-1]) and np.allclose(img.affine, exam.affine, atol=1e-3)
+        vol = masks_mod.resample_nearest(data, np.asarray(img.affine), exam.shape_zyx, exam.affine)
+        info = {"path": path, "resampled": not same_grid}
+    else:
+        vol = to_numpy(src)
+        if vol.shape != tuple(exam.shape_zyx):
+            raise ParameterError(f"{what} array shape {vol.shape} does not match the exam grid {exam.shape_zyx}")
+        if what == "labels" and not np.all(vol == np.round(vol)):
+            raise ParameterError("labels array is not integer-valued")
+        vol = np.round(vol).astype(np.int16)
+        path, info = f"<{what} array>", {"path": f"<{what} array>", "resampled": False}
+    if what == "labels" and table is not None:
+        unknown = table.unknown_values(np.unique(vol))
+        if unknown:
+            raise InputFileError(path, f"unknown label values {unknown} (not in the label table)")
+    return vol, info
+
+
+def _host(x):
+    return to_numpy(x)
+
+
+def process(exam, params: ThermometryParams | None = None, *, labels=None, drift_roi=None, label_table=None,
+            backend: str = "auto", keep_temperature: bool = True, temperature_path=None, progress: bool = False,
+            **overrides) -> ThermometryResult:
+    """Compute temperature and thermal dose maps from an exam.
+
+    Parameters
+    ----------
+    exam : Exam
+        From :func:`mrtherm.load_exam`.
+    params : ThermometryParams, optional
+        Processing parameters; keyword ``overrides`` (e.g. ``drift_order=2``)
+        replace single fields.
+    labels : path or ``(z, y, x)`` int array, optional
+        Anatomy labels (DESIGN.md table). Classes where PRF fails are masked;
+        spinal cord (10) and nerve roots (11) are watched. A file on another
+        grid is resampled (nearest neighbour) through the affines.
+    drift_roi : path or ``(z, y, x)`` array, optional
+        Reference region of unheated tissue for the drift fit; default automatic.
+    label_table : LabelTable or path to JSON, optional
+    backend : {"auto", "numpy", "cupy"}
+        Array library for the computation. ``auto``: the inputs' own library for
+        in-memory arrays, otherwise CuPy when a GPU is usable.
+    keep_temperature : bool
+        Keep the 4-D temperature series in the result (``(t, z, y, x)`` float32).
+    temperature_path : path, optional
+        Stream the 4-D temperature NIfTI here frame by frame (memory stays flat).
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    ThermometryResult
+        Maps in the array library of in-memory inputs (NumPy for files).
+    """
+    params = dataclasses.replace(params or ThermometryParams(), **overrides)
+    params.validate(exam.n_frames)
+    if isinstance(label_table, (str, os.PathLike)):
+        table = labels_mod.LabelTable.from_json(label_table)
+    else:
+        table = label_table or labels_mod.LabelTable()
+
+    # ---- array library for the computation and for the returned maps
+    in_xp = exam.in_memory_namespace
+    if in_xp is not None and backend == "auto":
+        xp = in_xp
+        backend_used = "cupy" if cupy_module() is not None and in_xp is cupy_module() else "input arrays"
+    else:
+        backend_used = resolve_backend(backend)
+        if backend_used == "cupy":
+            import array_api_compat
+            xp = array_api_compat.array_namespace(cupy_module().zeros(1))
+        else:
+            import array_api_compat
+            xp = array_api_compat.numpy
+    out_xp = in_xp if in_xp is not None else None  # None: NumPy
+
+    def dev(a):
+        """Host or foreign array into the compute namespace."""
+        if namespace(a) is xp:
+            return a
+        return from_numpy(to_numpy(a), xp)
+
+    nt = exam.n_frames
+    shape = exam.shape_zyx
+    n_base = int(params.baseline_frames)
+    k_rad_per_c = radians_per_celsius(exam.te_s, exam.b0_t, params.alpha_ppm_per_c)
+    to_celsius = params.phase_sign / k_rad_per_c
+    warnings = list(exam.warnings)
+
+    # ---- labels, ROI
+    label_vol, label_info = _load_label_volume(labels, exam, "labels", table)
+    roi_vol, roi_info = _load_label_volume(drift_roi, exam, "drift ROI")
+
+    # ---- baseline
+    base = [dev(exam.frame(t)) for t in range(n_base)]
+    s_ref = base[0]
+    for b in base[1:]:
+        s_ref = s_ref + b
+    s_ref = s_ref / n_base
+    base_mag = np.stack([_host(xp.abs(b)) for b in base])
+    sigma, sigma_method = masks_mod.estimate_noise_sigma(base_mag)
+    mean_mag = base_mag.mean(axis=0)
+    snr = (mean_mag / sigma).astype(np.float32)
+    mask = (snr >= params.snr_threshold) & np.isfinite(snr)
+    mask_rules = [f"baseline SNR >= {params.snr_threshold:g} (noise sigma {sigma:.4g}: {sigma_method})"]
+    if label_vol is not None:
+        prf_ok = labels_mod.prf_valid_mask(label_vol, table)
+        mask &= prf_ok
+        mask_rules.append("labels where PRF works (excluded: " +
+                          ", ".join(table.name(v) for v in table.prf_invalid_values()) + ")")
+    if not mask.any():
+        raise InputFileError(exam.input_paths[0] if exam.input_paths else "<exam>",
+                             "no voxel passes the reliability mask (signal too low or all labels PRF-invalid)")
+
+    # ---- drift reference
+    if roi_vol is not None:
+        ref_static = (roi_vol != 0) & mask
+        ref_rule = {"mode": "user", "source": roi_info["path"],
+                    "rule": "user drift ROI intersected with the reliability mask"}
+        if not ref_static.any():
+            raise InputFileError(roi_info["path"], "drift ROI contains no reliable voxel")
+        auto = False
+    else:
+        ref_static = mask.copy()
+        rule = ("automatic: reliable voxels; minus voxels that rose more than "
+                f"{params.auto_ref_heated_c:g} C in earlier frames; minus voxels departing from the previous "
+                f"frame's drift by more than {params.auto_ref_outlier_c:g} C")
+        if label_vol is not None and np.any(label_vol == labels_mod.TARGET):
+            excl = masks_mod.target_exclusion(label_vol, labels_mod.TARGET, params.auto_ref_target_margin_mm,
+                                              masks_mod.zooms_zyx(exam.affine))
+            ref_static &= ~excl
+            rule += f"; minus the target lesion and {params.auto_ref_target_margin_mm:g} mm around it"
+        ref_rule = {"mode": "automatic", "source": None, "rule": rule}
+        auto = True
+    ref_rule["voxels"] = int(ref_static.sum())
+
+    mask_x = dev(mask)
+    ref_x = dev(ref_static.astype(np.float64))
+    model = DriftModel(shape, params.drift_order, xp)
+    outlier_rad = abs(params.auto_ref_outlier_c * k_rad_per_c)
+    nan32 = xp.asarray(float("nan"), dtype=xp.float32)
+
+    # ---- protected structures
+    protected = {}
+    if label_vol is not None:
+        for value in labels_mod.PROTECTED:
+            sel = (label_vol == value)
+            if sel.any():
+                reliable = sel & mask
+                idx = np.flatnonzero(reliable.ravel())
+                protected[value] = {"name": table.name(value), "voxels": int(sel.sum()),
+                                    "reliable_voxels": int(idx.size), "idx": dev(idx.astype(np.int64)),
+                                    "max_c": [], "mean_c": [], "max_dose": [], "time_above_s": None}
+                if idx.size == 0:
+                    warnings.append(f"{table.name(value)}: no voxel with reliable phase; temperature not watched")
+
+    # ---- outputs
+    temperature = xp.empty((nt,) + tuple(shape), dtype=xp.float32) if keep_temperature else None
+    writer = None
+    if temperature_path is not None:
+        step = float(np.median(np.diff(exam.frame_times_s))) if nt > 1 else None
+        writer = niftiio.FrameWriter(temperature_path, shape, nt, exam.affine, step)
+    dose = xp.zeros(shape, dtype=xp.float64)
+    tmax = None
+    heated = xp.zeros(shape, dtype=xp.bool)
+    base_sum = xp.zeros(shape, dtype=xp.float64)
+    base_sumsq = xp.zeros(shape, dtype=xp.float64)
+    coeff_hist = np.zeros((nt, shape[0], model.k))
+    ref_counts = np.zeros((nt, shape[0]), dtype=np.int64)
+    fallback_frames = 0
+    peak_curve = np.full(nt, np.nan)
+
+    drift_prev = xp.zeros(shape, dtype=xp.float64)
+    u_prev = None
+    t_prev = None
+    times = exam.frame_times_s
+
+    frame_iter = range(nt)
+    if progress:
+        from tqdm.auto import tqdm
+        frame_iter = tqdm(frame_iter, desc="frames", unit="frame")
+    try:
+        for t in frame_iter:
+            s = base[t] if t < n_base else dev(exam.frame(t))
+            dphi = phase_difference(s, s_ref)
+            u = dphi if u_prev is None else unwrap_step(dphi, u_prev)
+            w = xp.astype(xp.real(s) ** 2 + xp.imag(s) ** 2, xp.float64)
+            if auto:
+                cand = ref_x * xp.astype(~heated, xp.float64)
+                inlier = xp.astype(xp.abs(xp.astype(u, xp.float64) - drift_prev) < outlier_rad, xp.float64)
+                stats_in = model.normal_equations(u, w * cand * inlier)
+                coeffs, fb = model.solve(*stats_in)
+                if fb.any():
+                    # Too few inliers in some slice (e.g. a sudden B0 jump): use the reference without rejection.
+                    stats_all = model.normal_equations(u, w * cand)
+                    coeffs_all, _ = model.solve(*stats_all)
+                    coeffs[fb] = coeffs_all[fb]
+                    fallback_frames += 1
+                ref_counts[t] = to_numpy(stats_in[2]).astype(np.int64)
+            else:
+                stats_in = model.normal_equations(u, w * ref_x)
+                coeffs, fb = model.solve(*stats_in)
+                fallback_frames += int(fb.any())
+                ref_counts[t] = to_numpy(stats_in[2]).astype(np.int64)
+            coeff_hist[t] = coeffs
+            drift = model.evaluate(coeffs)
+            delta = xp.astype((xp.astype(u, xp.float64) - drift) * to_celsius, xp.float32)
+            temp = xp.where(mask_x, delta + params.body_temp_c, nan32)
+
+            if temperature is not None:
+                temperature[t, ...] = temp
+            if writer is not None:
+                writer.write(to_numpy(temp))
+            if t_prev is not None:
+                dose = dose + cem43_segment(t_prev, temp, (times[t] - times[t - 1]) / 60.0)
+            tmax = temp if tmax is None else xp.maximum(tmax, temp)
+            heated = heated | (delta > params.auto_ref_heated_c)
+            if t < n_base:
+                d64 = xp.astype(delta, xp.float64)
+                base_sum = base_sum + d64
+                base_sumsq = base_sumsq + d64 * d64
+            peak_curve[t] = float(to_numpy(xp.max(xp.where(mask_x, temp, xp.asarray(-np.inf, dtype=xp.float32)))))
+            flat_t = xp.reshape(temp, (-1,))
+            flat_d = xp.reshape(dose, (-1,))
+            for info in protected.values():
+                if info["reliable_voxels"] == 0:
+                    continue
+                vals = xp.take(flat_t, info["idx"])
+                info["max_c"].append(float(to_numpy(xp.max(vals))))
+                info["mean_c"].append(float(to_numpy(xp.mean(vals))))
+                info["max_dose"].append(float(to_numpy(xp.max(xp.take(flat_d, info["idx"])))))
+                if t_prev is not None:
+                    prev_vals = xp.take(xp.reshape(t_prev, (-1,)), info["idx"])
+                    seg = time_above_segment(prev_vals, vals, float(times[t] - times[t - 1]),
+                                             params.time_above_threshold_c)
+                    info["time_above_s"] = seg if info["time_above_s"] is None else info["time_above_s"] + seg
+            u_prev = u
+            t_prev = temp
+            drift_prev = drift
+    except BaseException:
+        if writer is not None:
+            writer._fh.close()
+        raise
+    if writer is not None:
+        writer.close()
+
+    # ---- uncertainty
+    mask_np = mask
+    theory = theoretical_sigma_celsius(np.maximum(snr, 1e-12), n_base, exam.te_s, exam.b0_t, params.alpha_ppm_per_c)
+    theory = np.where(mask_np, theory, np.nan).astype(np.float32)
+    if n_base >= 2:
+        mean = base_sum / n_base
+        var = xp.maximum(base_sumsq - n_base * mean * mean, 0.0) / (n_base - 1)
+        # Scaled by sqrt(1+1/N): the SD of one frame's temperature once the noisy N-frame reference is subtracted.
+        sd = xp.sqrt(var) * math.sqrt(1.0 + 1.0 / n_base)
+        sd = xp.where(mask_x, xp.astype(sd, xp.float32), nan32)
+    else:
+        sd = xp.full(shape, float("nan"), dtype=xp.float32)
+        warnings.append("one baseline frame: empirical temperature SD unavailable (theoretical SD given)")
+
+    dose = xp.where(mask_x, dose, xp.asarray(float("nan"), dtype=xp.float64))
+    return ThermometryResult.build(
+        exam=exam, params=params, xp=xp, out_xp=out_xp, temperature=temperature,
+        temperature_path=temperature_path, dose=dose, tmax=tmax, sd=sd, sd_theory=theory, snr=snr, mask=mask_np,
+        drift_reference=ref_static, drift_rule=ref_rule, coeff_hist=coeff_hist, ref_counts=ref_counts,
+        fallback_frames=fallback_frames, noise_sigma=sigma, noise_method=sigma_method, mask_rules=mask_rules,
+        labels=label_vol, label_info=label_info, table=table, protected=protected, peak_curve=peak_curve,
+        warnings=warnings, backend_used=backend_used, k_rad_per_c=k_rad_per_c)
