@@ -168,8 +168,8 @@ def phase_to_radians(values, scale: str):
 def find_partner(path, want: str) -> str | None:
     """Find the magnitude (``want="magnitude"``) or phase partner of a NIfTI file.
 
-    Recognises BIDS ``part-mag`` / ``part-phase`` entities and the dcm2niix
-    ``_ph`` suffix for phase.
+    Recognises BIDS ``part-mag`` / ``part-phase`` entities, the dcm2niix
+    ``_ph`` suffix for phase, and the words ``magnitude`` / ``phase`` in the name.
     """
     path = os.fspath(path)
     folder, name = os.path.split(path)
@@ -179,11 +179,15 @@ def find_partner(path, want: str) -> str | None:
         if "_part-mag" in stem:
             cands.append(stem.replace("_part-mag", "_part-phase"))
         cands.append(stem + "_ph")
+        if "magnitude" in stem:
+            cands.append(stem.replace("magnitude", "phase"))
     else:
         if "_part-phase" in stem:
             cands.append(stem.replace("_part-phase", "_part-mag"))
         if stem.endswith("_ph"):
             cands.append(stem[:-3])
+        if "phase" in stem:
+            cands.append(stem.replace("phase", "magnitude"))
     for c in cands:
         for suf in niftiio.NIFTI_SUFFIXES:
             p = os.path.join(folder, c + suf)

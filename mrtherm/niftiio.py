@@ -131,6 +131,23 @@ def save_volume(array_zyx, affine, path, frame_time_s=None):
     nib.save(nib.Nifti1Image(data, affine, hdr), os.fspath(path))
 
 
+def save_stored_integers(stored_zyx, affine, path, slope, inter, frame_time_s=None):
+    """Write integer data with header scaling exactly as given (as dcm2niix does for vendor phase).
+
+    nibabel's own writer picks its own scaling for the data; this writes the
+    stored integers and ``scl_slope`` / ``scl_inter`` untouched.
+    """
+    arr = np.asarray(stored_zyx)
+    shape_xyz_t = arr.shape[::-1]
+    hdr = make_header(shape_xyz_t, affine, arr.dtype, frame_time_s)
+    hdr.set_slope_inter(slope, inter)
+    hdr.set_data_offset(352)
+    with Opener(os.fspath(path), "wb") as fh:
+        hdr.write_to(fh)
+        fh.write(b"\x00" * (352 - fh.tell()))
+        fh.write(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes())
+
+
 class FrameWriter:
     """Stream ``(z, y, x)`` float32 frames into a 4-D NIfTI file, one at a time.
 

@@ -247,12 +247,8 @@ def write_phantom(out_dir, phantom: Phantom | None = None, phase_format: str = "
         step = float(ph.frame_times_s[1] - ph.frame_times_s[0]) if len(ph.frame_times_s) > 1 else None
         niftiio.save_volume(ph.magnitude, ph.affine, os.path.join(stage, "magnitude.nii.gz"), frame_time_s=step)
         stored, scaling = _encode_phase(ph.phase_rad, phase_format)
-        data = stored.transpose(3, 2, 1, 0)
-        hdr = niftiio.make_header(data.shape, ph.affine, data.dtype, step)
-        if scaling:
-            hdr.set_slope_inter(*scaling)
-        import nibabel as nib
-        nib.save(nib.Nifti1Image(data, ph.affine, hdr), os.path.join(stage, "phase.nii.gz"))
+        niftiio.save_stored_integers(stored, ph.affine, os.path.join(stage, "phase.nii.gz"),
+                                     *(scaling or (1.0, 0.0)), frame_time_s=step)
         side = {"EchoTime": ph.te_s, "MagneticFieldStrength": ph.b0_t, "RepetitionTime": 0.025,
                 "Manufacturer": {"siemens": "Siemens", "ge-mrad": "GE"}.get(phase_format, "mrtherm phantom"),
                 "ConversionSoftware": "mrtherm phantom"}
