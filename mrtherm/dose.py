@@ -40,7 +40,7 @@ def _regime_piece(t0, t1, dt_min, ln_r, below: bool, xp):
     span = t1 - t0
     flat = span == 0
     safe_span = xp.where(flat, xp.ones_like(span), span)
-    frac = xp.where(flat, xp.where(inside_if_flat, 1.0, 0.0), (a1 - a0) / safe_span)
+    frac = xp.where(flat, xp.astype(inside_if_flat, span.dtype), (a1 - a0) / safe_span)
     g0 = xp.exp(ln_r * (BREAKPOINT_C - a0))
     d = ln_r * (a1 - a0)  # integrand ratio g(a1)/g(a0) = exp(-d)
     return dt_min * frac * g0 * _one_minus_exp_over(d, xp)
@@ -74,7 +74,7 @@ def time_above_segment(t0_c, t1_c, dt_s, threshold_c):
     safe = xp.where(flat, xp.ones_like(span), span)
     hi0 = xp.maximum(t0_c, threshold_c)
     hi1 = xp.maximum(t1_c, threshold_c)
-    frac = xp.where(flat, xp.where(t0_c > threshold_c, 1.0, 0.0), xp.abs(hi1 - hi0) / xp.abs(safe))
+    frac = xp.where(flat, xp.astype(t0_c > threshold_c, span.dtype), xp.abs(hi1 - hi0) / xp.abs(safe))
     return dt_s * frac
 
 

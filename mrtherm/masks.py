@@ -30,6 +30,15 @@ def estimate_noise_sigma(baseline_magnitudes: np.ndarray) -> tuple[float, str]:
     Returns ``(sigma, method)``.
     """
     mags = np.asarray(baseline_magnitudes, dtype=np.float64)
+    sigma, method = _estimate(mags)
+    floor = 1e-6 * float(np.max(mags)) if mags.size else 0.0
+    if not sigma > floor:
+        # Noise-free (synthetic) data: a tiny floor keeps SNR finite.
+        return max(floor, np.finfo(np.float32).tiny), method + "; no noise found, floor 1e-6 x max magnitude"
+    return sigma, method
+
+
+def _estimate(mags):
     n = mags.shape[0]
     mean = mags.mean(axis=0)
     if n >= 2:
@@ -45,7 +54,7 @@ def estimate_noise_sigma(baseline_magnitudes: np.ndarray) -> tuple[float, str]:
     flat = np.sort(mean.ravel())
     dim = flat[: max(1, flat.size // 20)]
     sigma = float(np.median(dim) / np.sqrt(2.0 * np.log(2.0)))
-    return max(sigma, np.finfo(np.float32).tiny), "dimmest 5% of voxels as Rayleigh background (one baseline frame)"
+    return sigma, "dimmest 5% of voxels as Rayleigh background (one baseline frame)"
 
 
 def target_exclusion(labels_zyx: np.ndarray, target_value: int, margin_mm: float, zooms_zyx) -> np.ndarray:

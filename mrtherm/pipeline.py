@@ -332,7 +332,7 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
             if writer is not None:
                 writer.write(to_numpy(temp))
             if t_prev is not None:
-                dose = dose + cem43_segment(t_prev, temp, (times[t] - times[t - 1]) / 60.0)
+                dose = dose + cem43_segment(t_prev, temp, float(times[t] - times[t - 1]) / 60.0)
             tmax = temp if tmax is None else xp.maximum(tmax, temp)
             heated = heated | (delta > params.auto_ref_heated_c)
             if t < n_base:

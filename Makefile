@@ -1,0 +1,34 @@
+# mrtherm: `make demo` and `make test` set everything up on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test venv sysdeps kernels bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mrtherm demo --out demo_out
+
+test: sysdeps $(STAMP) kernels
+	$(PY) -m pytest -q
+
+sysdeps:
+	@bash tools/sysdeps.sh
+
+kernels:
+	@bash tools/check_kernels.sh
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_run.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,58 @@
+import os
+
+import numpy as np
+import pytest
+
+import mrtherm
+
+try:
+    import array_api_strict
+except ImportError:  # pragma: no cover - test extra installs it
+    array_api_strict = None
+
+
+def _namespaces():
+    out = [pytest.param(np, id="numpy")]
+    if array_api_strict is not None:
+        out.append(pytest.param(array_api_strict, id="array_api_strict"))
+    return out
+
+
+@pytest.fixture(params=_namespaces())
+def xp(request):
+    """Run a test with NumPy and with array-api-strict arrays."""
+    return request.param
+
+
+SMALL_PHANTOM = dict(shape_zyx=(6, 96, 96), voxel_mm=(4.0, 2.0, 2.0), n_frames=30, seed=3)
+
+
+@pytest.fixture(scope="session")
+def small_phantom():
+    return mrtherm.make_phantom(**SMALL_PHANTOM)
+
+
+@pytest.fixture(scope="session")
+def phantom_files(tmp_path_factory, small_phantom):
+    out = tmp_path_factory.mktemp("phantom") / "exam"
+    return mrtherm.write_phantom(out, small_phantom, phase_format="siemens")
+
+
+@pytest.fixture(scope="session")
+def phantom_result(small_phantom):
+    ph = small_phantom
+    exam = mrtherm.load_exam(ph.magnitude, ph.phase_rad, te_s=ph.te_s, b0_t=ph.b0_t,
+                             frame_times_s=ph.frame_times_s, affine=ph.affine)
+    return mrtherm.process(exam, baseline_frames=ph.info["baseline_frames"], labels=ph.labels)
+
+
+def tree_digest(folder):
+    """Map of file -> (size, mtime_ns, sha1) to prove inputs are untouched."""
+    import hashlib
+    out = {}
+    for root, _d, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, folder)] = (os.path.getsize(p), hashlib.sha1(fh.read()).hexdigest())
+    return out

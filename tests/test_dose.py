@@ -1,0 +1,86 @@
+"""CEM43 against reference values and the analytic integral."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+from mrtherm import cem43, ParameterError
+from mrtherm.dose import cem43_segment, time_above_segment
+
+
+@pytest.mark.parametrize("temp_c, minutes, expected", [
+    (43.0, 240.0, 240.0),   # definition of the threshold
+    (44.0, 120.0, 240.0),   # R = 0.5 above 43 C
+    (42.0, 60.0, 15.0),     # R = 0.25 below 43 C
+    (37.0, 60.0, 60 * 0.25 ** 6),
+])
+def test_constant_temperature_reference_values(xp, temp_c, minutes, expected):
+    temps = xp.asarray([temp_c, temp_c], dtype=xp.float64)
+    got = cem43(temps, [0.0, minutes * 60.0])
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+
+
+def _numerical(t0, t1, dt_min):
+    f = lambda s: (0.5 if t0 + (t1 - t0) * s / dt_min >= 43 else 0.25) ** (43 - (t0 + (t1 - t0) * s / dt_min))
+    brk = [dt_min * (43 - t0) / (t1 - t0)] if (t0 - 43) * (t1 - 43) < 0 else None
+    return integrate.quad(f, 0, dt_min, points=brk, epsabs=1e-13, epsrel=1e-13)[0]
+
+
+@pytest.mark.parametrize("t0, t1", [(40.0, 50.0), (50.0, 40.0), (42.0, 43.0), (43.0, 60.0), (30.0, 42.9),
+                                    (60.0, 60.000001), (80.0, 43.0)])
+def test_linear_ramp_is_exact(t0, t1):
+    """A ramp across (or to) 43 C: the split exact integral equals adaptive quadrature."""
+    dt_min = 2.0
+    got = float(cem43_segment(np.array(t0), np.array(t1), dt_min))
+    assert got == pytest.approx(_numerical(t0, t1, dt_min), rel=1e-9)
+
+
+def test_ramp_closed_form_across_43():
+    # 41 -> 45 C over 4 min: 2 min below (R=0.25) and 2 min above (R=0.5), each exact.
+    below = 2.0 * (0.25 ** 2 - 1.0) / (math.log(0.25) * (43 - 41))  # int_0^2 0.25^(2 - s) ds
+    below = (1 - 0.25 ** 2) / -math.log(0.25)
+    above = (2 ** 2 - 1) / math.log(2)
+    got = float(cem43(np.array([41.0, 45.0]), np.array([0.0, 240.0])))
+    assert got == pytest.approx(below + above, rel=1e-12)
+
+
+def test_exact_beats_rectangle_sum_at_sparse_frames():
+    """Sparse sampling of a true ramp: the exact integral is the ramp's dose, the rectangle sum is not."""
+    times = np.array([0.0, 60.0, 120.0])
+    temps = np.array([43.0, 55.0, 43.0])
+    exact = float(cem43(temps, times))
+    fine_t = np.linspace(0, 120, 240001)
+    fine_T = np.interp(fine_t, times, temps)
+    reference = float(cem43(fine_T, fine_t))
+    assert exact == pytest.approx(reference, rel=1e-6)
+    rectangle = sum(0.5 ** (43 - T) * 1.0 for T in temps[:-1])
+    assert abs(rectangle - reference) / reference > 0.5
+
+
+def test_axis_and_nan(xp):
+    temps = xp.asarray(np.array([[43.0, float("nan")], [43.0, 50.0]]).T)  # time along axis 1
+    got = cem43(temps, [0.0, 60.0], axis=1)
+    assert float(got[0]) == pytest.approx(1.0)
+    assert math.isnan(float(got[1]))
+
+
+def test_result_kind_follows_input(xp):
+    temps = xp.asarray(np.full((3, 2, 2), 44.0))
+    got = cem43(temps, np.array([0.0, 30.0, 60.0]))
+    assert type(got) is type(temps)
+    assert got.dtype == xp.float64
+
+
+@pytest.mark.parametrize("times", [[0.0, 0.0, 1.0], [0.0, 2.0, 1.0], [0.0, float("nan"), 3.0], [0.0, 1.0]])
+def test_bad_times(times):
+    with pytest.raises(ParameterError):
+        cem43(np.full(3, 44.0), times)
+
+
+def test_time_above_threshold():
+    # 40 -> 50 C over 10 s: above 45 C for 5 s
+    assert float(time_above_segment(np.array(40.0), np.array(50.0), 10.0, 45.0)) == pytest.approx(5.0)
+    assert float(time_above_segment(np.array(46.0), np.array(46.0), 10.0, 45.0)) == pytest.approx(10.0)
+    assert float(time_above_segment(np.array(44.0), np.array(44.0), 10.0, 45.0)) == 0.0
