@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 import array_api_compat
+import array_api_compat.numpy as _compat_numpy
 
 from .errors import BackendUnavailableError, ParameterError
 
@@ -69,8 +70,16 @@ def namespace(*arrays):
     """Array namespace shared by ``arrays`` (NumPy, CuPy, array-api-strict, ...)."""
     arrays = [a for a in arrays if a is not None and not isinstance(a, (int, float, complex))]
     if not arrays:
-        return array_api_compat.numpy
+        return _compat_numpy
     return array_api_compat.array_namespace(*arrays)
+
+
+def compute_namespace(backend_used: str):
+    """The array namespace for a resolved backend name (``"numpy"`` or ``"cupy"``)."""
+    if backend_used == "cupy":
+        import array_api_compat.cupy as compat_cupy  # noqa: PLC0415 - needs CuPy, guarded by resolve_backend
+        return compat_cupy
+    return _compat_numpy
 
 
 def is_numpy(xp) -> bool:

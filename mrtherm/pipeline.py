@@ -29,7 +29,7 @@ import numpy as np
 from . import labels as labels_mod
 from . import masks as masks_mod
 from . import niftiio
-from .backend import namespace, resolve_backend, to_numpy, from_numpy, cupy_module
+from .backend import namespace, resolve_backend, to_numpy, from_numpy, cupy_module, compute_namespace
 from .dose import cem43_segment, time_above_segment, DEFAULT_NECROSIS_CEM43_MIN
 from .drift import DriftModel, check_order
 from .errors import InputFileError, ParameterError
@@ -186,12 +186,7 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         backend_used = "cupy" if cupy_module() is not None and in_xp is cupy_module() else "input arrays"
     else:
         backend_used = resolve_backend(backend)
-        if backend_used == "cupy":
-            import array_api_compat
-            xp = array_api_compat.array_namespace(cupy_module().zeros(1))
-        else:
-            import array_api_compat
-            xp = array_api_compat.numpy
+        xp = compute_namespace(backend_used)
     out_xp = in_xp if in_xp is not None else None  # None: NumPy
 
     def dev(a):

@@ -1,0 +1,100 @@
+"""Benchmark: `mrtherm run` end to end against a whole-array NumPy script.
+
+Exam: the phantom at 128 x 128 x 12 slices x 100 frames (Siemens int16 phase,
+float32 magnitude, .nii.gz). Each contender runs in its own process; the figures
+are wall time and peak resident memory (ru_maxrss of that process), best of
+``--repeat`` runs. Prints a table; asserts nothing.
+
+    python benchmarks/bench_run.py [--repeat 3] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORK = os.path.join(HERE, "_work")
+
+RUNNER = r"""
+import resource, sys, time, runpy
+t0 = time.perf_counter()
+kind = sys.argv[1]
+if kind == "mrtherm":
+    from mrtherm.cli import main
+    code = main(sys.argv[2:])
+else:
+    sys.argv = [sys.argv[2]] + sys.argv[3:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    code = 0
+wall = time.perf_counter() - t0
+print("RESULT", wall, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, code)
+"""
+
+
+def measure(args):
+    proc = subprocess.run([sys.executable, "-c", RUNNER] + args, capture_output=True, text=True)
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    if proc.returncode != 0 or not line:
+        raise SystemExit(f"benchmark run failed: {proc.stderr[-2000:]}")
+    _, wall, rss_mb, code = line[-1].split()
+    return float(wall), float(rss_mb)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--shape", default="12,128,128")
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--keep", action="store_true", help="keep the generated exam in benchmarks/_work")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    args = ap.parse_args()
+    import mrtherm
+    shape = tuple(int(v) for v in args.shape.split(","))
+    exam_dir = os.path.join(WORK, f"exam_{'x'.join(map(str, shape))}x{args.frames}")
+    if not os.path.exists(os.path.join(exam_dir, "phantom.json")):
+        print(f"writing the benchmark exam {shape} x {args.frames} frames ...", flush=True)
+        mrtherm.write_phantom(exam_dir, shape_zyx=shape, voxel_mm=(3.0, 2.0, 2.0), n_frames=args.frames)
+    info = json.load(open(os.path.join(exam_dir, "phantom.json")))
+    mag, pha = os.path.join(exam_dir, "magnitude.nii.gz"), os.path.join(exam_dir, "phase.nii.gz")
+    nb = str(info["baseline_frames"])
+    rows = {}
+    contenders = {
+        "naive NumPy script": ["naive", os.path.join(HERE, "naive_numpy.py"), mag, pha,
+                               os.path.join(WORK, "out_naive"), str(info["te_s"]), str(info["b0_t"]), nb],
+        "mrtherm run (no figures)": ["mrtherm", "run", "--magnitude", mag, "--phase", pha, "--out",
+                                     os.path.join(WORK, "out_mrtherm"), "--baseline-frames", nb, "--drift-order", "1",
+                                     "--quiet", "--no-figures", "--backend", "numpy"],
+        "mrtherm run (with figures)": ["mrtherm", "run", "--magnitude", mag, "--phase", pha, "--out",
+                                       os.path.join(WORK, "out_mrtherm_fig"), "--baseline-frames", nb, "--quiet",
+                                       "--backend", "numpy"],
+    }
+    for name, cmd in contenders.items():
+        best = None
+        for _ in range(args.repeat):
+            wall, rss = measure(cmd)
+            best = (wall, rss) if best is None else (min(best[0], wall), min(best[1], rss))
+        rows[name] = best
+    ref_wall, ref_rss = rows["naive NumPy script"]
+    print(f"\nexam: {shape[2]}x{shape[1]}x{shape[0]} slices x {args.frames} frames, "
+          f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"{'contender':30s} {'wall (s)':>9s} {'peak RSS (MiB)':>15s} {'time ratio':>11s} {'memory ratio':>13s}")
+    for name, (wall, rss) in rows.items():
+        print(f"{name:30s} {wall:9.2f} {rss:15.0f} {wall / ref_wall:11.2f} {rss / ref_rss:13.2f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"shape_zyx": shape, "frames": args.frames, "cpus": os.cpu_count(),
+                       "rows": {k: {"wall_s": v[0], "peak_rss_mib": v[1]} for k, v in rows.items()}}, fh, indent=2)
+    if not args.keep:
+        for d in ("out_naive", "out_mrtherm", "out_mrtherm_fig"):
+            shutil.rmtree(os.path.join(WORK, d), ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
