@@ -82,6 +82,25 @@ def compute_namespace(backend_used: str):
     return _compat_numpy
 
 
+def is_cupy_namespace(xp) -> bool:
+    return array_api_compat.is_cupy_namespace(xp)
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_engine_class():
+    """``mrtherm_gpu.FusedEngine`` when the GPU package and a usable CuPy are present, else None.
+
+    The only place the core reaches for the GPU package, lazily.
+    """
+    if not cupy_usable():
+        return None
+    try:
+        from mrtherm_gpu import FusedEngine  # noqa: PLC0415
+    except ImportError:
+        return None
+    return FusedEngine
+
+
 def is_numpy(xp) -> bool:
     return array_api_compat.is_numpy_namespace(xp)
 

@@ -249,8 +249,8 @@ class Exam:
         first = next(iter(self.components.values()))
         return namespace(first.array) if isinstance(first, _ArraySeries) else None
 
-    def frame(self, t: int):
-        """Complex64 ``(z, y, x)`` signal of frame ``t``."""
+    def frame_parts(self, t: int):
+        """``(a, b, polar)`` of frame ``t``: (magnitude, phase rad, True) or (real, imag, False)."""
         c = self.components
         if "phase" in c:
             mag = c["magnitude"].read(t)
@@ -258,15 +258,14 @@ class Exam:
             xp = namespace(mag, ph)
             if not bool(xp.any(xp.isfinite(ph))):
                 raise InputFileError(c["phase"].path_of(t), f"phase frame {t} is all NaN")
-            ph = phase_to_radians(ph, self.phase_scale)
-            out = xp.astype(mag * xp.cos(ph), xp.complex64) + 1j * xp.astype(mag * xp.sin(ph), xp.complex64)
-        else:
-            re = c["real"].read(t)
-            im = c["imag"].read(t)
-            xp = namespace(re, im)
-            out = xp.astype(re, xp.complex64) + 1j * xp.astype(im, xp.complex64)
-        # Non-finite samples (vendor NaN padding) carry no signal.
-        return xp.where(xp.isfinite(out), out, xp.zeros_like(out))
+            return mag, phase_to_radians(ph, self.phase_scale), True
+        return c["real"].read(t), c["imag"].read(t), False
+
+    def frame(self, t: int):
+        """Complex64 ``(z, y, x)`` signal of frame ``t`` (non-finite samples set to 0)."""
+        from .engine import signal_from_parts
+        a, b, polar = self.frame_parts(t)
+        return signal_from_parts(a, b, polar, namespace(a, b))
 
     def magnitude_frame(self, t: int):
         c = self.components

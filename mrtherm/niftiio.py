@@ -175,6 +175,12 @@ class FrameWriter:
         self._fh.write(frame.tobytes())
         self.written += 1
 
+    def abort(self):
+        """Close without the completeness check (the caller discards the file)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
     def close(self):
         if self._fh is not None:
             self._fh.close()

@@ -29,12 +29,13 @@ import numpy as np
 from . import labels as labels_mod
 from . import masks as masks_mod
 from . import niftiio
-from .backend import namespace, resolve_backend, to_numpy, from_numpy, cupy_module, compute_namespace
-from .dose import cem43_segment, time_above_segment, DEFAULT_NECROSIS_CEM43_MIN
-from .drift import DriftModel, check_order
+from .backend import (namespace, resolve_backend, to_numpy, from_numpy, cupy_module, compute_namespace,
+                      is_cupy_namespace, gpu_engine_class)
+from .dose import time_above_segment, DEFAULT_NECROSIS_CEM43_MIN
+from .drift import DriftModel, check_order, solve_drift
+from .engine import ArrayEngine, signal_from_parts
 from .errors import InputFileError, ParameterError
-from .prf import (DEFAULT_ALPHA_PPM_PER_C, DEFAULT_BODY_TEMP_C, phase_difference, radians_per_celsius,
-                  theoretical_sigma_celsius, unwrap_step)
+from .prf import DEFAULT_ALPHA_PPM_PER_C, DEFAULT_BODY_TEMP_C, radians_per_celsius, theoretical_sigma_celsius
 from .result import ThermometryResult
 
 
@@ -138,6 +139,22 @@ def _host(x):
     return to_numpy(x)
 
 
+def _device_parts(exam, t, dev):
+    a, b, polar = exam.frame_parts(t)
+    return dev(a), dev(b), polar
+
+
+def _make_engine(xp, backend_used, model, mask, ref, s_ref, auto, outlier_rad, to_celsius, params):
+    """The fused CUDA engine for CuPy arrays when mrtherm_gpu loads, else the array-API engine."""
+    args = (xp, model, mask, ref, s_ref, auto, outlier_rad, to_celsius, params.body_temp_c,
+            params.auto_ref_heated_c)
+    if is_cupy_namespace(xp):
+        fused = gpu_engine_class()
+        if fused is not None:
+            return fused(*args)
+    return ArrayEngine(*args)
+
+
 def process(exam, params: ThermometryParams | None = None, *, labels=None, drift_roi=None, label_table=None,
             backend: str = "auto", keep_temperature: bool = True, temperature_path=None, progress: bool = False,
             **overrides) -> ThermometryResult:
@@ -207,7 +224,8 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     roi_vol, roi_info = _load_label_volume(drift_roi, exam, "drift ROI")
 
     # ---- baseline
-    base = [dev(exam.frame(t)) for t in range(n_base)]
+    base_parts = [_device_parts(exam, t, dev) for t in range(n_base)]
+    base = [signal_from_parts(a, b, polar, xp) for a, b, polar in base_parts]
     s_ref = base[0]
     for b in base[1:]:
         s_ref = s_ref + b
@@ -250,10 +268,11 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     ref_rule["voxels"] = int(ref_static.sum())
 
     mask_x = dev(mask)
-    ref_x = dev(ref_static.astype(np.float64))
     model = DriftModel(shape, params.drift_order, xp)
     outlier_rad = abs(params.auto_ref_outlier_c * k_rad_per_c)
     nan32 = xp.asarray(float("nan"), dtype=xp.float32)
+    engine = _make_engine(xp, backend_used, model, mask, ref_static, s_ref, auto, outlier_rad, to_celsius,
+                          params)
 
     # ---- protected structures
     protected = {}
@@ -268,6 +287,7 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
                                     "max_c": [], "mean_c": [], "max_dose": [], "time_above_s": None}
                 if idx.size == 0:
                     warnings.append(f"{table.name(value)}: no voxel with reliable phase; temperature not watched")
+    watched = [info for info in protected.values() if info["reliable_voxels"]]
 
     # ---- outputs
     temperature = xp.empty((nt,) + tuple(shape), dtype=xp.float32) if keep_temperature else None
@@ -275,89 +295,66 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     if temperature_path is not None:
         step = float(np.median(np.diff(exam.frame_times_s))) if nt > 1 else None
         writer = niftiio.FrameWriter(temperature_path, shape, nt, exam.affine, step)
-    dose = xp.zeros(shape, dtype=xp.float64)
-    tmax = None
-    heated = xp.zeros(shape, dtype=xp.bool)
-    base_sum = xp.zeros(shape, dtype=xp.float64)
-    base_sumsq = xp.zeros(shape, dtype=xp.float64)
     coeff_hist = np.zeros((nt, shape[0], model.k))
     ref_counts = np.zeros((nt, shape[0]), dtype=np.int64)
     fallback_frames = 0
     peak_curve = np.full(nt, np.nan)
-
-    drift_prev = xp.zeros(shape, dtype=xp.float64)
-    u_prev = None
-    t_prev = None
     times = exam.frame_times_s
+    neg_inf = xp.asarray(-np.inf, dtype=xp.float32)
 
     frame_iter = range(nt)
     if progress:
         from tqdm.auto import tqdm
         frame_iter = tqdm(frame_iter, desc="frames", unit="frame")
+    temp_prev = None
     try:
         for t in frame_iter:
-            s = base[t] if t < n_base else dev(exam.frame(t))
-            dphi = phase_difference(s, s_ref)
-            u = dphi if u_prev is None else unwrap_step(dphi, u_prev)
-            w = xp.astype(xp.real(s) ** 2 + xp.imag(s) ** 2, xp.float64)
-            if auto:
-                cand = ref_x * xp.astype(~heated, xp.float64)
-                inlier = xp.astype(xp.abs(xp.astype(u, xp.float64) - drift_prev) < outlier_rad, xp.float64)
-                stats_in = model.normal_equations(u, w * cand * inlier)
-                coeffs, fb = model.solve(*stats_in)
-                if fb.any():
-                    # Too few inliers in some slice (e.g. a sudden B0 jump): use the reference without rejection.
-                    stats_all = model.normal_equations(u, w * cand)
-                    coeffs_all, _ = model.solve(*stats_all)
-                    coeffs[fb] = coeffs_all[fb]
-                    fallback_frames += 1
-                ref_counts[t] = to_numpy(stats_in[2]).astype(np.int64)
-            else:
-                stats_in = model.normal_equations(u, w * ref_x)
-                coeffs, fb = model.solve(*stats_in)
-                fallback_frames += int(fb.any())
-                ref_counts[t] = to_numpy(stats_in[2]).astype(np.int64)
+            a, b, polar = base_parts[t] if t < n_base else _device_parts(exam, t, dev)
+            (stats_in, stats_all) = engine.pass1(a, b, polar)
+            coeffs, fb = solve_drift(*stats_in, model.k)
+            if fb.any():
+                # Too few inliers in some slice (e.g. a sudden B0 jump): that slice uses the reference
+                # without outlier rejection.
+                coeffs_all, _ = solve_drift(*stats_all, model.k)
+                coeffs[fb] = coeffs_all[fb]
+                fallback_frames += 1
+            ref_counts[t] = stats_in[2].astype(np.int64)
             coeff_hist[t] = coeffs
-            drift = model.evaluate(coeffs)
-            delta = xp.astype((xp.astype(u, xp.float64) - drift) * to_celsius, xp.float32)
-            temp = xp.where(mask_x, delta + params.body_temp_c, nan32)
+            dt_min = float(times[t] - times[t - 1]) / 60.0 if t > 0 else None
+            temp = engine.pass2(coeffs, dt_min, t < n_base)
 
             if temperature is not None:
                 temperature[t, ...] = temp
             if writer is not None:
                 writer.write(to_numpy(temp))
-            if t_prev is not None:
-                dose = dose + cem43_segment(t_prev, temp, float(times[t] - times[t - 1]) / 60.0)
-            tmax = temp if tmax is None else xp.maximum(tmax, temp)
-            heated = heated | (delta > params.auto_ref_heated_c)
-            if t < n_base:
-                d64 = xp.astype(delta, xp.float64)
-                base_sum = base_sum + d64
-                base_sumsq = base_sumsq + d64 * d64
-            peak_curve[t] = float(to_numpy(xp.max(xp.where(mask_x, temp, xp.asarray(-np.inf, dtype=xp.float32)))))
+            # Small per-frame statistics gathered on the device, one transfer to the host.
             flat_t = xp.reshape(temp, (-1,))
-            flat_d = xp.reshape(dose, (-1,))
-            for info in protected.values():
-                if info["reliable_voxels"] == 0:
-                    continue
+            flat_d = xp.reshape(engine.dose, (-1,))
+            parts = [xp.reshape(xp.max(xp.where(mask_x, temp, neg_inf)), (1,))]
+            for info in watched:
                 vals = xp.take(flat_t, info["idx"])
-                info["max_c"].append(float(to_numpy(xp.max(vals))))
-                info["mean_c"].append(float(to_numpy(xp.mean(vals))))
-                info["max_dose"].append(float(to_numpy(xp.max(xp.take(flat_d, info["idx"])))))
-                if t_prev is not None:
-                    prev_vals = xp.take(xp.reshape(t_prev, (-1,)), info["idx"])
+                parts += [xp.reshape(xp.max(vals), (1,)), xp.reshape(xp.mean(vals), (1,)),
+                          xp.reshape(xp.astype(xp.max(xp.take(flat_d, info["idx"])), xp.float32), (1,))]
+                if temp_prev is not None:
+                    prev_vals = xp.take(xp.reshape(temp_prev, (-1,)), info["idx"])
                     seg = time_above_segment(prev_vals, vals, float(times[t] - times[t - 1]),
                                              params.time_above_threshold_c)
                     info["time_above_s"] = seg if info["time_above_s"] is None else info["time_above_s"] + seg
-            u_prev = u
-            t_prev = temp
-            drift_prev = drift
+            small = to_numpy(xp.concat(parts)).astype(np.float64)
+            peak_curve[t] = small[0]
+            for i, info in enumerate(watched):
+                info["max_c"].append(float(small[1 + 3 * i]))
+                info["mean_c"].append(float(small[2 + 3 * i]))
+                info["max_dose"].append(float(small[3 + 3 * i]))
+            temp_prev = temp
     except BaseException:
         if writer is not None:
-            writer._fh.close()
+            writer.abort()
         raise
     if writer is not None:
         writer.close()
+    dose, tmax = engine.dose, engine.tmax
+    base_sum, base_sumsq = engine.base_sum, engine.base_sumsq
 
     # ---- uncertainty
     mask_np = mask
@@ -380,4 +377,4 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         drift_reference=ref_static, drift_rule=ref_rule, coeff_hist=coeff_hist, ref_counts=ref_counts,
         fallback_frames=fallback_frames, noise_sigma=sigma, noise_method=sigma_method, mask_rules=mask_rules,
         labels=label_vol, label_info=label_info, table=table, protected=protected, peak_curve=peak_curve,
-        warnings=warnings, backend_used=backend_used, k_rad_per_c=k_rad_per_c)
+        warnings=warnings, backend_used=f"{backend_used} ({engine.name} engine)", k_rad_per_c=k_rad_per_c)

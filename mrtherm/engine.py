@@ -1,0 +1,110 @@
+"""Per-frame thermometry work behind one interface, so a fused GPU engine can replace it.
+
+:class:`ArrayEngine` is the reference implementation in array-API operations
+(NumPy, CuPy, array-api-strict). ``mrtherm_gpu.FusedEngine`` implements the same
+two passes as two CUDA kernels. Per frame the pipeline calls
+
+1. :meth:`pass1` -- phase change against the baseline, temporal unwrapping,
+   and the drift fit's per-slice normal equations (returned to the host);
+2. :meth:`pass2` -- drift subtraction with the solved coefficients, PRF
+   conversion, masking, exact CEM43 increment, Tmax, baseline statistics and
+   the "already heated" flags of the automatic drift reference.
+
+Flag bits in the engines: 1 = reliable (mask), 2 = drift-reference candidate,
+4 = heated earlier (rose more than ``heated_c``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import from_numpy, to_numpy
+from .dose import cem43_segment
+from .prf import phase_difference, unwrap_step
+
+FLAG_MASK, FLAG_REF, FLAG_HEATED = 1, 2, 4
+
+
+def signal_from_parts(a, b, polar: bool, xp):
+    """Complex64 signal from (magnitude, phase rad) or (real, imag); non-finite samples become 0."""
+    if polar:
+        out = xp.astype(a * xp.cos(b), xp.complex64) + 1j * xp.astype(a * xp.sin(b), xp.complex64)
+    else:
+        out = xp.astype(a, xp.complex64) + 1j * xp.astype(b, xp.complex64)
+    return xp.where(xp.isfinite(out), out, xp.zeros_like(out))
+
+
+class ArrayEngine:
+    """Reference engine in array-API operations.
+
+    Parameters
+    ----------
+    xp : array namespace of the computation
+    model : mrtherm.drift.DriftModel
+    mask, ref : (z, y, x) bool NumPy arrays (reliable voxels; drift-reference candidates)
+    s_ref : (z, y, x) complex64 array in ``xp`` (baseline reference)
+    auto : bool, automatic reference (outlier and heated exclusions apply)
+    outlier_rad, to_celsius, body_temp_c, heated_c : floats
+    """
+
+    name = "array-api"
+
+    def __init__(self, xp, model, mask, ref, s_ref, auto, outlier_rad, to_celsius, body_temp_c, heated_c):
+        self.xp, self.model = xp, model
+        self.shape = tuple(mask.shape)
+        self.mask = from_numpy(np.ascontiguousarray(mask), xp)
+        self.ref = from_numpy(np.ascontiguousarray(ref, dtype=np.float64), xp)
+        self.s_ref = s_ref
+        self.auto, self.outlier_rad = bool(auto), float(outlier_rad)
+        self.to_celsius, self.body_temp_c, self.heated_c = float(to_celsius), float(body_temp_c), float(heated_c)
+        self.heated = xp.zeros(self.shape, dtype=xp.bool)
+        self.dose = xp.zeros(self.shape, dtype=xp.float64)
+        self.tmax = None
+        self.base_sum = xp.zeros(self.shape, dtype=xp.float64)
+        self.base_sumsq = xp.zeros(self.shape, dtype=xp.float64)
+        self.u = None
+        self.temp_prev = None
+        self.drift_prev = xp.zeros(self.shape, dtype=xp.float64)
+        self._w = None
+        self._cand = None
+        self._nan = xp.asarray(float("nan"), dtype=xp.float32)
+
+    def pass1(self, a, b, polar: bool):
+        """Returns ``(stats_in, stats_all)``: NumPy ``(packed, rhs, count)`` per slice.
+
+        ``stats_in`` holds the reference after outlier rejection (automatic
+        mode) and ``stats_all`` without it, for slices where too few inliers remain.
+        """
+        xp = self.xp
+        s = signal_from_parts(a, b, polar, xp)
+        dphi = phase_difference(s, self.s_ref)
+        u = dphi if self.u is None else unwrap_step(dphi, self.u)
+        self.u = u
+        w = xp.astype(xp.real(s) ** 2 + xp.imag(s) ** 2, xp.float64)
+        if self.auto:
+            cand = self.ref * xp.astype(~self.heated, xp.float64)
+            inlier = xp.astype(xp.abs(xp.astype(u, xp.float64) - self.drift_prev) < self.outlier_rad, xp.float64)
+            stats_in = self.model.normal_equations(u, w * cand * inlier)
+            stats_all = self.model.normal_equations(u, w * cand)
+        else:
+            stats_in = self.model.normal_equations(u, w * self.ref)
+            stats_all = stats_in
+        return tuple(to_numpy(v) for v in stats_in), tuple(to_numpy(v) for v in stats_all)
+
+    def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool):
+        """Temperature frame (float32, NaN where masked) after updating the accumulators."""
+        xp = self.xp
+        drift = self.model.evaluate(coeffs)
+        delta = xp.astype((xp.astype(self.u, xp.float64) - drift) * self.to_celsius, xp.float32)
+        temp = xp.where(self.mask, delta + self.body_temp_c, self._nan)
+        if self.temp_prev is not None:
+            self.dose = self.dose + cem43_segment(self.temp_prev, temp, float(dt_min))
+        self.tmax = temp if self.tmax is None else xp.maximum(self.tmax, temp)
+        self.heated = self.heated | (delta > self.heated_c)
+        if is_baseline:
+            d64 = xp.astype(delta, xp.float64)
+            self.base_sum = self.base_sum + d64
+            self.base_sumsq = self.base_sumsq + d64 * d64
+        self.temp_prev = temp
+        self.drift_prev = drift
+        return temp
