@@ -157,7 +157,7 @@ def _make_engine(xp, backend_used, model, mask, ref, s_ref, auto, outlier_rad, t
 
 def process(exam, params: ThermometryParams | None = None, *, labels=None, drift_roi=None, label_table=None,
             backend: str = "auto", keep_temperature: bool = True, temperature_path=None, progress: bool = False,
-            **overrides) -> ThermometryResult:
+            profile: bool = False, **overrides) -> ThermometryResult:
     """Compute temperature and thermal dose maps from an exam.
 
     Parameters
@@ -183,6 +183,9 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         Stream the 4-D temperature NIfTI here frame by frame (memory stays flat).
     progress : bool
         Show a tqdm progress bar.
+    profile : bool
+        Time the fused GPU kernels with CUDA events; the report gains
+        ``"kernel_seconds"`` (ignored by the array-API engine).
 
     Returns
     -------
@@ -273,6 +276,8 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     nan32 = xp.asarray(float("nan"), dtype=xp.float32)
     engine = _make_engine(xp, backend_used, model, mask, ref_static, s_ref, auto, outlier_rad, to_celsius,
                           params)
+    if profile and hasattr(engine, "enable_timing"):
+        engine.enable_timing()
 
     # ---- protected structures
     protected = {}
@@ -307,9 +312,20 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         from tqdm.auto import tqdm
         frame_iter = tqdm(frame_iter, desc="frames", unit="frame")
     temp_prev = None
+    upload = getattr(engine, "to_device", None)
+
+    def frame_parts(t):
+        if t < n_base:
+            return base_parts[t]
+        if upload is not None:  # host frames go up asynchronously through pinned buffers
+            a, b, polar = exam.frame_parts(t)
+            return (*upload(a, b), polar)
+        return _device_parts(exam, t, dev)
+
     try:
+        upcoming = frame_parts(0)
         for t in frame_iter:
-            a, b, polar = base_parts[t] if t < n_base else _device_parts(exam, t, dev)
+            a, b, polar = upcoming
             (stats_in, stats_all) = engine.pass1(a, b, polar)
             coeffs, fb = solve_drift(*stats_in, model.k)
             if fb.any():
@@ -322,6 +338,8 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
             coeff_hist[t] = coeffs
             dt_min = float(times[t] - times[t - 1]) / 60.0 if t > 0 else None
             temp = engine.pass2(coeffs, dt_min, t < n_base)
+            if t + 1 < nt:
+                upcoming = frame_parts(t + 1)  # disk read overlaps the device's work on frame t
 
             if temperature is not None:
                 temperature[t, ...] = temp
@@ -371,10 +389,13 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         warnings.append("one baseline frame: empirical temperature SD unavailable (theoretical SD given)")
 
     dose = xp.where(mask_x, dose, xp.asarray(float("nan"), dtype=xp.float64))
-    return ThermometryResult.build(
+    result = ThermometryResult.build(
         exam=exam, params=params, xp=xp, out_xp=out_xp, temperature=temperature,
         temperature_path=temperature_path, dose=dose, tmax=tmax, sd=sd, sd_theory=theory, snr=snr, mask=mask_np,
         drift_reference=ref_static, drift_rule=ref_rule, coeff_hist=coeff_hist, ref_counts=ref_counts,
         fallback_frames=fallback_frames, noise_sigma=sigma, noise_method=sigma_method, mask_rules=mask_rules,
         labels=label_vol, label_info=label_info, table=table, protected=protected, peak_curve=peak_curve,
         warnings=warnings, backend_used=f"{backend_used} ({engine.name} engine)", k_rad_per_c=k_rad_per_c)
+    if profile and hasattr(engine, "kernel_seconds"):
+        result.report["kernel_seconds"] = engine.kernel_seconds()
+    return result

@@ -56,3 +56,14 @@ def tree_digest(folder):
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, folder)] = (os.path.getsize(p), hashlib.sha1(fh.read()).hexdigest())
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """tests/gpu needs a usable CUDA device: skip there on cupy.is_available(), not on import."""
+    from mrtherm.backend import cupy_usable
+    if cupy_usable():
+        return
+    skip = pytest.mark.skip(reason="needs a usable CUDA GPU (cupy.is_available() is False)")
+    for item in items:
+        if "/tests/gpu/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(skip)

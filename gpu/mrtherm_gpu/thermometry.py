@@ -1,0 +1,160 @@
+"""Fused CUDA engine for the thermometry pipeline (same interface as ``mrtherm.engine.ArrayEngine``).
+
+Two kernels per frame (``kernels/thermometry.cu``):
+
+- ``unwrap_accumulate_o{order}``: phase change, temporal unwrap, and the drift
+  fit's normal equations reduced per slice (warp shuffles, shared and global
+  double atomics). Only ``nz * 2 * Q`` doubles (Q <= 28) go to the host.
+- ``temperature_dose_o{order}``: drift subtraction, PRF, mask, exact CEM43
+  increment, Tmax, baseline sums and heated flags, in one pass.
+
+Frames read from files are copied into pinned host buffers and uploaded on a
+separate stream, so the upload of frame t+1 overlaps the kernels of frame t.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mrtherm.engine import FLAG_MASK, FLAG_REF
+
+from .kernels_loader import load_module
+
+BLOCK = 256
+PIXELS_PER_THREAD_REDUCE = 4
+
+
+class FusedEngine:
+    """CUDA engine; arguments as :class:`mrtherm.engine.ArrayEngine`.
+
+    The temperature frame returned by :meth:`pass2` lives in one of two
+    rotating device buffers: copy it if it must outlive the next frame.
+    """
+
+    name = "fused CUDA"
+
+    def __init__(self, xp, model, mask, ref, s_ref, auto, outlier_rad, to_celsius, body_temp_c, heated_c):
+        import cupy as cp
+        import cupyx
+
+        self.cp = cp
+        self.xp = xp
+        nz, ny, nx = (int(v) for v in mask.shape)
+        self.shape = (nz, ny, nx)
+        self.k = model.k
+        self.q = self.k * (self.k + 1) // 2 + self.k + 1
+        self.n_pairs = self.k * (self.k + 1) // 2
+        flags = (np.asarray(mask, bool).astype(np.uint8) * FLAG_MASK) | (np.asarray(ref, bool).astype(np.uint8) * FLAG_REF)
+        self.flags = cp.asarray(np.ascontiguousarray(flags))
+        self.s_ref = cp.ascontiguousarray(cp.asarray(s_ref).astype(cp.complex64, copy=False))
+        self.auto = bool(auto)
+        self.outlier_rad = float(outlier_rad)
+        self.to_celsius = float(to_celsius)
+        self.body_temp_c = float(body_temp_c)
+        self.heated_c = float(heated_c)
+        self.u = cp.zeros(self.shape, dtype=cp.float32)
+        self.temp_buffers = [cp.empty(self.shape, dtype=cp.float32) for _ in range(2)]
+        self.current = 0
+        self.dose = cp.zeros(self.shape, dtype=cp.float64)
+        self.tmax = cp.empty(self.shape, dtype=cp.float32)
+        self.base_sum = cp.zeros(self.shape, dtype=cp.float64)
+        self.base_sumsq = cp.zeros(self.shape, dtype=cp.float64)
+        self.stats = cp.zeros((nz, 2, self.q), dtype=cp.float64)
+        self.prev_coeffs = cp.zeros((nz, self.k), dtype=cp.float64)
+        self.coeffs = cp.zeros((nz, self.k), dtype=cp.float64)
+        self.has_prev_phase = False
+        self.has_prev_temp = False
+        mod = load_module("thermometry")
+        self._pass1 = mod.get_function(f"unwrap_accumulate_o{model.order}")
+        self._pass2 = mod.get_function(f"temperature_dose_o{model.order}")
+        npix = ny * nx
+        self.grid1 = (max(1, math.ceil(npix / (BLOCK * PIXELS_PER_THREAD_REDUCE))), nz)
+        self.grid2 = (max(1, math.ceil(npix / BLOCK)), nz)
+        self.dims = (np.int32(nz), np.int32(ny), np.int32(nx))
+        # double-buffered pinned staging for host frames
+        self.copy_stream = cp.cuda.Stream(non_blocking=True)
+        self._pinned = [(cupyx.empty_pinned(self.shape, np.float32), cupyx.empty_pinned(self.shape, np.float32))
+                        for _ in range(2)]
+        self._staged = [(cp.empty(self.shape, cp.float32), cp.empty(self.shape, cp.float32)) for _ in range(2)]
+        self._copied = [None, None]
+        self._slot = 0
+        self._events = None
+
+    # ------------------------------------------------------------------ timing
+    def enable_timing(self):
+        """Record CUDA events around every kernel launch (for benchmarks)."""
+        self._events = {"pass1": [], "pass2": []}
+
+    def kernel_seconds(self) -> dict:
+        """Device time of each kernel summed over frames, s (after :meth:`enable_timing`)."""
+        self.cp.cuda.get_current_stream().synchronize()
+        out = {}
+        for name, pairs in (self._events or {}).items():
+            out[name] = sum(self.cp.cuda.get_elapsed_time(a, b) for a, b in pairs) / 1000.0
+        return out
+
+    def _launch(self, name, kernel, grid, args):
+        if self._events is None:
+            kernel(grid, (BLOCK,), args)
+            return
+        start = self.cp.cuda.get_current_stream().record()
+        kernel(grid, (BLOCK,), args)
+        self._events[name].append((start, self.cp.cuda.get_current_stream().record()))
+
+    # ------------------------------------------------------------------ frames in
+    def to_device(self, a, b):
+        """Put one frame's two components on the device; host arrays go through pinned memory asynchronously."""
+        cp = self.cp
+        if isinstance(a, cp.ndarray) and isinstance(b, cp.ndarray):
+            return (cp.ascontiguousarray(a, dtype=cp.float32), cp.ascontiguousarray(b, dtype=cp.float32))
+        slot = self._slot
+        self._slot ^= 1
+        if self._copied[slot] is not None:
+            self._copied[slot].synchronize()  # the pinned slot's previous upload has finished
+        pa, pb = self._pinned[slot]
+        np.copyto(pa, np.asarray(a, dtype=np.float32))
+        np.copyto(pb, np.asarray(b, dtype=np.float32))
+        da, db = self._staged[slot]
+        da.set(pa, stream=self.copy_stream)
+        db.set(pb, stream=self.copy_stream)
+        ev = self.copy_stream.record()
+        self._copied[slot] = ev
+        cp.cuda.get_current_stream().wait_event(ev)  # kernels on the compute stream wait for the upload
+        return da, db
+
+    # ------------------------------------------------------------------ passes
+    def pass1(self, a, b, polar: bool):
+        cp = self.cp
+        a, b = self.to_device(a, b)
+        self.stats.fill(0)
+        self._launch("pass1", self._pass1, self.grid1, (
+            a, b, np.int32(bool(polar)), self.s_ref, self.u, self.flags, self.prev_coeffs,
+            np.int32(self.has_prev_phase), np.int32(self.auto), np.float64(self.outlier_rad), *self.dims,
+            self.stats))
+        self.has_prev_phase = True
+        st = cp.asnumpy(self.stats)  # (nz, 2, Q): the only per-frame transfer to the host
+        out = []
+        for s in (0, 1):
+            packed = np.ascontiguousarray(st[:, s, :self.n_pairs])
+            rhs = np.ascontiguousarray(st[:, s, self.n_pairs:self.n_pairs + self.k])
+            count = np.ascontiguousarray(st[:, s, -1])
+            out.append((packed, rhs, count))
+        return out[0], out[1]
+
+    def pass2(self, coeffs, dt_min, is_baseline: bool):
+        self.coeffs.set(np.ascontiguousarray(coeffs, dtype=np.float64))
+        out = self.temp_buffers[self.current]
+        prev = self.temp_buffers[1 - self.current]
+        self._launch("pass2", self._pass2, self.grid2, (
+            self.u, self.flags, self.coeffs, np.float64(self.to_celsius), np.float32(self.body_temp_c),
+            np.float32(self.heated_c), out, prev, np.int32(self.has_prev_temp),
+            np.float64(dt_min if dt_min is not None else 0.0), self.dose, self.tmax,
+            np.int32(not self.has_prev_temp), np.int32(bool(is_baseline)), self.base_sum, self.base_sumsq,
+            *self.dims))
+        self.has_prev_temp = True
+        self.current ^= 1
+        # this frame's coefficients become the outlier reference of the next frame
+        self.prev_coeffs, self.coeffs = self.coeffs, self.prev_coeffs
+        return out
