@@ -101,6 +101,16 @@ def gpu_engine_class():
     return FusedEngine
 
 
+def gpu_package():
+    """The ``mrtherm_gpu`` package for CuPy work; a one-line error when it cannot be used."""
+    resolve_backend("cupy")
+    try:
+        import mrtherm_gpu  # noqa: PLC0415
+    except ImportError as exc:
+        raise BackendUnavailableError(f"the GPU package mrtherm_gpu cannot be imported ({exc})") from None
+    return mrtherm_gpu
+
+
 def is_numpy(xp) -> bool:
     return array_api_compat.is_numpy_namespace(xp)
 

@@ -175,7 +175,22 @@ def cmd_demo(args):
         print(f"  RMSE where heated > 5 C: {cmp_['rmse_heated_c']:.3f} C")
     print(f"  peak {cmp_['peak_c']:.1f} C vs truth {cmp_['truth_peak_reliable_c']:.1f} C")
     print(f"  lesion (240 CEM43) {cmp_['lesion_240_ml']:.3f} mL vs truth {cmp_['truth_lesion_240_ml']:.3f} mL")
-    print(f"outputs: {os.path.join(out, 'run')}")
+    print()
+    print("acoustic window of the planned sonication")
+    from .cli_window import window_summary, write_window_outputs
+    from .transducer import spherical_cap
+    from .window import check_window, load_labels
+    sug = info["transducer_suggestion"]
+    transducer = spherical_cap(sug["radius_mm"], sug["aperture_mm"], sug["n_elements"], sug["focus_world_mm"],
+                               sug["axis"], sug["frequency_hz"], "phantom plan")
+    transducer.save(os.path.join(out, "exam", "transducer.json"))
+    scene = load_labels(paths["labels"])
+    window = check_window(scene, transducer, sug["focus_world_mm"])
+    wdir = os.path.join(out, "window")
+    os.makedirs(wdir, exist_ok=True)
+    write_window_outputs(wdir, window)
+    print(window_summary(window))
+    print(f"outputs: {os.path.join(out, 'run')}, {wdir}")
     return 0
 
 
@@ -225,6 +240,9 @@ def build_parser():
     r.add_argument("--no-figures", action="store_true")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
+
+    from .cli_window import add_parsers
+    add_parsers(sub)
     return p
 
 

@@ -82,7 +82,7 @@ def _anatomy(xw, yw, zw):
     for sx in (-1, 1):
         ped = (np.abs(xw - 13.0 * sx) <= 4.0) & (yw <= -12.0) & (yw >= -30.0)
         lab[ped] = 5
-        lab[(np.abs(xw - 30.0 * sx) <= 16.0) & (np.abs(yw + 30.0) <= 3.0)] = 5
+        lab[(np.abs(xw - 27.0 * sx) <= 12.0) & (np.abs(yw + 30.0) <= 3.0)] = 5
     lamina = _ellipse(xw, yw, 0.0, -30.0, 14.0, 12.0) & ~_ellipse(xw, yw, 0.0, -28.0, 10.0, 8.0) & (yw < -24.0)
     lab[lamina] = 5
     lab[(np.abs(xw) <= 3.5) & (yw <= -36.0) & (yw >= -62.0)] = 5
@@ -91,7 +91,7 @@ def _anatomy(xw, yw, zw):
     lab[_ellipse(xw, yw, 0.0, -28.0, 4.5, 4.0)] = 10
     # nerve roots in the foramina, in the upper slices (foramen level)
     for sx in (-1, 1):
-        root = _ellipse(xw, yw, 20.0 * sx, -23.0, 3.0, 2.5) & (zw >= 0.0)
+        root = _ellipse(xw, yw, 24.0 * sx, -21.0, 3.0, 2.5) & (zw >= 0.0)
         lab[root] = 11
     # tumour straddling the posterolateral surface of the vertebral body (left side)
     tumour = ((xw + 22.0) ** 2 + (yw + 8.0) ** 2 + (zw / 1.6) ** 2) <= 7.0 ** 2
@@ -141,7 +141,7 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
 
     # sonication geometry: posterolateral beam through the paraspinal muscle onto the tumour surface
     focus = np.array([-21.0, -13.0, 2.0])
-    transducer_centre = np.array([-75.0, -120.0, 2.0])
+    transducer_centre = np.array([-120.0, -60.0, 2.0])
     axis = focus - transducer_centre
     axis /= np.linalg.norm(axis)
     perp = np.array([-axis[1], axis[0], 0.0])
@@ -209,6 +209,8 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
         "focus_world_mm": focus.tolist(), "beam_axis": axis.tolist(),
         "transducer_centre_world_mm": transducer_centre.tolist(),
         "drift_rad_at_end": list(drift_rad),
+        "transducer_suggestion": {"radius_mm": 100.0, "aperture_mm": 80.0, "n_elements": 256, "frequency_hz": 1.0e6,
+                                  "focus_world_mm": focus.tolist(), "axis": axis.tolist()},
         "truth_lesion_volume_ml_240": float((dose >= 240).sum() * dx * dy * dz / 1000.0),
         "labels_present": sorted(int(v) for v in np.unique(labels)),
         "label_names": {int(v): LabelTable().name(int(v)) for v in np.unique(labels)},

@@ -6,7 +6,8 @@ The core package reaches this one lazily (``mrtherm.backend.gpu_engine_class``)
 and only when ``cupy.is_available()``.
 """
 
+from . import raymarch
 from .kernels_loader import KERNEL_DIR, kernel_sources, load_module
 from .thermometry import FusedEngine
 
-__all__ = ["FusedEngine", "KERNEL_DIR", "kernel_sources", "load_module"]
+__all__ = ["FusedEngine", "KERNEL_DIR", "kernel_sources", "load_module", "raymarch"]

@@ -1,0 +1,50 @@
+"""Acoustic tissue properties used by the acoustic-window check, with their sources.
+
+Attenuation ``alpha(f) = alpha_1MHz * (f / 1 MHz) ** exponent`` in dB/cm. The
+values at 1 MHz are those compiled in Table 4 of *Diagnostics* 2023;13(5):855
+(doi:10.3390/diagnostics13050855) from the standard tissue references (Duck,
+Physical Properties of Tissue, 1990; Culjat et al., Ultrasound Med Biol 2010).
+Where a class has no entry there the nearest tissue is used, as noted. The
+frequency dependence is taken as linear (exponent 1) for tissues, the
+assumption of the IT'IS tissue database when no fit is available, and
+quadratic for water.
+"""
+
+from __future__ import annotations
+
+import math
+
+SOURCE_ATTENUATION = "Diagnostics 2023;13:855, Table 4 (attenuation at 1 MHz, dB/cm)"
+SOURCE_SPEEDS = ("soft tissue 1540 m/s (the conventional soft-tissue average); cortical bone 3432 m/s "
+                 "(Sensors 2023;23:5942, Table A2)")
+
+# label value -> (dB/cm at 1 MHz, frequency exponent, note)
+ATTENUATION_DB_PER_CM_1MHZ = {
+    0: (0.0022, 2.0, "water"),
+    1: (0.50, 1.0, "soft tissue: liver value"),
+    2: (0.63, 1.0, "adipose tissue"),
+    3: (1.18, 1.0, "skeletal muscle: mean of perpendicular (0.96) and parallel (1.40) fibres"),
+    4: (0.35, 1.0, "skin"),
+    5: (15.0, 1.0, "bone"),
+    6: (15.0, 1.0, "bone (trabecular taken as bone)"),
+    7: (math.inf, 1.0, "gas: total reflection"),
+    8: (math.inf, 1.0, "metal: total reflection"),
+    9: (1.57, 1.0, "scar: connective tissue"),
+    10: (0.50, 1.0, "spinal cord: soft-tissue value"),
+    11: (0.50, 1.0, "nerve root: soft-tissue value"),
+    12: (0.50, 1.0, "tumour: soft-tissue value"),
+    13: (0.50, 1.0, "no-pass zone: soft-tissue value"),
+}
+
+SPEED_SOFT_TISSUE_M_S = 1540.0
+SPEED_CORTICAL_BONE_M_S = 3432.0
+
+
+def attenuation_db_per_cm(label: int, frequency_hz: float) -> float:
+    a1, exponent, _ = ATTENUATION_DB_PER_CM_1MHZ.get(int(label), ATTENUATION_DB_PER_CM_1MHZ[1])
+    return a1 * (frequency_hz / 1e6) ** exponent
+
+
+def critical_angle_deg(c_soft_m_s: float = SPEED_SOFT_TISSUE_M_S, c_bone_m_s: float = SPEED_CORTICAL_BONE_M_S) -> float:
+    """Longitudinal critical angle at a soft-tissue/bone interface, Snell's law: asin(c1/c2)."""
+    return math.degrees(math.asin(min(1.0, c_soft_m_s / c_bone_m_s)))

@@ -1,0 +1,137 @@
+"""``mrtherm transducer`` and ``mrtherm window`` commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from .errors import MrthermError, ParameterError
+
+
+def _vector(text: str, name: str):
+    try:
+        v = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ParameterError(f"{name} must be three comma-separated numbers, got {text!r}") from None
+    if len(v) != 3:
+        raise ParameterError(f"{name} must be three comma-separated numbers, got {text!r}")
+    return np.asarray(v)
+
+
+def cmd_transducer(args):
+    from .transducer import spherical_cap
+    tr = spherical_cap(args.radius_mm, args.aperture_mm, args.elements, _vector(args.focus, "--focus"),
+                       _vector(args.axis, "--axis"), args.frequency_hz, args.name)
+    folder = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(folder, exist_ok=True)
+    tr.save(args.out)
+    print(f"{tr.n_elements} elements, total area {tr.areas_mm2.sum():.0f} mm2 -> {args.out}")
+    return 0
+
+
+ELEMENT_COLUMNS = ["index", "status", "reasons", "path_length_mm", "first_block_world_mm", "incidence_angle_deg",
+                   "attenuation_db", "min_distance_critical_mm", "element_target_angle_deg", "area_mm2"]
+
+
+def write_window_outputs(folder, report, scene=None, feasibility=None):
+    """report.json, elements.csv and (optionally) feasibility.nii.gz into ``folder``."""
+    with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    classes = sorted({k for e in report["elements"] for k in e["path_mm_by_class"]})
+    with open(os.path.join(folder, "elements.csv"), "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(ELEMENT_COLUMNS + [f"path_mm[{c}]" for c in classes])
+        for e in report["elements"]:
+            row = []
+            for c in ELEMENT_COLUMNS:
+                v = e[c]
+                if isinstance(v, list):
+                    v = ";".join(str(x) for x in v)
+                row.append("" if v is None else v)
+            w.writerow(row + [e["path_mm_by_class"].get(c, 0.0) for c in classes])
+    if feasibility is not None:
+        from . import niftiio
+        niftiio.save_volume(feasibility, scene.affine, os.path.join(folder, "feasibility.nii.gz"))
+
+
+def cmd_window(args):
+    from . import atomic
+    from .labels import LabelTable
+    from .transducer import load_transducer
+    from .window import WindowConfig, check_window, feasibility_map, load_labels
+    out = os.path.abspath(args.out)
+    for p in (args.labels, args.transducer):
+        if os.path.abspath(os.path.dirname(os.path.abspath(p))) == out:
+            raise MrthermError(f"{args.out}: output folder is the folder of input {p}; choose another --out")
+    table = LabelTable.from_json(args.label_table) if args.label_table else LabelTable()
+    cfg = WindowConfig(critical_angle_deg=args.critical_angle_deg, scar_blocks=not args.scar_warns)
+    if args.active_pass is not None:
+        cfg.active_fraction_pass = args.active_pass
+    if args.active_warn is not None:
+        cfg.active_fraction_warn = args.active_warn
+    scene = load_labels(args.labels, table, cfg)
+    transducer = load_transducer(args.transducer)
+    report = check_window(scene, transducer, _vector(args.target, "--target"), backend=args.backend)
+    report["inputs"] = {"labels": os.path.abspath(args.labels), "transducer": os.path.abspath(args.transducer)}
+    feas = None
+    if args.feasibility:
+        mask = scene.labels == args.feasibility_label
+        if not mask.any():
+            raise MrthermError(f"{args.labels}: no voxel with label {args.feasibility_label} for the feasibility map")
+        feas = feasibility_map(scene, transducer, mask, backend=args.backend, progress=not args.quiet)
+        report["feasibility"] = {"label": args.feasibility_label, "voxels": int(mask.sum()),
+                                 "active_fraction_min": float(np.nanmin(feas)),
+                                 "active_fraction_max": float(np.nanmax(feas)),
+                                 "file": "feasibility.nii.gz"}
+    stage = atomic.staging_dir(out)
+    try:
+        write_window_outputs(stage, report, scene, feas)
+    except BaseException:
+        atomic.discard(stage)
+        raise
+    atomic.commit(stage, out)
+    if not args.quiet:
+        print(window_summary(report))
+    return 0
+
+
+def window_summary(report) -> str:
+    lines = [f"acoustic window: {report['verdict']}  (active fraction {report['active_fraction']:.2f}, "
+             f"blocked {report['blocked_fraction']:.2f}; elements {report['element_counts']})"]
+    for r in report["rules"]:
+        lines.append(f"  {r['result']:4s} {r['rule']}: {r['value']}")
+    cr = report["central_ray"]
+    lines.append(f"  skin-to-target {cr['skin_to_target_mm']} mm, fat on the central ray {cr['fat_thickness_mm']} mm")
+    return "\n".join(lines)
+
+
+def add_parsers(sub):
+    t = sub.add_parser("transducer", help="write a spherical-cap phased-array transducer JSON")
+    t.add_argument("--out", required=True, help="output JSON file")
+    t.add_argument("--radius-mm", type=float, required=True, help="radius of curvature (focal length), mm")
+    t.add_argument("--aperture-mm", type=float, required=True, help="rim diameter, mm")
+    t.add_argument("--elements", type=int, required=True)
+    t.add_argument("--focus", required=True, metavar="X,Y,Z", help="geometric focus, world mm")
+    t.add_argument("--axis", required=True, metavar="AX,AY,AZ", help="beam direction towards the focus")
+    t.add_argument("--frequency-hz", type=float, default=1.0e6)
+    t.add_argument("--name", default="spherical cap")
+    t.set_defaults(func=cmd_transducer)
+
+    w = sub.add_parser("window", help="acoustic-window check of a target through the anatomy labels")
+    w.add_argument("--labels", required=True, metavar="LABELS.nii.gz")
+    w.add_argument("--transducer", required=True, metavar="T.json")
+    w.add_argument("--target", required=True, metavar="X,Y,Z", help="focus in world mm")
+    w.add_argument("--out", required=True)
+    w.add_argument("--label-table", metavar="TABLE.json")
+    w.add_argument("--feasibility", action="store_true", help="also write feasibility.nii.gz over a target label")
+    w.add_argument("--feasibility-label", type=int, default=12, help="label of the candidate foci (default 12)")
+    w.add_argument("--critical-angle-deg", type=float, help="default asin(1540/3432) = 26.7")
+    w.add_argument("--scar-warns", action="store_true", help="scars degrade instead of block")
+    w.add_argument("--active-pass", type=float, help="active fraction for PASS (default 0.68)")
+    w.add_argument("--active-warn", type=float, help="active fraction for WARN (default 0.49)")
+    w.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="numpy")
+    w.add_argument("--quiet", action="store_true")
+    w.set_defaults(func=cmd_window)
