@@ -133,7 +133,7 @@ def truth_comparison(result, truth_temperature_c, truth_dose, labels) -> dict:
         "peak_c": float(np.nanmax(result.host("tmax_c"))),
         "truth_peak_reliable_c": float(truth_temperature_c[:, mask].max()),
         "lesion_240_ml": result.lesion_volumes_ml.get(240.0),
-        "truth_lesion_240_ml": float((truth_dose >= 240.0).sum() * vox_ml),
+        "truth_lesion_240_ml": float(((truth_dose >= 240.0) & mask).sum() * vox_ml),
     }
     return out
 
@@ -174,7 +174,8 @@ def cmd_demo(args):
     if cmp_["rmse_heated_c"] is not None:
         print(f"  RMSE where heated > 5 C: {cmp_['rmse_heated_c']:.3f} C")
     print(f"  peak {cmp_['peak_c']:.1f} C vs truth {cmp_['truth_peak_reliable_c']:.1f} C")
-    print(f"  lesion (240 CEM43) {cmp_['lesion_240_ml']:.3f} mL vs truth {cmp_['truth_lesion_240_ml']:.3f} mL")
+    print(f"  lesion (240 CEM43) {cmp_['lesion_240_ml']:.3f} mL vs truth {cmp_['truth_lesion_240_ml']:.3f} mL "
+          "(both in voxels where PRF works)")
     print()
     print("acoustic window of the planned sonication")
     from .cli_window import window_summary, write_window_outputs
