@@ -102,7 +102,9 @@ def test_without_labels_auto_reference_still_accurate(small_phantom):
     ph = small_phantom
     res = mrtherm.process(_exam(ph), baseline_frames=5)
     assert res.report["drift"]["mode"] == "automatic" and res.labels is None
-    hot = res.mask.astype(bool) & (ph.truth_temperature_c.max(0) > 60)
+    # without labels fat and marrow pass the SNR mask but carry no PRF shift: compare where PRF works
+    prf_tissue = ~np.isin(ph.labels, (2, 5, 6, 7, 8))
+    hot = res.mask.astype(bool) & prf_tissue & (ph.truth_temperature_c.max(0) > 60)
     assert np.abs(res.tmax_c[hot] - ph.truth_temperature_c.max(0)[hot]).mean() < 1.0
 
 
