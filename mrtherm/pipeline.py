@@ -157,7 +157,7 @@ def _make_engine(xp, backend_used, model, mask, ref, s_ref, auto, outlier_rad, t
 
 def process(exam, params: ThermometryParams | None = None, *, labels=None, drift_roi=None, label_table=None,
             backend: str = "auto", keep_temperature: bool = True, temperature_path=None, progress: bool = False,
-            profile: bool = False, **overrides) -> ThermometryResult:
+            profile: bool = False, progress_callback=None, **overrides) -> ThermometryResult:
     """Compute temperature and thermal dose maps from an exam.
 
     Parameters
@@ -183,6 +183,9 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         Stream the 4-D temperature NIfTI here frame by frame (memory stays flat).
     progress : bool
         Show a tqdm progress bar.
+    progress_callback : callable, optional
+        Called as ``progress_callback(frames_done, n_frames)`` after each frame
+        (e.g. from a GUI worker thread).
     profile : bool
         Time the fused GPU kernels with CUDA events; the report gains
         ``"kernel_seconds"`` (ignored by the array-API engine).
@@ -365,6 +368,8 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
                 info["mean_c"].append(float(small[2 + 3 * i]))
                 info["max_dose"].append(float(small[3 + 3 * i]))
             temp_prev = temp
+            if progress_callback is not None:
+                progress_callback(t + 1, nt)
     except BaseException:
         if writer is not None:
             writer.abort()

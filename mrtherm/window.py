@@ -449,6 +449,7 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
                     "attenuation_table": {scene.table.name(k): {"db_per_cm_1mhz": v[0], "exponent": v[1], "note": v[2]}
                                           for k, v in acoustics.ATTENUATION_DB_PER_CM_1MHZ.items()}},
         "elements": elements,
+        "element_positions_world_mm": [[float(v) for v in row] for row in starts],
         **({"gpu_status_agrees": bool(np.array_equal(res["status_gpu"], status))} if "status_gpu" in res else {}),
     }
 

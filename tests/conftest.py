@@ -59,11 +59,16 @@ def tree_digest(folder):
 
 
 def pytest_collection_modifyitems(config, items):
-    """tests/gpu needs a usable CUDA device: skip there on cupy.is_available(), not on import."""
+    """tests/gpu needs a usable CUDA device (skip on cupy.is_available(), not on import);
+    tests/napari needs a display, which pytest-xvfb provides when Xvfb is installed."""
     from mrtherm.backend import cupy_usable
-    if cupy_usable():
-        return
-    skip = pytest.mark.skip(reason="needs a usable CUDA GPU (cupy.is_available() is False)")
+    gpu_ok = cupy_usable()
+    display_ok = bool(os.environ.get("DISPLAY"))
+    skip_gpu = pytest.mark.skip(reason="needs a usable CUDA GPU (cupy.is_available() is False)")
+    skip_display = pytest.mark.skip(reason="needs a display: install Xvfb (make test does as root)")
     for item in items:
-        if "/tests/gpu/" in str(item.fspath).replace("\\", "/"):
-            item.add_marker(skip)
+        path = str(item.fspath).replace("\\", "/")
+        if "/tests/gpu/" in path and not gpu_ok:
+            item.add_marker(skip_gpu)
+        if "/tests/napari/" in path and not display_ok:
+            item.add_marker(skip_display)
