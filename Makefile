@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mrtherm demo --out demo_out
 
 test: sysdeps $(STAMP) kernels
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests --nbmake notebooks
 
 sysdeps:
 	@bash tools/sysdeps.sh

@@ -21,6 +21,8 @@ from .exam import Exam, load_exam
 from .pipeline import process, ThermometryParams
 from .result import ThermometryResult
 from .phantom import make_phantom, write_phantom
+from .transducer import Transducer, load_transducer, spherical_cap
+from .window import Scene, WindowConfig, check_window, feasibility_map, load_labels
 
 __all__ = [
     "__version__",
@@ -36,4 +38,12 @@ __all__ = [
     "ThermometryResult",
     "make_phantom",
     "write_phantom",
+    "Transducer",
+    "load_transducer",
+    "spherical_cap",
+    "Scene",
+    "WindowConfig",
+    "check_window",
+    "feasibility_map",
+    "load_labels",
 ]

@@ -55,6 +55,8 @@ class ThermometryParams:
         Temperature of the baseline, C.
     drift_order : {0, 1, 2}
         In-plane polynomial order of the per-slice drift fit.
+    drift_correction : bool
+        False skips the drift subtraction (for comparison only).
     snr_threshold : float
         Voxels with baseline SNR below this are masked.
     dose_levels_cem43_min : tuple of float
@@ -72,6 +74,7 @@ class ThermometryParams:
     phase_sign: int = 1
     body_temp_c: float = DEFAULT_BODY_TEMP_C
     drift_order: int = 1
+    drift_correction: bool = True
     snr_threshold: float = 5.0
     dose_levels_cem43_min: tuple = (DEFAULT_NECROSIS_CEM43_MIN,)
     auto_ref_target_margin_mm: float = 10.0
@@ -331,6 +334,8 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
             a, b, polar = upcoming
             (stats_in, stats_all) = engine.pass1(a, b, polar)
             coeffs, fb = solve_drift(*stats_in, model.k)
+            if not params.drift_correction:
+                coeffs, fb = np.zeros_like(coeffs), np.zeros_like(fb)
             if fb.any():
                 # Too few inliers in some slice (e.g. a sudden B0 jump): that slice uses the reference
                 # without outlier rejection.

@@ -43,6 +43,14 @@ def test_heating_beyond_one_wrap_and_dose(small_phantom, phantom_result):
     assert res.lesion_volumes_ml[240.0] == pytest.approx(truth_ml, rel=0.15)
 
 
+def test_without_drift_correction_the_drift_shows(small_phantom, phantom_result):
+    ph = small_phantom
+    res = mrtherm.process(_exam(ph), baseline_frames=5, labels=ph.labels, drift_correction=False)
+    mask = res.mask.astype(bool)
+    last = res.temperature_c[-1][mask] - ph.truth_temperature_c[-1][mask]
+    assert abs(float(np.mean(last))) > 5.0  # the phantom's B0 drift, several degrees equivalent
+
+
 def test_drift_removed(small_phantom, phantom_result):
     res = phantom_result
     drift_c = res.report["drift"]["max_abs_offset_c"]
