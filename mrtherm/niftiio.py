@@ -71,6 +71,19 @@ def load_nifti(path) -> nib.Nifti1Image:
     return img
 
 
+def load_3d(path, what: str):
+    """A 3-D NIfTI (or 4-D with one frame) as its ``(x, y, z)`` array and affine; one-line errors."""
+    path = os.fspath(path)
+    img = load_nifti(path)
+    if img.ndim == 4 and img.shape[3] == 1:
+        data = np.asanyarray(img.dataobj)[..., 0]
+    elif img.ndim == 3:
+        data = np.asanyarray(img.dataobj)
+    else:
+        raise InputFileError(path, f"{what} must be a 3-D volume, got shape {img.shape}")
+    return np.asarray(data), np.asarray(img.affine, dtype=np.float64)
+
+
 def read_volume(img, path, index=None) -> np.ndarray:
     """Read one 3-D volume (``index`` along t for 4-D files) as ``(z, y, x)`` float32 after scaling."""
     try:

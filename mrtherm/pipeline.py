@@ -108,20 +108,14 @@ def _load_label_volume(src, exam, what: str, table=None):
         return None, None
     if isinstance(src, (str, os.PathLike)):
         path = os.fspath(src)
-        img = niftiio.load_nifti(path)
-        if img.ndim == 4 and img.shape[3] == 1:
-            data = np.asanyarray(img.dataobj)[..., 0]
-        elif img.ndim == 3:
-            data = np.asanyarray(img.dataobj)
-        else:
-            raise InputFileError(path, f"{what} must be a 3-D volume, got shape {img.shape}")
+        data, src_affine = niftiio.load_3d(path, what)
         if not np.all(np.isfinite(data)):
             raise InputFileError(path, f"{what} contain NaN or infinite values")
         if what == "labels" and not np.all(data == np.round(data)):
             raise InputFileError(path, "labels are not integers")
         data = np.round(data).astype(np.int16)
-        same_grid = data.shape == tuple(exam.shape_zyx[::-1]) and np.allclose(img.affine, exam.affine, atol=1e-3)
-        vol = masks_mod.resample_nearest(data, np.asarray(img.affine), exam.shape_zyx, exam.affine)
+        same_grid = data.shape == tuple(exam.shape_zyx[::-1]) and np.allclose(src_affine, exam.affine, atol=1e-3)
+        vol = masks_mod.resample_nearest(data, src_affine, exam.shape_zyx, exam.affine)
         info = {"path": path, "resampled": not same_grid}
     else:
         vol = to_numpy(src)

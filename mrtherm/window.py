@@ -550,12 +550,5 @@ def active_fractions_numpy(scene, transducer, foci, chunk_rays=1 << 18, progress
 def load_labels(path, table: LabelTable | None = None, config: WindowConfig | None = None) -> Scene:
     """A labels NIfTI as a :class:`Scene` (one-line errors for non-integer or unknown labels)."""
     from . import niftiio
-    img = niftiio.load_nifti(path)
-    if img.ndim == 4 and img.shape[3] == 1:
-        data = np.asanyarray(img.dataobj)[..., 0]
-    elif img.ndim == 3:
-        data = np.asanyarray(img.dataobj)
-    else:
-        raise InputFileError(path, f"labels must be a 3-D volume, got shape {img.shape}")
-    return Scene(np.ascontiguousarray(np.asarray(data).transpose(2, 1, 0)), img.affine, table, config,
-                 source=os.fspath(path))
+    data, affine = niftiio.load_3d(path, "labels")
+    return Scene(np.ascontiguousarray(data.transpose(2, 1, 0)), affine, table, config, source=os.fspath(path))

@@ -156,6 +156,29 @@ def is_mrtherm_report(path) -> str | None:
     return None
 
 
+def temperature_layer(temp_c, nifti_aff, meta=None):
+    """4-D temperature (C) as an image layer tuple; NaN shown transparent."""
+    return (display_temperature(temp_c), {
+        "name": "temperature (C)", "colormap": temperature_colormap(), "contrast_limits": TEMPERATURE_RANGE_C,
+        "affine": napari_affine(nifti_aff, leading_axes=1), "blending": "translucent", "opacity": 0.9,
+        "metadata": {"mrtherm": {**(meta or {}), "kind": "temperature", "nifti_affine": nifti_aff,
+                                 "temperature_c": temp_c}}}, "image")
+
+
+def dose_layer(dose, nifti_aff, meta=None):
+    """CEM43 dose as a log10 image layer tuple; the linear dose stays in the metadata."""
+    return (display_dose(dose), {
+        "name": "CEM43 dose (log10 min)", "colormap": dose_colormap(), "contrast_limits": DOSE_LOG10_RANGE,
+        "affine": napari_affine(nifti_aff), "blending": "translucent", "opacity": 0.6,
+        "metadata": {"mrtherm": {**(meta or {}), "kind": "dose", "nifti_affine": nifti_aff,
+                                 "dose_cem43_min": dose}}}, "image")
+
+
+def anatomy_layer(data, nifti_aff, meta=None):
+    return (data, {"name": "anatomy", "colormap": "gray", "affine": napari_affine(nifti_aff),
+                   "metadata": {"mrtherm": {**(meta or {}), "kind": "anatomy", "nifti_affine": nifti_aff}}}, "image")
+
+
 def run_layers(folder) -> list:
     """Layer data tuples for an ``mrtherm run`` output folder."""
     folder = os.fspath(folder)
@@ -169,9 +192,7 @@ def run_layers(folder) -> list:
     layers = []
     p = os.path.join(folder, "anatomy.nii.gz")
     if os.path.exists(p):
-        data, aff = load_zyx(p)
-        layers.append((data, {"name": "anatomy", "colormap": "gray", "affine": napari_affine(aff),
-                              "metadata": {"mrtherm": {**meta, "kind": "anatomy", "nifti_affine": aff}}}, "image"))
+        layers.append(anatomy_layer(*load_zyx(p), meta))
     p = os.path.join(folder, "labels.nii.gz")
     if os.path.exists(p):
         data, aff = load_zyx(p)
@@ -181,19 +202,11 @@ def run_layers(folder) -> list:
                        "labels"))
     p = os.path.join(folder, "temperature.nii.gz")
     if os.path.exists(p):
-        data, aff = load_zyx(p)
-        layers.append((display_temperature(data), {
-            "name": "temperature (C)", "colormap": temperature_colormap(), "contrast_limits": TEMPERATURE_RANGE_C,
-            "affine": napari_affine(aff, leading_axes=1), "blending": "translucent", "opacity": 0.9,
-            "metadata": {"mrtherm": {**meta, "kind": "temperature", "nifti_affine": aff, "temperature_c": data}}},
-            "image"))
+        layers.append(temperature_layer(*load_zyx(p), meta))
     p = os.path.join(folder, "dose_cem43.nii.gz")
     if os.path.exists(p):
         dose, aff = load_zyx(p)
-        layers.append((display_dose(dose), {
-            "name": "CEM43 dose (log10 min)", "colormap": dose_colormap(), "contrast_limits": DOSE_LOG10_RANGE,
-            "affine": napari_affine(aff), "blending": "translucent", "opacity": 0.6,
-            "metadata": {"mrtherm": {**meta, "kind": "dose", "nifti_affine": aff, "dose_cem43_min": dose}}}, "image"))
+        layers.append(dose_layer(dose, aff, meta))
         for i, lev in enumerate(levels):
             layers.append(lesion_layer(dose, lev, aff, LESION_COLOURS[i % len(LESION_COLOURS)], meta))
     for cand in (os.path.join(folder, "window", "report.json"), os.path.join(os.path.dirname(folder), "window", "report.json")):
@@ -236,16 +249,9 @@ def map_layer(path) -> list:
     data, aff = load_zyx(path)
     name = os.path.basename(os.fspath(path))
     if name == "temperature.nii.gz":
-        return [(display_temperature(data), {"name": "temperature (C)", "colormap": temperature_colormap(),
-                                             "contrast_limits": TEMPERATURE_RANGE_C,
-                                             "affine": napari_affine(aff, leading_axes=1),
-                                             "metadata": {"mrtherm": {"kind": "temperature", "temperature_c": data,
-                                                                      "nifti_affine": aff}}}, "image")]
+        return [temperature_layer(data, aff)]
     if name == "dose_cem43.nii.gz":
-        return [(display_dose(data), {"name": "CEM43 dose (log10 min)", "colormap": dose_colormap(),
-                                      "contrast_limits": DOSE_LOG10_RANGE, "affine": napari_affine(aff),
-                                      "metadata": {"mrtherm": {"kind": "dose", "dose_cem43_min": data,
-                                                               "nifti_affine": aff}}}, "image")]
+        return [dose_layer(data, aff)]
     if name in ("labels.nii.gz", "mask.nii.gz", "drift_reference.nii.gz") or name.startswith("lesion_"):
         kw = {"colormap": label_colormap()} if name == "labels.nii.gz" else {}
         return [(data.astype(np.int32), {"name": name.split(".")[0], "affine": napari_affine(aff), **kw}, "labels")]
@@ -262,18 +268,8 @@ def result_layers(result, folder=None) -> list:
             "dose_levels_cem43_min": list(result.params.dose_levels_cem43_min)}
     dose = result.host("dose_cem43_min")
     temp = result.host("temperature_c")
-    layers = [(result.host("anatomy"), {"name": "anatomy", "colormap": "gray", "affine": napari_affine(aff),
-                                        "metadata": {"mrtherm": {**meta, "kind": "anatomy", "nifti_affine": aff}}},
-               "image"),
-              (display_temperature(temp), {"name": "temperature (C)", "colormap": temperature_colormap(),
-                                           "contrast_limits": TEMPERATURE_RANGE_C, "opacity": 0.9,
-                                           "affine": napari_affine(aff, leading_axes=1),
-                                           "metadata": {"mrtherm": {**meta, "kind": "temperature", "nifti_affine": aff,
-                                                                    "temperature_c": temp}}}, "image"),
-              (display_dose(dose), {"name": "CEM43 dose (log10 min)", "colormap": dose_colormap(),
-                                    "contrast_limits": DOSE_LOG10_RANGE, "affine": napari_affine(aff), "opacity": 0.6,
-                                    "metadata": {"mrtherm": {**meta, "kind": "dose", "nifti_affine": aff,
-                                                             "dose_cem43_min": dose}}}, "image")]
+    layers = [anatomy_layer(result.host("anatomy"), aff, meta), temperature_layer(temp, aff, meta),
+              dose_layer(dose, aff, meta)]
     for i, lev in enumerate(result.params.dose_levels_cem43_min):
         layers.append(lesion_layer(dose, lev, aff, LESION_COLOURS[i % len(LESION_COLOURS)], meta))
     return layers
