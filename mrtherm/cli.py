@@ -114,7 +114,7 @@ def cmd_run(args):
     return 0
 
 
-def truth_comparison(result, truth_temperature_c, truth_dose, labels) -> dict:
+def truth_comparison(result, truth_temperature_c, truth_dose) -> dict:
     """Errors of a run against the phantom's ground truth (reliable voxels only)."""
     import nibabel as nib
     temp = result.temperature_c
@@ -160,7 +160,7 @@ def cmd_demo(args):
                            progress=not args.quiet)
     truth_t = np.asarray(nib.load(paths["truth_temperature"]).dataobj, dtype=np.float32).transpose(3, 2, 1, 0)
     truth_d = np.asarray(nib.load(paths["truth_dose"]).dataobj, dtype=np.float64).transpose(2, 1, 0)
-    cmp_ = truth_comparison(result, truth_t, truth_d, None)
+    cmp_ = truth_comparison(result, truth_t, truth_d)
     print()
     print("summary")
     print("-------")

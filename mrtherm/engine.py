@@ -6,6 +6,8 @@ two passes as two CUDA kernels. Per frame the pipeline calls
 
 1. :meth:`pass1` -- phase change against the baseline, temporal unwrapping,
    and the drift fit's per-slice normal equations (returned to the host);
+   :meth:`fallback_stats` gives them without the outlier exclusion, for
+   slices where too few inliers remain;
 2. :meth:`pass2` -- drift subtraction with the solved coefficients, PRF
    conversion, masking, exact CEM43 increment, Tmax, baseline statistics and
    the "already heated" flags of the automatic drift reference.
@@ -65,15 +67,14 @@ class ArrayEngine:
         self.u = None
         self.temp_prev = None
         self.drift_prev = xp.zeros(self.shape, dtype=xp.float64)
-        self._w = None
-        self._cand = None
+        self._fallback_weight = None
         self._nan = xp.asarray(float("nan"), dtype=xp.float32)
 
     def pass1(self, a, b, polar: bool):
-        """Returns ``(stats_in, stats_all)``: NumPy ``(packed, rhs, count)`` per slice.
+        """NumPy ``(packed, rhs, count)`` per slice over the drift reference.
 
-        ``stats_in`` holds the reference after outlier rejection (automatic
-        mode) and ``stats_all`` without it, for slices where too few inliers remain.
+        In automatic mode the reference excludes this frame's outliers; see
+        :meth:`fallback_stats` for the statistics without that exclusion.
         """
         xp = self.xp
         s = signal_from_parts(a, b, polar, xp)
@@ -82,14 +83,17 @@ class ArrayEngine:
         self.u = u
         w = xp.astype(xp.real(s) ** 2 + xp.imag(s) ** 2, xp.float64)
         if self.auto:
-            cand = self.ref * xp.astype(~self.heated, xp.float64)
+            self._fallback_weight = w * self.ref * xp.astype(~self.heated, xp.float64)
             inlier = xp.astype(xp.abs(xp.astype(u, xp.float64) - self.drift_prev) < self.outlier_rad, xp.float64)
-            stats_in = self.model.normal_equations(u, w * cand * inlier)
-            stats_all = self.model.normal_equations(u, w * cand)
+            stats = self.model.normal_equations(u, self._fallback_weight * inlier)
         else:
-            stats_in = self.model.normal_equations(u, w * self.ref)
-            stats_all = stats_in
-        return tuple(to_numpy(v) for v in stats_in), tuple(to_numpy(v) for v in stats_all)
+            self._fallback_weight = w * self.ref
+            stats = self.model.normal_equations(u, self._fallback_weight)
+        return tuple(to_numpy(v) for v in stats)
+
+    def fallback_stats(self):
+        """Statistics of the last :meth:`pass1` without the outlier exclusion (computed only when asked)."""
+        return tuple(to_numpy(v) for v in self.model.normal_equations(self.u, self._fallback_weight))
 
     def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool):
         """Temperature frame (float32, NaN where masked) after updating the accumulators."""

@@ -267,12 +267,6 @@ class Exam:
         a, b, polar = self.frame_parts(t)
         return signal_from_parts(a, b, polar, namespace(a, b))
 
-    def magnitude_frame(self, t: int):
-        c = self.components
-        if "magnitude" in c:
-            return c["magnitude"].read(t)
-        frame = self.frame(t)
-        return namespace(frame).abs(frame)
 
 
 def _sidecars(series_list):

@@ -132,10 +132,6 @@ def _load_label_volume(src, exam, what: str, table=None):
     return vol, info
 
 
-def _host(x):
-    return to_numpy(x)
-
-
 def _device_parts(exam, t, dev):
     a, b, polar = exam.frame_parts(t)
     return dev(a), dev(b), polar
@@ -233,7 +229,7 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     for b in base[1:]:
         s_ref = s_ref + b
     s_ref = s_ref / n_base
-    base_mag = np.stack([_host(xp.abs(b)) for b in base])
+    base_mag = np.stack([to_numpy(xp.abs(b)) for b in base])
     sigma, sigma_method = masks_mod.estimate_noise_sigma(base_mag)
     mean_mag = base_mag.mean(axis=0)
     snr = (mean_mag / sigma).astype(np.float32)
@@ -326,14 +322,14 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         upcoming = frame_parts(0)
         for t in frame_iter:
             a, b, polar = upcoming
-            (stats_in, stats_all) = engine.pass1(a, b, polar)
+            stats_in = engine.pass1(a, b, polar)
             coeffs, fb = solve_drift(*stats_in, model.k)
             if not params.drift_correction:
                 coeffs, fb = np.zeros_like(coeffs), np.zeros_like(fb)
             if fb.any():
                 # Too few inliers in some slice (e.g. a sudden B0 jump): that slice uses the reference
                 # without outlier rejection.
-                coeffs_all, _ = solve_drift(*stats_all, model.k)
+                coeffs_all, _ = solve_drift(*engine.fallback_stats(), model.k)
                 coeffs[fb] = coeffs_all[fb]
                 fallback_frames += 1
             ref_counts[t] = stats_in[2].astype(np.int64)

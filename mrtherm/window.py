@@ -147,18 +147,28 @@ class Scene:
             n = np.where(norm > 1e-6, -g_world / norm, 0.0)
         return np.ascontiguousarray(n.astype(np.float32))
 
+    def voxels_of_world(self, points_mm):
+        """(z, y, x) voxel indices of world points ``(n, 3)`` and whether each lies inside the volume."""
+        pts = np.asarray(points_mm, float).reshape(-1, 3)
+        idx = np.floor(pts @ self.inv_affine[:3, :3].T + self.inv_affine[:3, 3] + 0.5).astype(np.int64)[:, ::-1]
+        inside = np.all((idx >= 0) & (idx < np.asarray(self.shape)), axis=1)
+        return idx, inside
+
     def voxel_of_world(self, point_mm) -> tuple[int, int, int] | None:
         """(z, y, x) index of the voxel containing a world point, or None outside."""
-        c = self.inv_affine @ np.append(np.asarray(point_mm, float), 1.0)
-        idx = np.floor(c[:3] + 0.5).astype(int)
-        nx, ny, nz = self.shape[2], self.shape[1], self.shape[0]
-        if np.any(idx < 0) or idx[0] >= nx or idx[1] >= ny or idx[2] >= nz:
-            return None
-        return int(idx[2]), int(idx[1]), int(idx[0])
+        idx, inside = self.voxels_of_world(point_mm)
+        return tuple(int(v) for v in idx[0]) if inside[0] else None
 
-    def edt_at(self, point_mm) -> float:
-        v = self.voxel_of_world(point_mm)
-        return float(self.critical_edt_mm[v]) if v is not None else math.inf
+    def edt_at(self, points_mm):
+        """Critical-structure distance (mm) at the voxel of each world point; inf outside the volume.
+
+        A float for one point, an ``(n,)`` array for ``(n, 3)`` points.
+        """
+        idx, inside = self.voxels_of_world(points_mm)
+        out = np.full(idx.shape[0], np.inf)
+        k = idx[inside]
+        out[inside] = self.critical_edt_mm[k[:, 0], k[:, 1], k[:, 2]]
+        return float(out[0]) if np.ndim(points_mm) == 1 else out
 
 
 # --------------------------------------------------------------------------- traversal
@@ -184,7 +194,7 @@ def trace(scene: Scene, starts_mm: np.ndarray, ends_mm: np.ndarray, focus_edt_mm
     f = np.asarray(ends_mm, float).reshape(-1, 3)
     nr = p.shape[0]
     if focus_edt_mm is None:
-        focus_edt_mm = np.array([scene.edt_at(x) for x in f])
+        focus_edt_mm = scene.edt_at(f)
     focus_edt_mm = np.broadcast_to(np.asarray(focus_edt_mm, float), (nr,))
     ainv = scene.inv_affine
     c0 = p @ ainv[:3, :3].T + ainv[:3, 3]
@@ -272,13 +282,11 @@ def trace(scene: Scene, starts_mm: np.ndarray, ends_mm: np.ndarray, focus_edt_mm
             first_block_t[r_ids[newly & unset]] = t[r_ids[newly & unset]]
             reasons[r_ids] |= bits
         # advance every stepped ray
-        sel = np.arange(ids.size)
         vox[ids, axis] += step[ids, axis]
         t_max[ids, axis] = t_axis + t_delta[ids, axis]
         t[ids] = t_next
         done = (t_next >= t_exit[ids] - 1e-12) | np.any((vox[ids] < 0) | (vox[ids] >= n_xyz.astype(np.int64)), axis=1)
         active[ids[done]] = False
-        del sel
 
     near = (reasons & CRITICAL_CROSS == 0) & (min_crit < cfg.critical_min_distance_mm) & (min_crit < focus_edt_mm - 1e-6)
     reasons[near] |= CRITICAL_NEAR
@@ -345,8 +353,7 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
     active_fraction = float(areas[~blocked].sum() / total_area)
     blocked_fraction = float(areas[blocked].sum() / total_area)
     freq = transducer.frequency_hz
-    alpha = np.array([acoustics.attenuation_db_per_cm(v, freq) if v in acoustics.ATTENUATION_DB_PER_CM_1MHZ else
-                      acoustics.attenuation_db_per_cm(1, freq) for v in range(256)])
+    alpha = np.array([acoustics.attenuation_db_per_cm(v, freq) for v in range(256)])
     present = sorted(int(v) for v in np.unique(scene.labels))
     names = {v: scene.table.name(v) for v in present}
 
@@ -529,7 +536,7 @@ def active_fractions_numpy(scene, transducer, foci, chunk_rays=1 << 18, progress
     """Area-weighted active fraction for each focus (NumPy traversal of every element ray)."""
     n_el = transducer.n_elements
     areas = transducer.areas_mm2
-    edts = np.array([scene.edt_at(f) for f in foci])
+    edts = scene.edt_at(np.asarray(foci, float).reshape(-1, 3))
     per_chunk = max(1, chunk_rays // n_el)
     frac = np.empty(foci.shape[0])
     rng = range(0, foci.shape[0], per_chunk)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mrtherm import niftiio
-from mrtherm.cli import main, truth_comparison
+from mrtherm.cli import main
 
 from conftest import tree_digest
 

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from mrtherm import InputFileError, ParameterError, niftiio
 from mrtherm.cli import main
 from mrtherm.transducer import Transducer, load_transducer, spherical_cap
-from mrtherm.window import (STATUS_BLOCKED, STATUS_CLEAR, Scene, WindowConfig, check_window, feasibility_map,
+from mrtherm.window import (Scene, WindowConfig, check_window, feasibility_map,
                             trace)
 
 N = 48  # 1 mm voxels
@@ -213,7 +212,7 @@ def _write_scene(tmp_path, lab):
 def test_cli_transducer_and_window(tmp_path, capsys):
     lab = _tissue()
     lab[14:16, :, :22] = 7
-    labels = _write_scene(tmp_path, lab)
+    _write_scene(tmp_path, lab)
     lab12 = lab.copy()
     lab12[29:32, 22:26, 22:26] = 12
     labels12 = tmp_path / "labels12.nii.gz"

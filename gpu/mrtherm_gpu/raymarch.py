@@ -41,7 +41,7 @@ def _run(scene, positions, areas, foci, want_pairs: bool):
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     foci = np.ascontiguousarray(np.asarray(foci, dtype=np.float64).reshape(-1, 3))
     n_el, n_f = positions.shape[0], foci.shape[0]
-    focus_edt = np.array([scene.edt_at(x) for x in foci], dtype=np.float64)
+    focus_edt = np.asarray(scene.edt_at(foci), dtype=np.float64)
     focus_edt = np.where(np.isfinite(focus_edt), focus_edt, 3.0e38)
     active = cp.zeros(n_f, dtype=cp.float64)
     shape = (n_f, n_el) if want_pairs else (1,)

@@ -134,14 +134,19 @@ class FusedEngine:
             np.int32(self.has_prev_phase), np.int32(self.auto), np.float64(self.outlier_rad), *self.dims,
             self.stats))
         self.has_prev_phase = True
-        st = cp.asnumpy(self.stats)  # (nz, 2, Q): the only per-frame transfer to the host
-        out = []
-        for s in (0, 1):
-            packed = np.ascontiguousarray(st[:, s, :self.n_pairs])
-            rhs = np.ascontiguousarray(st[:, s, self.n_pairs:self.n_pairs + self.k])
-            count = np.ascontiguousarray(st[:, s, -1])
-            out.append((packed, rhs, count))
-        return out[0], out[1]
+        # (nz, 2, Q): the only per-frame transfer to the host; set 1 (no outlier exclusion) is kept
+        # for fallback_stats, the kernel having reduced both sets in the same pass
+        self._host_stats = cp.asnumpy(self.stats)
+        return self._unpack(0)
+
+    def fallback_stats(self):
+        return self._unpack(1)
+
+    def _unpack(self, s):
+        st = self._host_stats
+        return (np.ascontiguousarray(st[:, s, :self.n_pairs]),
+                np.ascontiguousarray(st[:, s, self.n_pairs:self.n_pairs + self.k]),
+                np.ascontiguousarray(st[:, s, -1]))
 
     def pass2(self, coeffs, dt_min, is_baseline: bool):
         self.coeffs.set(np.ascontiguousarray(coeffs, dtype=np.float64))
