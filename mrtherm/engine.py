@@ -102,7 +102,8 @@ class ArrayEngine:
         delta = xp.astype((xp.astype(self.u, xp.float64) - drift) * self.to_celsius, xp.float32)
         temp = xp.where(self.mask, delta + self.body_temp_c, self._nan)
         if self.temp_prev is not None:
-            self.dose = self.dose + cem43_segment(self.temp_prev, temp, float(dt_min))
+            with np.errstate(over="ignore"):  # R**(43-T) overflows float64 only above ~1067 C; capped in the result
+                self.dose = self.dose + cem43_segment(self.temp_prev, temp, float(dt_min))
         self.tmax = temp if self.tmax is None else xp.maximum(self.tmax, temp)
         self.heated = self.heated | (delta > self.heated_c)
         if is_baseline:

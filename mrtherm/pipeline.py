@@ -230,7 +230,8 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         s_ref = s_ref + b
     s_ref = s_ref / n_base
     base_mag = np.stack([to_numpy(xp.abs(b)) for b in base])
-    sigma, sigma_method = masks_mod.estimate_noise_sigma(base_mag)
+    sigma, sigma_method, noise_warnings = masks_mod.estimate_noise_sigma(base_mag)
+    warnings.extend(noise_warnings)
     mean_mag = base_mag.mean(axis=0)
     snr = (mean_mag / sigma).astype(np.float32)
     mask = (snr >= params.snr_threshold) & np.isfinite(snr)

@@ -26,6 +26,24 @@ CONVENTIONS = {
 }
 
 
+DOSE_CAP_CEM43_MIN = float(np.finfo(np.float64).max)
+"""Dose maps are float64 on disk; the exact integral only overflows float64 above ~1067 C (R^-1024), where the
+voxel is capped at the largest float64 and counted in report.json, so a dose map never holds inf."""
+
+
+def cap_dose(dose: np.ndarray):
+    """``(dose with +inf replaced by DOSE_CAP_CEM43_MIN, number of capped voxels)``; NaN stays NaN."""
+    over = np.isposinf(dose)
+    n = int(over.sum())
+    if n:
+        dose = np.where(over, DOSE_CAP_CEM43_MIN, dose)
+    return dose, n
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return word if n == 1 else (plural or word + "s")
+
+
 def _level_name(level: float) -> str:
     return f"{level:g}".replace(".", "p")
 
@@ -92,7 +110,12 @@ class ThermometryResult:
             return a if namespace(a) is out_xp else from_numpy(to_numpy(a), out_xp)
 
         tmax_np = to_numpy(tmax)
-        dose_np = to_numpy(dose)
+        dose_np, capped = cap_dose(to_numpy(dose))
+        if capped:
+            warnings.append(f"{capped} dose {_plural(capped, 'voxel')} overflowed float64 (temperatures above "
+                            f"~1000 C, not physical: check the input) and {'was' if capped == 1 else 'were'} capped at "
+                            f"{DOSE_CAP_CEM43_MIN:.3g} CEM43 min")
+            dose = from_numpy(dose_np, xp)
         vox_ml = exam.voxel_volume_ml
         lesions, volumes = {}, {}
         for level in params.dose_levels_cem43_min:
@@ -146,7 +169,10 @@ class ThermometryResult:
         sd_np = to_numpy(sd)
         theory_np = to_numpy(sd_theory)
         mask_np = to_numpy(mask).astype(bool)
-        nan_med = lambda a: float(np.nanmedian(a[mask_np])) if mask_np.any() else float("nan")  # noqa: E731
+        def nan_med(a):
+            vals = a[mask_np]
+            vals = vals[np.isfinite(vals)]
+            return float(np.median(vals)) if vals.size else float("nan")
         drift_c = coeff_hist[:, :, 0] * (params.phase_sign / k_rad_per_c)
 
         report = {
@@ -180,6 +206,7 @@ class ThermometryResult:
                 if hottest else None,
                 "time_of_peak_s": float(times[int(np.nanargmax(hottest_curve))]) if hottest_curve is not None else None,
                 "max_dose_cem43_min": float(np.nanmax(dose_np)) if np.isfinite(dose_np).any() else None,
+                "dose_map": {"dtype": "float64", "cap_cem43_min": DOSE_CAP_CEM43_MIN, "capped_voxels": capped},
                 "lesion_volumes_ml": {f"{lev:g}": v for lev, v in volumes.items()},
             },
             "protected_structures": [{k: v for k, v in r.items() if not k.endswith("_curve")} for r in rows],
@@ -219,7 +246,7 @@ class ThermometryResult:
             written.append("temperature.nii.gz")
         elif self.temperature_path:
             written.append("temperature.nii.gz")
-        maps = {"dose_cem43.nii.gz": self.host("dose_cem43_min").astype(np.float32),
+        maps = {"dose_cem43.nii.gz": self.host("dose_cem43_min").astype(np.float64),  # float32 overflows at 3e38
                 "tmax.nii.gz": self.host("tmax_c"),
                 "temperature_sd.nii.gz": self.host("temperature_sd_c"),
                 "temperature_sd_theory.nii.gz": self.host("temperature_sd_theory_c"),
