@@ -78,7 +78,8 @@ def _run_pipeline(exam, out, params, labels, drift_roi, label_table, backend, pr
 def _params_from_args(args):
     from .pipeline import ThermometryParams
     p = ThermometryParams()
-    for name in ("baseline_frames", "alpha_ppm_per_c", "phase_sign", "body_temp_c", "drift_order", "snr_threshold"):
+    for name in ("baseline_frames", "alpha_ppm_per_c", "phase_sign", "body_temp_c", "drift_order", "snr_threshold",
+                 "max_sd_theory_c"):
         v = getattr(args, name, None)
         if v is not None:
             setattr(p, name, v)
@@ -236,7 +237,9 @@ def build_parser():
     r.add_argument("--labels", metavar="LABELS.nii.gz")
     r.add_argument("--label-table", metavar="TABLE.json")
     r.add_argument("--dose-levels", type=_float_list, metavar="240,...", help="CEM43 levels for lesion masks")
-    r.add_argument("--snr-threshold", type=float)
+    r.add_argument("--snr-threshold", type=float, help="mask voxels below this baseline SNR (default 5)")
+    r.add_argument("--max-sd-theory-c", type=float,
+                   help="mask voxels whose noise-predicted temperature SD exceeds this, C (default 2)")
     r.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto")
     r.add_argument("--no-figures", action="store_true")
     r.add_argument("--quiet", action="store_true")

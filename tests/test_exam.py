@@ -11,7 +11,8 @@ import pytest
 import mrtherm
 from mrtherm import InputFileError, ParameterError
 from mrtherm import niftiio
-from mrtherm.exam import detect_phase_scale, find_partner, phase_to_radians
+from mrtherm.io.partners import find_partner
+from mrtherm.phase_scale import detect_phase_scale, phase_to_radians
 
 AFF = np.diag([2.0, 2.0, 4.0, 1.0])
 
@@ -84,11 +85,12 @@ def test_override_flag_wins(tmp_path):
 
 def test_sidecars_give_te_and_b0_and_flags_override(tmp_path):
     mag, ph = _series()
-    p_mag = _write(tmp_path, "sub-01_part-mag_bold.nii.gz", mag, {"EchoTime": 0.02, "MagneticFieldStrength": 1.5})
+    p_mag = _write(tmp_path, "sub-01_part-mag_bold.nii.gz", mag, {"EchoTime": 0.02, "MagneticFieldStrength": 3})
     p_ph = _write(tmp_path, "sub-01_part-phase_bold.nii.gz", ph, {"EchoTime": 0.015, "MagneticFieldStrength": 3})
     exam = mrtherm.load_exam(p_mag)  # BIDS partner found
     assert exam.te_s == 0.015 and exam.b0_t == 3.0  # phase sidecar first
-    assert exam.provenance["partner_found"] == "phase"
+    assert exam.provenance["partner_found"] == {"role": "phase", "rules": ["BIDS part-mag/part-phase"]}
+    assert any("magnitude echo time 20 ms" in w and "phase echo time 15 ms" in w for w in exam.warnings)
     exam = mrtherm.load_exam(phase=p_ph, te_s=0.01, b0_t=1.5)
     assert exam.te_s == 0.01 and exam.b0_t == 1.5 and exam.provenance["te_source"] == "argument"
 
@@ -97,8 +99,8 @@ def test_dcm2niix_ph_partner(tmp_path):
     mag, ph = _series()
     p_mag = _write(tmp_path, "thermo_5.nii", mag, {"EchoTime": 0.01, "MagneticFieldStrength": 3})
     _write(tmp_path, "thermo_5_ph.nii", ph, {"EchoTime": 0.01, "MagneticFieldStrength": 3})
-    assert find_partner(p_mag, "phase").endswith("thermo_5_ph.nii")
-    assert find_partner(os.path.join(tmp_path, "thermo_5_ph.nii"), "magnitude").endswith("thermo_5.nii")
+    assert find_partner(p_mag, "phase")[0].endswith("thermo_5_ph.nii")
+    assert find_partner(os.path.join(tmp_path, "thermo_5_ph.nii"), "magnitude")[0].endswith("thermo_5.nii")
 
 
 def test_list_of_3d_frames_with_acquisition_times(tmp_path):

@@ -51,7 +51,7 @@ class ThermometryWidget(widgets.Container):
         self.alpha = widgets.FloatSpinBox(label="alpha ppm/C", value=-0.01, min=-1.0, max=1.0, step=0.0001)
         self.phase_sign = widgets.ComboBox(label="phase sign", choices=[1, -1], value=1)
         self.baseline = widgets.SpinBox(label="baseline frames", value=3, min=1, max=1000)
-        self.drift_order = widgets.ComboBox(label="drift order", choices=[0, 1, 2], value=1)
+        self.drift_order = widgets.ComboBox(label="drift order", choices=[0, 1, 2], value=2)
         self.levels = widgets.LineEdit(label="dose levels CEM43", value="240")
         self.out_dir = widgets.FileEdit(label="save to (optional)", mode="d")
         self.run_button = widgets.PushButton(text="Run thermometry")
