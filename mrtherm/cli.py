@@ -90,18 +90,25 @@ def _params_from_args(args):
 
 def cmd_run(args):
     from .exam import load_exam
-    if args.real or args.imag:
+    if args.dicom:
+        if args.magnitude or args.phase or args.real or args.imag:
+            raise ParameterError("give --dicom or --magnitude/--phase (--real/--imag), not both")
+        inputs = [os.path.join(args.dicom, "x")]  # the output folder may not be the DICOM folder
+    elif args.real or args.imag:
         if args.magnitude or args.phase:
             raise ParameterError("give --magnitude/--phase or --real/--imag, not both")
         inputs = list(args.real or []) + list(args.imag or [])
     else:
         if not args.magnitude and not args.phase:
-            raise ParameterError("--magnitude and/or --phase (or --real and --imag) are required")
+            raise ParameterError("--magnitude and/or --phase, --real and --imag, or --dicom are required")
         inputs = list(args.magnitude or []) + list(args.phase or [])
+    if args.echo is not None and not args.dicom:
+        raise ParameterError("--echo selects an echo of a DICOM series (--dicom); a NIfTI file holds one echo")
     inputs += [args.labels, args.drift_roi]
     _check_out_dir(args.out, inputs)
     one = lambda v: None if v is None else (v[0] if len(v) == 1 else v)  # noqa: E731
     exam = load_exam(magnitude=one(args.magnitude), phase=one(args.phase), real=one(args.real), imag=one(args.imag),
+                     dicom=args.dicom, echo=args.echo,
                      te_s=None if args.te_ms is None else args.te_ms / 1000.0, b0_t=args.b0_t,
                      frame_time_s=args.frame_time_s, frame_times_s=args.frame_times_s, phase_scale=args.phase_scale)
     params = _params_from_args(args)
@@ -221,12 +228,15 @@ def build_parser():
     r.add_argument("--phase", nargs="+", metavar="P.nii[.gz]")
     r.add_argument("--real", nargs="+", metavar="R.nii[.gz]")
     r.add_argument("--imag", nargs="+", metavar="I.nii[.gz]")
+    r.add_argument("--dicom", metavar="DIR", help="folder of MR DICOM files (searched recursively)")
+    r.add_argument("--echo", type=int, metavar="N", help="echo number of a multi-echo DICOM series")
     r.add_argument("--out", required=True, help="output folder (not an input folder)")
     r.add_argument("--te-ms", type=float, help="echo time in ms (default: sidecar EchoTime)")
     r.add_argument("--b0-t", type=float, help="field strength in T (default: sidecar MagneticFieldStrength)")
     r.add_argument("--alpha-ppm-per-c", type=float, help="PRF coefficient (default -0.01)")
     r.add_argument("--phase-sign", type=int, choices=(1, -1))
-    r.add_argument("--phase-scale", choices=("auto", "radians", "siemens", "siemens-raw", "ge-mrad"), default="auto")
+    r.add_argument("--phase-scale", choices=("auto", "radians", "siemens", "siemens-raw", "mrad", "ge-mrad"),
+                   default="auto")
     r.add_argument("--body-temp-c", type=float)
     r.add_argument("--baseline-frames", type=int)
     r.add_argument("--frame-time-s", type=float, help="frame interval in s (default: NIfTI time step)")

@@ -254,6 +254,12 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     mask = (snr >= params.snr_threshold) & np.isfinite(snr) & (theory_all <= params.max_sd_theory_c)
     mask_rules = [f"baseline SNR >= {params.snr_threshold:g} (noise sigma {sigma:.4g}: {sigma_method})",
                   f"noise-predicted temperature SD <= {params.max_sd_theory_c:g} C"]
+    air_level, air_info = masks_mod.air_threshold(mean_mag)
+    if air_level is not None:
+        mask &= mean_mag >= air_level
+        mask_rules.append(f"above the air floor: mean magnitude >= {masks_mod.AIR_FLOOR_FACTOR:g} x the median of the "
+                          f"dark class of the log-magnitude histogram ({air_level:.4g}; classes "
+                          f"{air_info['class_ratio']:.3g} x apart)")
     if label_vol is not None:
         prf_ok = labels_mod.prf_valid_mask(label_vol, table)
         mask &= prf_ok

@@ -1,0 +1,66 @@
+"""A DICOM component streamed frame by frame: ``(z, y, x)`` float32 values after the vendor rescale."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import InputFileError
+from .. import roles
+from .files import pydicom, read_dataset
+
+
+class DicomSeries:
+    """One component of a DICOM exam (same interface as the NIfTI sources).
+
+    Values are ``stored * RescaleSlope + RescaleIntercept`` per image; Philips
+    magnitude (and real/imaginary) images are divided by ``RescaleSlope *
+    ScaleSlope`` (2005,100E) to give Philips' floating-point value, as dcm2niix
+    does. Phase stays in its rescaled unit (see :mod:`mrtherm.phase_scale`).
+    """
+
+    def __init__(self, stack, affine, slope, inter):
+        self.role = stack.role
+        self.stack = stack
+        self.n_frames = len(stack.frames)
+        first = stack.frames[0][0]
+        self.shape_zyx = (len(stack.frames[0]), first.rows, first.cols)
+        self.affine = affine
+        self.integer_on_disk = True
+        self.slope, self.inter = slope, inter
+        self.paths = sorted({im.path for im in stack.images})
+        self._cached = (None, None)
+
+    def path_of(self, t: int) -> str:
+        return self.stack.frames[t][0].path
+
+    def describe(self):
+        return f"DICOM {self.stack.series_text()}: {self.n_frames} frames x {self.shape_zyx[0]} slices"
+
+    def _dataset(self, path):
+        if self._cached[0] != path:
+            self._cached = (path, read_dataset(path, header_only=False))
+        return self._cached[1]
+
+    def _pixels(self, im) -> np.ndarray:
+        try:
+            if im.frame is None:
+                arr = read_dataset(im.path, header_only=False).pixel_array
+            else:
+                arr = pydicom().pixels.pixel_array(self._dataset(im.path), index=im.frame)
+        except InputFileError:
+            raise
+        except Exception as exc:
+            raise InputFileError(im.where, f"pixel data not readable ({type(exc).__name__}: {exc})") from None
+        if arr.shape != (im.rows, im.cols):
+            raise InputFileError(im.where, f"pixel data shape {arr.shape}, expected ({im.rows}, {im.cols})")
+        return arr
+
+    def read(self, t: int) -> np.ndarray:
+        frame = self.stack.frames[t]
+        out = np.empty(self.shape_zyx, dtype=np.float32)
+        for z, im in enumerate(frame):
+            v = self._pixels(im).astype(np.float64) * im.slope + im.intercept
+            if im.philips_ss and self.role != roles.PHASE:
+                v = v / (im.slope * im.philips_ss)
+            out[z] = v
+        return out
