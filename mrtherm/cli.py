@@ -50,8 +50,15 @@ def _check_out_dir(out: str, inputs):
 
 # --------------------------------------------------------------------------- commands
 def cmd_phantom(args):
-    from .phantom import write_phantom
-    paths = write_phantom(args.out, phase_format=args.phase_format, n_frames=args.frames, seed=args.seed)
+    from .phantom import make_phantom, write_phantom
+    if args.frames < 2:
+        raise ParameterError(f"--frames must be at least 2, got {args.frames}")
+    ph = make_phantom(n_frames=args.frames, seed=args.seed)
+    paths = write_phantom(args.out, ph, phase_format=args.phase_format)
+    if args.dicom:
+        from .io.dicom.synth import write_dicom_exam
+        paths["dicom"] = write_dicom_exam(os.path.join(args.out, "dicom"), ph.magnitude, ph.phase_rad, ph.affine,
+                                          ph.te_s, ph.b0_t, ph.frame_times_s, vendor=args.dicom)
     print(f"phantom written to {os.path.dirname(paths['magnitude'])}")
     for k, v in paths.items():
         print(f"  {k:18s} {os.path.basename(v)}")
@@ -215,6 +222,8 @@ def build_parser():
                     help="how phase is stored (default: dcm2niix Siemens int16)")
     ph.add_argument("--frames", type=int, default=40, help="number of frames (default 40)")
     ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--dicom", choices=("siemens", "siemens-enhanced", "ge", "philips", "philips-enhanced"),
+                    help="also write the exam as DICOM in this vendor's convention, in OUT/dicom")
     ph.set_defaults(func=cmd_phantom)
 
     de = sub.add_parser("demo", help="phantom + thermometry run + summary against ground truth")
