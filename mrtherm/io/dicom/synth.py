@@ -96,7 +96,7 @@ def _common(vendor, exam, uids):
     return {"Modality": "MR", "Manufacturer": manufacturer, "PatientName": "mrtherm^phantom",
             "PatientID": "MRTHERM-PHANTOM", "StudyInstanceUID": uids["study"],
             "FrameOfReferenceUID": uids["frame_of_reference"], "MagneticFieldStrength": _ds(exam["b0_t"]),
-            "StudyDate": "20260101", "StudyTime": "090000", "ImagedNucleus": "1H"}
+            "StudyDate": "20260101", "StudyTime": "090000", "ImagedNucleus": "1H", "PatientPosition": "HFS"}
 
 
 def _classic_images(vendor, exam, uids, t0):
@@ -124,7 +124,7 @@ def _classic_images(vendor, exam, uids, t0):
                 ds.Rows, ds.Columns = ny, nx
                 ds.EchoTime, ds.EchoNumbers = _ds(exam["te_s"] * 1e3), 1
                 ds.AcquisitionDate, ds.AcquisitionTime = date, tm
-                ds.AcquisitionNumber, ds.InstanceNumber = t + 1, z + 1
+                ds.AcquisitionNumber, ds.InstanceNumber = t + 1, t * nz + z + 1
                 ds.SequenceName = "*fl2d1"
                 _vendor_tags(ds, vendor, role, t, nt, ps, pi)
                 _pixels(ds, stored[t, z])
@@ -154,7 +154,8 @@ def _vendor_tags(ds, vendor, role, t, nt, ps, pi):
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = _ds(slope), _ds(inter), units
         ds.RealWorldValueMappingSequence = [_rwv(slope, inter, "mrad" if phase else "1")]
         block = ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
-        block.add_new(0x0E, "FL", PHILIPS_SS)
+        # Philips' floating value is (SV * RS + RI) / (RS * SS): radians for phase (RS * SS = 1000), as on scanners
+        block.add_new(0x0E, "FL", 1000.0 / slope if phase else PHILIPS_SS)
 
 
 def _rwv(slope, inter, units):
@@ -183,7 +184,7 @@ def _enhanced_files(vendor, exam, uids, t0):
         ds.SeriesDescription = "mrtherm thermometry"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M" if members[0][0] == "magnitude" else "P", "NONE"] \
             if vendor == "siemens-enhanced" else ["ORIGINAL", "PRIMARY", "T1", "MIXED"]
-        ds.Rows, ds.Columns = ny, nx
+        ds.Rows, ds.Columns, ds.InstanceNumber = ny, nx, 1
         shared = pd.dataset.Dataset()
         shared.PixelMeasuresSequence = [pd.dataset.Dataset()]
         shared.PixelMeasuresSequence[0].PixelSpacing = [_ds(dr), _ds(dc)]
