@@ -19,7 +19,8 @@ philips-enhanced  Enhanced MR, magnitude and phase frames in one file
 ================= ====================================================================================
 
 Files are written in shuffled order under random names, so nothing can be
-inferred from names or order.
+inferred from names or order; frames inside an enhanced file are in dimension
+order (stack position, then time), as scanners write them.
 """
 
 from __future__ import annotations
@@ -192,17 +193,28 @@ def _enhanced_files(vendor, exam, uids, t0):
         shared.PlaneOrientationSequence = [pd.dataset.Dataset()]
         shared.PlaneOrientationSequence[0].ImageOrientationPatient = [_ds(v) for v in iop]
         ds.SharedFunctionalGroupsSequence = [shared]
+        ds.DimensionIndexSequence = _dimension_index(pd)
         frames, pixels = [], []
         for role, stored in members:
             for t in range(nt):
                 for z in range(nz):
                     frames.append(_frame_group(pd, role, vendor, a, z, t, exam, t0, ps, pi))
                     pixels.append(stored[t, z])
-        order = np.random.default_rng(k).permutation(len(frames))  # frame order carries no meaning
-        ds.PerFrameFunctionalGroupsSequence = [frames[i] for i in order]
+        ds.PerFrameFunctionalGroupsSequence = frames  # in dimension order, as scanners write them
         ds.NumberOfFrames = len(frames)
-        _pixels(ds, np.stack([pixels[i] for i in order]))
+        _pixels(ds, np.stack(pixels))
         yield f"enhanced_{k + 1}_{uid.rsplit('.', 1)[-1]}.dcm", ds
+
+
+def _dimension_index(pd):
+    """Frames are indexed by stack, position in the stack and temporal position (as scanners declare)."""
+    org = pd.uid.generate_uid()
+    out = []
+    for pointer in (0x00209056, 0x00209057, 0x00209128):  # StackID, InStackPositionNumber, TemporalPositionIndex
+        item = pd.dataset.Dataset()
+        item.DimensionOrganizationUID, item.DimensionIndexPointer, item.FunctionalGroupPointer = org, pointer, 0x00209111
+        out.append(item)
+    return out
 
 
 def _frame_group(pd, role, vendor, a, z, t, exam, t0, ps, pi):
@@ -214,6 +226,7 @@ def _frame_group(pd, role, vendor, a, z, t, exam, t0, ps, pi):
     date, tm = _clock(t0, exam["frame_times_s"][t])
     content.FrameAcquisitionDateTime = date + tm
     content.TemporalPositionIndex, content.InStackPositionNumber, content.StackID = t + 1, z + 1, "1"
+    content.DimensionIndexValues = [1, z + 1, t + 1]
     fg.FrameContentSequence = [content]
     echo = pd.dataset.Dataset()
     echo.EffectiveEchoTime = float(exam["te_s"] * 1e3)
