@@ -216,6 +216,55 @@ def run_layers(folder) -> list:
     return layers
 
 
+def looks_like_dicom_folder(folder, max_files: int = 64) -> bool:
+    """True when one of the first files under ``folder`` is DICOM (Part 10 marker); cheap, no pydicom."""
+    from mrtherm.io.dicom.files import walk  # noqa: PLC0415
+    for n, path in enumerate(walk(os.fspath(folder))):
+        if n >= max_files:
+            break
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(132)
+        except OSError:
+            continue
+        if head[128:132] == b"DICM":
+            return True
+    return False
+
+
+def dicom_layers(folder) -> list:
+    """A DICOM thermometry folder as lazy (dask) 4-D magnitude and phase (rad) layers placed in world mm.
+
+    Frames are read when napari shows them, so long series open at once. Refusals of
+    :func:`mrtherm.load_exam` (field maps, several stacks, multi-echo) surface as their one-line error.
+    """
+    import dask
+    import dask.array as da
+    import mrtherm
+    exam = mrtherm.load_exam(dicom=os.fspath(folder))
+    shape = exam.shape_zyx
+    meta = {"kind": "dicom", "nifti_affine": exam.affine, "frame_times_s": [float(t) for t in exam.frame_times_s],
+            "provenance": exam.provenance, "te_s": exam.te_s, "b0_t": exam.b0_t}
+
+    def component(t, which):
+        a, b, _polar = exam.frame_parts(t)
+        return np.asarray(a if which == 0 else b, dtype=np.float32)
+
+    def lazy(which):
+        return da.stack([da.from_delayed(dask.delayed(component)(t, which), shape, np.float32)
+                         for t in range(exam.n_frames)])
+
+    aff = napari_affine(exam.affine, leading_axes=1)
+    names = ("magnitude", "phase (rad)") if "phase" in exam.components else ("real", "imaginary")
+    mag = (lazy(0), {"name": names[0], "colormap": "gray", "affine": aff,
+                     "metadata": {"mrtherm": {**meta, "component": names[0]}}}, "image")
+    ph_kw = {"colormap": "twilight_shifted", "contrast_limits": (-np.pi, np.pi)} if names[1].startswith("phase") \
+        else {"colormap": "gray"}
+    ph = (lazy(1), {"name": names[1], "affine": aff, "visible": False, **ph_kw,
+                    "metadata": {"mrtherm": {**meta, "component": names[1]}}}, "image")
+    return [mag, ph]
+
+
 def lesion_layer(dose, level, nifti_aff, colour, meta=None):
     mask = (np.nan_to_num(dose, nan=0.0) >= level).astype(np.uint8)
     return (mask, {"name": f"lesion {level:g} CEM43", "affine": napari_affine(nifti_aff), "opacity": 1.0,

@@ -1,4 +1,5 @@
-"""npe2 reader: mrtherm output folders, their report.json, window reports and single mrtherm maps."""
+"""npe2 reader: mrtherm output folders, their report.json, window reports, single mrtherm maps and DICOM
+thermometry folders (magnitude and phase, placed in world mm, read lazily)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def get_reader(path):
             return _read_run
         if _model.is_mrtherm_report(os.path.join(path, "report.json")) == "window":
             return _read_window
+        if _model.looks_like_dicom_folder(path):
+            return _read_dicom
         return None
     name = os.path.basename(path)
     if name.endswith(".json"):
@@ -46,6 +49,10 @@ def _read_window(path):
     if os.path.isdir(p):
         p = os.path.join(p, "report.json")
     return _model.window_layers(p)
+
+
+def _read_dicom(path):
+    return _model.dicom_layers(_first(path))
 
 
 def _read_map(path):

@@ -37,9 +37,11 @@ class DicomSeries:
         return f"DICOM {self.stack.series_text()}: {self.n_frames} frames x {self.shape_zyx[0]} slices"
 
     def _dataset(self, path):
-        if self._cached[0] != path:
-            self._cached = (path, read_dataset(path, header_only=False))
-        return self._cached[1]
+        cached = self._cached  # one read of the attribute: safe when viewers read frames from threads
+        if cached[0] != path:
+            cached = (path, read_dataset(path, header_only=False))
+            self._cached = cached
+        return cached[1]
 
     def _pixels(self, im) -> np.ndarray:
         try:
