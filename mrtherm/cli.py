@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -272,14 +273,22 @@ def build_parser():
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except MrthermError as exc:
-        print(f"mrtherm: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("mrtherm: interrupted", file=sys.stderr)
-        return 130
+    # Library warnings (numerical edge cases, deprecations) never reach the terminal in Python's multi-line
+    # format: mrtherm's own warnings go to report.json and the summary; anything else becomes one line.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = int(args.func(args) or 0)
+        except MrthermError as exc:
+            print(f"mrtherm: error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print("mrtherm: interrupted", file=sys.stderr)
+            return 130
+    if not getattr(args, "quiet", False):
+        for text in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
+            print(f"mrtherm: note: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

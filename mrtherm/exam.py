@@ -27,6 +27,7 @@ from .errors import InputFileError, ParameterError
 from .io import acquisition, partners, roles
 from .io.sidecar import load_sidecar
 from .io.sources import ArraySeries, as_series, is_path_like, path_list
+from .text import count
 from .phase_scale import PHASE_SCALES, check_scale, detect_phase_scale, phase_to_radians  # noqa: F401
 
 FLAGS = {roles.MAGNITUDE: "--magnitude", roles.PHASE: "--phase", roles.REAL: "--real", roles.IMAG: "--imag"}
@@ -189,9 +190,8 @@ def _check_pair_geometry(comps):
             continue
         where = s.paths[0] if s.paths else f"<{name} array>"
         if s.n_frames != first.n_frames or s.shape_zyx != first.shape_zyx:
-            fr = lambda n: f"{n} frame" + ("" if n == 1 else "s")  # noqa: E731
-            raise InputFileError(where, f"shape {s.shape_zyx} x {fr(s.n_frames)} does not match "
-                                 f"{first_name} {first.shape_zyx} x {fr(first.n_frames)}")
+            raise InputFileError(where, f"shape {s.shape_zyx} x {count(s.n_frames, 'frame')} does not match "
+                                 f"{first_name} {first.shape_zyx} x {count(first.n_frames, 'frame')}")
         if s.affine is not None and first.affine is not None and not np.allclose(s.affine, first.affine, atol=1e-3):
             raise InputFileError(where, f"affine does not match {first_name} {first.describe()}")
 

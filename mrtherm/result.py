@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from . import atomic, niftiio
+from .text import count
 from .backend import to_numpy, from_numpy, namespace
 
 CONVENTIONS = {
@@ -38,10 +39,6 @@ def cap_dose(dose: np.ndarray):
     if n:
         dose = np.where(over, DOSE_CAP_CEM43_MIN, dose)
     return dose, n
-
-
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return word if n == 1 else (plural or word + "s")
 
 
 def _level_name(level: float) -> str:
@@ -112,7 +109,7 @@ class ThermometryResult:
         tmax_np = to_numpy(tmax)
         dose_np, capped = cap_dose(to_numpy(dose))
         if capped:
-            warnings.append(f"{capped} dose {_plural(capped, 'voxel')} overflowed float64 (temperatures above "
+            warnings.append(f"{count(capped, 'dose voxel')} overflowed float64 (temperatures above "
                             f"~1000 C, not physical: check the input) and {'was' if capped == 1 else 'were'} capped at "
                             f"{DOSE_CAP_CEM43_MIN:.3g} CEM43 min")
             dose = from_numpy(dose_np, xp)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import mrtherm
 from mrtherm.masks import air_threshold
 from mrtherm.noise import estimate_noise_sigma, rayleigh_background_sigma
 
@@ -86,3 +87,33 @@ def test_air_floor_rule_is_silent_without_air():
     mag = np.abs(300 + 100 * np.sin(x / 9.0) + _complex_noise((8, 64, 64), 10.0))
     thr, info = air_threshold(mag)
     assert thr is None and not info["applied"]
+
+
+def _exam_from_magnitude(mag_tzyx, te_s):
+    ph = RNG.uniform(-0.01, 0.01, mag_tzyx.shape).astype(np.float32)
+    return mrtherm.load_exam(mag_tzyx.astype(np.float32), ph, te_s=te_s, b0_t=3.0, frame_time_s=2.0)
+
+
+def test_pipeline_masks_coil_combined_air():
+    """Air of a 32-coil sum of squares passes SNR >= 5 and, at TE 20 ms, the SD rule: the air floor removes it."""
+    coils, sigma, nt = 32, 4.0, 3
+    tissue = _anatomy()
+    sos = np.stack([np.sqrt(sum(np.abs(tissue / np.sqrt(coils) + _complex_noise(tissue.shape, sigma)) ** 2
+                                for _ in range(coils))) for _ in range(nt)])
+    result = mrtherm.process(_exam_from_magnitude(sos, 0.020), baseline_frames=2)
+    air = tissue == 0
+    assert result.mask[air].mean() < 0.001
+    assert result.mask[tissue >= 300].all()
+    assert any("air floor" in r for r in result.report["mask"]["rules"])
+
+
+def test_pipeline_masks_imprecise_voxels():
+    """At TE 2.5 ms a voxel of SNR 20 has a noise-predicted SD of ~3 C: above 2 C it is masked, whatever its SNR."""
+    mag = np.abs(_anatomy()[None] + _complex_noise((3, 8, 64, 64), 10.0))  # tissue SNR 5..90
+    result = mrtherm.process(_exam_from_magnitude(mag, 0.0025), baseline_frames=2)
+    snr, sd = result.host("snr"), result.host("temperature_sd_theory_c")
+    kept = result.mask
+    assert np.all(sd[kept] <= 2.0)
+    assert np.any((snr >= 5) & ~kept & (_anatomy() > 0))  # bright enough for the SNR rule, still masked
+    loose = mrtherm.process(_exam_from_magnitude(mag, 0.0025), baseline_frames=2, max_sd_theory_c=np.inf)
+    assert loose.mask.sum() > kept.sum()

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import niftiio
 from ..errors import InputFileError, ParameterError
+from ..text import count
 from .sources import FileSeries
 
 TR_QUIRK_MAX_S = 0.5
@@ -154,7 +155,7 @@ def frame_times(n_frames, frame_time_s, frame_times_s, phase_src, mag_src, phase
                                                else frame_times_s)])
         provenance["frame_times_source"] = "argument (explicit list)"
         if times.shape != (n_frames,):
-            raise ParameterError(f"frame_times_s has {times.size} values for {n_frames} frames")
+            raise ParameterError(f"frame_times_s has {count(times.size, 'value')} for {count(n_frames, 'frame')}")
         return times
     if frame_time_s is not None:
         step = float(frame_time_s)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InputFileError
+from ...text import count
 from .. import roles
 from . import geometry
 
@@ -50,10 +51,6 @@ class Stack:
         for im in self.images:
             seen.setdefault(im.series_uid, f"series {im.series_number} ({im.series_description})")
         return ", ".join(seen.values())
-
-
-def _plural(n, word):
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _describe_group(imgs) -> str:
@@ -102,7 +99,7 @@ def choose_grid(images, folder):
     ignored = [_describe_group(g) for k, g in groups.items() if k != key]
     other_roles = [i for i in imgs if i.role not in (role_a, role_b)]
     if other_roles:
-        ignored.append(f"{_plural(len(other_roles), 'image')} of other roles on the exam grid")
+        ignored.append(f"{count(len(other_roles), 'image')} of other roles on the exam grid")
     return role_a, role_b, [i for i in imgs if i.role in (role_a, role_b)], ignored
 
 
@@ -163,7 +160,7 @@ def build_stack(role, images) -> Stack:
     if counts.min() != counts.max():
         lo, hi = int(counts.argmin()), int(counts.argmax())
         raise InputFileError(per_slice[lo][0].where,
-                             f"{role}: {_plural(int(counts[lo]), 'image')} at slice position {distinct[lo]:.2f} mm but "
+                             f"{role}: {count(int(counts[lo]), 'image')} at slice position {distinct[lo]:.2f} mm but "
                              f"{int(counts[hi])} at {distinct[hi]:.2f} mm: missing or extra images")
     geometry.check_spacing(distinct, [s[0] for s in per_slice])
     for s in per_slice:
@@ -197,8 +194,8 @@ def _frame_times(role, frames):
 
 def check_pair(a: Stack, b: Stack):
     if len(a.frames) != len(b.frames):
-        raise InputFileError(b.frames[0][0].where, f"{_plural(len(a.frames), a.role + ' frame')} but "
-                             f"{_plural(len(b.frames), b.role + ' frame')}: not one exam")
+        raise InputFileError(b.frames[0][0].where, f"{count(len(a.frames), a.role + ' frame')} but "
+                             f"{count(len(b.frames), b.role + ' frame')}: not one exam")
     if a.positions_mm.shape != b.positions_mm.shape or \
             np.max(np.abs(a.positions_mm - b.positions_mm)) > geometry.POSITION_TOL_MM:
         raise InputFileError(b.frames[0][0].where, f"{b.role} slices ({len(b.positions_mm)} at "

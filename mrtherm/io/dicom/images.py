@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InputFileError
+from ...text import count
 from .. import roles
 from . import vendor
 
@@ -175,7 +176,7 @@ def records(path: str, ds) -> list[DicomImage]:
     shared = shared[0] if shared else None
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") if enhanced else None
     if enhanced and (per_frame is None or len(per_frame) != n_frames):
-        raise InputFileError(path, f"enhanced DICOM with {n_frames} frames but "
+        raise InputFileError(path, f"enhanced DICOM with {count(n_frames, 'frame')} but "
                              f"{0 if per_frame is None else len(per_frame)} per-frame functional groups")
     if not enhanced and n_frames > 1:
         raise InputFileError(path, f"multi-frame file ({n_frames} frames) without per-frame functional groups: "

@@ -9,6 +9,7 @@ import numpy as np
 
 from ...errors import InputFileError, ParameterError
 from ...phase_scale import detect_phase_scale
+from ...text import count
 from .. import acquisition, roles
 from . import assemble, files, geometry, images, vendor
 from .series import DicomSeries
@@ -85,7 +86,7 @@ def _frame_times(a_stack, b_stack, frame_time_s, frame_times_s, provenance, warn
     if frame_times_s is not None:
         times = np.asarray([float(t) for t in frame_times_s], dtype=np.float64)
         if times.shape != (n,):
-            raise ParameterError(f"frame_times_s has {times.size} values for {n} frames")
+            raise ParameterError(f"frame_times_s has {count(times.size, 'value')} for {count(n, 'frame')}")
         provenance["frame_times_source"] = "argument (explicit list)"
         return times
     if frame_time_s is not None:

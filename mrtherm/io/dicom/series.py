@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import InputFileError
+from ...text import count
 from .. import roles
 from .files import pydicom, read_dataset
 
@@ -34,7 +35,7 @@ class DicomSeries:
         return self.stack.frames[t][0].path
 
     def describe(self):
-        return f"DICOM {self.stack.series_text()}: {self.n_frames} frames x {self.shape_zyx[0]} slices"
+        return f"DICOM {self.stack.series_text()}: {count(self.n_frames, 'frame')} x {count(self.shape_zyx[0], 'slice')}"
 
     def _dataset(self, path):
         cached = self._cached  # one read of the attribute: safe when viewers read frames from threads
