@@ -9,13 +9,9 @@ dcm2niix (PyPI) is the independent reference for geometry and values.
 from __future__ import annotations
 
 import argparse
-import glob
-import gzip
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -24,6 +20,9 @@ import numpy as np
 
 import mrtherm
 from mrtherm.errors import MrthermError
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from dicom_tools import plain_copy, run_dcm2niix  # noqa: E402  (the tests' dcm2niix runner)
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "dicom")
 SETS = [("siemens_fmap", None, [("2_e2", "3_e2_ph"), ("5_e2", "4_e2_ph")]),
@@ -34,24 +33,7 @@ SETS = [("siemens_fmap", None, [("2_e2", "3_e2_ph"), ("5_e2", "4_e2_ph")]),
 
 
 def dcm2niix(src, work):
-    plain = os.path.join(work, "dicom")
-    for path in glob.glob(os.path.join(src, "**", "*"), recursive=True):
-        if os.path.isdir(path):
-            continue
-        rel = os.path.relpath(path, src)
-        dst = os.path.join(plain, rel[:-3] if rel.endswith(".gz") else rel)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if path.endswith(".gz"):
-            with gzip.open(path) as fi, open(dst, "wb") as fo:
-                fo.write(fi.read())
-        else:
-            shutil.copyfile(path, dst)
-    out = os.path.join(work, "nifti")
-    os.makedirs(out)
-    exe = os.path.join(os.path.dirname(sys.executable), "dcm2niix")
-    subprocess.run([exe if os.path.exists(exe) else "dcm2niix", "-o", out, "-f", "%s_e%e", "-z", "n", plain],
-                   check=True, capture_output=True)
-    return {os.path.basename(p)[:-4]: p for p in glob.glob(os.path.join(out, "*.nii"))}
+    return run_dcm2niix(plain_copy(src, os.path.join(work, "dicom")), os.path.join(work, "nifti"))
 
 
 def agreement(ours, affine, path, t):

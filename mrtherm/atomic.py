@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -36,3 +37,15 @@ def commit(staging: str, out_dir) -> None:
 
 def discard(staging: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged(out_dir):
+    """``with staged(out) as stage:`` write into ``stage``; committed to ``out`` on success, discarded on error."""
+    stage = staging_dir(out_dir)
+    try:
+        yield stage
+    except BaseException:
+        discard(stage)
+        raise
+    commit(stage, out_dir)

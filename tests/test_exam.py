@@ -1,6 +1,5 @@
 """Reading exams: vendor phase scaling, sidecars, partners, frame times."""
 
-import json
 import math
 import os
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 
 import mrtherm
+from conftest import write_nifti
 from mrtherm import InputFileError, ParameterError
 from mrtherm import niftiio
 from mrtherm.io.partners import find_partner
@@ -24,13 +24,7 @@ def _series(nt=4, shape=(3, 8, 8), seed=0):
     return mag, ph
 
 
-def _write(folder, name, arr, sidecar=None, step=3.0):
-    p = os.path.join(folder, name)
-    niftiio.save_volume(arr, AFF, p, frame_time_s=step)
-    if sidecar is not None:
-        with open(niftiio.sidecar_path(p), "w") as fh:
-            json.dump(sidecar, fh)
-    return p
+_write = write_nifti
 
 
 @pytest.mark.parametrize("fmt", ["radians", "siemens", "ge-mrad"])

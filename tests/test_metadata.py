@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import mrtherm
+from conftest import write_nifti
 from mrtherm import InputFileError, ParameterError
-from mrtherm import niftiio
 from mrtherm.cli import main
 from mrtherm.io.partners import find_partner
 
@@ -26,13 +26,7 @@ def _pair(nt=3, shape=(3, 16, 16)):
     return mag, ph
 
 
-def _write(folder, name, arr, sidecar=None, step=3.0):
-    p = os.path.join(folder, name)
-    niftiio.save_volume(arr, AFF, p, frame_time_s=step)
-    if sidecar is not None:
-        with open(niftiio.sidecar_path(p), "w") as fh:
-            json.dump(sidecar, fh)
-    return p
+_write = write_nifti
 
 
 SIDE = {"EchoTime": 0.01, "MagneticFieldStrength": 3.0}

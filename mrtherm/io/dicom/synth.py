@@ -270,15 +270,10 @@ def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_ti
     gen = _enhanced_files if vendor.endswith("enhanced") else _classic_images
     items = list(gen(vendor, exam, uids, t0))
     order = np.random.default_rng(0).permutation(len(items))
-    stage = atomic.staging_dir(out_dir)
-    try:
+    with atomic.staged(out_dir) as stage:
         for i in order:
             name, ds = items[i]
             path = os.path.join(stage, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             ds.save_as(path, enforce_file_format=True)
-    except BaseException:
-        atomic.discard(stage)
-        raise
-    atomic.commit(stage, out_dir)
     return os.path.abspath(os.fspath(out_dir))
