@@ -29,7 +29,7 @@ def main():
     args = ap.parse_args()
     import mrtherm
     from mrtherm.backend import cupy_usable
-    from mrtherm.transducer import spherical_cap
+    from mrtherm.window.transducer import spherical_cap
     from mrtherm.window import Scene, active_fractions_numpy
 
     ph = mrtherm.make_phantom(shape_zyx=(32, 128, 128), voxel_mm=(1.0, 2.0, 2.0), n_frames=1)

@@ -72,7 +72,7 @@ def one_set(name, echo, pairs):
             worst["magnitude_rel"] = max(worst["magnitude_rel"], float(np.abs(mag - theirs).max() / np.abs(theirs).max()))
             ph = exam.components["phase"].read(t).astype(np.float64)
             theirs, mm = agreement(ph, exam.affine, files[pname], t if len(pairs) == 1 else None)
-            ours_rad = mrtherm.phase_scale.phase_to_radians(ph, exam.phase_scale)
+            ours_rad = mrtherm.io.phase_scale.phase_to_radians(ph, exam.phase_scale)
             theirs_rad = theirs * np.pi / 4096 if exam.phase_scale == "siemens" else theirs
             worst["phase_rad"] = max(worst["phase_rad"], float(np.abs(np.angle(np.exp(1j * (ours_rad - theirs_rad)))).max()))
         row["dcm2niix_max_difference"] = worst
@@ -87,7 +87,7 @@ def one_set(name, echo, pairs):
                            "lesion_240_ml": result.lesion_volumes_ml[240.0],
                            "noise": result.report["noise"]["method"]}
     else:
-        from mrtherm.noise import estimate_noise_sigma
+        from mrtherm.thermometry.noise import estimate_noise_sigma
         sigma, method, _w = estimate_noise_sigma(exam.components["magnitude"].read(0)[None])
         row["one_acquisition"] = {"noise_sigma": sigma, "noise_method": method}
     return row

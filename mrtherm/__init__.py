@@ -15,14 +15,14 @@ carried unchanged, heating gives negative phase change for ``alpha_ppm_per_c < 0
 
 __version__ = "0.1.0"
 
-from .errors import MrthermError, InputFileError, ParameterError, BackendUnavailableError
-from .dose import cem43
-from .exam import Exam, load_exam
-from .pipeline import process, ThermometryParams
-from .result import ThermometryResult
-from .phantom import make_phantom, write_phantom
-from .transducer import Transducer, load_transducer, spherical_cap
-from .window import Scene, WindowConfig, check_window, feasibility_map, load_labels
+from mrtherm.errors import MrthermError, InputFileError, ParameterError, BackendUnavailableError
+from mrtherm.thermometry.dose import cem43
+from mrtherm.io.exam import Exam, load_exam
+from mrtherm.thermometry.pipeline import process, ThermometryParams
+from mrtherm.thermometry.result import ThermometryResult
+from mrtherm.phantom import make_phantom, write_phantom
+from mrtherm.window.transducer import Transducer, load_transducer, spherical_cap
+from mrtherm.window.check import Scene, WindowConfig, check_window, feasibility_map, load_labels
 
 __all__ = [
     "__version__",

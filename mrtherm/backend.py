@@ -15,7 +15,7 @@ import numpy as np
 import array_api_compat
 import array_api_compat.numpy as _compat_numpy
 
-from .errors import BackendUnavailableError, ParameterError
+from mrtherm.errors import BackendUnavailableError, ParameterError
 
 BACKENDS = ("auto", "numpy", "cupy")
 

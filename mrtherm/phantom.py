@@ -30,10 +30,10 @@ import os
 
 import numpy as np
 
-from . import atomic, niftiio
-from .dose import cem43
-from .labels import LabelTable
-from .prf import radians_per_celsius, theoretical_sigma_celsius
+from mrtherm.io import atomic, niftiio
+from mrtherm.thermometry.dose import cem43
+from mrtherm.io.labels import LabelTable
+from mrtherm.thermometry.prf import radians_per_celsius, theoretical_sigma_celsius
 
 # Gradient-echo magnitude per label (arbitrary units), T1-weighted: fat and marrow bright.
 TISSUE_MAGNITUDE = {0: 0.0, 1: 110.0, 2: 180.0, 3: 100.0, 4: 90.0, 5: 4.0, 6: 150.0, 7: 0.0, 8: 0.0,

@@ -49,7 +49,7 @@ def phantom_result(small_phantom):
 def write_nifti(folder, name, arr, sidecar=None, step=3.0, affine=None):
     """A ``(t, z, y, x)`` or ``(z, y, x)`` array as NIfTI (2 x 2 x 4 mm unless ``affine``) with an optional sidecar."""
     import json
-    from mrtherm import niftiio
+    from mrtherm.io import niftiio
     p = os.path.join(folder, name)
     niftiio.save_volume(arr, np.diag([2.0, 2.0, 4.0, 1.0]) if affine is None else affine, p, frame_time_s=step)
     if sidecar is not None:

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mrtherm import niftiio
+from mrtherm.io import niftiio
 from mrtherm.cli import main
 
 from conftest import tree_digest
@@ -48,7 +48,7 @@ def test_run_end_to_end(tmp_path, phantom_files, small_phantom, capsys):
     assert any(a["structure"] == "nerve root" for a in report["alarms"])
     assert set(report["conventions"]) >= {"prf", "cem43", "drift"}
     # accuracy of the file path (vendor scaling, streaming) against ground truth
-    from mrtherm.result import ThermometryResult  # noqa: F401
+    from mrtherm.thermometry.result import ThermometryResult  # noqa: F401
     data = np.asarray(temp.dataobj, dtype=np.float32).transpose(3, 2, 1, 0)
     mask = np.asarray(nib.load(out / "mask.nii.gz").dataobj).transpose(2, 1, 0).astype(bool)
     err_c = data[:, mask] - small_phantom.truth_temperature_c[:, mask]

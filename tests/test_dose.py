@@ -7,7 +7,7 @@ import pytest
 from scipy import integrate
 
 from mrtherm import cem43, ParameterError
-from mrtherm.dose import cem43_segment, time_above_segment
+from mrtherm.thermometry.dose import cem43_segment, time_above_segment
 
 
 @pytest.mark.parametrize("temp_c, minutes, expected", [

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mrtherm import ParameterError
-from mrtherm.drift import DriftModel, basis, fit_drift, solve_drift
+from mrtherm.thermometry.drift import DriftModel, basis, fit_drift, solve_drift
 
 
 @pytest.mark.parametrize("order", [0, 1, 2])

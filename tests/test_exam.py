@@ -10,9 +10,9 @@ import pytest
 import mrtherm
 from conftest import write_nifti
 from mrtherm import InputFileError, ParameterError
-from mrtherm import niftiio
+from mrtherm.io import niftiio
 from mrtherm.io.partners import find_partner
-from mrtherm.phase_scale import detect_phase_scale, phase_to_radians
+from mrtherm.io.phase_scale import detect_phase_scale, phase_to_radians
 
 AFF = np.diag([2.0, 2.0, 4.0, 1.0])
 

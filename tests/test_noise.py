@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import mrtherm
-from mrtherm.masks import air_threshold
-from mrtherm.noise import estimate_noise_sigma, rayleigh_background_sigma
+from mrtherm.thermometry.masks import air_threshold
+from mrtherm.thermometry.noise import estimate_noise_sigma, rayleigh_background_sigma
 
 RNG = np.random.default_rng(11)
 

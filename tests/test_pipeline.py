@@ -5,7 +5,7 @@ import pytest
 
 import mrtherm
 from mrtherm import InputFileError, ParameterError
-from mrtherm.prf import radians_per_celsius
+from mrtherm.thermometry.prf import radians_per_celsius
 
 
 def _exam(ph, phase=None, **kw):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mrtherm import ParameterError
-from mrtherm.prf import (celsius_per_wrap, phase_difference, phase_to_delta_celsius, radians_per_celsius,
+from mrtherm.thermometry.prf import (celsius_per_wrap, phase_difference, phase_to_delta_celsius, radians_per_celsius,
                          theoretical_sigma_celsius, unwrap_step, unwrap_time)
 
 

@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from mrtherm import InputFileError, ParameterError, niftiio
+from mrtherm import InputFileError, ParameterError
+from mrtherm.io import niftiio
 from mrtherm.cli import main
-from mrtherm.transducer import Transducer, load_transducer, spherical_cap
+from mrtherm.window.transducer import Transducer, load_transducer, spherical_cap
 from mrtherm.window import (Scene, WindowConfig, check_window, feasibility_map,
                             trace)
 

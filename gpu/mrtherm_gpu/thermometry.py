@@ -1,4 +1,4 @@
-"""Fused CUDA engine for the thermometry pipeline (same interface as ``mrtherm.engine.ArrayEngine``).
+"""Fused CUDA engine for the thermometry pipeline (same interface as ``mrtherm.thermometry.engine.ArrayEngine``).
 
 Two kernels per frame (``kernels/thermometry.cu``):
 
@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from mrtherm.engine import FLAG_MASK, FLAG_REF
+from mrtherm.thermometry.engine import FLAG_MASK, FLAG_REF
 
 from .kernels_loader import load_module
 
@@ -27,7 +27,7 @@ PIXELS_PER_THREAD_REDUCE = 4
 
 
 class FusedEngine:
-    """CUDA engine; arguments as :class:`mrtherm.engine.ArrayEngine`.
+    """CUDA engine; arguments as :class:`mrtherm.thermometry.engine.ArrayEngine`.
 
     The temperature frame returned by :meth:`pass2` lives in one of two
     rotating device buffers: copy it if it must outlive the next frame.

@@ -30,10 +30,10 @@ import math
 
 import numpy as np
 
-from .. import niftiio
-from ..errors import InputFileError, ParameterError
-from ..text import count
-from .sources import FileSeries
+from mrtherm.io import niftiio
+from mrtherm.errors import InputFileError, ParameterError
+from mrtherm.text import count
+from mrtherm.io.sources import FileSeries
 
 TR_QUIRK_MAX_S = 0.5
 """dcm2niix writes the sequence TR as the NIfTI time step; below this it cannot be a frame interval."""

@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 import re
 
-from .. import niftiio
-from . import roles
-from .sidecar import load_sidecar
+from mrtherm.io import niftiio
+from mrtherm.io import roles
+from mrtherm.io.sidecar import load_sidecar
 
 _SERIES_RE = re.compile(r"^(?P<pre>.*)_(?P<series>\d+)(?P<echo>_e\d+)?(?P<ph>_ph)?$")
 

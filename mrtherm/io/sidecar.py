@@ -15,9 +15,9 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
-from .. import niftiio
-from ..errors import InputFileError
-from . import roles
+from mrtherm.io import niftiio
+from mrtherm.errors import InputFileError
+from mrtherm.io import roles
 
 
 @dataclass

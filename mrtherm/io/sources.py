@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 
-from .. import niftiio
-from ..backend import namespace
-from ..errors import InputFileError, ParameterError
+from mrtherm.io import niftiio
+from mrtherm.backend import namespace
+from mrtherm.errors import InputFileError, ParameterError
 
 
 class FileSeries:

@@ -13,8 +13,8 @@ _CACHE = {}
 def build_sample(folder) -> str:
     """Write the phantom, run thermometry and the window check into ``folder``; returns the run folder."""
     import mrtherm
-    from mrtherm.cli_window import write_window_outputs
-    from mrtherm.transducer import spherical_cap
+    from mrtherm.cli.window import write_window_outputs
+    from mrtherm.window.transducer import spherical_cap
     from mrtherm.window import check_window, load_labels
     paths = mrtherm.write_phantom(os.path.join(folder, "exam"))
     ph_info = __import__("json").load(open(paths["info"], encoding="utf-8"))

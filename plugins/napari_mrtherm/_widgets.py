@@ -358,7 +358,7 @@ class AcousticWindowWidget(widgets.Container):
 
     def start(self, *_):
         from mrtherm import MrthermError
-        from mrtherm.transducer import load_transducer
+        from mrtherm.window.transducer import load_transducer
         from mrtherm.window import Scene
         labels, points = self.labels_layer.value, self.points_layer.value
         try:

@@ -9,7 +9,7 @@ import pytest
 
 import mrtherm
 from mrtherm.phantom import _encode_phase
-from mrtherm import niftiio
+from mrtherm.io import niftiio
 
 SMALL = dict(shape_zyx=(4, 64, 64), voxel_mm=(4.0, 3.0, 3.0), n_frames=18, seed=11)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mrtherm
-from mrtherm.transducer import spherical_cap
+from mrtherm.window.transducer import spherical_cap
 from mrtherm.window import Scene, WindowConfig, active_fractions_numpy, trace
 
 

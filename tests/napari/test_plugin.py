@@ -11,7 +11,7 @@ napari = pytest.importorskip("napari")
 import nibabel as nib  # noqa: E402
 
 import mrtherm  # noqa: E402
-from mrtherm import niftiio  # noqa: E402
+from mrtherm.io import niftiio  # noqa: E402
 from napari_mrtherm import _model  # noqa: E402
 from napari_mrtherm._reader import get_reader  # noqa: E402
 
@@ -197,7 +197,7 @@ def test_temperature_curve_widget(make_napari_viewer, run_folder):
 
 
 def test_acoustic_window_widget(make_napari_viewer, qtbot, run_folder, tmp_path):
-    from mrtherm.transducer import spherical_cap
+    from mrtherm.window.transducer import spherical_cap
     from napari_mrtherm._widgets import AcousticWindowWidget
     viewer = make_napari_viewer()
     viewer.open(run_folder, plugin=PLUGIN)

@@ -8,6 +8,6 @@ reading files), :mod:`.images` (one record per 2-D image), :mod:`.vendor`
 exams for tests and demonstrations).
 """
 
-from .loader import load_dicom_exam
+from mrtherm.io.dicom.loader import load_dicom_exam
 
 __all__ = ["load_dicom_exam"]

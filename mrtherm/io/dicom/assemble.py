@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import InputFileError
-from ...text import count
-from .. import roles
-from . import geometry
+from mrtherm.errors import InputFileError
+from mrtherm.text import count
+from mrtherm.io import roles
+from mrtherm.io.dicom import geometry
 
 
 @dataclass

@@ -12,7 +12,7 @@ import gzip
 import io
 import os
 
-from ...errors import InputFileError, MrthermError
+from mrtherm.errors import InputFileError, MrthermError
 
 IMAGE_STORAGE = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",

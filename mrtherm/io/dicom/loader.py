@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 
-from ...errors import InputFileError, ParameterError
-from ...phase_scale import detect_phase_scale
-from ...text import count
-from .. import acquisition, roles
-from . import assemble, files, geometry, images, vendor
-from .series import DicomSeries
+from mrtherm.errors import InputFileError, ParameterError
+from mrtherm.io.phase_scale import detect_phase_scale
+from mrtherm.text import count
+from mrtherm.io import acquisition, roles
+from mrtherm.io.dicom import assemble, files, geometry, images, vendor
+from mrtherm.io.dicom.series import DicomSeries
 
 TIME_TOLERANCE_S = acquisition.CLOCK_TOLERANCE_S
 
@@ -133,7 +133,7 @@ def load_dicom_exam(folder, *, echo=None, te_s=None, b0_t=None, frame_time_s=Non
     :mod:`mrtherm.io.dicom.geometry` for the affine. Parameters are those of
     :func:`mrtherm.load_exam`.
     """
-    from ...exam import Exam  # noqa: PLC0415 - the exam module imports this one lazily
+    from mrtherm.io.exam import Exam  # noqa: PLC0415 - the exam module imports this one lazily
     folder = os.fspath(folder)
     if echo is not None and (int(echo) != echo or echo < 1):
         raise ParameterError(f"echo must be a positive integer, got {echo!r}")

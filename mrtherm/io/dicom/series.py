@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import InputFileError
-from ...text import count
-from .. import roles
-from .files import pydicom, read_dataset
+from mrtherm.errors import InputFileError
+from mrtherm.text import count
+from mrtherm.io import roles
+from mrtherm.io.dicom.files import pydicom, read_dataset
 
 
 class DicomSeries:
@@ -16,7 +16,7 @@ class DicomSeries:
     Values are ``stored * RescaleSlope + RescaleIntercept`` per image; Philips
     magnitude (and real/imaginary) images are divided by ``RescaleSlope *
     ScaleSlope`` (2005,100E) to give Philips' floating-point value, as dcm2niix
-    does. Phase stays in its rescaled unit (see :mod:`mrtherm.phase_scale`).
+    does. Phase stays in its rescaled unit (see :mod:`mrtherm.io.phase_scale`).
     """
 
     def __init__(self, stack, affine, slope, inter):

@@ -31,9 +31,9 @@ import os
 
 import numpy as np
 
-from ... import atomic
-from ...errors import ParameterError
-from .files import pydicom
+from mrtherm.io import atomic
+from mrtherm.errors import ParameterError
+from mrtherm.io.dicom.files import pydicom
 
 VENDORS = ("siemens", "siemens-enhanced", "ge", "philips", "philips-enhanced")
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-from .. import roles
+from mrtherm.io import roles
 
 GE_B0MAP_SEQUENCES = ("b0map", "3db0map")
 _ALTE = re.compile(rb"alTE\[(\d+)\]\s*=\s*(\d+)")
@@ -72,7 +72,7 @@ def siemens_protocol(path: str, cache: dict):
     """``(echo times in ms, sequence file name)`` from the embedded ASCII protocol (cached per file)."""
     if path in cache:
         return cache[path]
-    from .files import read_bytes  # noqa: PLC0415
+    from mrtherm.io.dicom.files import read_bytes  # noqa: PLC0415
     data = read_bytes(path)
     start = data.find(b"### ASCCONV BEGIN")
     end = data.find(b"### ASCCONV END", start)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
-from .backend import namespace
-from .errors import ParameterError
+from mrtherm.backend import namespace
+from mrtherm.errors import ParameterError
 
 LN_R_ABOVE = math.log(0.5)
 LN_R_BELOW = math.log(0.25)

@@ -10,7 +10,7 @@ What each file is (magnitude, phase, real, imaginary, or a B0 field map in Hz)
 comes from its metadata first (sidecar ``ImageType``/``Units``, DICOM tags);
 values only confirm it: a magnitude with negative values, or a "phase" that is
 dark exactly where the magnitude is dark, is refused. Field maps in Hz are
-refused. See :mod:`mrtherm.phase_scale` for the vendor phase encodings and
+refused. See :mod:`mrtherm.io.phase_scale` for the vendor phase encodings and
 :mod:`mrtherm.io.acquisition` for echo time, field strength, frame times and
 their cross-checks.
 """
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import namespace, to_numpy
-from .errors import InputFileError, ParameterError
-from .io import acquisition, partners, roles
-from .io.sidecar import load_sidecar
-from .io.sources import ArraySeries, as_series, is_path_like, path_list
-from .text import count
-from .phase_scale import PHASE_SCALES, check_scale, detect_phase_scale, phase_to_radians  # noqa: F401
+from mrtherm.backend import namespace, to_numpy
+from mrtherm.errors import InputFileError, ParameterError
+from mrtherm.io import acquisition, partners, roles
+from mrtherm.io.sidecar import load_sidecar
+from mrtherm.io.sources import ArraySeries, as_series, is_path_like, path_list
+from mrtherm.text import count
+from mrtherm.io.phase_scale import PHASE_SCALES, check_scale, detect_phase_scale, phase_to_radians  # noqa: F401
 
 FLAGS = {roles.MAGNITUDE: "--magnitude", roles.PHASE: "--phase", roles.REAL: "--real", roles.IMAG: "--imag"}
 
@@ -100,7 +100,7 @@ class Exam:
 
     def frame(self, t: int):
         """Complex64 ``(z, y, x)`` signal of frame ``t`` (non-finite samples set to 0)."""
-        from .engine import signal_from_parts
+        from mrtherm.thermometry.engine import signal_from_parts
         a, b, polar = self.frame_parts(t)
         return signal_from_parts(a, b, polar, namespace(a, b))
 
@@ -267,7 +267,7 @@ def load_exam(magnitude=None, phase=None, *, real=None, imag=None, dicom=None, e
     if dicom is not None or (_is_folder(magnitude) and phase is None and real is None and imag is None):
         if magnitude is not None and dicom is not None:
             raise ParameterError("give dicom or magnitude/phase files, not both")
-        from .io.dicom import load_dicom_exam  # noqa: PLC0415 - pydicom only when DICOM is read
+        from mrtherm.io.dicom import load_dicom_exam  # noqa: PLC0415 - pydicom only when DICOM is read
         return load_dicom_exam(dicom if dicom is not None else magnitude, echo=echo, te_s=te_s, b0_t=b0_t,
                                frame_time_s=frame_time_s, frame_times_s=frame_times_s, phase_scale=phase_scale)
     if echo is not None:

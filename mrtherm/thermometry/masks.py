@@ -2,7 +2,7 @@
 
 Decisions recorded here (also in the README):
 
-- **Noise SD** (per channel, sigma): see :mod:`mrtherm.noise` (temporal SD of
+- **Noise SD** (per channel, sigma): see :mod:`mrtherm.thermometry.noise` (temporal SD of
   the magnitude over several baseline frames; the Rayleigh air background of
   one frame; neighbour differences when one frame has no background).
 - **Reliable voxels**: SNR (mean baseline magnitude / sigma) at or above
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .noise import estimate_noise_sigma  # noqa: F401  (re-exported: the mask's noise model)
+from mrtherm.thermometry.noise import estimate_noise_sigma  # noqa: F401  (re-exported: the mask's noise model)
 
 
 AIR_CLASS_RATIO = 10.0

@@ -11,9 +11,9 @@ import sys
 
 import numpy as np
 
-from . import atomic, niftiio
-from .text import count
-from .backend import to_numpy, from_numpy, namespace
+from mrtherm.io import atomic, niftiio
+from mrtherm.text import count
+from mrtherm.backend import to_numpy, from_numpy, namespace
 
 CONVENTIONS = {
     "axes": "arrays (t, z, y, x); NIfTI (x, y, z, t) with the input affine unchanged",
@@ -259,7 +259,7 @@ class ThermometryResult:
             niftiio.save_volume(arr, aff, os.path.join(folder, name))
             written.append(name)
         if figures:
-            from . import figures as figs
+            from mrtherm.thermometry import figures as figs
             for n in figs.write_all(os.path.join(folder, "figures"), self):
                 written.append(f"figures/{n}")
         report = dict(self.report)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputFileError, ParameterError
+from mrtherm.errors import InputFileError, ParameterError
 
 GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 
-from .backend import namespace
-from .errors import ParameterError
+from mrtherm.backend import namespace
+from mrtherm.errors import ParameterError
 
 GAMMABAR_HZ_PER_T = 42.577478e6
 """Proton gyromagnetic ratio over 2 pi, Hz/T (CODATA 2018: 42.577 478 518 MHz/T)."""

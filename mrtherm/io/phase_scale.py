@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .errors import InputFileError, ParameterError
+from mrtherm.errors import InputFileError, ParameterError
 
 PHASE_SCALES = ("auto", "radians", "siemens", "siemens-raw", "mrad", "ge-mrad")
 

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from .errors import MrthermError, ParameterError
+from mrtherm.errors import MrthermError, ParameterError
 
 
 def _vector(text: str, name: str):
@@ -22,7 +22,7 @@ def _vector(text: str, name: str):
 
 
 def cmd_transducer(args):
-    from .transducer import spherical_cap
+    from mrtherm.window.transducer import spherical_cap
     tr = spherical_cap(args.radius_mm, args.aperture_mm, args.elements, _vector(args.focus, "--focus"),
                        _vector(args.axis, "--axis"), args.frequency_hz, args.name)
     folder = os.path.dirname(os.path.abspath(args.out))
@@ -53,15 +53,15 @@ def write_window_outputs(folder, report, scene=None, feasibility=None):
                 row.append("" if v is None else v)
             w.writerow(row + [e["path_mm_by_class"].get(c, 0.0) for c in classes])
     if feasibility is not None:
-        from . import niftiio
+        from mrtherm.io import niftiio
         niftiio.save_volume(feasibility, scene.affine, os.path.join(folder, "feasibility.nii.gz"))
 
 
 def cmd_window(args):
-    from . import atomic
-    from .labels import LabelTable
-    from .transducer import load_transducer
-    from .window import WindowConfig, check_window, feasibility_map, load_labels
+    from mrtherm.io import atomic
+    from mrtherm.io.labels import LabelTable
+    from mrtherm.window.transducer import load_transducer
+    from mrtherm.window.check import WindowConfig, check_window, feasibility_map, load_labels
     out = os.path.abspath(args.out)
     for p in (args.labels, args.transducer):
         if os.path.abspath(os.path.dirname(os.path.abspath(p))) == out:

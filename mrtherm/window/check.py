@@ -33,9 +33,9 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from . import acoustics
-from .errors import InputFileError, ParameterError
-from .labels import LabelTable
+from mrtherm.window import acoustics
+from mrtherm.errors import InputFileError, ParameterError
+from mrtherm.io.labels import LabelTable
 
 # reason bits (shared with the CUDA kernel)
 GAS, METAL, BONE_PREFOCAL, CRITICAL_ANGLE, SCAR, NO_PASS_ZONE, CRITICAL_CROSS, OUT_OF_VOLUME, CRITICAL_NEAR = (
@@ -58,7 +58,7 @@ ZERO_SEGMENT_MM = 1e-6
 class WindowConfig:
     """Thresholds of the acoustic-window check (all configurable).
 
-    Defaults are mrtherm's choices unless a source is given in :mod:`mrtherm.acoustics`.
+    Defaults are mrtherm's choices unless a source is given in :mod:`mrtherm.window.acoustics`.
     """
 
     critical_angle_deg: float | None = None  # None: asin(c_soft / c_bone)
@@ -323,7 +323,7 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
     Parameters
     ----------
     scene : Scene
-    transducer : mrtherm.transducer.Transducer
+    transducer : mrtherm.window.transducer.Transducer
     target_mm : (3,) focus in world mm (must lie inside the labelled volume)
     backend : {"numpy", "cupy", "auto"} for the element statuses (the per-element
         details -- path lengths, attenuation -- always come from NumPy)
@@ -341,9 +341,9 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
     focus_edt = scene.edt_at(target)
     res = trace(scene, starts, ends, focus_edt_mm=np.full(n, focus_edt), detail=True)
     if backend != "numpy":
-        from .backend import resolve_backend
+        from mrtherm.backend import resolve_backend
         if resolve_backend(backend) == "cupy":
-            from .backend import gpu_package
+            from mrtherm.backend import gpu_package
             gpu = gpu_package().raymarch.trace_pairs(scene, starts, target[None, :])
             res["status_gpu"] = gpu["status"][:, 0]
     areas = transducer.areas_mm2
@@ -514,7 +514,7 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
 
     Returns a ``(z, y, x)`` float32 map, NaN outside the mask.
     """
-    from .backend import resolve_backend
+    from mrtherm.backend import resolve_backend
     mask = np.asarray(target_mask_zyx, bool)
     if mask.shape != scene.shape:
         raise ParameterError(f"target mask shape {mask.shape} does not match the labels {scene.shape}")
@@ -524,7 +524,7 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
     if foci.shape[0] == 0:
         return out
     if resolve_backend(backend) == "cupy":
-        from .backend import gpu_package
+        from mrtherm.backend import gpu_package
         frac = gpu_package().raymarch.active_fractions(scene, transducer, foci)
     else:
         frac = active_fractions_numpy(scene, transducer, foci, chunk_rays=chunk_rays, progress=progress)
@@ -556,6 +556,6 @@ def active_fractions_numpy(scene, transducer, foci, chunk_rays=1 << 18, progress
 
 def load_labels(path, table: LabelTable | None = None, config: WindowConfig | None = None) -> Scene:
     """A labels NIfTI as a :class:`Scene` (one-line errors for non-integer or unknown labels)."""
-    from . import niftiio
+    from mrtherm.io import niftiio
     data, affine = niftiio.load_3d(path, "labels")
     return Scene(np.ascontiguousarray(data.transpose(2, 1, 0)), affine, table, config, source=os.fspath(path))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputFileError
+from mrtherm.errors import InputFileError
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.openers import Opener
 
-from .errors import InputFileError
+from mrtherm.errors import InputFileError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 

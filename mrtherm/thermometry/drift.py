@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import namespace, from_numpy, to_numpy
-from .errors import ParameterError
+from mrtherm.backend import namespace, from_numpy, to_numpy
+from mrtherm.errors import ParameterError
 
 N_TERMS = {0: 1, 1: 3, 2: 6}
 MIN_VOXELS_PER_TERM = 4

@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 
-from . import __version__
-from .errors import MrthermError, ParameterError
+from mrtherm import __version__
+from mrtherm.errors import MrthermError, ParameterError
 
 EXIT_USER_ERROR = 2
 
@@ -51,13 +51,13 @@ def _check_out_dir(out: str, inputs):
 
 # --------------------------------------------------------------------------- commands
 def cmd_phantom(args):
-    from .phantom import make_phantom, write_phantom
+    from mrtherm.phantom import make_phantom, write_phantom
     if args.frames < 2:
         raise ParameterError(f"--frames must be at least 2, got {args.frames}")
     ph = make_phantom(n_frames=args.frames, seed=args.seed)
     paths = write_phantom(args.out, ph, phase_format=args.phase_format)
     if args.dicom:
-        from .io.dicom.synth import write_dicom_exam
+        from mrtherm.io.dicom.synth import write_dicom_exam
         paths["dicom"] = write_dicom_exam(os.path.join(args.out, "dicom"), ph.magnitude, ph.phase_rad, ph.affine,
                                           ph.te_s, ph.b0_t, ph.frame_times_s, vendor=args.dicom)
     print(f"phantom written to {os.path.dirname(paths['magnitude'])}")
@@ -67,8 +67,8 @@ def cmd_phantom(args):
 
 
 def _run_pipeline(exam, out, params, labels, drift_roi, label_table, backend, progress, figures=True):
-    from . import atomic
-    from .pipeline import process
+    from mrtherm.io import atomic
+    from mrtherm.thermometry.pipeline import process
     stage = atomic.staging_dir(out)
     try:
         result = process(exam, params, labels=labels, drift_roi=drift_roi, label_table=label_table,
@@ -84,7 +84,7 @@ def _run_pipeline(exam, out, params, labels, drift_roi, label_table, backend, pr
 
 
 def _params_from_args(args):
-    from .pipeline import ThermometryParams
+    from mrtherm.thermometry.pipeline import ThermometryParams
     p = ThermometryParams()
     for name in ("baseline_frames", "alpha_ppm_per_c", "phase_sign", "body_temp_c", "drift_order", "snr_threshold",
                  "max_sd_theory_c"):
@@ -97,7 +97,7 @@ def _params_from_args(args):
 
 
 def cmd_run(args):
-    from .exam import load_exam
+    from mrtherm.io.exam import load_exam
     if args.dicom:
         if args.magnitude or args.phase or args.real or args.imag:
             raise ParameterError("give --dicom or --magnitude/--phase (--real/--imag), not both")
@@ -156,9 +156,9 @@ def truth_comparison(result, truth_temperature_c, truth_dose) -> dict:
 
 def cmd_demo(args):
     import nibabel as nib
-    from .exam import load_exam
-    from .phantom import write_phantom
-    from .pipeline import ThermometryParams
+    from mrtherm.io.exam import load_exam
+    from mrtherm.phantom import write_phantom
+    from mrtherm.thermometry.pipeline import ThermometryParams
     out = os.path.abspath(args.out)
     print(f"mrtherm {__version__} demo -> {out}")
     print("1/2 writing the synthetic lumbar bone-ablation exam ...")
@@ -194,9 +194,9 @@ def cmd_demo(args):
           "(both in voxels where PRF works)")
     print()
     print("acoustic window of the planned sonication")
-    from .cli_window import window_summary, write_window_outputs
-    from .transducer import spherical_cap
-    from .window import check_window, load_labels
+    from mrtherm.cli.window import window_summary, write_window_outputs
+    from mrtherm.window.transducer import spherical_cap
+    from mrtherm.window.check import check_window, load_labels
     sug = info["transducer_suggestion"]
     transducer = spherical_cap(sug["radius_mm"], sug["aperture_mm"], sug["n_elements"], sug["focus_world_mm"],
                                sug["axis"], sug["frequency_hz"], "phantom plan")
@@ -265,7 +265,7 @@ def build_parser():
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
 
-    from .cli_window import add_parsers
+    from mrtherm.cli.window import add_parsers
     add_parsers(sub)
     return p
 

@@ -8,9 +8,9 @@ Per frame ``t``:
 
 1. ``dphi = angle(S_t * conj(S_ref))`` with ``S_ref`` the complex mean of the
    first ``baseline_frames`` frames;
-2. temporal unwrapping against frame ``t - 1`` (:func:`mrtherm.prf.unwrap_step`);
+2. temporal unwrapping against frame ``t - 1`` (:func:`mrtherm.thermometry.prf.unwrap_step`);
 3. drift: per-slice polynomial fitted to the unwrapped phase in the reference
-   region, weighted by ``|S_t|^2`` (:mod:`mrtherm.drift`), then subtracted;
+   region, weighted by ``|S_t|^2`` (:mod:`mrtherm.thermometry.drift`), then subtracted;
 4. PRF conversion and absolute temperature ``body_temp_c + delta_T``; NaN where
    the reliability mask is 0;
 5. exact CEM43 increment for temperature linear between frames ``t-1`` and
@@ -26,17 +26,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import labels as labels_mod
-from . import masks as masks_mod
-from . import niftiio
-from .backend import (namespace, resolve_backend, to_numpy, from_numpy, cupy_module, compute_namespace,
+from mrtherm.io import labels as labels_mod
+from mrtherm.thermometry import masks as masks_mod
+from mrtherm.io import niftiio
+from mrtherm.backend import (namespace, resolve_backend, to_numpy, from_numpy, cupy_module, compute_namespace,
                       is_cupy_namespace, gpu_engine_class)
-from .dose import time_above_segment, DEFAULT_NECROSIS_CEM43_MIN
-from .drift import DriftModel, check_order, solve_drift
-from .engine import ArrayEngine, signal_from_parts
-from .errors import InputFileError, ParameterError
-from .prf import DEFAULT_ALPHA_PPM_PER_C, DEFAULT_BODY_TEMP_C, radians_per_celsius, theoretical_sigma_celsius
-from .result import ThermometryResult
+from mrtherm.thermometry.dose import time_above_segment, DEFAULT_NECROSIS_CEM43_MIN
+from mrtherm.thermometry.drift import DriftModel, check_order, solve_drift
+from mrtherm.thermometry.engine import ArrayEngine, signal_from_parts
+from mrtherm.errors import InputFileError, ParameterError
+from mrtherm.thermometry.prf import DEFAULT_ALPHA_PPM_PER_C, DEFAULT_BODY_TEMP_C, radians_per_celsius, theoretical_sigma_celsius
+from mrtherm.thermometry.result import ThermometryResult
 
 
 @dataclass
@@ -70,7 +70,7 @@ class ThermometryParams:
     dose_levels_cem43_min : tuple of float
         Lesion contour levels, CEM43 minutes.
     auto_ref_target_margin_mm, auto_ref_heated_c, auto_ref_outlier_c : float
-        Rules of the automatic drift reference (see :mod:`mrtherm.masks`).
+        Rules of the automatic drift reference (see :mod:`mrtherm.thermometry.masks`).
     alarm_temperature_c, alarm_dose_cem43_min : float
         Protected-structure alarm thresholds.
     time_above_threshold_c : float

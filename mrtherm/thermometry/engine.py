@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import from_numpy, to_numpy
-from .dose import cem43_segment
-from .prf import phase_difference, unwrap_step
+from mrtherm.backend import from_numpy, to_numpy
+from mrtherm.thermometry.dose import cem43_segment
+from mrtherm.thermometry.prf import phase_difference, unwrap_step
 
 FLAG_MASK, FLAG_REF, FLAG_HEATED = 1, 2, 4
 
@@ -42,7 +42,7 @@ class ArrayEngine:
     Parameters
     ----------
     xp : array namespace of the computation
-    model : mrtherm.drift.DriftModel
+    model : mrtherm.thermometry.drift.DriftModel
     mask, ref : (z, y, x) bool NumPy arrays (reliable voxels; drift-reference candidates)
     s_ref : (z, y, x) complex64 array in ``xp`` (baseline reference)
     auto : bool, automatic reference (outlier and heated exclusions apply)

@@ -1,0 +1,8 @@
+"""Acoustic-window check: transducers, exact voxel traversal of each element's path, rules and verdict."""
+
+from mrtherm.window.check import (Scene, WindowConfig, active_fractions_numpy, check_window, feasibility_map,
+                                  load_labels, trace)
+from mrtherm.window.transducer import Transducer, load_transducer, spherical_cap
+
+__all__ = ["Scene", "WindowConfig", "active_fractions_numpy", "check_window", "feasibility_map", "load_labels",
+           "trace", "Transducer", "load_transducer", "spherical_cap"]
