@@ -20,6 +20,7 @@ from mrtherm.thermometry.dose import cem43
 from mrtherm.io.exam import Exam, load_exam
 from mrtherm.thermometry.pipeline import process, ThermometryParams
 from mrtherm.thermometry.result import ThermometryResult
+from mrtherm.thermometry.thermometer import Thermometer
 from mrtherm.phantom import make_phantom, write_phantom
 from mrtherm.window.transducer import Transducer, load_transducer, spherical_cap
 from mrtherm.window.check import Scene, WindowConfig, check_window, feasibility_map, load_labels
@@ -36,6 +37,7 @@ __all__ = [
     "process",
     "ThermometryParams",
     "ThermometryResult",
+    "Thermometer",
     "make_phantom",
     "write_phantom",
     "Transducer",

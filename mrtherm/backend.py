@@ -10,6 +10,7 @@ machine: importing it is not enough, a GPU and driver must be present
 from __future__ import annotations
 
 import functools
+from typing import Protocol
 
 import numpy as np
 import array_api_compat
@@ -86,29 +87,51 @@ def is_cupy_namespace(xp) -> bool:
     return array_api_compat.is_cupy_namespace(xp)
 
 
-@functools.lru_cache(maxsize=1)
-def gpu_engine_class():
-    """``mrtherm_gpu.FusedEngine`` when the GPU package and a usable CuPy are present, else None.
+GPU_PLUGIN_GROUP = "mrtherm.gpu"
+"""Entry-point group under which a package offers GPU engines (``mrtherm_gpu`` registers ``cuda``)."""
+_registered_plugins: list = []
 
-    The only place the core reaches for the GPU package, lazily.
+
+class GpuPlugin(Protocol):
+    """What the core uses from a GPU package (found by entry point, never imported by name)."""
+
+    engine_class: type  # an mrtherm.thermometry.engine.Engine taking (xp, model, EngineConfig)
+
+    def trace_pairs(self, scene, positions, foci) -> dict: ...
+
+    def active_fractions(self, scene, transducer, foci) -> np.ndarray: ...
+
+
+def register_gpu_plugin(plugin) -> None:
+    """Offer a GPU plugin without an installed entry point (tests, embedding); the last one wins."""
+    _registered_plugins.append(plugin)
+
+
+@functools.lru_cache(maxsize=1)
+def _entry_point_plugin():
+    from importlib.metadata import entry_points  # noqa: PLC0415
+    for ep in entry_points(group=GPU_PLUGIN_GROUP):
+        try:
+            return ep.load()
+        except Exception:  # a broken GPU package must not break the CPU path
+            continue
+    return None
+
+
+def gpu_plugin(required: bool = False):
+    """The GPU plugin when CuPy can use a GPU and a plugin is installed, else None.
+
+    With ``required``, a one-line :class:`BackendUnavailableError` says what is missing instead.
     """
     if not cupy_usable():
+        if required:
+            resolve_backend("cupy")  # raises with the reason
         return None
-    try:
-        from mrtherm_gpu import FusedEngine  # noqa: PLC0415
-    except ImportError:
-        return None
-    return FusedEngine
-
-
-def gpu_package():
-    """The ``mrtherm_gpu`` package for CuPy work; a one-line error when it cannot be used."""
-    resolve_backend("cupy")
-    try:
-        import mrtherm_gpu  # noqa: PLC0415
-    except ImportError as exc:
-        raise BackendUnavailableError(f"the GPU package mrtherm_gpu cannot be imported ({exc})") from None
-    return mrtherm_gpu
+    plugin = _registered_plugins[-1] if _registered_plugins else _entry_point_plugin()
+    if plugin is None and required:
+        raise BackendUnavailableError(f"no GPU plugin is installed (entry-point group {GPU_PLUGIN_GROUP!r}; "
+                                      "pip install 'mrtherm[cuda13]' from a checkout that has gpu/)")
+    return plugin
 
 
 def is_numpy(xp) -> bool:

@@ -2,7 +2,8 @@
 
 Kernel sources are ``.cu`` files in ``kernels/`` loaded with ``cupy.RawModule``,
 so ``nvcc -arch=sm_90 --cubin`` can compile-check them on a machine without a GPU.
-The core package reaches this one lazily (``mrtherm.backend.gpu_engine_class``)
+The core never imports this package by name: it finds :mod:`mrtherm_gpu.plugin`
+through the ``mrtherm.gpu`` entry point (``mrtherm.backend.gpu_plugin``), lazily
 and only when ``cupy.is_available()``.
 """
 

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from mrtherm.thermometry.engine import FLAG_MASK, FLAG_REF
+from mrtherm.thermometry.engine import FLAG_MASK, FLAG_REF, EngineConfig
 
 from .kernels_loader import load_module
 
@@ -27,7 +27,7 @@ PIXELS_PER_THREAD_REDUCE = 4
 
 
 class FusedEngine:
-    """CUDA engine; arguments as :class:`mrtherm.thermometry.engine.ArrayEngine`.
+    """CUDA engine (the :class:`mrtherm.thermometry.engine.Engine` protocol); arguments as ``ArrayEngine``.
 
     The temperature frame returned by :meth:`pass2` lives in one of two
     rotating device buffers: copy it if it must outlive the next frame.
@@ -35,12 +35,13 @@ class FusedEngine:
 
     name = "fused CUDA"
 
-    def __init__(self, xp, model, mask, ref, s_ref, auto, outlier_rad, to_celsius, body_temp_c, heated_c):
+    def __init__(self, xp, model, config: EngineConfig):
         import cupy as cp
         import cupyx
 
         self.cp = cp
         self.xp = xp
+        mask, ref = config.mask, config.ref
         nz, ny, nx = (int(v) for v in mask.shape)
         self.shape = (nz, ny, nx)
         self.k = model.k
@@ -48,12 +49,12 @@ class FusedEngine:
         self.n_pairs = self.k * (self.k + 1) // 2
         flags = (np.asarray(mask, bool).astype(np.uint8) * FLAG_MASK) | (np.asarray(ref, bool).astype(np.uint8) * FLAG_REF)
         self.flags = cp.asarray(np.ascontiguousarray(flags))
-        self.s_ref = cp.ascontiguousarray(cp.asarray(s_ref).astype(cp.complex64, copy=False))
-        self.auto = bool(auto)
-        self.outlier_rad = float(outlier_rad)
-        self.to_celsius = float(to_celsius)
-        self.body_temp_c = float(body_temp_c)
-        self.heated_c = float(heated_c)
+        self.set_reference(config.s_ref)
+        self.auto = bool(config.auto)
+        self.outlier_rad = float(config.outlier_rad)
+        self.to_celsius = float(config.to_celsius)
+        self.body_temp_c = float(config.body_temp_c)
+        self.heated_c = float(config.heated_c)
         self.u = cp.zeros(self.shape, dtype=cp.float32)
         self.temp_buffers = [cp.empty(self.shape, dtype=cp.float32) for _ in range(2)]
         self.current = 0
@@ -81,6 +82,36 @@ class FusedEngine:
         self._copied = [None, None]
         self._slot = 0
         self._events = None
+
+    # ------------------------------------------------------------------ reference and state
+    def set_reference(self, s_ref):
+        """Use ``s_ref`` (complex (z, y, x), host or device) as the reference from the next frame on."""
+        cp = self.cp
+        self.s_ref = cp.ascontiguousarray(cp.asarray(s_ref).astype(cp.complex64, copy=False))
+
+    def state(self) -> dict:
+        """Host copies of everything that carries over between frames (flags hold the heated bits)."""
+        cp = self.cp
+        out = {"s_ref": self.s_ref, "flags": self.flags, "u": self.u, "dose": self.dose,
+               "base_sum": self.base_sum, "base_sumsq": self.base_sumsq, "prev_coeffs": self.prev_coeffs}
+        out = {k: cp.asnumpy(v) for k, v in out.items()}
+        if self.has_prev_temp:
+            out["tmax"] = cp.asnumpy(self.tmax)
+            out["temp_prev"] = cp.asnumpy(self.temp_buffers[1 - self.current])
+        out["has_prev_phase"] = np.asarray(self.has_prev_phase)
+        return out
+
+    def restore(self, state: dict):
+        """Continue from :meth:`state` of an engine built with the same configuration."""
+        cp = self.cp
+        for k in ("s_ref", "flags", "u", "dose", "base_sum", "base_sumsq", "prev_coeffs"):
+            getattr(self, k)[...] = cp.asarray(state[k])
+        self.has_prev_phase = bool(state["has_prev_phase"])
+        self.has_prev_temp = "temp_prev" in state
+        self.current = 0
+        if self.has_prev_temp:
+            self.tmax[...] = cp.asarray(state["tmax"])
+            self.temp_buffers[1][...] = cp.asarray(state["temp_prev"])
 
     # ------------------------------------------------------------------ timing
     def enable_timing(self):

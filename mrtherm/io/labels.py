@@ -8,11 +8,14 @@ The default table can be replaced by a JSON file of the form
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from mrtherm.errors import InputFileError
+from mrtherm.backend import to_numpy
+from mrtherm.errors import InputFileError, ParameterError
+from mrtherm.geometry import resample_nearest
 
 
 @dataclass(frozen=True)
@@ -91,3 +94,54 @@ class LabelTable:
 def prf_valid_mask(labels_zyx: np.ndarray, table: LabelTable) -> np.ndarray:
     """True where the label allows PRF thermometry."""
     return ~np.isin(labels_zyx, table.prf_invalid_values())
+
+
+def load_on_grid(src, shape_zyx, affine, what: str, table: LabelTable | None = None):
+    """Labels or a ROI mask as a ``(z, y, x)`` int16 array on an exam grid, and where it came from.
+
+    Parameters
+    ----------
+    src : path to a 3-D NIfTI, ``(z, y, x)`` array, or None
+        A file on another grid is resampled by nearest neighbour through the affines.
+    shape_zyx : tuple of int
+    affine : (4, 4) array, the exam's voxel-to-world affine
+    what : str, ``"labels"`` or ``"drift ROI"`` (for messages)
+    table : LabelTable, optional; with ``what="labels"``, unknown values are refused
+
+    Returns
+    -------
+    volume : (z, y, x) int16 ndarray or None
+    info : dict ``{"path", "resampled"}`` or None
+
+    Raises
+    ------
+    InputFileError, ParameterError
+        Non-finite or non-integer labels, unknown label values, a wrong array shape.
+    """
+    from mrtherm.io import niftiio  # noqa: PLC0415 - nibabel only when a file is read
+    if src is None:
+        return None, None
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        data, src_affine = niftiio.load_3d(path, what)
+        if not np.all(np.isfinite(data)):
+            raise InputFileError(path, f"{what} contain NaN or infinite values")
+        if what == "labels" and not np.all(data == np.round(data)):
+            raise InputFileError(path, "labels are not integers")
+        data = np.round(data).astype(np.int16)
+        same_grid = data.shape == tuple(shape_zyx[::-1]) and np.allclose(src_affine, affine, atol=1e-3)
+        vol = resample_nearest(data, src_affine, shape_zyx, affine)
+        info = {"path": path, "resampled": not same_grid}
+    else:
+        vol = to_numpy(src)
+        if vol.shape != tuple(shape_zyx):
+            raise ParameterError(f"{what} array shape {vol.shape} does not match the exam grid {tuple(shape_zyx)}")
+        if what == "labels" and not np.all(vol == np.round(vol)):
+            raise ParameterError("labels array is not integer-valued")
+        vol = np.round(vol).astype(np.int16)
+        path, info = f"<{what} array>", {"path": f"<{what} array>", "resampled": False}
+    if what == "labels" and table is not None:
+        unknown = table.unknown_values(np.unique(vol))
+        if unknown:
+            raise InputFileError(path, f"unknown label values {unknown} (not in the label table)")
+    return vol, info

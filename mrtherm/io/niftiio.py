@@ -18,6 +18,7 @@ import numpy as np
 from nibabel.openers import Opener
 
 from mrtherm.errors import InputFileError
+from mrtherm.geometry import voxel_size_xyz_mm
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -126,7 +127,7 @@ def make_header(shape_xyz_t, affine, dtype, frame_time_s=None) -> nib.Nifti1Head
     hdr.set_qform(affine, code=1)
     hdr.set_sform(affine, code=1)
     hdr.set_xyzt_units("mm", "sec")
-    zooms = list(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+    zooms = [float(v) for v in voxel_size_xyz_mm(affine)]
     if len(shape_xyz_t) == 4:
         zooms.append(float(frame_time_s) if frame_time_s else 1.0)
     hdr.set_zooms(zooms)

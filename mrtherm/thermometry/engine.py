@@ -12,19 +12,79 @@ two passes as two CUDA kernels. Per frame the pipeline calls
    conversion, masking, exact CEM43 increment, Tmax, baseline statistics and
    the "already heated" flags of the automatic drift reference.
 
-Flag bits in the engines: 1 = reliable (mask), 2 = drift-reference candidate,
-4 = heated earlier (rose more than ``heated_c``).
+Every engine satisfies the :class:`Engine` protocol: besides the two passes it
+uploads frames (:meth:`to_device`), accepts a new complex reference per frame
+(:meth:`set_reference`, for baseline libraries) and exports / restores its whole
+state as host arrays (:meth:`state`, :meth:`restore`) so a run resumes
+bit-identically. The CUDA engine keeps its flags in one byte per voxel (bit 1
+reliable, 2 drift-reference candidate, 4 heated earlier); this one keeps arrays.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
 import numpy as np
 
-from mrtherm.backend import from_numpy, to_numpy
+from mrtherm.backend import from_numpy, namespace, to_numpy
 from mrtherm.thermometry.dose import cem43_segment
 from mrtherm.thermometry.prf import phase_difference, unwrap_step
 
-FLAG_MASK, FLAG_REF, FLAG_HEATED = 1, 2, 4
+FLAG_MASK, FLAG_REF = 1, 2
+
+
+@dataclass
+class EngineConfig:
+    """What an engine needs besides the array namespace and the drift model.
+
+    Attributes
+    ----------
+    mask, ref : (z, y, x) bool NumPy arrays: reliable voxels; drift-reference candidates
+    s_ref : (z, y, x) complex64 array (any library): the complex baseline reference
+    auto : bool, automatic reference (the per-frame heated and outlier exclusions apply)
+    outlier_rad : float, outlier cut of the automatic reference, rad
+    to_celsius : float, C per rad (``phase_sign / (2 pi gammabar alpha B0 TE)``)
+    body_temp_c : float; heated_c : float, rise that excludes a voxel from the reference for good
+    """
+
+    mask: np.ndarray
+    ref: np.ndarray
+    s_ref: Any
+    auto: bool
+    outlier_rad: float
+    to_celsius: float
+    body_temp_c: float
+    heated_c: float
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Per-frame thermometry work: what :class:`mrtherm.Thermometer` calls, on any device."""
+
+    name: str
+    dose: Any  # (z, y, x) float64, CEM43 min accumulated
+    tmax: Any  # (z, y, x) float32, C, or None before the first frame
+    base_sum: Any  # (z, y, x) float64: sum of baseline delta_T
+    base_sumsq: Any  # (z, y, x) float64: sum of squares
+
+    def to_device(self, a, b) -> tuple: ...
+
+    def pass1(self, a, b, polar: bool) -> tuple: ...
+
+    def fallback_stats(self) -> tuple: ...
+
+    def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool) -> Any: ...
+
+    def set_reference(self, s_ref) -> None: ...
+
+    def state(self) -> dict: ...
+
+    def restore(self, state: dict) -> None: ...
+
+    def enable_timing(self) -> None: ...
+
+    def kernel_seconds(self) -> dict: ...
 
 
 def signal_from_parts(a, b, polar: bool, xp):
@@ -43,22 +103,20 @@ class ArrayEngine:
     ----------
     xp : array namespace of the computation
     model : mrtherm.thermometry.drift.DriftModel
-    mask, ref : (z, y, x) bool NumPy arrays (reliable voxels; drift-reference candidates)
-    s_ref : (z, y, x) complex64 array in ``xp`` (baseline reference)
-    auto : bool, automatic reference (outlier and heated exclusions apply)
-    outlier_rad, to_celsius, body_temp_c, heated_c : floats
+    config : EngineConfig
     """
 
     name = "array-api"
 
-    def __init__(self, xp, model, mask, ref, s_ref, auto, outlier_rad, to_celsius, body_temp_c, heated_c):
+    def __init__(self, xp, model, config: EngineConfig):
         self.xp, self.model = xp, model
-        self.shape = tuple(mask.shape)
-        self.mask = from_numpy(np.ascontiguousarray(mask), xp)
-        self.ref = from_numpy(np.ascontiguousarray(ref, dtype=np.float64), xp)
-        self.s_ref = s_ref
-        self.auto, self.outlier_rad = bool(auto), float(outlier_rad)
-        self.to_celsius, self.body_temp_c, self.heated_c = float(to_celsius), float(body_temp_c), float(heated_c)
+        c = config
+        self.shape = tuple(c.mask.shape)
+        self.mask = from_numpy(np.ascontiguousarray(c.mask), xp)
+        self.ref = from_numpy(np.ascontiguousarray(c.ref, dtype=np.float64), xp)
+        self.s_ref = self._on_device(c.s_ref, xp.complex64)
+        self.auto, self.outlier_rad = bool(c.auto), float(c.outlier_rad)
+        self.to_celsius, self.body_temp_c, self.heated_c = float(c.to_celsius), float(c.body_temp_c), float(c.heated_c)
         self.heated = xp.zeros(self.shape, dtype=xp.bool)
         self.dose = xp.zeros(self.shape, dtype=xp.float64)
         self.tmax = None
@@ -69,6 +127,36 @@ class ArrayEngine:
         self.drift_prev = xp.zeros(self.shape, dtype=xp.float64)
         self._fallback_weight = None
         self._nan = xp.asarray(float("nan"), dtype=xp.float32)
+
+    def _on_device(self, a, dtype=None):
+        """``a`` in this engine's namespace (host arrays copied in; same-namespace arrays as they are)."""
+        xp = self.xp
+        out = a if namespace(a) is xp else from_numpy(to_numpy(a), xp)
+        return out if dtype is None else xp.astype(out, dtype)
+
+    def to_device(self, a, b):
+        return self._on_device(a), self._on_device(b)
+
+    def set_reference(self, s_ref):
+        """Use ``s_ref`` (complex, (z, y, x)) as the reference from the next frame on."""
+        self.s_ref = self._on_device(s_ref, self.xp.complex64)
+
+    def enable_timing(self):
+        """Kernel timing exists only for CUDA engines."""
+
+    def kernel_seconds(self) -> dict:
+        return {}
+
+    _STATE = ("s_ref", "heated", "dose", "tmax", "base_sum", "base_sumsq", "u", "temp_prev", "drift_prev")
+
+    def state(self) -> dict:
+        """Every array that carries over between frames, as host arrays (absent when not yet set)."""
+        return {k: to_numpy(getattr(self, k)) for k in self._STATE if getattr(self, k) is not None}
+
+    def restore(self, state: dict):
+        """Continue from :meth:`state` of an engine built with the same configuration."""
+        for k in self._STATE:
+            setattr(self, k, from_numpy(np.asarray(state[k]), self.xp) if k in state else None)
 
     def pass1(self, a, b, polar: bool):
         """NumPy ``(packed, rhs, count)`` per slice over the drift reference.

@@ -17,10 +17,12 @@ Decisions recorded here (also in the README):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
-from mrtherm.thermometry.noise import estimate_noise_sigma  # noqa: F401  (re-exported: the mask's noise model)
+from mrtherm.thermometry.noise import estimate_noise_sigma
 
 
 AIR_CLASS_RATIO = 10.0
@@ -69,18 +71,78 @@ def target_exclusion(labels_zyx: np.ndarray, target_value: int, margin_mm: float
     return dist <= margin_mm
 
 
-def zooms_zyx(affine: np.ndarray):
-    """Voxel sizes in mm in (z, y, x) order from an affine."""
-    return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[::-1])
+@dataclass
+class Reliability:
+    """The reliability mask of an exam and how it was made.
+
+    Attributes
+    ----------
+    mask : (z, y, x) bool, True where temperature is reported
+    snr : (z, y, x) float32, mean baseline magnitude / sigma
+    sd_theory_c : (z, y, x) float32, noise-predicted temperature SD, C (every voxel)
+    sigma : float, noise SD per channel; sigma_method : str
+    rules : list of str (report.json); warnings : list of str
+    """
+
+    mask: np.ndarray
+    snr: np.ndarray
+    sd_theory_c: np.ndarray
+    sigma: float
+    sigma_method: str
+    rules: list
+    warnings: list
 
 
-def resample_nearest(volume_xyz: np.ndarray, src_affine: np.ndarray, dst_shape_zyx, dst_affine: np.ndarray, fill=0):
-    """Nearest-neighbour resampling of a label/mask volume onto another grid, ``(z, y, x)`` out."""
-    dst_xyz = tuple(dst_shape_zyx[::-1])
-    if volume_xyz.shape[:3] == dst_xyz and np.allclose(src_affine, dst_affine, atol=1e-3):
-        out = volume_xyz
-    else:
-        mat = np.linalg.inv(src_affine) @ dst_affine
-        out = ndimage.affine_transform(volume_xyz, mat[:3, :3], offset=mat[:3, 3], output_shape=dst_xyz,
-                                       order=0, mode="constant", cval=fill)
-    return np.ascontiguousarray(np.asarray(out).transpose(2, 1, 0))
+def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels=None, table=None) -> Reliability:
+    """Voxels where PRF temperature is reliable, from ``(N, z, y, x)`` baseline magnitudes.
+
+    Rules (all must hold): SNR >= ``params.snr_threshold``; noise-predicted SD <=
+    ``params.max_sd_theory_c``; above the air floor (:func:`air_threshold`); and,
+    with ``labels``, a class where PRF works (``table``).
+    """
+    from mrtherm.io.labels import prf_valid_mask  # noqa: PLC0415
+    from mrtherm.thermometry.prf import theoretical_sigma_celsius  # noqa: PLC0415
+    sigma, method, warnings = estimate_noise_sigma(baseline_magnitudes)
+    mean_mag = np.asarray(baseline_magnitudes).mean(axis=0)
+    snr = (mean_mag / sigma).astype(np.float32)
+    theory = theoretical_sigma_celsius(np.maximum(snr, 1e-12), n_baseline, te_s, b0_t,
+                                       params.alpha_ppm_per_c).astype(np.float32)
+    mask = (snr >= params.snr_threshold) & np.isfinite(snr) & (theory <= params.max_sd_theory_c)
+    rules = [f"baseline SNR >= {params.snr_threshold:g} (noise sigma {sigma:.4g}: {method})",
+             f"noise-predicted temperature SD <= {params.max_sd_theory_c:g} C"]
+    air_level, air_info = air_threshold(mean_mag)
+    if air_level is not None:
+        mask &= mean_mag >= air_level
+        rules.append(f"above the air floor: mean magnitude >= {AIR_FLOOR_FACTOR:g} x the median of the dark class "
+                     f"of the log-magnitude histogram ({air_level:.4g}; classes {air_info['class_ratio']:.3g} x apart)")
+    if labels is not None:
+        mask &= prf_valid_mask(labels, table)
+        rules.append("labels where PRF works (excluded: " +
+                     ", ".join(table.name(v) for v in table.prf_invalid_values()) + ")")
+    return Reliability(mask, snr, theory, float(sigma), method, rules, list(warnings))
+
+
+def drift_reference(mask, params, affine, labels=None, roi=None, roi_info=None):
+    """The static drift reference region: ``(ref (z, y, x) bool, rule dict, automatic: bool)``.
+
+    A user ROI is intersected with the mask; otherwise the reference is every
+    reliable voxel minus the target lesion and ``auto_ref_target_margin_mm``
+    around it (the per-frame exclusions are applied by the engines).
+    """
+    from mrtherm.geometry import voxel_size_zyx_mm  # noqa: PLC0415
+    from mrtherm.io.labels import TARGET  # noqa: PLC0415
+    if roi is not None:
+        ref = (roi != 0) & mask
+        if not ref.any():
+            from mrtherm.errors import InputFileError  # noqa: PLC0415
+            raise InputFileError(roi_info["path"], "drift ROI contains no reliable voxel")
+        rule = {"mode": "user", "source": roi_info["path"], "rule": "user drift ROI intersected with the reliability mask"}
+        return ref, {**rule, "voxels": int(ref.sum())}, False
+    ref = mask.copy()
+    text = ("automatic: reliable voxels; minus voxels that rose more than "
+            f"{params.auto_ref_heated_c:g} C in earlier frames; minus voxels departing from the previous "
+            f"frame's drift by more than {params.auto_ref_outlier_c:g} C")
+    if labels is not None and np.any(labels == TARGET):
+        ref &= ~target_exclusion(labels, TARGET, params.auto_ref_target_margin_mm, voxel_size_zyx_mm(affine))
+        text += f"; minus the target lesion and {params.auto_ref_target_margin_mm:g} mm around it"
+    return ref, {"mode": "automatic", "source": None, "rule": text, "voxels": int(ref.sum())}, True

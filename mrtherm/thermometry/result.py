@@ -11,8 +11,10 @@ import sys
 
 import numpy as np
 
+from mrtherm.geometry import voxel_size_zyx_mm, voxel_volume_ml
 from mrtherm.io import atomic, niftiio
 from mrtherm.text import count
+from mrtherm.thermometry.watch import format_alarm
 from mrtherm.backend import to_numpy, from_numpy, namespace
 
 CONVENTIONS = {
@@ -95,10 +97,48 @@ class ThermometryResult:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def build(cls, *, exam, params, xp, out_xp, temperature, temperature_path, dose, tmax, sd, sd_theory, snr,
-              mask, drift_reference, drift_rule, coeff_hist, ref_counts, fallback_frames, noise_sigma,
-              noise_method, mask_rules, labels, label_info, table, protected, peak_curve, warnings,
-              backend_used, k_rad_per_c):
+    def from_thermometer(cls, th, exam=None, *, temperature=None, temperature_path=None, hottest_curve=None,
+                         out_xp=None, kernel_seconds=None):
+        """The result of a finished (or paused) :class:`mrtherm.Thermometer`.
+
+        Parameters
+        ----------
+        th : Thermometer
+        exam : Exam, optional
+            Source of the provenance (inputs, parameter sources, phase scaling) for report.json.
+        temperature : (t, z, y, x) array, optional
+            The temperature series, when kept.
+        temperature_path : path, optional
+            Where the series was streamed (a NIfTI file), when not kept.
+        hottest_curve : (t,) array, optional
+            Temperature of the hottest voxel over time (read by the caller from wherever the series went).
+        out_xp : array namespace, optional
+            Library of the returned maps (default NumPy).
+        """
+        xp = th.xp
+        warnings = list(th.warnings)
+        dose_np, capped = cap_dose(to_numpy(th.dose_cem43_min))
+        if capped:
+            warnings.append(f"{count(capped, 'dose voxel')} overflowed float64 (temperatures above "
+                            f"~1000 C, not physical: check the input) and {'was' if capped == 1 else 'were'} capped at "
+                            f"{DOSE_CAP_CEM43_MIN:.3g} CEM43 min")
+        tmax_np = to_numpy(th.tmax_c)
+        vox_ml = voxel_volume_ml(th.affine)
+        lesions = {lev: np.nan_to_num(dose_np, nan=0.0) >= lev for lev in th.params.dose_levels_cem43_min}
+        volumes = {lev: float(les.sum() * vox_ml) for lev, les in lesions.items()}
+        hottest = None
+        if np.isfinite(tmax_np).any():
+            hottest = tuple(int(v) for v in np.unravel_index(int(np.nanargmax(tmax_np)), tmax_np.shape))
+            if hottest_curve is None and temperature is not None:
+                hottest_curve = to_numpy(temperature[(slice(None),) + hottest])
+        hottest_curve = None if hottest_curve is None else np.asarray(hottest_curve, dtype=np.float64)
+        rows, alarms = th.protected_structures()
+        sd = to_numpy(th.temperature_sd_c())
+        report = _report(th, exam, warnings, dose_np, tmax_np, sd, volumes, hottest, hottest_curve, rows, alarms,
+                         capped)
+        if kernel_seconds:
+            report["kernel_seconds"] = kernel_seconds
+
         def out(a):
             if a is None:
                 return None
@@ -106,120 +146,15 @@ class ThermometryResult:
                 return to_numpy(a)
             return a if namespace(a) is out_xp else from_numpy(to_numpy(a), out_xp)
 
-        tmax_np = to_numpy(tmax)
-        dose_np, capped = cap_dose(to_numpy(dose))
-        if capped:
-            warnings.append(f"{count(capped, 'dose voxel')} overflowed float64 (temperatures above "
-                            f"~1000 C, not physical: check the input) and {'was' if capped == 1 else 'were'} capped at "
-                            f"{DOSE_CAP_CEM43_MIN:.3g} CEM43 min")
-            dose = from_numpy(dose_np, xp)
-        vox_ml = exam.voxel_volume_ml
-        lesions, volumes = {}, {}
-        for level in params.dose_levels_cem43_min:
-            les = np.nan_to_num(dose_np, nan=0.0) >= level
-            lesions[level] = les
-            volumes[level] = float(les.sum() * vox_ml)
-
-        # hottest voxel and its curve
-        hottest, hottest_curve = None, None
-        if np.isfinite(tmax_np).any():
-            flat = int(np.nanargmax(tmax_np))
-            hottest = tuple(int(v) for v in np.unravel_index(flat, tmax_np.shape))
-            if temperature is not None:
-                hottest_curve = to_numpy(temperature[(slice(None),) + hottest]).astype(np.float64)
-            elif temperature_path is not None:
-                import nibabel as nib
-                img = nib.load(os.fspath(temperature_path))
-                z, y, x = hottest
-                hottest_curve = np.asarray(img.dataobj[x, y, z, :], dtype=np.float64)
-
-        # protected structures and alarms
-        times = exam.frame_times_s
-        rows, alarms = [], []
-        for value, info in protected.items():
-            row = {"label": int(value), "structure": info["name"], "voxels": info["voxels"],
-                   "reliable_voxels": info["reliable_voxels"]}
-            if info["reliable_voxels"]:
-                maxc = np.asarray(info["max_c"])
-                maxd = np.asarray(info["max_dose"])
-                tab = info["time_above_s"]
-                row.update({
-                    "max_temperature_c": float(maxc.max()),
-                    "time_of_max_s": float(times[int(maxc.argmax())]),
-                    "max_dose_cem43_min": float(maxd.max()),
-                    f"max_time_above_{params.time_above_threshold_c:g}c_s": float(to_numpy(xp.max(tab))) if tab is not None else 0.0,
-                    "max_c_curve": [float(v) for v in maxc],
-                    "mean_c_curve": [float(v) for v in info["mean_c"]],
-                })
-                for quantity, curve, thr, unit in (("temperature", maxc, params.alarm_temperature_c, "C"),
-                                                   ("dose", maxd, params.alarm_dose_cem43_min, "CEM43 min")):
-                    hit = np.flatnonzero(curve >= thr)
-                    if hit.size:
-                        f = int(hit[0])
-                        alarms.append({"structure": info["name"], "label": int(value), "quantity": quantity,
-                                       "threshold": float(thr), "unit": unit, "value": float(curve[f]),
-                                       "frame": f, "time_s": float(times[f])})
-            rows.append(row)
-        alarms.sort(key=lambda a: (a["time_s"], a["structure"]))
-
-        anatomy = to_numpy(snr) * noise_sigma
-        sd_np = to_numpy(sd)
-        theory_np = to_numpy(sd_theory)
-        mask_np = to_numpy(mask).astype(bool)
-        def nan_med(a):
-            vals = a[mask_np]
-            vals = vals[np.isfinite(vals)]
-            return float(np.median(vals)) if vals.size else float("nan")
-        drift_c = coeff_hist[:, :, 0] * (params.phase_sign / k_rad_per_c)
-
-        report = {
-            "mrtherm_version": __import__("mrtherm").__version__,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command_line": " ".join(sys.argv) if sys.argv else None,
-            "inputs": exam.provenance.get("inputs"),
-            "provenance": {k: v for k, v in exam.provenance.items() if k != "inputs"},
-            "conventions": CONVENTIONS,
-            "parameters": {**dataclasses.asdict(params), "te_s": exam.te_s, "b0_t": exam.b0_t,
-                           "backend": backend_used,
-                           "dose_levels_cem43_min": list(params.dose_levels_cem43_min)},
-            "exam": {"shape_tzyx": list(exam.shape), "voxel_size_mm_zyx": [float(v) for v in
-                                                                          np.sqrt((exam.affine[:3, :3] ** 2).sum(0))[::-1]],
-                     "voxel_volume_ml": vox_ml, "affine": exam.affine.tolist(),
-                     "frame_times_s": [float(t) for t in times], "phase_scale": exam.phase_scale,
-                     "radians_per_c": k_rad_per_c, "celsius_per_wrap": float(np.pi / abs(k_rad_per_c))},
-            "mask": {"rules": mask_rules, "reliable_voxels": int(mask_np.sum()),
-                     "labels": label_info, "label_table": table.to_json() if labels is not None else None},
-            "noise": {"sigma": noise_sigma, "method": noise_method,
-                      "median_snr_in_mask": nan_med(to_numpy(snr)),
-                      "median_sd_theory_c": nan_med(theory_np), "median_sd_baseline_c": nan_med(sd_np)},
-            "drift": {**drift_rule, "order": params.drift_order,
-                      "frames_with_fallback_fit": int(fallback_frames),
-                      "max_abs_offset_c": float(np.abs(drift_c).max()),
-                      "min_reference_voxels_per_slice": int(ref_counts.min())},
-            "results": {
-                "peak_temperature_c": float(np.nanmax(tmax_np)) if hottest else None,
-                "hottest_voxel_zyx": list(hottest) if hottest else None,
-                "hottest_voxel_world_mm": (exam.affine @ np.array([hottest[2], hottest[1], hottest[0], 1.0]))[:3].tolist()
-                if hottest else None,
-                "time_of_peak_s": float(times[int(np.nanargmax(hottest_curve))]) if hottest_curve is not None else None,
-                "max_dose_cem43_min": float(np.nanmax(dose_np)) if np.isfinite(dose_np).any() else None,
-                "dose_map": {"dtype": "float64", "cap_cem43_min": DOSE_CAP_CEM43_MIN, "capped_voxels": capped},
-                "lesion_volumes_ml": {f"{lev:g}": v for lev, v in volumes.items()},
-            },
-            "protected_structures": [{k: v for k, v in r.items() if not k.endswith("_curve")} for r in rows],
-            "alarms": alarms,
-            "warnings": warnings,
-        }
         return cls(
-            temperature_c=out(temperature),
-            dose_cem43_min=out(dose), tmax_c=out(tmax), temperature_sd_c=out(sd),
-            temperature_sd_theory_c=out(from_numpy(theory_np, xp)), snr=out(from_numpy(to_numpy(snr), xp)),
-            mask=out(from_numpy(mask_np, xp)), drift_reference=out(from_numpy(np.asarray(drift_reference), xp)),
-            anatomy=out(from_numpy(anatomy.astype(np.float32), xp)), labels=labels,
-            lesions={k: out(from_numpy(v, xp)) for k, v in lesions.items()}, lesion_volumes_ml=volumes,
-            protected=rows, alarms=alarms, warnings=warnings, affine=exam.affine, frame_times_s=np.asarray(times),
-            params=params, drift_coefficients=coeff_hist, reference_voxels=ref_counts, peak_curve_c=peak_curve,
-            hottest_voxel_zyx=hottest, hottest_curve_c=hottest_curve, k_rad_per_c=k_rad_per_c, report=report,
+            temperature_c=out(temperature), dose_cem43_min=out(dose_np), tmax_c=out(tmax_np), temperature_sd_c=out(sd),
+            temperature_sd_theory_c=out(th.temperature_sd_theory_c()), snr=out(th.reliability.snr),
+            mask=out(th.reliability.mask), drift_reference=out(th.drift_ref), anatomy=out(th.anatomy),
+            labels=th.labels, lesions={k: out(v) for k, v in lesions.items()}, lesion_volumes_ml=volumes,
+            protected=rows, alarms=alarms, warnings=warnings, affine=th.affine, frame_times_s=np.asarray(th.times_s),
+            params=th.params, drift_coefficients=np.asarray(th.drift_coefficients),
+            reference_voxels=np.asarray(th.reference_voxels), peak_curve_c=np.asarray(th.peak_curve_c),
+            hottest_voxel_zyx=hottest, hottest_curve_c=hottest_curve, k_rad_per_c=th.k_rad_per_c, report=report,
             temperature_path=os.fspath(temperature_path) if temperature_path is not None else None)
 
     # ------------------------------------------------------------------ access
@@ -291,12 +226,62 @@ class ThermometryResult:
                 lines.append(f"{row['structure']}: max {row['max_temperature_c']:.1f} C, "
                              f"max dose {row['max_dose_cem43_min']:.3g} CEM43")
         if self.alarms:
-            for a in self.alarms:
-                lines.append(f"ALARM {a['structure']} {a['quantity']} {a['value']:.3g} >= {a['threshold']:g} "
-                             f"{a['unit']} at frame {a['frame']} (t = {a['time_s']:.1f} s)")
+            lines.extend(format_alarm(a) for a in self.alarms)
         else:
             lines.append("alarms: none")
         return "\n".join(lines)
+
+
+def _median_in(a, mask):
+    vals = a[mask]
+    vals = vals[np.isfinite(vals)]
+    return float(np.median(vals)) if vals.size else float("nan")
+
+
+def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve, rows, alarms, capped) -> dict:
+    """The content of report.json (see the README for every key)."""
+    p, times, mask = th.params, np.asarray(th.times_s), th.reliability.mask
+    prov = exam.provenance if exam is not None else {}
+    coeffs = np.asarray(th.drift_coefficients).reshape(-1, th.shape[0], th.model.k)
+    drift_c = coeffs[:, :, 0] * (p.phase_sign / th.k_rad_per_c)
+    return {
+        "mrtherm_version": __import__("mrtherm").__version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command_line": " ".join(sys.argv) if sys.argv else None,
+        "inputs": prov.get("inputs"),
+        "provenance": {k: v for k, v in prov.items() if k != "inputs"},
+        "conventions": CONVENTIONS,
+        "parameters": {**dataclasses.asdict(p), "te_s": th.te_s, "b0_t": th.b0_t,
+                       "backend": f"{th.backend_used} ({th.engine.name} engine)",
+                       "dose_levels_cem43_min": list(p.dose_levels_cem43_min)},
+        "exam": {"shape_tzyx": [th.frames_processed, *th.shape], "voxel_size_mm_zyx": list(voxel_size_zyx_mm(th.affine)),
+                 "voxel_volume_ml": voxel_volume_ml(th.affine), "affine": th.affine.tolist(),
+                 "frame_times_s": [float(t) for t in times],
+                 "phase_scale": exam.phase_scale if exam is not None else None,
+                 "radians_per_c": th.k_rad_per_c, "celsius_per_wrap": float(np.pi / abs(th.k_rad_per_c))},
+        "mask": {"rules": th.reliability.rules, "reliable_voxels": int(mask.sum()), "labels": th.label_info,
+                 "label_table": th.table.to_json() if th.labels is not None else None},
+        "noise": {"sigma": th.reliability.sigma, "method": th.reliability.sigma_method,
+                  "median_snr_in_mask": _median_in(th.reliability.snr, mask),
+                  "median_sd_theory_c": _median_in(th.reliability.sd_theory_c, mask),
+                  "median_sd_baseline_c": _median_in(sd, mask)},
+        "drift": {**th.drift_rule, "order": p.drift_order, "frames_with_fallback_fit": int(th.fallback_frames),
+                  "max_abs_offset_c": float(np.abs(drift_c).max()) if drift_c.size else 0.0,
+                  "min_reference_voxels_per_slice": int(np.min(th.reference_voxels)) if th.reference_voxels else 0},
+        "results": {
+            "peak_temperature_c": float(np.nanmax(tmax)) if hottest else None,
+            "hottest_voxel_zyx": list(hottest) if hottest else None,
+            "hottest_voxel_world_mm": (th.affine @ np.array([hottest[2], hottest[1], hottest[0], 1.0]))[:3].tolist()
+            if hottest else None,
+            "time_of_peak_s": float(times[int(np.nanargmax(hottest_curve))]) if hottest_curve is not None else None,
+            "max_dose_cem43_min": float(np.nanmax(dose)) if np.isfinite(dose).any() else None,
+            "dose_map": {"dtype": "float64", "cap_cem43_min": DOSE_CAP_CEM43_MIN, "capped_voxels": capped},
+            "lesion_volumes_ml": {f"{lev:g}": v for lev, v in volumes.items()},
+        },
+        "protected_structures": [{k: v for k, v in r.items() if not k.endswith("_curve")} for r in rows],
+        "alarms": alarms,
+        "warnings": warnings,
+    }
 
 
 def _finite(o):

@@ -34,7 +34,9 @@ import numpy as np
 from scipy import ndimage
 
 from mrtherm.window import acoustics
+from mrtherm.backend import gpu_plugin, resolve_backend
 from mrtherm.errors import InputFileError, ParameterError
+from mrtherm.geometry import voxel_size_zyx_mm
 from mrtherm.io.labels import LabelTable
 
 # reason bits (shared with the CUDA kernel)
@@ -123,8 +125,7 @@ class Scene:
         for value, cls in self.table.classes.items():
             lut[value] = _ROLE_OF.get(cls.acoustic_role, ROLE_PASS)
         self.role_lut = lut
-        zooms_xyz = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
-        self.zooms_zyx = tuple(float(v) for v in zooms_xyz[::-1])
+        self.zooms_zyx = voxel_size_zyx_mm(self.affine)
         critical = lut[self.labels] == ROLE_CRITICAL
         self.critical_mask = critical
         if critical.any():
@@ -325,8 +326,9 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
     scene : Scene
     transducer : mrtherm.window.transducer.Transducer
     target_mm : (3,) focus in world mm (must lie inside the labelled volume)
-    backend : {"numpy", "cupy", "auto"} for the element statuses (the per-element
-        details -- path lengths, attenuation -- always come from NumPy)
+    backend : {"numpy", "cupy", "auto"}
+        Where element statuses and reasons (hence the verdict) are traced; the
+        per-element details (path lengths, attenuation, angles) come from NumPy.
     """
     cfg = scene.config
     target = np.asarray(target_mm, float)
@@ -340,12 +342,10 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
     ends = np.broadcast_to(target, (n, 3))
     focus_edt = scene.edt_at(target)
     res = trace(scene, starts, ends, focus_edt_mm=np.full(n, focus_edt), detail=True)
-    if backend != "numpy":
-        from mrtherm.backend import resolve_backend
-        if resolve_backend(backend) == "cupy":
-            from mrtherm.backend import gpu_package
-            gpu = gpu_package().raymarch.trace_pairs(scene, starts, target[None, :])
-            res["status_gpu"] = gpu["status"][:, 0]
+    if backend != "numpy" and resolve_backend(backend) == "cupy":
+        # statuses and reasons (the verdict) from the GPU traversal; path lengths and angles for the table from NumPy
+        gpu = gpu_plugin(required=True).trace_pairs(scene, starts, target[None, :])
+        res["status"], res["reasons"] = gpu["status"][:, 0], gpu["reasons"][:, 0]
     areas = transducer.areas_mm2
     total_area = float(areas.sum())
     status = res["status"]
@@ -457,7 +457,6 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
                                           for k, v in acoustics.ATTENUATION_DB_PER_CM_1MHZ.items()}},
         "elements": elements,
         "element_positions_world_mm": [[float(v) for v in row] for row in starts],
-        **({"gpu_status_agrees": bool(np.array_equal(res["status_gpu"], status))} if "status_gpu" in res else {}),
     }
 
 
@@ -514,7 +513,6 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
 
     Returns a ``(z, y, x)`` float32 map, NaN outside the mask.
     """
-    from mrtherm.backend import resolve_backend
     mask = np.asarray(target_mask_zyx, bool)
     if mask.shape != scene.shape:
         raise ParameterError(f"target mask shape {mask.shape} does not match the labels {scene.shape}")
@@ -524,8 +522,7 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
     if foci.shape[0] == 0:
         return out
     if resolve_backend(backend) == "cupy":
-        from mrtherm.backend import gpu_package
-        frac = gpu_package().raymarch.active_fractions(scene, transducer, foci)
+        frac = gpu_plugin(required=True).active_fractions(scene, transducer, foci)
     else:
         frac = active_fractions_numpy(scene, transducer, foci, chunk_rays=chunk_rays, progress=progress)
     out[k, j, i] = frac

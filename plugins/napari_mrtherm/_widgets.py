@@ -318,8 +318,8 @@ def alarm_text(report) -> str:
     alarms = report.get("alarms") or []
     if not alarms:
         return "alarms: none"
-    return "\n".join(f"ALARM {a['structure']} {a['quantity']} {a['value']:.3g} >= {a['threshold']:g} {a['unit']} "
-                     f"at t = {a['time_s']:.1f} s (frame {a['frame']})" for a in alarms)
+    from mrtherm.thermometry.watch import format_alarm
+    return "\n".join(format_alarm(a) for a in alarms)
 
 
 # --------------------------------------------------------------------------- acoustic window

@@ -1,0 +1,36 @@
+"""Voxel geometry shared by every module: voxel sizes from an affine and nearest-neighbour regridding.
+
+Affines map voxel (i, j, k) = (x, y, z) to world RAS+ mm (NIfTI); arrays are ``(z, y, x)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def voxel_size_xyz_mm(affine) -> np.ndarray:
+    """Voxel edge lengths (x, y, z) in mm: the norms of the affine's first three columns."""
+    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+
+
+def voxel_size_zyx_mm(affine) -> tuple:
+    """Voxel edge lengths in ``(z, y, x)`` order, mm (the ``sampling`` of a ``(z, y, x)`` array)."""
+    return tuple(float(v) for v in voxel_size_xyz_mm(affine)[::-1])
+
+
+def voxel_volume_ml(affine) -> float:
+    """Volume of one voxel, mL (|det| of the 3x3 part, mm^3, / 1000)."""
+    return abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
+
+
+def resample_nearest(volume_xyz: np.ndarray, src_affine, dst_shape_zyx, dst_affine, fill=0) -> np.ndarray:
+    """Nearest-neighbour resampling of a label/mask volume ``(x, y, z)`` onto another grid; ``(z, y, x)`` out."""
+    from scipy import ndimage  # noqa: PLC0415 - only when a volume is regridded
+    dst_xyz = tuple(dst_shape_zyx[::-1])
+    if volume_xyz.shape[:3] == dst_xyz and np.allclose(src_affine, dst_affine, atol=1e-3):
+        out = volume_xyz
+    else:
+        mat = np.linalg.inv(src_affine) @ dst_affine
+        out = ndimage.affine_transform(volume_xyz, mat[:3, :3], offset=mat[:3, 3], output_shape=dst_xyz,
+                                       order=0, mode="constant", cval=fill)
+    return np.ascontiguousarray(np.asarray(out).transpose(2, 1, 0))

@@ -1,0 +1,98 @@
+"""Processing parameters of thermometry (units in the names), validated in one place."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from mrtherm.errors import ParameterError
+from mrtherm.thermometry.dose import DEFAULT_NECROSIS_CEM43_MIN
+from mrtherm.thermometry.drift import check_order
+from mrtherm.thermometry.prf import DEFAULT_ALPHA_PPM_PER_C, DEFAULT_BODY_TEMP_C
+
+
+@dataclass
+class ThermometryParams:
+    """Processing parameters (units in the names).
+
+    Attributes
+    ----------
+    baseline_frames : int
+        Number of leading frames averaged into the complex reference (>= 1).
+    alpha_ppm_per_c : float
+        PRF coefficient, ppm/C (-0.01 default; ExAblate uses -0.00909).
+    phase_sign : {1, -1}
+        -1 for scanners whose phase increases with heating at negative alpha.
+    body_temp_c : float
+        Temperature of the baseline, C.
+    drift_order : {0, 1, 2}
+        In-plane polynomial order of the per-slice drift fit. Default 2: on a real
+        unheated Siemens pair 85 s apart (tests/data, dcm_qa_fmap) order 1 left a
+        field residual of 2.2 C robust SD against 0.48 C of noise, order 2 0.52 C;
+        on the phantom both give the same error.
+    drift_correction : bool
+        False skips the drift subtraction (for comparison only).
+    snr_threshold : float
+        Voxels with baseline SNR below this are masked.
+    max_sd_theory_c : float
+        Voxels whose noise-predicted temperature SD exceeds this (C) are masked:
+        what makes a voxel unreliable is its temperature precision, which depends on
+        TE and B0 as much as on SNR (a 2.5 ms phase-difference TE at SNR 10 gives
+        +-7 C). ``inf`` disables the rule.
+    dose_levels_cem43_min : tuple of float
+        Lesion contour levels, CEM43 minutes.
+    auto_ref_target_margin_mm, auto_ref_heated_c, auto_ref_outlier_c : float
+        Rules of the automatic drift reference (see :mod:`mrtherm.thermometry.masks`).
+    alarm_temperature_c, alarm_dose_cem43_min : float
+        Protected-structure alarm thresholds.
+    time_above_threshold_c : float
+        Temperature for the protected structures' "time above" figure.
+    """
+
+    baseline_frames: int = 3
+    alpha_ppm_per_c: float = DEFAULT_ALPHA_PPM_PER_C
+    phase_sign: int = 1
+    body_temp_c: float = DEFAULT_BODY_TEMP_C
+    drift_order: int = 2
+    drift_correction: bool = True
+    snr_threshold: float = 5.0
+    max_sd_theory_c: float = 2.0
+    dose_levels_cem43_min: tuple = (DEFAULT_NECROSIS_CEM43_MIN,)
+    auto_ref_target_margin_mm: float = 10.0
+    auto_ref_heated_c: float = 3.0
+    auto_ref_outlier_c: float = 3.0
+    alarm_temperature_c: float = 45.0
+    alarm_dose_cem43_min: float = 1.0
+    time_above_threshold_c: float = 45.0
+
+    def validate(self, n_frames: int | None = None):
+        """Check every field (one-line errors naming it); with ``n_frames``, that frames are left to monitor."""
+        if int(self.baseline_frames) != self.baseline_frames or self.baseline_frames < 1:
+            raise ParameterError(f"baseline_frames must be a positive integer, got {self.baseline_frames!r}")
+        if n_frames is not None:
+            self._check_frame_count(n_frames)
+        self._check_values()
+        return self
+
+    def _check_frame_count(self, n_frames: int):
+        if n_frames < 2:
+            raise ParameterError("the exam has 1 frame: thermometry needs baseline frames and at least one later "
+                                 "frame to monitor (nothing would be measured)")
+        if self.baseline_frames >= n_frames:
+            raise ParameterError(f"baseline_frames = {self.baseline_frames} leaves no frame to monitor: the exam "
+                                 f"has {n_frames} frames (use at most {n_frames - 1})")
+
+    def _check_values(self):
+        if self.phase_sign not in (1, -1):
+            raise ParameterError(f"phase_sign must be 1 or -1, got {self.phase_sign!r}")
+        check_order(self.drift_order)
+        levels = tuple(float(v) for v in self.dose_levels_cem43_min)
+        if not levels or any(not (v > 0 and math.isfinite(v)) for v in levels):
+            raise ParameterError(f"dose_levels_cem43_min must be positive numbers, got {self.dose_levels_cem43_min!r}")
+        self.dose_levels_cem43_min = tuple(sorted(set(levels)))
+        if not math.isfinite(self.body_temp_c):
+            raise ParameterError("body_temp_c must be finite")
+        if self.snr_threshold < 0:
+            raise ParameterError("snr_threshold must be >= 0")
+        if not self.max_sd_theory_c > 0:
+            raise ParameterError(f"max_sd_theory_c must be positive, got {self.max_sd_theory_c!r}")

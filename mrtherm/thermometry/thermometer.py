@@ -1,0 +1,344 @@
+"""The Thermometer: per-frame PRF thermometry state, updated one frame at a time, saved and restored whole.
+
+Built from the exam geometry (shape, affine, TE, B0), parameters and the
+baseline frames; :meth:`Thermometer.update` then takes every frame in order --
+the baseline frames first -- and returns its temperature while it accumulates
+exact CEM43 dose, Tmax, the baseline statistics of the uncertainty, and the
+protected-structure watch. :func:`mrtherm.process` (files), ``mrtherm live``
+(scanner stream) and ``mrtherm batch`` are loops around it.
+
+Per frame ``t``: phase change against the reference ``S_ref`` (complex mean of
+the baseline frames, or one given to :meth:`update`), temporal unwrapping
+against frame ``t - 1``, drift fit (per-slice polynomial, weighted by
+``|S_t|^2``, in the reference region; the automatic region drops voxels that
+rose more than ``auto_ref_heated_c`` and this frame's outliers), PRF conversion,
+masking, exact CEM43 for temperature linear between frames, Tmax, watch.
+
+:meth:`save_state` writes everything that carries over between frames to one
+``.npz`` file (written to a temporary name, then renamed); :meth:`load_state`
+continues from it, and the final dose is bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+
+from mrtherm.backend import (compute_namespace, cupy_module, from_numpy, gpu_plugin, is_cupy_namespace, namespace,
+                             resolve_backend, to_numpy)
+from mrtherm.errors import ParameterError
+from mrtherm.io import labels as labels_mod
+from mrtherm.thermometry import masks
+from mrtherm.thermometry.drift import DriftModel, solve_drift
+from mrtherm.thermometry.engine import ArrayEngine, EngineConfig, signal_from_parts
+from mrtherm.thermometry.params import ThermometryParams
+from mrtherm.thermometry.prf import radians_per_celsius
+from mrtherm.thermometry.watch import ProtectedWatch
+
+STATE_VERSION = 1
+
+
+def _parts(frame):
+    """``(a, b, polar)`` of a frame given as such a tuple or as one complex array."""
+    if isinstance(frame, tuple):
+        return frame
+    return frame, None, None
+
+
+class Thermometer:
+    """Per-frame thermometry state (see the module docstring).
+
+    Parameters
+    ----------
+    shape_zyx : tuple of int
+        Frame shape ``(z, y, x)``.
+    affine : (4, 4) array
+        Voxel (x, y, z) to world RAS+ mm.
+    te_s, b0_t : float
+        Echo time scaling the phase (s) and field strength (T).
+    baseline : sequence of frames
+        The first ``params.baseline_frames`` frames, each a complex ``(z, y, x)``
+        array or ``(magnitude, phase_rad, True)`` / ``(real, imag, False)``.
+    params : ThermometryParams, optional
+    labels, drift_roi : path or ``(z, y, x)`` array, optional
+        Anatomy labels (masking, target exclusion, protected structures) and a
+        drift reference region; files on another grid are resampled.
+    label_table : LabelTable or path, optional
+    backend : {"auto", "numpy", "cupy"}
+        ``auto``: the baseline arrays' own library for non-NumPy arrays, else CuPy
+        when a GPU is usable.
+
+    Examples
+    --------
+    >>> import mrtherm
+    >>> ph = mrtherm.make_phantom(shape_zyx=(2, 32, 32), n_frames=6)
+    >>> frames = [(ph.magnitude[t], ph.phase_rad[t], True) for t in range(6)]
+    >>> th = mrtherm.Thermometer(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t, frames[:3],
+    ...                          mrtherm.ThermometryParams(baseline_frames=3))
+    >>> temps = [th.update(f, t) for f, t in zip(frames, ph.frame_times_s)]
+    >>> th.frames_processed
+    6
+    """
+
+    def __init__(self, shape_zyx, affine, te_s, b0_t, baseline, params=None, *, labels=None, drift_roi=None,
+                 label_table=None, backend="auto"):
+        self.params = dataclasses.replace(params or ThermometryParams()).validate()
+        self.shape = tuple(int(s) for s in shape_zyx)
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.te_s, self.b0_t = float(te_s), float(b0_t)
+        baseline = list(baseline)
+        if len(baseline) != self.params.baseline_frames:
+            raise ParameterError(f"baseline has {len(baseline)} frames but baseline_frames = "
+                                 f"{self.params.baseline_frames}")
+        self.table = labels_mod.LabelTable.from_json(label_table) if isinstance(label_table, (str, os.PathLike)) \
+            else (label_table or labels_mod.LabelTable())
+        self.xp, self.backend_used = self._choose_namespace(baseline, backend)
+        self.labels, self.label_info = labels_mod.load_on_grid(labels, self.shape, self.affine, "labels", self.table)
+        roi, self.roi_info = labels_mod.load_on_grid(drift_roi, self.shape, self.affine, "drift ROI")
+        signals = [self._signal(f) for f in baseline]
+        s_ref = signals[0]
+        for s in signals[1:]:
+            s_ref = s_ref + s
+        s_ref = s_ref / len(signals)
+        self._setup_masks(signals, roi)
+        self._make_engine(s_ref)
+        self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
+        self.warnings = list(self.reliability.warnings) + list(self.watch.warnings)
+        self._reset_history()
+
+    # ------------------------------------------------------------------ construction
+    def _choose_namespace(self, baseline, backend):
+        a = _parts(baseline[0])[0]
+        in_xp = namespace(a)
+        if backend == "auto" and not isinstance(a, np.ndarray):
+            used = "cupy" if cupy_module() is not None and is_cupy_namespace(in_xp) else "input arrays"
+            return in_xp, used
+        used = resolve_backend(backend)
+        return compute_namespace(used), used
+
+    def _device(self, a):
+        return a if namespace(a) is self.xp else from_numpy(to_numpy(a), self.xp)
+
+    def _signal(self, frame):
+        a, b, polar = _parts(frame)
+        if b is None:
+            return self.xp.astype(self._device(a), self.xp.complex64)
+        return signal_from_parts(self._device(a), self._device(b), polar, self.xp)
+
+    def _setup_masks(self, signals, roi):
+        p = self.params
+        base_mag = np.stack([to_numpy(self.xp.abs(s)) for s in signals]).astype(np.float64)
+        self.reliability = masks.reliability_mask(base_mag, len(signals), self.te_s, self.b0_t, p, self.labels,
+                                                  self.table)
+        if not self.reliability.mask.any():
+            raise ParameterError("no voxel passes the reliability mask (signal too low or all labels PRF-invalid)")
+        self.drift_ref, self.drift_rule, self.auto_ref = masks.drift_reference(
+            self.reliability.mask, p, self.affine, self.labels, roi, self.roi_info)
+        self.anatomy = base_mag.mean(axis=0).astype(np.float32)
+        self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, p.alpha_ppm_per_c)
+
+    def _make_engine(self, s_ref):
+        p = self.params
+        self.model = DriftModel(self.shape, p.drift_order, self.xp)
+        config = EngineConfig(mask=self.reliability.mask, ref=self.drift_ref, s_ref=s_ref, auto=self.auto_ref,
+                              outlier_rad=abs(p.auto_ref_outlier_c * self.k_rad_per_c),
+                              to_celsius=p.phase_sign / self.k_rad_per_c, body_temp_c=p.body_temp_c,
+                              heated_c=p.auto_ref_heated_c)
+        plugin = gpu_plugin() if is_cupy_namespace(self.xp) else None
+        engine_class = plugin.engine_class if plugin is not None else ArrayEngine
+        self.engine = engine_class(self.xp, self.model, config)
+        self.mask_device = from_numpy(self.reliability.mask, self.xp)
+
+    def _reset_history(self):
+        self.frames_processed = 0
+        self.times_s = []
+        self.drift_coefficients = []
+        self.reference_voxels = []
+        self.fallback_frames = 0
+        self.peak_curve_c = []
+        self._temp_prev = None
+
+    # ------------------------------------------------------------------ per frame
+    def to_device(self, frame):
+        """Upload a frame's parts ahead of :meth:`update` (pinned, asynchronous on CUDA engines)."""
+        a, b, polar = _parts(frame)
+        if b is None:
+            s = self._signal(a)
+            return self.xp.real(s), self.xp.imag(s), False
+        return (*self.engine.to_device(a, b), polar)
+
+    def update(self, frame, time_s: float, reference=None):
+        """Process the next frame; returns its temperature ``(z, y, x)`` float32 C, NaN where masked.
+
+        Parameters
+        ----------
+        frame : complex ``(z, y, x)`` array, or ``(a, b, polar)`` (see the class)
+        time_s : float, strictly after the previous frame's time
+        reference : complex ``(z, y, x)`` array, optional
+            Replaces ``S_ref`` from this frame on (baseline libraries).
+
+        The returned frame may live in a buffer the next update reuses (CUDA): copy
+        it to keep it.
+        """
+        t = self.frames_processed
+        time_s = float(time_s)
+        if self.times_s and not time_s > self.times_s[-1]:
+            raise ParameterError(f"frame {t} time {time_s:g} s is not after the previous frame's "
+                                 f"{self.times_s[-1]:g} s")
+        if reference is not None:
+            self.engine.set_reference(reference)
+        a, b, polar = self.to_device(frame)  # no copy for frames already uploaded
+        coeffs, counts = self._drift(a, b, polar)
+        dt_min = (time_s - self.times_s[-1]) / 60.0 if self.times_s else None
+        temp = self.engine.pass2(coeffs, dt_min, t < self.params.baseline_frames)
+        self._record(temp, coeffs, counts, time_s)
+        return temp
+
+    def _drift(self, a, b, polar):
+        stats = self.engine.pass1(a, b, polar)
+        coeffs, fallback = solve_drift(*stats, self.model.k)
+        if not self.params.drift_correction:
+            coeffs, fallback = np.zeros_like(coeffs), np.zeros_like(fallback)
+        if fallback.any():
+            # Too few inliers in some slice (e.g. a sudden B0 jump): those slices use the reference without the
+            # outlier exclusion.
+            coeffs_all, _ = solve_drift(*self.engine.fallback_stats(), self.model.k)
+            coeffs[fallback] = coeffs_all[fallback]
+            self.fallback_frames += 1
+        return coeffs, stats[2].astype(np.int64)
+
+    def _record(self, temp, coeffs, counts, time_s):
+        xp = self.xp
+        dt_s = time_s - self.times_s[-1] if self.times_s else 0.0
+        neg_inf = xp.asarray(-np.inf, dtype=xp.float32)
+        parts = [xp.reshape(xp.max(xp.where(self.mask_device, temp, neg_inf)), (1,))]
+        parts += self.watch.device_stats(temp, self._temp_prev, self.engine.dose, dt_s)
+        small = to_numpy(xp.concat(parts)).astype(np.float64)  # one small transfer per frame
+        self.peak_curve_c.append(float(small[0]))
+        self.watch.record(small[1:])
+        self.drift_coefficients.append(np.asarray(coeffs, dtype=np.float64))
+        self.reference_voxels.append(counts)
+        self.times_s.append(time_s)
+        self._temp_prev = temp
+        self.frames_processed += 1
+
+    # ------------------------------------------------------------------ current maps
+    @property
+    def dose_cem43_min(self):
+        """CEM43 minutes so far, ``(z, y, x)`` float64, NaN where masked."""
+        return self.xp.where(self.mask_device, self.engine.dose, self.xp.asarray(float("nan"), dtype=self.xp.float64))
+
+    @property
+    def tmax_c(self):
+        """Maximum temperature so far, ``(z, y, x)`` float32 C (None before the first frame)."""
+        return self.engine.tmax if self.frames_processed else None
+
+    def temperature_sd_c(self):
+        """Empirical temperature SD over the baseline frames x sqrt(1 + 1/N), C; NaN with one baseline frame."""
+        xp, n = self.xp, self.params.baseline_frames
+        if n < 2 or self.frames_processed < n:
+            return xp.full(self.shape, float("nan"), dtype=xp.float32)
+        mean = self.engine.base_sum / n
+        var = xp.maximum(self.engine.base_sumsq - n * mean * mean, 0.0) / (n - 1)
+        # sqrt(1 + 1/N): the SD of one frame's temperature once the noisy N-frame reference is subtracted.
+        sd = xp.astype(xp.sqrt(var) * math.sqrt(1.0 + 1.0 / n), xp.float32)
+        return xp.where(self.mask_device, sd, xp.asarray(float("nan"), dtype=xp.float32))
+
+    def temperature_sd_theory_c(self) -> np.ndarray:
+        """Noise-predicted temperature SD, C, NaN where masked (host array)."""
+        return np.where(self.reliability.mask, self.reliability.sd_theory_c, np.nan).astype(np.float32)
+
+    def protected_structures(self):
+        """``(rows, alarms)``: the structure table and the alarms so far (see :mod:`mrtherm.thermometry.watch`)."""
+        return self.watch.rows_and_alarms(self.times_s)
+
+    # ------------------------------------------------------------------ state
+    def save_state(self, path) -> str:
+        """Write the complete state to ``path`` (``.npz``; temporary name, then rename). Returns the path."""
+        path = os.fspath(path)
+        arrays = {f"engine_{k}": v for k, v in self.engine.state().items()}
+        arrays.update({f"watch_state_{k}": v for k, v in self.watch.state().items()})
+        arrays.update(mask=self.reliability.mask, snr=self.reliability.snr, sd_theory=self.reliability.sd_theory_c,
+                      drift_ref=self.drift_ref, anatomy=self.anatomy, times_s=np.asarray(self.times_s),
+                      peak_curve=np.asarray(self.peak_curve_c),
+                      drift_coefficients=np.asarray(self.drift_coefficients).reshape(-1, self.shape[0], self.model.k),
+                      reference_voxels=np.asarray(self.reference_voxels, dtype=np.int64).reshape(-1, self.shape[0]),
+                      affine=self.affine)
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        meta = {"version": STATE_VERSION, "params": dataclasses.asdict(self.params), "shape": self.shape,
+                "te_s": self.te_s, "b0_t": self.b0_t, "backend": self.backend_used, "engine": self.engine.name,
+                "frames_processed": self.frames_processed, "fallback_frames": self.fallback_frames,
+                "sigma": self.reliability.sigma, "sigma_method": self.reliability.sigma_method,
+                "mask_rules": self.reliability.rules, "drift_rule": self.drift_rule, "auto_ref": self.auto_ref,
+                "label_info": self.label_info, "roi_info": self.roi_info, "table": self.table.to_json(),
+                "warnings": self.warnings}
+        arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load_state(cls, path, backend=None):
+        """A Thermometer continuing from :meth:`save_state`.
+
+        ``backend`` defaults to the one that saved the state; a state resumes on the same kind of engine
+        (the CUDA engine keeps its state in another layout than the array engine).
+        """
+        from mrtherm.errors import InputFileError  # noqa: PLC0415
+        try:
+            with np.load(os.fspath(path)) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(arrays.pop("meta_json").tobytes().decode("utf-8"))
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputFileError(path, f"not a Thermometer state file ({exc})") from None
+        if meta.get("version") != STATE_VERSION:
+            raise InputFileError(path, f"state version {meta.get('version')} is not {STATE_VERSION}")
+        saved = "cupy" if meta["backend"] == "cupy" else "numpy"
+        self = cls.__new__(cls)
+        self._restore_static(meta, arrays, saved if backend is None else backend)
+        if self.engine.name != meta["engine"]:
+            raise ParameterError(f"the state was saved by the {meta['engine']} engine; resume it with "
+                                 f"backend={saved!r}")
+        self.engine.restore({k[7:]: v for k, v in arrays.items() if k.startswith("engine_")})
+        self.watch.restore({k[12:]: v for k, v in arrays.items() if k.startswith("watch_state_")})
+        self._restore_history(meta, arrays)
+        return self
+
+    def _restore_static(self, meta, arrays, backend):
+        params = dict(meta["params"])
+        params["dose_levels_cem43_min"] = tuple(params["dose_levels_cem43_min"])
+        self.params = ThermometryParams(**params)
+        self.shape, self.affine = tuple(meta["shape"]), arrays["affine"]
+        self.te_s, self.b0_t = meta["te_s"], meta["b0_t"]
+        self.backend_used = resolve_backend(backend)
+        self.xp = compute_namespace(self.backend_used)
+        from mrtherm.io.labels import LabelClass  # noqa: PLC0415
+        self.table = labels_mod.LabelTable([LabelClass(c["value"], c["name"], c["prf_valid"], c["acoustic_role"])
+                                            for c in meta["table"]])
+        self.labels = arrays.get("labels")
+        self.label_info, self.roi_info = meta["label_info"], meta["roi_info"]
+        self.reliability = masks.Reliability(arrays["mask"], arrays["snr"], arrays["sd_theory"], meta["sigma"],
+                                             meta["sigma_method"], meta["mask_rules"], [])
+        self.drift_ref, self.drift_rule, self.auto_ref = arrays["drift_ref"], meta["drift_rule"], meta["auto_ref"]
+        self.anatomy = arrays["anatomy"]
+        self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, self.params.alpha_ppm_per_c)
+        self._make_engine(arrays["engine_s_ref"])
+        self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
+        self.warnings = list(meta["warnings"])
+
+    def _restore_history(self, meta, arrays):
+        self.frames_processed = int(meta["frames_processed"])
+        self.fallback_frames = int(meta["fallback_frames"])
+        self.times_s = [float(v) for v in arrays["times_s"]]
+        self.peak_curve_c = [float(v) for v in arrays["peak_curve"]]
+        self.drift_coefficients = list(arrays["drift_coefficients"])
+        self.reference_voxels = list(arrays["reference_voxels"])
+        prev = arrays.get("engine_temp_prev")
+        self._temp_prev = None if prev is None else from_numpy(prev, self.xp)

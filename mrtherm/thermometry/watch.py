@@ -1,0 +1,122 @@
+"""Watch on protected structures (spinal cord, nerve roots): maxima, dose, time above threshold, alarms.
+
+Per frame, over each structure's reliable voxels: maximum and mean temperature,
+maximum CEM43 dose, and per voxel the time spent above ``time_above_threshold_c``
+(temperature linear between frames, exact crossing). An alarm is raised at the
+first frame where the structure's maximum reaches ``alarm_temperature_c`` or its
+maximum dose reaches ``alarm_dose_cem43_min``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mrtherm.backend import from_numpy, to_numpy
+from mrtherm.io import labels as labels_mod
+from mrtherm.thermometry.dose import time_above_segment
+
+
+def format_alarm(alarm: dict) -> str:
+    """One line for an alarm dict (terminal summary, napari widgets)."""
+    return (f"ALARM {alarm['structure']} {alarm['quantity']} {alarm['value']:.3g} >= {alarm['threshold']:g} "
+            f"{alarm['unit']} at frame {alarm['frame']} (t = {alarm['time_s']:.1f} s)")
+
+
+class ProtectedWatch:
+    """Running statistics of the protected structures of a label volume.
+
+    Parameters
+    ----------
+    labels : (z, y, x) int array or None (no structure watched)
+    mask : (z, y, x) bool, reliable voxels
+    table : LabelTable
+    xp : array namespace of the temperature frames
+    params : ThermometryParams (alarm thresholds, time-above threshold)
+    """
+
+    def __init__(self, labels, mask, table, xp, params):
+        self.xp, self.params = xp, params
+        self.structures = []
+        self.warnings = []
+        if labels is None:
+            return
+        for value in labels_mod.PROTECTED:
+            sel = labels == value
+            if not sel.any():
+                continue
+            idx = np.flatnonzero((sel & mask).ravel())
+            self.structures.append({"label": int(value), "name": table.name(value), "voxels": int(sel.sum()),
+                                    "idx": from_numpy(idx.astype(np.int64), xp), "n": int(idx.size),
+                                    "max_c": [], "mean_c": [], "max_dose": [], "time_above_s": None})
+            if idx.size == 0:
+                self.warnings.append(f"{table.name(value)}: no voxel with reliable phase; temperature not watched")
+
+    @property
+    def watched(self):
+        return [s for s in self.structures if s["n"]]
+
+    def device_stats(self, temp, temp_prev, dose, dt_s):
+        """Per-structure (max, mean, max dose) as 1-element device arrays; updates time above threshold."""
+        xp = self.xp
+        flat_t, flat_d = xp.reshape(temp, (-1,)), xp.reshape(dose, (-1,))
+        parts = []
+        for s in self.watched:
+            vals = xp.take(flat_t, s["idx"])
+            parts += [xp.reshape(xp.max(vals), (1,)), xp.reshape(xp.mean(vals), (1,)),
+                      xp.reshape(xp.astype(xp.max(xp.take(flat_d, s["idx"])), xp.float32), (1,))]
+            if temp_prev is not None:
+                prev = xp.take(xp.reshape(temp_prev, (-1,)), s["idx"])
+                seg = time_above_segment(prev, vals, dt_s, self.params.time_above_threshold_c)
+                s["time_above_s"] = seg if s["time_above_s"] is None else s["time_above_s"] + seg
+        return parts
+
+    def record(self, host_values):
+        """Store this frame's statistics, ``3 x n_watched`` host floats from :meth:`device_stats`."""
+        for i, s in enumerate(self.watched):
+            s["max_c"].append(float(host_values[3 * i]))
+            s["mean_c"].append(float(host_values[3 * i + 1]))
+            s["max_dose"].append(float(host_values[3 * i + 2]))
+
+    def rows_and_alarms(self, times_s):
+        """The structure table (report.json) and the alarms, sorted by time."""
+        p = self.params
+        rows, alarms = [], []
+        above_key = f"max_time_above_{p.time_above_threshold_c:g}c_s"
+        for s in self.structures:
+            row = {"label": s["label"], "structure": s["name"], "voxels": s["voxels"], "reliable_voxels": s["n"]}
+            if s["n"] and s["max_c"]:
+                maxc, maxd = np.asarray(s["max_c"]), np.asarray(s["max_dose"])
+                tab = s["time_above_s"]
+                row.update({"max_temperature_c": float(maxc.max()), "time_of_max_s": float(times_s[int(maxc.argmax())]),
+                            "max_dose_cem43_min": float(maxd.max()),
+                            above_key: float(to_numpy(self.xp.max(tab))) if tab is not None else 0.0,
+                            "max_c_curve": [float(v) for v in maxc], "mean_c_curve": [float(v) for v in s["mean_c"]]})
+                for quantity, curve, thr, unit in (("temperature", maxc, p.alarm_temperature_c, "C"),
+                                                   ("dose", maxd, p.alarm_dose_cem43_min, "CEM43 min")):
+                    hit = np.flatnonzero(curve >= thr)
+                    if hit.size:
+                        f = int(hit[0])
+                        alarms.append({"structure": s["name"], "label": s["label"], "quantity": quantity,
+                                       "threshold": float(thr), "unit": unit, "value": float(curve[f]), "frame": f,
+                                       "time_s": float(times_s[f])})
+            rows.append(row)
+        alarms.sort(key=lambda a: (a["time_s"], a["structure"]))
+        return rows, alarms
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        out = {}
+        for s in self.structures:
+            key = f"watch_{s['label']}"
+            out[key + "_curves"] = np.asarray([s["max_c"], s["mean_c"], s["max_dose"]], dtype=np.float64)
+            if s["time_above_s"] is not None:
+                out[key + "_time_above_s"] = to_numpy(s["time_above_s"])
+        return out
+
+    def restore(self, state: dict):
+        for s in self.structures:
+            key = f"watch_{s['label']}"
+            curves = state[key + "_curves"]
+            s["max_c"], s["mean_c"], s["max_dose"] = (list(map(float, c)) for c in curves)
+            if key + "_time_above_s" in state:
+                s["time_above_s"] = from_numpy(np.asarray(state[key + "_time_above_s"]), self.xp)
