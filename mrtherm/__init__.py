@@ -23,7 +23,7 @@ from mrtherm.thermometry.result import ThermometryResult
 from mrtherm.thermometry.thermometer import Thermometer
 from mrtherm.phantom import make_phantom, write_phantom
 from mrtherm.window.transducer import Transducer, load_transducer, spherical_cap
-from mrtherm.window.check import Scene, WindowConfig, check_window, feasibility_map, load_labels
+from mrtherm.window import Scene, WindowConfig, check_window, feasibility_map, load_labels
 
 __all__ = [
     "__version__",

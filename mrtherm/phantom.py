@@ -244,8 +244,7 @@ def write_phantom(out_dir, phantom: Phantom | None = None, phase_format: str = "
     Returns the paths.
     """
     ph = phantom or make_phantom(**kwargs)
-    stage = atomic.staging_dir(out_dir)
-    try:
+    with atomic.staged(out_dir) as stage:
         step = float(ph.frame_times_s[1] - ph.frame_times_s[0]) if len(ph.frame_times_s) > 1 else None
         niftiio.save_volume(ph.magnitude, ph.affine, os.path.join(stage, "magnitude.nii.gz"), frame_time_s=step)
         stored, scaling = _encode_phase(ph.phase_rad, phase_format)
@@ -265,10 +264,6 @@ def write_phantom(out_dir, phantom: Phantom | None = None, phase_format: str = "
                             os.path.join(stage, "truth_dose_cem43.nii.gz"))
         with open(os.path.join(stage, "phantom.json"), "w", encoding="utf-8") as fh:
             json.dump({**ph.info, "phase_format": phase_format}, fh, indent=2)
-    except BaseException:
-        atomic.discard(stage)
-        raise
-    atomic.commit(stage, out_dir)
     out = os.path.abspath(os.fspath(out_dir))
     return {n: os.path.join(out, f) for n, f in (
         ("magnitude", "magnitude.nii.gz"), ("phase", "phase.nii.gz"), ("labels", "labels.nii.gz"),

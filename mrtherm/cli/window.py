@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 
 import numpy as np
 
 from mrtherm.errors import MrthermError, ParameterError
+from mrtherm.window.outputs import window_summary, write_window_outputs
 
 
 def _vector(text: str, name: str):
@@ -32,36 +31,11 @@ def cmd_transducer(args):
     return 0
 
 
-ELEMENT_COLUMNS = ["index", "status", "reasons", "path_length_mm", "first_block_world_mm", "incidence_angle_deg",
-                   "attenuation_db", "min_distance_critical_mm", "element_target_angle_deg", "area_mm2"]
-
-
-def write_window_outputs(folder, report, scene=None, feasibility=None):
-    """report.json, elements.csv and (optionally) feasibility.nii.gz into ``folder``."""
-    with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
-    classes = sorted({k for e in report["elements"] for k in e["path_mm_by_class"]})
-    with open(os.path.join(folder, "elements.csv"), "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(ELEMENT_COLUMNS + [f"path_mm[{c}]" for c in classes])
-        for e in report["elements"]:
-            row = []
-            for c in ELEMENT_COLUMNS:
-                v = e[c]
-                if isinstance(v, list):
-                    v = ";".join(str(x) for x in v)
-                row.append("" if v is None else v)
-            w.writerow(row + [e["path_mm_by_class"].get(c, 0.0) for c in classes])
-    if feasibility is not None:
-        from mrtherm.io import niftiio
-        niftiio.save_volume(feasibility, scene.affine, os.path.join(folder, "feasibility.nii.gz"))
-
-
 def cmd_window(args):
     from mrtherm.io import atomic
     from mrtherm.io.labels import LabelTable
     from mrtherm.window.transducer import load_transducer
-    from mrtherm.window.check import WindowConfig, check_window, feasibility_map, load_labels
+    from mrtherm.window import WindowConfig, check_window, feasibility_map, load_labels
     out = os.path.abspath(args.out)
     for p in (args.labels, args.transducer):
         if os.path.abspath(os.path.dirname(os.path.abspath(p))) == out:
@@ -86,26 +60,11 @@ def cmd_window(args):
                                  "active_fraction_min": float(np.nanmin(feas)),
                                  "active_fraction_max": float(np.nanmax(feas)),
                                  "file": "feasibility.nii.gz"}
-    stage = atomic.staging_dir(out)
-    try:
+    with atomic.staged(out) as stage:
         write_window_outputs(stage, report, scene, feas)
-    except BaseException:
-        atomic.discard(stage)
-        raise
-    atomic.commit(stage, out)
     if not args.quiet:
         print(window_summary(report))
     return 0
-
-
-def window_summary(report) -> str:
-    lines = [f"acoustic window: {report['verdict']}  (active fraction {report['active_fraction']:.2f}, "
-             f"blocked {report['blocked_fraction']:.2f}; elements {report['element_counts']})"]
-    for r in report["rules"]:
-        lines.append(f"  {r['result']:4s} {r['rule']}: {r['value']}")
-    cr = report["central_ray"]
-    lines.append(f"  skin-to-target {cr['skin_to_target_mm']} mm, fat on the central ray {cr['fat_thickness_mm']} mm")
-    return "\n".join(lines)
 
 
 def add_parsers(sub):

@@ -24,11 +24,12 @@ import numpy as np
 
 from mrtherm.backend import namespace, to_numpy
 from mrtherm.errors import InputFileError, ParameterError
+from mrtherm.geometry import voxel_volume_ml
 from mrtherm.io import acquisition, partners, roles
 from mrtherm.io.sidecar import load_sidecar
 from mrtherm.io.sources import ArraySeries, as_series, is_path_like, path_list
 from mrtherm.text import count
-from mrtherm.io.phase_scale import PHASE_SCALES, check_scale, detect_phase_scale, phase_to_radians  # noqa: F401
+from mrtherm.io.phase_scale import check_scale, detect_phase_scale, phase_to_radians
 
 FLAGS = {roles.MAGNITUDE: "--magnitude", roles.PHASE: "--phase", roles.REAL: "--real", roles.IMAG: "--imag"}
 
@@ -72,7 +73,7 @@ class Exam:
 
     @property
     def voxel_volume_ml(self) -> float:
-        return abs(float(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+        return voxel_volume_ml(self.affine)
 
     @property
     def input_paths(self) -> list[str]:
@@ -225,6 +226,22 @@ def _choose_phase_scale(comps, phase_scale, provenance):
     return scale
 
 
+def _components(magnitude, phase, real, imag, provenance) -> dict:
+    """The two sources of an exam given as magnitude/phase (a missing partner found) or real/imag."""
+    if real is not None or imag is not None:
+        if real is None or imag is None:
+            raise ParameterError("real and imag must be given together")
+        if magnitude is not None or phase is not None:
+            raise ParameterError("give magnitude/phase or real/imag, not both")
+        _check_exist(real, imag)
+        return {roles.REAL: as_series(real, "real"), roles.IMAG: as_series(imag, "imag")}
+    _check_exist(magnitude, phase)
+    magnitude, phase = _complete_pair(magnitude, phase, provenance)
+    if magnitude is None or phase is None:
+        raise ParameterError("magnitude and phase (or real and imag) are required")
+    return {roles.MAGNITUDE: as_series(magnitude, "magnitude"), roles.PHASE: as_series(phase, "phase")}
+
+
 def _is_folder(src) -> bool:
     return isinstance(src, (str, os.PathLike)) and os.path.isdir(src)
 
@@ -273,19 +290,7 @@ def load_exam(magnitude=None, phase=None, *, real=None, imag=None, dicom=None, e
     if echo is not None:
         raise ParameterError("echo selects an echo of a DICOM series; a NIfTI file holds one echo")
     provenance, warnings = {"inputs": {}}, []
-    if real is not None or imag is not None:
-        if real is None or imag is None:
-            raise ParameterError("real and imag must be given together")
-        if magnitude is not None or phase is not None:
-            raise ParameterError("give magnitude/phase or real/imag, not both")
-        _check_exist(real, imag)
-        comps = {roles.REAL: as_series(real, "real"), roles.IMAG: as_series(imag, "imag")}
-    else:
-        _check_exist(magnitude, phase)
-        magnitude, phase = _complete_pair(magnitude, phase, provenance)
-        if magnitude is None or phase is None:
-            raise ParameterError("magnitude and phase (or real and imag) are required")
-        comps = {roles.MAGNITUDE: as_series(magnitude, "magnitude"), roles.PHASE: as_series(phase, "phase")}
+    comps = _components(magnitude, phase, real, imag, provenance)
     for name, s in comps.items():
         provenance["inputs"][name] = s.describe()
     _check_pair_geometry(comps)

@@ -39,6 +39,13 @@ def _temperature_writer(path, exam):
     writer.close()
 
 
+def _frame_range(n, progress):
+    if not progress:
+        return range(n)
+    from tqdm.auto import tqdm  # noqa: PLC0415
+    return tqdm(range(n), desc="frames", unit="frame")
+
+
 def _hottest_curve(th, temperature, temperature_path):
     """Temperature over time at the voxel of the highest Tmax, from where the series went."""
     tmax = to_numpy(th.tmax_c)
@@ -92,13 +99,9 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     if profile:
         th.engine.enable_timing()
     temperature = th.xp.empty((nt,) + tuple(exam.shape_zyx), dtype=th.xp.float32) if keep_temperature else None
-    frames = range(nt)
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-        frames = tqdm(frames, desc="frames", unit="frame")
     with _temperature_writer(temperature_path, exam) as writer:
         upcoming = th.to_device(baseline[0])
-        for t in frames:
+        for t in _frame_range(nt, progress):
             temp = th.update(upcoming, exam.frame_times_s[t])
             if t + 1 < nt:  # the next read overlaps the device's work on frame t
                 upcoming = th.to_device(baseline[t + 1] if t + 1 < n_base else exam.frame_parts(t + 1))
@@ -112,3 +115,19 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         th, exam, temperature=temperature, temperature_path=temperature_path,
         hottest_curve=_hottest_curve(th, temperature, temperature_path), out_xp=exam.in_memory_namespace,
         kernel_seconds=th.engine.kernel_seconds() if profile else None)
+
+
+def process_to_folder(exam, out_dir, params=None, *, figures=True, **kwargs) -> ThermometryResult:
+    """:func:`process` with every output written to ``out_dir`` completely or not at all.
+
+    The temperature series streams into the staging folder (memory flat in frames); the
+    folder is committed only when every file is written. ``kwargs`` go to :func:`process`.
+    """
+    import os  # noqa: PLC0415
+    from mrtherm.io import atomic  # noqa: PLC0415
+    with atomic.staged(out_dir) as stage:
+        result = process(exam, params, keep_temperature=False,
+                         temperature_path=os.path.join(stage, "temperature.nii.gz"), **kwargs)
+        result.write_into(stage, figures=figures)
+    result.temperature_path = os.path.join(os.path.abspath(out_dir), "temperature.nii.gz")
+    return result

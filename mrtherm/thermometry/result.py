@@ -115,7 +115,6 @@ class ThermometryResult:
         out_xp : array namespace, optional
             Library of the returned maps (default NumPy).
         """
-        xp = th.xp
         warnings = list(th.warnings)
         dose_np, capped = cap_dose(to_numpy(th.dose_cem43_min))
         if capped:
@@ -206,13 +205,8 @@ class ThermometryResult:
 
     def save(self, out_dir, figures: bool = True) -> str:
         """Write all outputs to ``out_dir`` completely or not at all; returns the folder."""
-        stage = atomic.staging_dir(out_dir)
-        try:
+        with atomic.staged(out_dir) as stage:
             self.write_into(stage, figures=figures)
-        except BaseException:
-            atomic.discard(stage)
-            raise
-        atomic.commit(stage, out_dir)
         return os.path.abspath(os.fspath(out_dir))
 
     def summary(self) -> str:

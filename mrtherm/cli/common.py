@@ -1,0 +1,43 @@
+"""Argument types and checks shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from mrtherm.errors import MrthermError
+
+EXIT_USER_ERROR = 2
+BACKENDS = ("auto", "numpy", "cupy")
+
+
+def float_list(text: str):
+    """``"240,40"`` to ``[240.0, 40.0]`` (argparse type)."""
+    try:
+        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def frame_times(text: str):
+    """Comma-separated times, or a text file with one time (s) per line or comma-separated."""
+    if os.path.exists(text):
+        try:
+            with open(text, encoding="utf-8") as fh:
+                return float_list(fh.read().replace("\n", ","))
+        except argparse.ArgumentTypeError:
+            raise MrthermError(f"{text}: frame times file does not hold numbers") from None
+    return float_list(text)
+
+
+def check_out_dir(out: str, inputs):
+    """Refuse an output that is a file, or the folder of an input (outputs would mix with inputs)."""
+    out_abs = os.path.abspath(out)
+    if os.path.exists(out_abs) and not os.path.isdir(out_abs):
+        raise MrthermError(f"{out}: output exists and is not a folder")
+    for p in inputs:
+        if p is None:
+            continue
+        if os.path.abspath(os.path.dirname(os.path.abspath(p))) == out_abs:
+            raise MrthermError(f"{out}: output folder is the folder of input {p}; choose another --out "
+                               "(outputs would overwrite or mix with inputs)")

@@ -1,0 +1,109 @@
+"""``mrtherm run``: temperature and dose maps of one exam (NIfTI magnitude/phase, real/imaginary, or DICOM)."""
+
+from __future__ import annotations
+
+import os
+
+from mrtherm.cli.common import BACKENDS, check_out_dir, float_list, frame_times
+from mrtherm.errors import ParameterError
+
+PARAM_FLAGS = ("baseline_frames", "alpha_ppm_per_c", "phase_sign", "body_temp_c", "drift_order", "snr_threshold",
+               "max_sd_theory_c")
+
+
+def params_from_args(args):
+    """ThermometryParams with the fields the command line set."""
+    from mrtherm.thermometry.params import ThermometryParams
+    p = ThermometryParams()
+    for name in PARAM_FLAGS:
+        v = getattr(args, name, None)
+        if v is not None:
+            setattr(p, name, v)
+    if getattr(args, "dose_levels", None) is not None:
+        p.dose_levels_cem43_min = tuple(args.dose_levels)
+    return p
+
+
+def _input_paths(args):
+    """The input files (for the output-folder check); refuses mixed input kinds."""
+    if args.dicom:
+        if args.magnitude or args.phase or args.real or args.imag:
+            raise ParameterError("give --dicom or --magnitude/--phase (--real/--imag), not both")
+        return [os.path.join(args.dicom, "x")]  # the output folder may not be the DICOM folder
+    if args.echo is not None:
+        raise ParameterError("--echo selects an echo of a DICOM series (--dicom); a NIfTI file holds one echo")
+    if args.real or args.imag:
+        if args.magnitude or args.phase:
+            raise ParameterError("give --magnitude/--phase or --real/--imag, not both")
+        return list(args.real or []) + list(args.imag or [])
+    if not args.magnitude and not args.phase:
+        raise ParameterError("--magnitude and/or --phase, --real and --imag, or --dicom are required")
+    return list(args.magnitude or []) + list(args.phase or [])
+
+
+def exam_from_args(args):
+    """The exam named by the input flags (shared with ``mrtherm live``)."""
+    from mrtherm.io.exam import load_exam
+    one = lambda v: None if v is None else (v[0] if len(v) == 1 else v)  # noqa: E731
+    return load_exam(magnitude=one(args.magnitude), phase=one(args.phase), real=one(args.real), imag=one(args.imag),
+                     dicom=args.dicom, echo=args.echo, te_s=None if args.te_ms is None else args.te_ms / 1000.0,
+                     b0_t=args.b0_t, frame_time_s=args.frame_time_s, frame_times_s=args.frame_times_s,
+                     phase_scale=args.phase_scale)
+
+
+def cmd_run(args):
+    from mrtherm.thermometry.pipeline import process_to_folder
+    check_out_dir(args.out, _input_paths(args) + [args.labels, args.drift_roi])
+    exam = exam_from_args(args)
+    result = process_to_folder(exam, args.out, params_from_args(args), labels=args.labels, drift_roi=args.drift_roi,
+                               label_table=args.label_table, backend=args.backend, progress=not args.quiet,
+                               figures=not args.no_figures)
+    if not args.quiet:
+        print(f"outputs written to {os.path.abspath(args.out)}")
+        print(result.summary())
+        for w in result.warnings:
+            print(f"warning: {w}")
+    return 0
+
+
+def add_input_arguments(r):
+    """Input and acquisition flags (``run``, and the commands that read exams like it)."""
+    r.add_argument("--magnitude", nargs="+", metavar="M.nii[.gz]", help="4-D file or a list of 3-D frames")
+    r.add_argument("--phase", nargs="+", metavar="P.nii[.gz]")
+    r.add_argument("--real", nargs="+", metavar="R.nii[.gz]")
+    r.add_argument("--imag", nargs="+", metavar="I.nii[.gz]")
+    r.add_argument("--dicom", metavar="DIR", help="folder of MR DICOM files (searched recursively)")
+    r.add_argument("--echo", type=int, metavar="N", help="echo number of a multi-echo DICOM series")
+    r.add_argument("--te-ms", type=float, help="echo time in ms (default: sidecar EchoTime)")
+    r.add_argument("--b0-t", type=float, help="field strength in T (default: sidecar MagneticFieldStrength)")
+    r.add_argument("--phase-scale", choices=("auto", "radians", "siemens", "siemens-raw", "mrad", "ge-mrad"),
+                   default="auto")
+    r.add_argument("--frame-time-s", type=float, help="frame interval in s (default: NIfTI time step)")
+    r.add_argument("--frame-times-s", type=frame_times, metavar="T0,T1,...|FILE", help="explicit frame times in s")
+
+
+def add_processing_arguments(r):
+    """Thermometry parameter flags."""
+    r.add_argument("--alpha-ppm-per-c", type=float, help="PRF coefficient (default -0.01)")
+    r.add_argument("--phase-sign", type=int, choices=(1, -1))
+    r.add_argument("--body-temp-c", type=float)
+    r.add_argument("--baseline-frames", type=int)
+    r.add_argument("--drift-roi", metavar="MASK.nii.gz")
+    r.add_argument("--drift-order", type=int, choices=(0, 1, 2))
+    r.add_argument("--labels", metavar="LABELS.nii.gz")
+    r.add_argument("--label-table", metavar="TABLE.json")
+    r.add_argument("--dose-levels", type=float_list, metavar="240,...", help="CEM43 levels for lesion masks")
+    r.add_argument("--snr-threshold", type=float, help="mask voxels below this baseline SNR (default 5)")
+    r.add_argument("--max-sd-theory-c", type=float,
+                   help="mask voxels whose noise-predicted temperature SD exceeds this, C (default 2)")
+    r.add_argument("--backend", choices=BACKENDS, default="auto")
+
+
+def add_parser(sub):
+    r = sub.add_parser("run", help="temperature and dose maps from a magnitude/phase exam")
+    add_input_arguments(r)
+    r.add_argument("--out", required=True, help="output folder (not an input folder)")
+    add_processing_arguments(r)
+    r.add_argument("--no-figures", action="store_true")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_run)

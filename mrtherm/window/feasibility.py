@@ -1,0 +1,55 @@
+"""Feasibility map: the active fraction if the focus were at each voxel of a target."""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from mrtherm.backend import gpu_plugin, resolve_backend
+from mrtherm.errors import ParameterError
+from mrtherm.window.scene import STATUS_BLOCKED, Scene
+from mrtherm.window.trace import trace
+
+
+def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backend: str = "numpy",
+                    chunk_rays: int = 1 << 18, progress: bool = False) -> np.ndarray:
+    """Active fraction if the focus were at each voxel of ``target_mask_zyx``.
+
+    Returns a ``(z, y, x)`` float32 map, NaN outside the mask.
+    """
+    mask = np.asarray(target_mask_zyx, bool)
+    if mask.shape != scene.shape:
+        raise ParameterError(f"target mask shape {mask.shape} does not match the labels {scene.shape}")
+    k, j, i = np.nonzero(mask)
+    foci = np.stack([i, j, k], axis=1) @ scene.affine[:3, :3].T + scene.affine[:3, 3]
+    out = np.full(scene.shape, np.nan, dtype=np.float32)
+    if foci.shape[0] == 0:
+        return out
+    if resolve_backend(backend) == "cupy":
+        frac = gpu_plugin(required=True).active_fractions(scene, transducer, foci)
+    else:
+        frac = active_fractions_numpy(scene, transducer, foci, chunk_rays=chunk_rays, progress=progress)
+    out[k, j, i] = frac
+    return out
+
+
+def active_fractions_numpy(scene, transducer, foci, chunk_rays=1 << 18, progress=False):
+    """Area-weighted active fraction for each focus (NumPy traversal of every element ray)."""
+    n_el = transducer.n_elements
+    areas = transducer.areas_mm2
+    edts = scene.edt_at(np.asarray(foci, float).reshape(-1, 3))
+    per_chunk = max(1, chunk_rays // n_el)
+    frac = np.empty(foci.shape[0])
+    rng = range(0, foci.shape[0], per_chunk)
+    if progress:
+        from tqdm.auto import tqdm
+        rng = tqdm(rng, desc="foci", unit="chunk")
+    for s in rng:
+        fc = foci[s:s + per_chunk]
+        m = fc.shape[0]
+        starts = np.tile(transducer.positions_mm, (m, 1))
+        ends = np.repeat(fc, n_el, axis=0)
+        res = trace(scene, starts, ends, focus_edt_mm=np.repeat(edts[s:s + per_chunk], n_el))
+        ok = (res["status"] != STATUS_BLOCKED).reshape(m, n_el)
+        frac[s:s + m] = (ok * areas[None, :]).sum(axis=1) / areas.sum()
+    return frac
