@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test venv sysdeps kernels bench clean
+.PHONY: demo test venv sysdeps kernels bench clean docs mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ sysdeps:
 
 kernels:
 	@bash tools/check_kernels.sh
+
+docs: sysdeps $(STAMP)
+	MRTHERM_DOCS_DIR=$(CURDIR)/docs $(PY) -m pytest -q tests/napari/test_plugin.py -k readme_screenshot
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_run.py

@@ -101,6 +101,71 @@ def _anatomy(xw, yw, zw):
     return lab, water
 
 
+def _sonication(xw, yw, zw, sonication_s, peak_rise_c):
+    """Heating of a posterolateral beam onto the tumour surface: ``(rise(t) in C, focus, transducer centre, axis)``.
+
+    A Gaussian spot (7 x 3 x 3 mm) whose amplitude follows first-order heating during
+    the sonication and diffusion (kappa 0.15 mm^2/s) with perfusion (tau 60 s) after it.
+    """
+    focus = np.array([-21.0, -13.0, 2.0])
+    transducer_centre = np.array([-120.0, -60.0, 2.0])
+    axis = focus - transducer_centre
+    axis /= np.linalg.norm(axis)
+    perp = np.array([-axis[1], axis[0], 0.0])
+    rel = np.stack([xw - focus[0], yw - focus[1], zw - focus[2]], axis=-1)
+    r_ax = rel @ axis
+    r_pe = rel @ perp
+    r_z = rel[..., 2]
+    sig0 = np.array([7.0, 3.0, 3.0])  # along beam, across beam, through slice (mm)
+    kappa = 0.15  # mm^2/s
+    tau_heat, tau_perf = 8.0, 60.0
+    t_on, t_off = sonication_s
+    shape = xw.shape
+
+    def rise(t):
+        if t <= t_on:
+            return np.zeros(shape)
+        if t <= t_off:
+            a = peak_rise_c * (1 - math.exp(-(t - t_on) / tau_heat)) / (1 - math.exp(-(t_off - t_on) / tau_heat))
+            s = sig0
+        else:
+            s = np.sqrt(sig0 ** 2 + 2.0 * kappa * (t - t_off))
+            a = peak_rise_c * float(np.prod(sig0 / s)) * math.exp(-(t - t_off) / tau_perf)
+        return a * np.exp(-0.5 * ((r_ax / s[0]) ** 2 + (r_pe / s[1]) ** 2 + (r_z / s[2]) ** 2))
+
+    return rise, focus, transducer_centre, axis
+
+
+def _info(v: dict) -> dict:
+    """``phantom.json`` from :func:`make_phantom`'s parameters and products (``v``: name -> value)."""
+    n_base = min(v["baseline_frames"], v["n_frames"])
+    nz, ny, nx = v["shape_zyx"]
+    dz, dy, dx = v["voxel_mm"]
+    k_rad, sigma = v["k_rad"], v["sigma"]
+    return {
+        "description": "synthetic MRgFUS ablation of a lumbar vertebral metastasis (mrtherm phantom)",
+        "shape_tzyx": [v["n_frames"], nz, ny, nx], "voxel_mm_zyx": list(v["voxel_mm"]),
+        "te_s": v["te_s"], "b0_t": v["b0_t"], "alpha_ppm_per_c": v["alpha_ppm_per_c"],
+        "frame_time_s": float(v["frame_time_s"]), "baseline_frames": n_base,
+        "snr_muscle": v["snr"], "noise_sigma": sigma,
+        "predicted_sd_muscle_c": float(theoretical_sigma_celsius(
+            TISSUE_MAGNITUDE[3] * (0.75 + 0.5 * math.exp(-((-44.0 + 60.0) / 90.0) ** 2)) / sigma,
+            n_base, v["te_s"], v["b0_t"], v["alpha_ppm_per_c"])),
+        "celsius_per_wrap": math.pi / abs(k_rad),
+        "sonication_s": list(v["sonication_s"]), "peak_rise_c": v["peak_rise_c"], "body_temp_c": v["body_temp_c"],
+        "peak_temperature_c": float(v["truth"].max()),
+        "focus_world_mm": v["focus"].tolist(), "beam_axis": v["axis"].tolist(),
+        "transducer_centre_world_mm": v["transducer_centre"].tolist(),
+        "drift_rad_at_end": list(v["drift_rad"]),
+        "transducer_suggestion": {"radius_mm": 100.0, "aperture_mm": 80.0, "n_elements": 256, "frequency_hz": 1.0e6,
+                                  "focus_world_mm": v["focus"].tolist(), "axis": v["axis"].tolist()},
+        "truth_lesion_volume_ml_240": float((v["dose"] >= 240).sum() * dx * dy * dz / 1000.0),
+        "labels_present": sorted(int(lab) for lab in np.unique(v["labels"])),
+        "label_names": {int(lab): LabelTable().name(int(lab)) for lab in np.unique(v["labels"])},
+        "seed": v["seed"],
+    }
+
+
 def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40, frame_time_s=3.0,
                  te_s=0.012, b0_t=3.0, alpha_ppm_per_c=-0.01, snr=30.0, baseline_frames=5,
                  sonication_s=(15.0, 35.0), peak_rise_c=43.0, body_temp_c=37.0,
@@ -139,34 +204,10 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
     # receive-coil sensitivity: posterior (spine) array, brighter near the back
     mag0 *= 0.75 + 0.5 * np.exp(-((yw + 60.0) / 90.0) ** 2)
 
-    # sonication geometry: posterolateral beam through the paraspinal muscle onto the tumour surface
-    focus = np.array([-21.0, -13.0, 2.0])
-    transducer_centre = np.array([-120.0, -60.0, 2.0])
-    axis = focus - transducer_centre
-    axis /= np.linalg.norm(axis)
-    perp = np.array([-axis[1], axis[0], 0.0])
-    rel = np.stack([xw - focus[0], yw - focus[1], zw - focus[2]], axis=-1)
-    r_ax = rel @ axis
-    r_pe = rel @ perp
-    r_z = rel[..., 2]
-    sig0 = np.array([7.0, 3.0, 3.0])  # along beam, across beam, through slice (mm)
-    kappa = 0.15  # mm^2/s
-    tau_heat, tau_perf = 8.0, 60.0
-    t_on, t_off = sonication_s
     times = np.arange(n_frames) * float(frame_time_s)
-    if t_on < times[baseline_frames - 1] if baseline_frames <= n_frames else False:
+    if sonication_s[0] < times[baseline_frames - 1] if baseline_frames <= n_frames else False:
         raise ValueError("sonication starts within the baseline frames")
-
-    def rise(t):
-        if t <= t_on:
-            return np.zeros(labels.shape)
-        if t <= t_off:
-            a = peak_rise_c * (1 - math.exp(-(t - t_on) / tau_heat)) / (1 - math.exp(-(t_off - t_on) / tau_heat))
-            s = sig0
-        else:
-            s = np.sqrt(sig0 ** 2 + 2.0 * kappa * (t - t_off))
-            a = peak_rise_c * float(np.prod(sig0 / s)) * math.exp(-(t - t_off) / tau_perf)
-        return a * np.exp(-0.5 * ((r_ax / s[0]) ** 2 + (r_pe / s[1]) ** 2 + (r_z / s[2]) ** 2))
+    rise, focus, transducer_centre, axis = _sonication(xw, yw, zw, sonication_s, peak_rise_c)
 
     k_rad = radians_per_celsius(te_s, b0_t, alpha_ppm_per_c)
     rng = np.random.default_rng(seed)
@@ -193,29 +234,11 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
         phase[f] = np.angle(s)
     dose = cem43(truth, times, axis=0)
 
-    n_base = min(baseline_frames, n_frames)
-    info = {
-        "description": "synthetic MRgFUS ablation of a lumbar vertebral metastasis (mrtherm phantom)",
-        "shape_tzyx": [n_frames, nz, ny, nx], "voxel_mm_zyx": list(voxel_mm),
-        "te_s": te_s, "b0_t": b0_t, "alpha_ppm_per_c": alpha_ppm_per_c,
-        "frame_time_s": float(frame_time_s), "baseline_frames": n_base,
-        "snr_muscle": snr, "noise_sigma": sigma,
-        "predicted_sd_muscle_c": float(theoretical_sigma_celsius(
-            TISSUE_MAGNITUDE[3] * (0.75 + 0.5 * math.exp(-((-44.0 + 60.0) / 90.0) ** 2)) / sigma,
-            n_base, te_s, b0_t, alpha_ppm_per_c)),
-        "celsius_per_wrap": math.pi / abs(k_rad),
-        "sonication_s": list(sonication_s), "peak_rise_c": peak_rise_c, "body_temp_c": body_temp_c,
-        "peak_temperature_c": float(truth.max()),
-        "focus_world_mm": focus.tolist(), "beam_axis": axis.tolist(),
-        "transducer_centre_world_mm": transducer_centre.tolist(),
-        "drift_rad_at_end": list(drift_rad),
-        "transducer_suggestion": {"radius_mm": 100.0, "aperture_mm": 80.0, "n_elements": 256, "frequency_hz": 1.0e6,
-                                  "focus_world_mm": focus.tolist(), "axis": axis.tolist()},
-        "truth_lesion_volume_ml_240": float((dose >= 240).sum() * dx * dy * dz / 1000.0),
-        "labels_present": sorted(int(v) for v in np.unique(labels)),
-        "label_names": {int(v): LabelTable().name(int(v)) for v in np.unique(labels)},
-        "seed": seed,
-    }
+    info = _info(dict(
+        shape_zyx=shape_zyx, voxel_mm=voxel_mm, n_frames=n_frames, frame_time_s=frame_time_s, te_s=te_s, b0_t=b0_t,
+        alpha_ppm_per_c=alpha_ppm_per_c, snr=snr, baseline_frames=baseline_frames, sonication_s=sonication_s,
+        peak_rise_c=peak_rise_c, body_temp_c=body_temp_c, drift_rad=drift_rad, seed=seed, truth=truth, dose=dose,
+        labels=labels, focus=focus, axis=axis, transducer_centre=transducer_centre, sigma=sigma, k_rad=k_rad))
     return Phantom(magnitude=mag, phase_rad=phase, truth_temperature_c=truth, truth_dose_cem43_min=dose,
                    labels=labels, affine=affine, te_s=te_s, b0_t=b0_t, frame_times_s=times, info=info)
 

@@ -70,10 +70,8 @@ class DriftModel:
         self.k = N_TERMS[self.order]
         self.xp = xp
         a = basis(self.ny, self.nx, self.order)
-        self.basis_np = a
         self.basis = from_numpy(a, xp)  # (p, k) float64
         self.pairs = from_numpy(pair_products(a), xp)  # (p, k(k+1)/2)
-        self.iu, self.ju = np.triu_indices(self.k)
 
     def normal_equations(self, phase, weight):
         """Reduce one frame to per-slice normal equations.

@@ -14,6 +14,8 @@ import numpy as np
 from magicgui import widgets
 from napari.qt.threading import thread_worker
 
+from mrtherm.thermometry.dose import COMMERCIAL_LEVELS_CEM43_MIN
+
 from . import _model
 
 
@@ -169,7 +171,8 @@ class DoseOverlayWidget(widgets.Container):
         self.viewer = napari_viewer
         _model.radiological_view(napari_viewer)
         self.dose_layer = widgets.ComboBox(label="dose layer", choices=self._dose_layers)
-        self.levels = widgets.LineEdit(label="levels CEM43", value="17,40,100,200,240")
+        self.levels = widgets.LineEdit(label="levels CEM43",
+                                       value=",".join(f"{v:g}" for v in COMMERCIAL_LEVELS_CEM43_MIN))
         self.opacity = widgets.FloatSlider(label="dose opacity", value=0.6, min=0.0, max=1.0)
         self.contours = widgets.CheckBox(label="contours", value=True)
         self.apply_button = widgets.PushButton(text="Apply")
