@@ -84,6 +84,7 @@ def compute_namespace(backend_used: str):
 
 
 def is_cupy_namespace(xp) -> bool:
+    """True when ``xp`` is CuPy's array namespace."""
     return array_api_compat.is_cupy_namespace(xp)
 
 
@@ -97,9 +98,11 @@ class GpuPlugin(Protocol):
 
     engine_class: type  # an mrtherm.thermometry.engine.Engine taking (xp, model, EngineConfig)
 
-    def trace_pairs(self, scene, positions, foci) -> dict: ...
+    def trace_pairs(self, scene, positions, foci) -> dict:
+        """Statuses and reason bits of every (element, focus) ray: ``{"status", "reasons"}`` (n_elements, n_foci)."""
 
-    def active_fractions(self, scene, transducer, foci) -> np.ndarray: ...
+    def active_fractions(self, scene, transducer, foci) -> np.ndarray:
+        """Area-weighted active fraction of the transducer for each focus, ``(n_foci,)``."""
 
 
 def register_gpu_plugin(plugin) -> None:
@@ -135,10 +138,12 @@ def gpu_plugin(required: bool = False):
 
 
 def is_numpy(xp) -> bool:
+    """True when ``xp`` is NumPy's (array-API-compatible) namespace."""
     return array_api_compat.is_numpy_namespace(xp)
 
 
 def is_cupy_array(x) -> bool:
+    """True when ``x`` is a CuPy array."""
     return array_api_compat.is_cupy_array(x)
 
 

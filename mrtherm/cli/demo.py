@@ -9,6 +9,7 @@ from mrtherm.cli.common import BACKENDS
 
 
 def cmd_demo(args):
+    """Run the demonstration and print its summary; returns the exit status."""
     from mrtherm.demo import run_demo
     from mrtherm.window.outputs import window_summary
     out = os.path.abspath(args.out)
@@ -36,6 +37,7 @@ def cmd_demo(args):
 
 
 def add_parser(sub):
+    """Add the ``demo`` command to the sub-parsers ``sub``."""
     de = sub.add_parser("demo", help="phantom + thermometry run + summary against ground truth")
     de.add_argument("--out", default="mrtherm_demo", help="output folder (default ./mrtherm_demo)")
     de.add_argument("--backend", choices=BACKENDS, default="auto")

@@ -17,6 +17,7 @@ from mrtherm.errors import MrthermError
 
 
 def build_parser():
+    """The ``mrtherm`` argument parser with every command."""
     p = argparse.ArgumentParser(prog="mrtherm", description="MR thermometry for MRgFUS bone ablation")
     p.add_argument("--version", action="version", version=f"mrtherm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -28,6 +29,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv``); returns the exit status (2 for user errors)."""
     args = build_parser().parse_args(argv)
     # Library warnings (numerical edge cases, deprecations) never reach the terminal in Python's multi-line
     # format: mrtherm's own warnings go to report.json and the summary; anything else becomes one line.

@@ -9,6 +9,7 @@ from mrtherm.io.dicom.synth import VENDORS
 
 
 def cmd_phantom(args):
+    """Write the phantom (and its DICOM on request); returns the exit status."""
     from mrtherm.phantom import make_phantom, write_phantom
     if args.frames < 2:
         raise ParameterError(f"--frames must be at least 2, got {args.frames}")
@@ -25,6 +26,7 @@ def cmd_phantom(args):
 
 
 def add_parser(sub):
+    """Add the ``phantom`` command to the sub-parsers ``sub``."""
     ph = sub.add_parser("phantom", help="write the synthetic bone-ablation exam with ground truth")
     ph.add_argument("--out", required=True, help="output folder")
     ph.add_argument("--phase-format", choices=("siemens", "radians", "ge-mrad"), default="siemens",

@@ -52,6 +52,7 @@ def exam_from_args(args):
 
 
 def cmd_run(args):
+    """Process one exam into ``--out`` and print the summary; returns the exit status."""
     from mrtherm.thermometry.pipeline import process_to_folder
     check_out_dir(args.out, _input_paths(args) + [args.labels, args.drift_roi])
     exam = exam_from_args(args)
@@ -100,6 +101,7 @@ def add_processing_arguments(r):
 
 
 def add_parser(sub):
+    """Add the ``run`` command to the sub-parsers ``sub``."""
     r = sub.add_parser("run", help="temperature and dose maps from a magnitude/phase exam")
     add_input_arguments(r)
     r.add_argument("--out", required=True, help="output folder (not an input folder)")

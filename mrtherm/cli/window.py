@@ -21,6 +21,7 @@ def _vector(text: str, name: str):
 
 
 def cmd_transducer(args):
+    """Write a spherical-cap transducer JSON; returns the exit status."""
     from mrtherm.window.transducer import spherical_cap
     tr = spherical_cap(args.radius_mm, args.aperture_mm, args.elements, _vector(args.focus, "--focus"),
                        _vector(args.axis, "--axis"), args.frequency_hz, args.name)
@@ -32,6 +33,7 @@ def cmd_transducer(args):
 
 
 def cmd_window(args):
+    """Check the acoustic window of a target and write its report; returns the exit status."""
     from mrtherm.io import atomic
     from mrtherm.io.labels import LabelTable
     from mrtherm.window.transducer import load_transducer
@@ -68,6 +70,7 @@ def cmd_window(args):
 
 
 def add_parsers(sub):
+    """Add the ``transducer`` and ``window`` commands to the sub-parsers ``sub``."""
     t = sub.add_parser("transducer", help="write a spherical-cap phased-array transducer JSON")
     t.add_argument("--out", required=True, help="output JSON file")
     t.add_argument("--radius-mm", type=float, required=True, help="radius of curvature (focal length), mm")

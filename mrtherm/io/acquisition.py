@@ -193,6 +193,7 @@ def frame_times(n_frames, frame_time_s, frame_times_s, phase_src, mag_src, phase
 
 
 def check_increasing(times, provenance, main_path):
+    """Frame times as float64, refused (one line) unless finite and strictly increasing."""
     times = np.asarray(times, dtype=np.float64)
     if not np.all(np.isfinite(times)):
         raise ParameterError("frame times must be finite")

@@ -36,6 +36,7 @@ def commit(staging: str, out_dir) -> None:
 
 
 def discard(staging: str) -> None:
+    """Remove a staging folder and everything in it."""
     shutil.rmtree(staging, ignore_errors=True)
 
 

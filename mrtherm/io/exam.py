@@ -65,18 +65,22 @@ class Exam:
 
     @property
     def n_frames(self) -> int:
+        """Number of frames."""
         return self.shape[0]
 
     @property
     def shape_zyx(self) -> tuple:
+        """Frame shape ``(z, y, x)``."""
         return self.shape[1:]
 
     @property
     def voxel_volume_ml(self) -> float:
+        """Volume of one voxel, mL."""
         return voxel_volume_ml(self.affine)
 
     @property
     def input_paths(self) -> list[str]:
+        """Every input file."""
         out = []
         for s in self.components.values():
             out.extend(s.paths)
@@ -84,6 +88,7 @@ class Exam:
 
     @property
     def in_memory_namespace(self):
+        """Array namespace of in-memory inputs, None for files."""
         first = next(iter(self.components.values()))
         return namespace(first.array) if isinstance(first, ArraySeries) else None
 

@@ -20,6 +20,7 @@ from mrtherm.geometry import resample_nearest
 
 @dataclass(frozen=True)
 class LabelClass:
+    """One row of the label table: value, name, PRF validity and acoustic role."""
     value: int
     name: str
     prf_valid: bool | None  # None: not a tissue (user-drawn zone), PRF not judged
@@ -57,6 +58,7 @@ class LabelTable:
 
     @classmethod
     def from_json(cls, path):
+        """A table from a JSON file ``{"labels": [{"value", "name", "prf_valid", "acoustic_role"}]}``; one-line errors."""
         try:
             with open(path, encoding="utf-8") as fh:
                 doc = json.load(fh)
@@ -76,6 +78,7 @@ class LabelTable:
         return cls(classes)
 
     def name(self, value: int) -> str:
+        """Class name of a label value (``label N`` when unknown)."""
         c = self.classes.get(int(value))
         return c.name if c else f"label {value}"
 
@@ -84,9 +87,11 @@ class LabelTable:
         return sorted(v for v, c in self.classes.items() if c.prf_valid is False)
 
     def unknown_values(self, values) -> list[int]:
+        """The values absent from the table, sorted."""
         return sorted(int(v) for v in values if int(v) not in self.classes)
 
     def to_json(self):
+        """The table as JSON-ready dicts."""
         return [{"value": c.value, "name": c.name, "prf_valid": c.prf_valid,
                  "acoustic_role": c.acoustic_role} for c in self.classes.values()]
 

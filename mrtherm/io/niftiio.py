@@ -24,6 +24,7 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 def strip_nifti_suffix(path: str) -> str:
+    """``path`` without ``.nii.gz`` or ``.nii``."""
     for suf in NIFTI_SUFFIXES:
         if path.endswith(suf):
             return path[: -len(suf)]
@@ -121,6 +122,7 @@ def time_step_s(img) -> float | None:
 
 
 def make_header(shape_xyz_t, affine, dtype, frame_time_s=None) -> nib.Nifti1Header:
+    """A NIfTI-1 header for shape ``(x, y, z[, t])``, ``affine`` (sform and qform), mm and s units."""
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(shape_xyz_t)
     hdr.set_data_dtype(dtype)
@@ -183,6 +185,7 @@ class FrameWriter:
         self._fh.write(b"\x00" * (352 - self._fh.tell()))
 
     def write(self, frame_zyx: np.ndarray):
+        """Append one ``(z, y, x)`` frame."""
         frame = np.ascontiguousarray(frame_zyx, dtype="<f4")
         if frame.shape != self.frame_shape:
             raise ValueError(f"frame shape {frame.shape} != {self.frame_shape}")
@@ -196,6 +199,7 @@ class FrameWriter:
             self._fh = None
 
     def close(self):
+        """Close the file; refuses a series with missing frames."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None

@@ -122,4 +122,5 @@ def find_partner(path, want: str):
 
 
 def rules_text() -> str:
+    """The names of the partner rules, in order, for messages."""
     return "; ".join(name for name, _ in RULES)

@@ -65,6 +65,7 @@ def phase_to_radians(values, scale: str):
 
 
 def check_scale(scale: str) -> str:
+    """``scale`` if it is a known phase encoding, else a one-line ParameterError."""
     if scale not in PHASE_SCALES:
         raise ParameterError(f"phase_scale must be one of {', '.join(PHASE_SCALES)}, got {scale!r}")
     return scale

@@ -22,6 +22,7 @@ from mrtherm.io import roles
 
 @dataclass
 class SidecarInfo:
+    """What a dcm2niix/BIDS sidecar says about one NIfTI file (see the module docstring)."""
     path: str
     role: str | None
     role_source: str | None
@@ -38,6 +39,7 @@ class SidecarInfo:
 
     @property
     def phase_difference(self) -> bool:
+        """True when the sidecar gives EchoTime1 and EchoTime2 (a phase-difference image)."""
         return self.te1_s is not None and self.te2_s is not None
 
     @property

@@ -53,14 +53,17 @@ class FileSeries:
         self.slope, self.inter = niftiio.scaling_of(img)
 
     def path_of(self, t: int) -> str:
+        """The file holding frame ``t`` (for messages)."""
         return self.paths[0] if self.four_d or len(self.paths) == 1 else self.paths[t]
 
     def read(self, t: int) -> np.ndarray:
+        """Frame ``t`` as a ``(z, y, x)`` float32 array."""
         if self.four_d:
             return niftiio.read_volume(self.images[0], self.paths[0], t)
         return niftiio.read_volume(self.images[t], self.paths[t])
 
     def describe(self):
+        """The source for report.json."""
         return self.paths if len(self.paths) > 1 else self.paths[0]
 
 
@@ -83,13 +86,16 @@ class ArraySeries:
         self.paths = []
 
     def path_of(self, t):
+        """The file holding frame ``t`` (for messages)."""
         return f"<{self.role} array>"
 
     def read(self, t):
+        """Frame ``t`` as a ``(z, y, x)`` float32 array."""
         xp = namespace(self.array)
         return xp.astype(self.array[t, ...], xp.float32)
 
     def describe(self):
+        """The source for report.json."""
         return f"<in-memory {self.role} array {tuple(self.array.shape)}>"
 
 
@@ -105,6 +111,7 @@ def as_series(src, role):
 
 
 def is_path_like(src) -> bool:
+    """True for a path or a non-empty list of paths."""
     return isinstance(src, (str, os.PathLike)) or (
         isinstance(src, (list, tuple)) and bool(src) and all(isinstance(p, (str, os.PathLike)) for p in src))
 

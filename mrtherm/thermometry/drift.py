@@ -27,6 +27,7 @@ MIN_VOXELS_PER_TERM = 4
 
 
 def check_order(order: int) -> int:
+    """``order`` if it is 0, 1 or 2, else a one-line ParameterError."""
     if order not in N_TERMS:
         raise ParameterError(f"drift order must be 0, 1 or 2, got {order!r}")
     return int(order)

@@ -68,23 +68,32 @@ class Engine(Protocol):
     base_sum: Any  # (z, y, x) float64: sum of baseline delta_T
     base_sumsq: Any  # (z, y, x) float64: sum of squares
 
-    def to_device(self, a, b) -> tuple: ...
+    def to_device(self, a, b) -> tuple:
+        """The two frame components on the engine's device."""
 
-    def pass1(self, a, b, polar: bool) -> tuple: ...
+    def pass1(self, a, b, polar: bool) -> tuple:
+        """Phase change, unwrapping and the drift fit's per-slice normal equations (host arrays)."""
 
-    def fallback_stats(self) -> tuple: ...
+    def fallback_stats(self) -> tuple:
+        """The last frame's normal equations without the outlier exclusion."""
 
-    def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool) -> Any: ...
+    def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool) -> Any:
+        """Drift subtraction, PRF, mask, dose, Tmax; returns the frame's temperature."""
 
-    def set_reference(self, s_ref) -> None: ...
+    def set_reference(self, s_ref) -> None:
+        """Use ``s_ref`` as the complex reference from the next frame on."""
 
-    def state(self) -> dict: ...
+    def state(self) -> dict:
+        """Everything that carries over between frames, as host arrays."""
 
-    def restore(self, state: dict) -> None: ...
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state`."""
 
-    def enable_timing(self) -> None: ...
+    def enable_timing(self) -> None:
+        """Time the kernels (CUDA engines)."""
 
-    def kernel_seconds(self) -> dict: ...
+    def kernel_seconds(self) -> dict:
+        """Kernel time per pass, s (empty without CUDA timing)."""
 
 
 def signal_from_parts(a, b, polar: bool, xp):
@@ -135,6 +144,7 @@ class ArrayEngine:
         return out if dtype is None else xp.astype(out, dtype)
 
     def to_device(self, a, b):
+        """The two frame components on the engine's device."""
         return self._on_device(a), self._on_device(b)
 
     def set_reference(self, s_ref):
@@ -145,6 +155,7 @@ class ArrayEngine:
         """Kernel timing exists only for CUDA engines."""
 
     def kernel_seconds(self) -> dict:
+        """Kernel time per pass, s (empty without CUDA timing)."""
         return {}
 
     _STATE = ("s_ref", "heated", "dose", "tmax", "base_sum", "base_sumsq", "u", "temp_prev", "drift_prev")

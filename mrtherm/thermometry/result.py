@@ -210,6 +210,7 @@ class ThermometryResult:
         return os.path.abspath(os.fspath(out_dir))
 
     def summary(self) -> str:
+        """A few lines for the terminal: peak, lesion volumes, structures, alarms."""
         r = self.report["results"]
         lines = [f"peak temperature: {r['peak_temperature_c']:.1f} C at voxel (z,y,x) {tuple(r['hottest_voxel_zyx'])}, "
                  f"t = {r['time_of_peak_s']:.1f} s" if r["peak_temperature_c"] is not None else "peak temperature: n/a"]

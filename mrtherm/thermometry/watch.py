@@ -53,6 +53,7 @@ class ProtectedWatch:
 
     @property
     def watched(self):
+        """The structures with at least one reliable voxel."""
         return [s for s in self.structures if s["n"]]
 
     def device_stats(self, temp, temp_prev, dose, dt_s):
@@ -105,6 +106,7 @@ class ProtectedWatch:
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:
+        """The watch's curves and time-above arrays, as host arrays."""
         out = {}
         for s in self.structures:
             key = f"watch_{s['label']}"
@@ -114,6 +116,7 @@ class ProtectedWatch:
         return out
 
     def restore(self, state: dict):
+        """Continue from :meth:`state`."""
         for s in self.structures:
             key = f"watch_{s['label']}"
             curves = state[key + "_curves"]

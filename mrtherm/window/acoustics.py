@@ -41,6 +41,7 @@ SPEED_CORTICAL_BONE_M_S = 3432.0
 
 
 def attenuation_db_per_cm(label: int, frequency_hz: float) -> float:
+    """Attenuation of label ``value`` at ``frequency_hz``, dB/cm (power law in frequency)."""
     a1, exponent, _ = ATTENUATION_DB_PER_CM_1MHZ.get(int(label), ATTENUATION_DB_PER_CM_1MHZ[1])
     return a1 * (frequency_hz / 1e6) ** exponent
 

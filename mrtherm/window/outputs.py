@@ -33,6 +33,7 @@ def write_window_outputs(folder, report, scene=None, feasibility=None):
 
 
 def window_summary(report) -> str:
+    """A few lines for the terminal: verdict, rules, central-ray depth and fat."""
     lines = [f"acoustic window: {report['verdict']}  (active fraction {report['active_fraction']:.2f}, "
              f"blocked {report['blocked_fraction']:.2f}; elements {report['element_counts']})"]
     for r in report["rules"]:

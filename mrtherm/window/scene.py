@@ -76,15 +76,18 @@ class WindowConfig:
     beyond_focus_critical_warn_mm: float = 30.0
 
     def angle_deg(self) -> float:
+        """The critical angle in degrees (configured, or asin(c_soft / c_bone))."""
         if self.critical_angle_deg is not None:
             return float(self.critical_angle_deg)
         return acoustics.critical_angle_deg(self.c_soft_m_s, self.c_bone_m_s)
 
     def blocking_bits(self) -> int:
+        """Reason bits that block an element under this configuration."""
         bits = GAS | METAL | BONE_PREFOCAL | CRITICAL_ANGLE | NO_PASS_ZONE | CRITICAL_CROSS
         return bits | SCAR if self.scar_blocks else bits
 
     def degrading_bits(self) -> int:
+        """Reason bits that degrade an element under this configuration."""
         return CRITICAL_NEAR | (0 if self.scar_blocks else SCAR)
 
 

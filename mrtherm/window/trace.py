@@ -137,6 +137,7 @@ class _Rays:
         return surface & (ang > self.cfg.angle_deg())  # NaN compares False
 
     def finish(self, focus_edt_mm):
+        """Apply the proximity rule and return the per-ray results (see :func:`trace`)."""
         cfg, reasons, min_crit = self.cfg, self.reasons, self.min_crit
         near = (reasons & CRITICAL_CROSS == 0) & (min_crit < cfg.critical_min_distance_mm) & \
             (min_crit < focus_edt_mm - 1e-6)
@@ -152,6 +153,7 @@ class _Rays:
 
 
 def reason_codes(bits: int) -> list[str]:
+    """Names of the reason bits set in ``bits``."""
     out = []
     for bit, code in REASON_CODES:
         if bits & bit and code not in out:

@@ -25,6 +25,7 @@ GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 
 @dataclass
 class Transducer:
+    """A phased-array transducer: element positions (world RAS+ mm), normals, areas and frequency."""
     name: str
     frequency_hz: float
     positions_mm: np.ndarray  # (n, 3)
@@ -33,6 +34,7 @@ class Transducer:
 
     @property
     def n_elements(self) -> int:
+        """Number of elements."""
         return int(self.positions_mm.shape[0])
 
     @property
@@ -42,12 +44,14 @@ class Transducer:
         return (self.positions_mm * w[:, None]).sum(axis=0)
 
     def to_json(self) -> dict:
+        """The transducer in DESIGN.md's JSON format."""
         return {"name": self.name, "frequency_hz": float(self.frequency_hz),
                 "elements": [{"position_mm": [float(v) for v in p], "normal": [float(v) for v in n],
                               "area_mm2": float(a)}
                              for p, n, a in zip(self.positions_mm, self.normals, self.areas_mm2)]}
 
     def save(self, path):
+        """Write the JSON to ``path``."""
         tmp = os.fspath(path) + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(self.to_json(), fh, indent=1)

@@ -16,7 +16,6 @@ from napari_mrtherm import _model  # noqa: E402
 from napari_mrtherm._reader import get_reader  # noqa: E402
 
 PLUGIN = "mrtherm"  # npe2 requires the manifest name to equal the distribution name
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

@@ -44,9 +44,11 @@ class Stack:
 
     @property
     def images(self):
+        """Every image of the stack, frame by frame."""
         return [im for frame in self.frames for im in frame]
 
     def series_text(self) -> str:
+        """The series the stack comes from, for messages and report.json."""
         seen = {}
         for im in self.images:
             seen.setdefault(im.series_uid, f"series {im.series_number} ({im.series_description})")
@@ -193,6 +195,7 @@ def _frame_times(role, frames):
 
 
 def check_pair(a: Stack, b: Stack):
+    """Refuse two stacks (magnitude and phase) with different frame counts or slices."""
     if len(a.frames) != len(b.frames):
         raise InputFileError(b.frames[0][0].where, f"{count(len(a.frames), a.role + ' frame')} but "
                              f"{count(len(b.frames), b.role + ' frame')}: not one exam")

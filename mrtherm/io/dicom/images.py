@@ -22,6 +22,7 @@ from mrtherm.io.dicom import vendor
 
 @dataclass
 class DicomImage:
+    """One 2-D DICOM image: where it is, what it is (role, echo, time) and how to scale it."""
     path: str
     frame: int | None  # index in a multi-frame file (0-based), None for single-frame files
     sop_uid: str
@@ -53,10 +54,12 @@ class DicomImage:
 
     @property
     def where(self) -> str:
+        """File name (and frame number of a multi-frame file) for messages."""
         return self.path if self.frame is None else f"{self.path} (frame {self.frame + 1})"
 
     @property
     def normal(self) -> np.ndarray:
+        """Slice normal, ``row direction x column direction`` (LPS)."""
         return np.cross(self.orientation[:3], self.orientation[3:])
 
 

@@ -32,9 +32,11 @@ class DicomSeries:
         self._cached = (None, None)
 
     def path_of(self, t: int) -> str:
+        """A file of frame ``t`` (for messages)."""
         return self.stack.frames[t][0].path
 
     def describe(self):
+        """Series, frames and slices of this component, for report.json."""
         return f"DICOM {self.stack.series_text()}: {count(self.n_frames, 'frame')} x {count(self.shape_zyx[0], 'slice')}"
 
     def _dataset(self, path):
@@ -59,6 +61,7 @@ class DicomSeries:
         return arr
 
     def read(self, t: int) -> np.ndarray:
+        """Frame ``t`` as ``(z, y, x)`` float32 rescaled values."""
         frame = self.stack.frames[t]
         out = np.empty(self.shape_zyx, dtype=np.float32)
         for z, im in enumerate(frame):

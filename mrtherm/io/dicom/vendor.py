@@ -32,6 +32,7 @@ _SEQFILE = re.compile(rb"tSequenceFileName\s*=\s*\"+([^\"\n]*)\"+")
 
 
 def manufacturer_key(value) -> str:
+    """``siemens``, ``philips``, ``ge`` or the lower-case Manufacturer value."""
     v = str(value or "").lower()
     for key in ("siemens", "philips", "ge"):
         if v.startswith(key) or (key == "ge" and "general electric" in v):
