@@ -30,6 +30,12 @@ kernels:
 docs: sysdeps $(STAMP)
 	MRTHERM_DOCS_DIR=$(CURDIR)/docs $(PY) -m pytest -q tests/napari/test_plugin.py -k readme_screenshot
 
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet "mutmut>=3.3"
+	rm -rf mutants
+	$(PY) -m mutmut run || true
+	$(PY) tools/mutation_report.py
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_run.py
 

@@ -32,7 +32,7 @@ def test_weighting_follows_magnitude_squared():
     weight[0, 0, :] = 3.0
     model = DriftModel(phase.shape, 0, np)
     packed, rhs, count = model.normal_equations(phase, weight)
-    # too few voxels for a slice fit -> falls back to the volume-wide weighted mean, the same number here
+    # 4 reference voxels: exactly enough for an order-0 slice fit (4 per term), so no fallback
     coeffs, fallback = model.solve(packed, rhs, count)
     assert coeffs[0, 0] == pytest.approx(0.75)
     assert not fallback[0]
