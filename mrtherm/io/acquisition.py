@@ -38,6 +38,8 @@ from mrtherm.io.sources import FileSeries
 TR_QUIRK_MAX_S = 0.5
 """dcm2niix writes the sequence TR as the NIfTI time step; below this it cannot be a frame interval."""
 B0_TOLERANCE = 0.01
+B0_WITHIN_SERIES_T = 0.03
+"""Field strengths within one series may differ by rounding of the header only."""
 TE_TOLERANCE_S = 1e-6
 CLOCK_TOLERANCE_S = 1.0
 STEP_TOLERANCE = 0.01
@@ -93,8 +95,8 @@ def echo_time(te_s, phase_meta, mag_meta, provenance, warnings, main_path):
 
 def field_strength(b0_t, phase_meta, mag_meta, provenance, main_path):
     """Field strength in T; sets ``b0_source``; refuses magnitude and phase acquired at different fields."""
-    ph_info, ph_b0 = _all_equal(phase_meta, lambda i: i.b0_t, B0_TOLERANCE * 3.0, "MagneticFieldStrength", "T")
-    mg_info, mg_b0 = _all_equal(mag_meta, lambda i: i.b0_t, B0_TOLERANCE * 3.0, "MagneticFieldStrength", "T")
+    ph_info, ph_b0 = _all_equal(phase_meta, lambda i: i.b0_t, B0_WITHIN_SERIES_T, "MagneticFieldStrength", "T")
+    mg_info, mg_b0 = _all_equal(mag_meta, lambda i: i.b0_t, B0_WITHIN_SERIES_T, "MagneticFieldStrength", "T")
     if ph_b0 is not None and mg_b0 is not None and abs(ph_b0 - mg_b0) > B0_TOLERANCE * max(ph_b0, mg_b0):
         raise InputFileError(mg_info.path, f"MagneticFieldStrength {mg_b0:g} T differs from the phase's {ph_b0:g} T "
                              f"({ph_info.path}): not one exam")
@@ -145,17 +147,14 @@ def _time_step(series: FileSeries, meta, provenance_warnings):
     return step
 
 
-def frame_times(n_frames, frame_time_s, frame_times_s, phase_src, mag_src, phase_meta, mag_meta,
-                provenance, warnings):
-    """Frame times in s from 0, strictly increasing; sets ``frame_times_source``."""
-    ph_clocks, mg_clocks = _clocks(phase_meta), _clocks(mag_meta)
-    _cross_check_clocks(ph_clocks, mg_clocks, warnings, provenance)
+def times_from_arguments(n_frames, frame_time_s, frame_times_s, provenance):
+    """Frame times given as arguments (an explicit list wins over an interval), or None; one-line errors."""
     if frame_times_s is not None:
-        times = np.asarray([float(t) for t in (frame_times_s.tolist() if hasattr(frame_times_s, "tolist")
-                                               else frame_times_s)])
-        provenance["frame_times_source"] = "argument (explicit list)"
+        values = frame_times_s.tolist() if hasattr(frame_times_s, "tolist") else frame_times_s
+        times = np.asarray([float(t) for t in values], dtype=np.float64)
         if times.shape != (n_frames,):
             raise ParameterError(f"frame_times_s has {count(times.size, 'value')} for {count(n_frames, 'frame')}")
+        provenance["frame_times_source"] = "argument (explicit list)"
         return times
     if frame_time_s is not None:
         step = float(frame_time_s)
@@ -163,6 +162,17 @@ def frame_times(n_frames, frame_time_s, frame_times_s, phase_src, mag_src, phase
             raise ParameterError(f"frame_time_s must be positive, got {frame_time_s}")
         provenance["frame_times_source"] = "argument (interval)"
         return np.arange(n_frames) * step
+    return None
+
+
+def frame_times(n_frames, frame_time_s, frame_times_s, phase_src, mag_src, phase_meta, mag_meta,
+                provenance, warnings):
+    """Frame times in s from 0, strictly increasing; sets ``frame_times_source``."""
+    ph_clocks, mg_clocks = _clocks(phase_meta), _clocks(mag_meta)
+    _cross_check_clocks(ph_clocks, mg_clocks, warnings, provenance)
+    times = times_from_arguments(n_frames, frame_time_s, frame_times_s, provenance)
+    if times is not None:
+        return times
     for clocks, meta in ((ph_clocks, phase_meta), (mg_clocks, mag_meta)):
         if clocks is not None:
             provenance["frame_times_source"] = f"sidecar AcquisitionTime ({meta[0].path}, ...)"

@@ -215,13 +215,14 @@ def _choose_affine(first, affine, warnings):
     return aff
 
 
-def _choose_phase_scale(comps, phase_scale, provenance):
+def _choose_phase_scale(comps, phase_scale, provenance, first_phase=None):
     if "phase" not in comps:
         provenance["phase_scale"] = None
         return None
     ph = comps["phase"]
     if phase_scale == "auto":
-        scale = detect_phase_scale(to_numpy(ph.read(0)), ph.slope, ph.inter, ph.integer_on_disk, ph.path_of(0))
+        values = first_phase if first_phase is not None else to_numpy(ph.read(0))
+        scale = detect_phase_scale(values, ph.slope, ph.inter, ph.integer_on_disk, ph.path_of(0))
         provenance["phase_scale_source"] = "auto (header scaling and value range)"
     else:
         scale = phase_scale
@@ -304,7 +305,8 @@ def load_exam(magnitude=None, phase=None, *, real=None, imag=None, dicom=None, e
 
     meta = {name: [load_sidecar(p) for p in s.paths] for name, s in comps.items()}
     provenance["roles"] = _check_roles(comps, meta)
-    if roles.PHASE in comps:
+    first_frames = {}
+    if roles.PHASE in comps:  # read once: the value checks and the phase-scale detection share them
         first_frames = {name: to_numpy(s.read(0)) for name, s in comps.items()}
         _check_values(comps, provenance["roles"], first_frames)
 
@@ -318,6 +320,6 @@ def load_exam(magnitude=None, phase=None, *, real=None, imag=None, dicom=None, e
     times = acquisition.frame_times(n_frames, frame_time_s, frame_times_s, comps[ph_role], comps[mg_role],
                                     meta[ph_role], meta[mg_role], provenance, warnings)
     times = acquisition.check_increasing(times, provenance, main_path)
-    scale = _choose_phase_scale(comps, phase_scale, provenance)
+    scale = _choose_phase_scale(comps, phase_scale, provenance, first_frames.get(roles.PHASE))
     return Exam(components=comps, shape=(n_frames,) + tuple(first.shape_zyx), affine=aff, te_s=te_s, b0_t=b0_t,
                 frame_times_s=times, phase_scale=scale, provenance=provenance, warnings=warnings)

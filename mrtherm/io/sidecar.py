@@ -13,6 +13,8 @@ A sidecar is read once per file into :class:`SidecarInfo`. Fields used:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import os
 from dataclasses import dataclass
 
 from mrtherm.io import niftiio
@@ -66,7 +68,20 @@ def _number(doc, key, path, kind=float):
 
 
 def load_sidecar(nifti_path) -> SidecarInfo | None:
-    """The sidecar of a NIfTI file, interpreted; None when there is none."""
+    """The sidecar of a NIfTI file, interpreted; None when there is none.
+
+    Cached on the sidecar's name, modification time and size: partner finding reads
+    the sidecars of a whole folder once for every frame of a list.
+    """
+    try:
+        st = os.stat(niftiio.sidecar_path(nifti_path))
+    except OSError:
+        return None
+    return _load(os.fspath(nifti_path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _load(nifti_path: str, _mtime_ns: int, _size: int) -> SidecarInfo | None:
     doc = niftiio.read_sidecar(nifti_path)
     if doc is None:
         return None

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from mrtherm.errors import InputFileError
+from mrtherm.geometry import voxel_size_zyx_mm
+from mrtherm.io.labels import TARGET, prf_valid_mask
 from mrtherm.thermometry.noise import estimate_noise_sigma
+from mrtherm.thermometry.prf import theoretical_sigma_celsius
 
 
 AIR_CLASS_RATIO = 10.0
@@ -100,8 +104,6 @@ def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels
     ``params.max_sd_theory_c``; above the air floor (:func:`air_threshold`); and,
     with ``labels``, a class where PRF works (``table``).
     """
-    from mrtherm.io.labels import prf_valid_mask  # noqa: PLC0415
-    from mrtherm.thermometry.prf import theoretical_sigma_celsius  # noqa: PLC0415
     sigma, method, warnings = estimate_noise_sigma(baseline_magnitudes)
     mean_mag = np.asarray(baseline_magnitudes).mean(axis=0)
     snr = (mean_mag / sigma).astype(np.float32)
@@ -129,12 +131,9 @@ def drift_reference(mask, params, affine, labels=None, roi=None, roi_info=None):
     reliable voxel minus the target lesion and ``auto_ref_target_margin_mm``
     around it (the per-frame exclusions are applied by the engines).
     """
-    from mrtherm.geometry import voxel_size_zyx_mm  # noqa: PLC0415
-    from mrtherm.io.labels import TARGET  # noqa: PLC0415
     if roi is not None:
         ref = (roi != 0) & mask
         if not ref.any():
-            from mrtherm.errors import InputFileError  # noqa: PLC0415
             raise InputFileError(roi_info["path"], "drift ROI contains no reliable voxel")
         rule = {"mode": "user", "source": roi_info["path"], "rule": "user drift ROI intersected with the reliability mask"}
         return ref, {**rule, "voxels": int(ref.sum())}, False

@@ -152,6 +152,7 @@ class Thermometer:
         engine_class = plugin.engine_class if plugin is not None else ArrayEngine
         self.engine = engine_class(self.xp, self.model, config)
         self.mask_device = from_numpy(self.reliability.mask, self.xp)
+        self._neg_inf = self.xp.asarray(-np.inf, dtype=self.xp.float32)
 
     def _reset_history(self):
         self.frames_processed = 0
@@ -214,8 +215,7 @@ class Thermometer:
     def _record(self, temp, coeffs, counts, time_s):
         xp = self.xp
         dt_s = time_s - self.times_s[-1] if self.times_s else 0.0
-        neg_inf = xp.asarray(-np.inf, dtype=xp.float32)
-        parts = [xp.reshape(xp.max(xp.where(self.mask_device, temp, neg_inf)), (1,))]
+        parts = [xp.reshape(xp.max(xp.where(self.mask_device, temp, self._neg_inf)), (1,))]
         parts += self.watch.device_stats(temp, self._temp_prev, self.engine.dose, dt_s)
         small = to_numpy(xp.concat(parts)).astype(np.float64)  # one small transfer per frame
         self.peak_curve_c.append(float(small[0]))

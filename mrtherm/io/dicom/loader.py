@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 
 from mrtherm.errors import InputFileError, ParameterError
 from mrtherm.io.phase_scale import detect_phase_scale
-from mrtherm.text import count
 from mrtherm.io import acquisition, roles
 from mrtherm.io.dicom import assemble, files, geometry, images, vendor
 from mrtherm.io.dicom.series import DicomSeries
@@ -31,7 +29,7 @@ def _echo_time(b_stack, te_s, provenance, warnings):
     te_ms = _common([im.te_ms for im in b_stack.images], "echo time (ms)", first.where, 1e-3)
     diff = None
     if b_stack.role == roles.PHASE and first.manufacturer == "siemens":
-        diff = vendor.siemens_phase_difference(first.sequence_name, first.path, {})
+        diff = vendor.siemens_phase_difference(first.sequence_name, first.path)
     if diff is not None:
         te1, te2, src = diff
         if te1 is None:
@@ -56,8 +54,10 @@ def _echo_time(b_stack, te_s, provenance, warnings):
 
 
 def _field_strength(a_stack, b_stack, b0_t, provenance):
-    b = _common([im.b0_t for im in b_stack.images], "MagneticFieldStrength", b_stack.frames[0][0].where, 0.03)
-    a = _common([im.b0_t for im in a_stack.images], "MagneticFieldStrength", a_stack.frames[0][0].where, 0.03)
+    b = _common([im.b0_t for im in b_stack.images], "MagneticFieldStrength", b_stack.frames[0][0].where,
+                acquisition.B0_WITHIN_SERIES_T)
+    a = _common([im.b0_t for im in a_stack.images], "MagneticFieldStrength", a_stack.frames[0][0].where,
+                acquisition.B0_WITHIN_SERIES_T)
     if a is not None and b is not None and abs(a - b) > acquisition.B0_TOLERANCE * max(a, b):
         raise InputFileError(a_stack.frames[0][0].where, f"MagneticFieldStrength {a:g} T differs from the "
                              f"{b_stack.role}'s {b:g} T: not one exam")
@@ -83,17 +83,9 @@ def _frame_times(a_stack, b_stack, frame_time_s, frame_times_s, provenance, warn
             warnings.append(f"{a_stack.role} frames were acquired up to {worst:.3g} s away from their {b_stack.role} "
                             f"frames (tolerance {TIME_TOLERANCE_S:g} s): different acquisitions; frame times are "
                             f"taken from the {b_stack.role}")
-    if frame_times_s is not None:
-        times = np.asarray([float(t) for t in frame_times_s], dtype=np.float64)
-        if times.shape != (n,):
-            raise ParameterError(f"frame_times_s has {count(times.size, 'value')} for {count(n, 'frame')}")
-        provenance["frame_times_source"] = "argument (explicit list)"
+    times = acquisition.times_from_arguments(n, frame_time_s, frame_times_s, provenance)
+    if times is not None:
         return times
-    if frame_time_s is not None:
-        if not (float(frame_time_s) > 0 and math.isfinite(float(frame_time_s))):
-            raise ParameterError(f"frame_time_s must be positive, got {frame_time_s}")
-        provenance["frame_times_source"] = "argument (interval)"
-        return np.arange(n) * float(frame_time_s)
     for stack in (b_stack, a_stack):
         if stack.times_s is not None and (n == 1 or np.ptp(stack.times_s) > 0):
             src = stack.frames[0][0].time_source

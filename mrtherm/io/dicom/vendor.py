@@ -69,10 +69,8 @@ def philips_scale_slope(item) -> float | None:
     return ss if ss > 0 else None
 
 
-def siemens_protocol(path: str, cache: dict):
-    """``(echo times in ms, sequence file name)`` from the embedded ASCII protocol (cached per file)."""
-    if path in cache:
-        return cache[path]
+def siemens_protocol(path: str):
+    """``(echo times in ms, sequence file name)`` from the embedded ASCII protocol of one file."""
     from mrtherm.io.dicom.files import read_bytes  # noqa: PLC0415
     data = read_bytes(path)
     start = data.find(b"### ASCCONV BEGIN")
@@ -81,17 +79,15 @@ def siemens_protocol(path: str, cache: dict):
     tes = {int(i): int(v) / 1000.0 for i, v in _ALTE.findall(block)}
     te_list = [tes[i] for i in sorted(tes)]
     m = _SEQFILE.search(block)
-    out = (te_list, m.group(1).decode("latin-1") if m else "")
-    cache[path] = out
-    return out
+    return te_list, m.group(1).decode("latin-1") if m else ""
 
 
-def siemens_phase_difference(sequence_name: str, path: str, cache: dict):
+def siemens_phase_difference(sequence_name: str, path: str):
     """``(TE1 ms, TE2 ms, source)`` when a Siemens phase image is a two-echo phase difference, else None.
 
     Raises nothing: an undetermined TE1 returns ``(None, None, reason)``.
     """
-    tes, seq_file = siemens_protocol(path, cache)
+    tes, seq_file = siemens_protocol(path)
     is_fieldmap = str(sequence_name).lstrip("*").startswith("fm") or "field_mapping" in seq_file
     if not is_fieldmap:
         return None
