@@ -12,7 +12,24 @@ import numpy as np
 
 
 def truth_comparison(result, truth_temperature_c, truth_dose) -> dict:
-    """Errors of a run against the phantom's ground truth, over reliable voxels (every frame)."""
+    """Errors of a run against the phantom's ground truth, over reliable voxels (every frame).
+
+    Parameters
+    ----------
+    result : ThermometryResult
+        The run; its temperature is read back from ``temperature.nii.gz`` when not held in memory.
+    truth_temperature_c : ndarray, shape (t, z, y, x)
+        Phantom's true temperature, C.
+    truth_dose : ndarray, shape (z, y, x)
+        Phantom's true CEM43 dose, min.
+
+    Returns
+    -------
+    dict
+        ``rmse_c``, ``bias_c``, ``rmse_heated_c`` (voxels > 5 C above body temperature; None when none),
+        ``predicted_sd_c_median``, ``peak_c``, ``truth_peak_reliable_c`` (C) and the 240 CEM43 lesion volume
+        measured and true (``lesion_240_ml``, ``truth_lesion_240_ml``, mL).
+    """
     import nibabel as nib  # noqa: PLC0415
     temp = result.temperature_c
     if temp is None:
@@ -89,5 +106,5 @@ def _window(paths, info, out, n_elements, window_dir):
     window = check_window(load_labels(paths["labels"]), transducer, sug["focus_world_mm"])
     window_dir = window_dir or os.path.join(out, "window")
     os.makedirs(window_dir, exist_ok=True)
-    write_window_outputs(window_dir, window)
+    write_window_outputs(window_dir, window, transducer=transducer)
     return window, window_dir

@@ -31,7 +31,20 @@ def frame_times(text: str):
 
 
 def check_out_dir(out: str, inputs):
-    """Refuse an output that is a file, or the folder of an input (outputs would mix with inputs)."""
+    """Refuse an output that is a file, or the folder of an input (outputs would mix with inputs).
+
+    Parameters
+    ----------
+    out : str
+        Output folder asked for (``--out``); it may not exist yet.
+    inputs : iterable of str or None
+        Input paths; ``None`` entries (optional inputs not given) are skipped.
+
+    Raises
+    ------
+    MrthermError
+        ``out`` is an existing file, or the folder that holds one of ``inputs``.
+    """
     out_abs = os.path.abspath(out)
     if os.path.exists(out_abs) and not os.path.isdir(out_abs):
         raise MrthermError(f"{out}: output exists and is not a folder")

@@ -63,7 +63,7 @@ def cmd_window(args):
                                  "active_fraction_max": float(np.nanmax(feas)),
                                  "file": "feasibility.nii.gz"}
     with atomic.staged(out) as stage:
-        write_window_outputs(stage, report, scene, feas)
+        write_window_outputs(stage, report, scene, feas, transducer=transducer)
     if not args.quiet:
         print(window_summary(report))
     return 0

@@ -46,7 +46,25 @@ STEP_TOLERANCE = 0.01
 
 
 def validate_te_b0(te_s, b0_t):
-    """Plausibility of echo time (s) and field strength (T); one-line errors naming the argument."""
+    """Plausibility of echo time and field strength; one-line errors naming the argument.
+
+    Parameters
+    ----------
+    te_s : float
+        Echo time (or echo-time difference), s; must be in (0, 1].
+    b0_t : float
+        Main field, T; must be positive and finite.
+
+    Returns
+    -------
+    tuple of float
+        ``(te_s, b0_t)`` as Python floats.
+
+    Raises
+    ------
+    ParameterError
+        Non-positive or non-finite values, or an echo time above 1 s (milliseconds given as seconds).
+    """
     te_s, b0_t = float(te_s), float(b0_t)
     if not (te_s > 0 and math.isfinite(te_s)):
         raise ParameterError(f"te_s must be positive, got {te_s}")
@@ -148,7 +166,29 @@ def _time_step(series: FileSeries, meta, provenance_warnings):
 
 
 def times_from_arguments(n_frames, frame_time_s, frame_times_s, provenance):
-    """Frame times given as arguments (an explicit list wins over an interval), or None; one-line errors."""
+    """Frame times given as arguments (an explicit list wins over an interval), or None.
+
+    Parameters
+    ----------
+    n_frames : int
+        Number of frames in the exam.
+    frame_time_s : float or None
+        Frame interval, s; frame ``k`` is at ``k * frame_time_s``.
+    frame_times_s : sequence of float or None
+        Explicit frame times, s, one per frame.
+    provenance : dict
+        Updated in place: ``frame_times_source`` says which argument was used.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_frames,), or None
+        Frame times in s; None when neither argument is given (times then come from metadata).
+
+    Raises
+    ------
+    ParameterError
+        A list of the wrong length, or a non-positive interval.
+    """
     if frame_times_s is not None:
         values = frame_times_s.tolist() if hasattr(frame_times_s, "tolist") else frame_times_s
         times = np.asarray([float(t) for t in values], dtype=np.float64)
@@ -203,7 +243,28 @@ def frame_times(n_frames, frame_time_s, frame_times_s, phase_src, mag_src, phase
 
 
 def check_increasing(times, provenance, main_path):
-    """Frame times as float64, refused (one line) unless finite and strictly increasing."""
+    """Frame times as float64, refused unless finite and strictly increasing.
+
+    Parameters
+    ----------
+    times : sequence of float
+        Frame times, s.
+    provenance : dict
+        Holds ``frame_times_source``; an error names the arguments when the times came from them.
+    main_path : str
+        File named in the error when the times came from the data.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+
+    Raises
+    ------
+    ParameterError
+        A time is NaN or infinite.
+    InputFileError
+        Two consecutive times do not increase (the message gives the frame and both times).
+    """
     times = np.asarray(times, dtype=np.float64)
     if not np.all(np.isfinite(times)):
         raise ParameterError("frame times must be finite")

@@ -87,7 +87,17 @@ class LabelTable:
         return sorted(v for v, c in self.classes.items() if c.prf_valid is False)
 
     def unknown_values(self, values) -> list[int]:
-        """The values absent from the table, sorted."""
+        """The values absent from the table, sorted.
+
+        Parameters
+        ----------
+        values : iterable of int
+            Label values found in a label map.
+
+        Returns
+        -------
+        list of int
+        """
         return sorted(int(v) for v in values if int(v) not in self.classes)
 
     def to_json(self):
@@ -97,7 +107,18 @@ class LabelTable:
 
 
 def prf_valid_mask(labels_zyx: np.ndarray, table: LabelTable) -> np.ndarray:
-    """True where the label allows PRF thermometry."""
+    """True where the label allows PRF thermometry.
+
+    Parameters
+    ----------
+    labels_zyx : ndarray of int, shape (z, y, x)
+    table : LabelTable
+        Decides which classes (fat, bone, gas, metal, ice, ...) make PRF invalid.
+
+    Returns
+    -------
+    ndarray of bool, shape (z, y, x)
+    """
     return ~np.isin(labels_zyx, table.prf_invalid_values())
 
 

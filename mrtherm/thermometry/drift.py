@@ -98,7 +98,22 @@ class DriftModel:
         return packed, rhs, count
 
     def solve(self, packed, rhs, count):
-        """Solve per-slice normal equations on the host; see :func:`solve_drift`."""
+        """Solve the per-slice normal equations on the host; see :func:`solve_drift`.
+
+        Parameters
+        ----------
+        packed : array, shape (z, k(k+1)/2)
+            Upper triangle of each slice's normal matrix.
+        rhs : array, shape (z, k)
+            Right-hand sides.
+        count : array, shape (z,)
+            Reference voxels per slice.
+
+        Returns
+        -------
+        ndarray of float64, shape (z, k)
+            Coefficients per slice (rad); see :func:`solve_drift` for the fallback on slices with too few voxels.
+        """
         return solve_drift(to_numpy(packed), to_numpy(rhs), to_numpy(count), self.k)
 
     def evaluate(self, coeffs_np: np.ndarray):

@@ -69,16 +69,55 @@ class Engine(Protocol):
     base_sumsq: Any  # (z, y, x) float64: sum of squares
 
     def to_device(self, a, b) -> tuple:
-        """The two frame components on the engine's device."""
+        """The two frame components on the engine's device.
+
+        Parameters
+        ----------
+        a, b : array, shape (z, y, x)
+            (magnitude, phase rad) or (real, imag), any array library.
+
+        Returns
+        -------
+        tuple of array
+            The same two arrays on the engine's device (uploads may be asynchronous on CUDA engines).
+        """
 
     def pass1(self, a, b, polar: bool) -> tuple:
-        """Phase change, unwrapping and the drift fit's per-slice normal equations (host arrays)."""
+        """Phase change, unwrapping and the drift fit's per-slice normal equations.
+
+        Parameters
+        ----------
+        a, b : array, shape (z, y, x)
+            One frame: (magnitude, phase rad) when ``polar``, else (real, imag).
+        polar : bool
+
+        Returns
+        -------
+        tuple of ndarray
+            ``(packed, rhs, count)`` on the host, shapes (z, n_pairs), (z, k), (z,): see
+            :meth:`mrtherm.thermometry.drift.DriftModel.normal_equations`.
+        """
 
     def fallback_stats(self) -> tuple:
         """The last frame's normal equations without the outlier exclusion."""
 
     def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool) -> Any:
-        """Drift subtraction, PRF, mask, dose, Tmax; returns the frame's temperature."""
+        """Drift subtraction, PRF, mask, dose, Tmax; returns the frame's temperature.
+
+        Parameters
+        ----------
+        coeffs : ndarray of float64, shape (z, k)
+            Drift coefficients per slice, rad.
+        dt_min : float or None
+            Minutes since the previous frame; None for the first frame (no dose yet).
+        is_baseline : bool
+            Add this frame to the baseline-noise sums.
+
+        Returns
+        -------
+        array of float32, shape (z, y, x)
+            Temperature, C, NaN outside the mask.
+        """
 
     def set_reference(self, s_ref) -> None:
         """Use ``s_ref`` as the complex reference from the next frame on."""
@@ -87,7 +126,13 @@ class Engine(Protocol):
         """Everything that carries over between frames, as host arrays."""
 
     def restore(self, state: dict) -> None:
-        """Continue from :meth:`state`."""
+        """Continue from :meth:`state`.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            What :meth:`state` returned (possibly after a round trip through a file).
+        """
 
     def enable_timing(self) -> None:
         """Time the kernels (CUDA engines)."""
@@ -97,7 +142,20 @@ class Engine(Protocol):
 
 
 def signal_from_parts(a, b, polar: bool, xp):
-    """Complex64 signal from (magnitude, phase rad) or (real, imag); non-finite samples become 0."""
+    """Complex64 signal from (magnitude, phase rad) or (real, imag); non-finite samples become 0.
+
+    Parameters
+    ----------
+    a, b : array, shape (...)
+        Magnitude and phase (rad) when ``polar``, else real and imaginary parts.
+    polar : bool
+    xp : array namespace
+        Array library of ``a`` and ``b``.
+
+    Returns
+    -------
+    array of complex64, shape (...)
+    """
     if polar:
         out = xp.astype(a * xp.cos(b), xp.complex64) + 1j * xp.astype(a * xp.sin(b), xp.complex64)
     else:
@@ -144,7 +202,17 @@ class ArrayEngine:
         return out if dtype is None else xp.astype(out, dtype)
 
     def to_device(self, a, b):
-        """The two frame components on the engine's device."""
+        """The two frame components on the engine's device.
+
+        Parameters
+        ----------
+        a, b : array, shape (z, y, x)
+
+        Returns
+        -------
+        tuple of array
+            Both arrays in the engine's array library.
+        """
         return self._on_device(a), self._on_device(b)
 
     def set_reference(self, s_ref):
@@ -165,7 +233,13 @@ class ArrayEngine:
         return {k: to_numpy(getattr(self, k)) for k in self._STATE if getattr(self, k) is not None}
 
     def restore(self, state: dict):
-        """Continue from :meth:`state` of an engine built with the same configuration."""
+        """Continue from :meth:`state` of an engine built with the same configuration.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            Accumulators (dose, Tmax, baseline sums, previous temperature and drift); missing keys become None.
+        """
         for k in self._STATE:
             setattr(self, k, from_numpy(np.asarray(state[k]), self.xp) if k in state else None)
 
@@ -195,7 +269,23 @@ class ArrayEngine:
         return tuple(to_numpy(v) for v in self.model.normal_equations(self.u, self._fallback_weight))
 
     def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool):
-        """Temperature frame (float32, NaN where masked) after updating the accumulators."""
+        """Temperature frame after updating the accumulators.
+
+        Parameters
+        ----------
+        coeffs : ndarray of float64, shape (z, k)
+            Drift coefficients per slice, rad.
+        dt_min : float or None
+            Minutes since the previous frame; None for the first frame.
+        is_baseline : bool
+            Add this frame's temperature change to the baseline sums (temporal SD).
+
+        Returns
+        -------
+        array of float32, shape (z, y, x)
+            Temperature, C, NaN outside the mask. Dose (exact piecewise-linear CEM43 from the previous frame),
+            Tmax and the heated flags are updated.
+        """
         xp = self.xp
         drift = self.model.evaluate(coeffs)
         delta = xp.astype((xp.astype(self.u, xp.float64) - drift) * self.to_celsius, xp.float32)

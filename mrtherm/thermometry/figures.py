@@ -15,7 +15,26 @@ def _plt():
 
 
 def tmax_dose_figure(path, anatomy, tmax_c, dose, levels, slice_index, body_temp_c, title=""):
-    """Max-temperature map over the magnitude image with CEM43 contours, one slice."""
+    """Max-temperature map over the magnitude image with CEM43 contours, one slice.
+
+    Parameters
+    ----------
+    path : str
+        PNG to write.
+    anatomy : ndarray, shape (z, y, x)
+        Background (mean baseline magnitude).
+    tmax_c : ndarray, shape (z, y, x)
+        Max temperature, C; drawn where >= body temperature + 3 C.
+    dose : ndarray, shape (z, y, x)
+        CEM43, min.
+    levels : sequence of float
+        Dose contour levels, CEM43 min (legend entries).
+    slice_index : int
+        Slice drawn.
+    body_temp_c : float
+        Lower end of the colour bar, C.
+    title : str, optional
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
     ax.imshow(anatomy[slice_index], cmap="gray", origin="lower")
@@ -40,7 +59,24 @@ def tmax_dose_figure(path, anatomy, tmax_c, dose, levels, slice_index, body_temp
 
 
 def curves_figure(path, times_s, hottest_c, peak_c, protected, alarms, title=""):
-    """Temperature-time curves: hottest voxel, frame peak, protected structures."""
+    """Temperature-time curves: hottest voxel, frame peak, protected structures.
+
+    Parameters
+    ----------
+    path : str
+        PNG to write.
+    times_s : sequence of float, length t
+        Frame times, s.
+    hottest_c : sequence of float or None
+        Temperature of the voxel with the highest Tmax, C.
+    peak_c : sequence of float
+        Maximum over the frame, C.
+    protected : list of dict
+        Structure rows of ``report.json`` (``max_c_curve`` drawn when present).
+    alarms : list of dict
+        Alarms (a vertical line at each ``time_s``).
+    title : str, optional
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=110)
     if hottest_c is not None:
@@ -66,7 +102,16 @@ def curves_figure(path, times_s, hottest_c, peak_c, protected, alarms, title="")
 
 
 def drift_figure(path, times_s, offsets_c):
-    """Fitted drift (order-0 term) per slice over time, in C equivalent."""
+    """Fitted drift (order-0 term) per slice over time, in C equivalent.
+
+    Parameters
+    ----------
+    path : str
+        PNG to write.
+    times_s : sequence of float, length t
+    offsets_c : ndarray, shape (t, z)
+        Constant drift term per frame and slice, C equivalent.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     for z in range(offsets_c.shape[1]):

@@ -49,7 +49,27 @@ def radians_per_celsius(te_s: float, b0_t: float, alpha_ppm_per_c: float = DEFAU
 
 
 def celsius_per_wrap(te_s: float, b0_t: float, alpha_ppm_per_c: float = DEFAULT_ALPHA_PPM_PER_C) -> float:
-    """Temperature change that moves the phase by pi (one wrap of the (-pi, pi] range), C."""
+    """Temperature change that moves the phase by pi (one wrap of the (-pi, pi] range).
+
+    Parameters
+    ----------
+    te_s : float
+        Echo time (or echo-time difference), s.
+    b0_t : float
+        Main field, T.
+    alpha_ppm_per_c : float, optional
+        PRF coefficient, ppm/C (negative, -0.01 by default).
+
+    Returns
+    -------
+    float
+        C per pi rad, positive.
+
+    Examples
+    --------
+    >>> round(celsius_per_wrap(0.010, 3.0), 2)
+    39.14
+    """
     return math.pi / abs(radians_per_celsius(te_s, b0_t, alpha_ppm_per_c))
 
 
@@ -94,7 +114,31 @@ def unwrap_time(wrapped, axis: int = 0):
 
 
 def phase_to_delta_celsius(dphi, te_s, b0_t, alpha_ppm_per_c=DEFAULT_ALPHA_PPM_PER_C, phase_sign=1):
-    """Temperature change in C from a (drift-corrected, unwrapped) phase change in rad."""
+    """Temperature change from a (drift-corrected, unwrapped) phase change.
+
+    Parameters
+    ----------
+    dphi : array, shape (...)
+        Phase change, rad.
+    te_s : float
+        Echo time (or echo-time difference), s.
+    b0_t : float
+        Main field, T.
+    alpha_ppm_per_c : float, optional
+        PRF coefficient, ppm/C.
+    phase_sign : {1, -1}, optional
+        -1 for scanners whose phase turns the other way (see DESIGN.md).
+
+    Returns
+    -------
+    array, shape (...)
+        Temperature change, C: ``phase_sign * dphi / (2 pi gammabar alpha B0 TE)``.
+
+    Raises
+    ------
+    ParameterError
+        ``phase_sign`` is not +1 or -1.
+    """
     if phase_sign not in (1, -1):
         raise ParameterError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
     scale = phase_sign / radians_per_celsius(te_s, b0_t, alpha_ppm_per_c)

@@ -158,12 +158,35 @@ class ThermometryResult:
 
     # ------------------------------------------------------------------ access
     def host(self, name: str) -> np.ndarray:
-        """An attribute as a NumPy array (copied from the GPU if needed)."""
+        """An attribute as a NumPy array (copied from the GPU if needed).
+
+        Parameters
+        ----------
+        name : str
+            Attribute name, e.g. ``"tmax_c"``.
+
+        Returns
+        -------
+        ndarray
+        """
         return to_numpy(getattr(self, name))
 
     # ------------------------------------------------------------------ saving
     def write_into(self, folder, figures: bool = True) -> list[str]:
-        """Write every output into an existing (staging) folder; returns the file names."""
+        """Write every output into an existing (staging) folder.
+
+        Parameters
+        ----------
+        folder : str or path
+            Existing folder, normally a staging folder that is renamed when complete.
+        figures : bool, optional
+            Also draw the PNG figures.
+
+        Returns
+        -------
+        list of str
+            Names of the files written (``report.json`` last).
+        """
         folder = os.fspath(folder)
         aff = self.affine
         written = []
@@ -273,7 +296,7 @@ def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve,
             "dose_map": {"dtype": "float64", "cap_cem43_min": DOSE_CAP_CEM43_MIN, "capped_voxels": capped},
             "lesion_volumes_ml": {f"{lev:g}": v for lev, v in volumes.items()},
         },
-        "protected_structures": [{k: v for k, v in r.items() if not k.endswith("_curve")} for r in rows],
+        "protected_structures": rows,  # with the per-frame max/mean curves (C) the viewer and figures draw
         "alarms": alarms,
         "warnings": warnings,
     }

@@ -165,7 +165,18 @@ class Thermometer:
 
     # ------------------------------------------------------------------ per frame
     def to_device(self, frame):
-        """Upload a frame's parts ahead of :meth:`update` (pinned, asynchronous on CUDA engines)."""
+        """Upload a frame's parts ahead of :meth:`update` (pinned, asynchronous on CUDA engines).
+
+        Parameters
+        ----------
+        frame : tuple of array or complex array, shape (z, y, x)
+            As for :meth:`update`.
+
+        Returns
+        -------
+        tuple
+            ``(a, b, polar)`` with ``a`` and ``b`` on the engine's device; pass it to :meth:`update` as the frame.
+        """
         a, b, polar = _parts(frame)
         if b is None:
             s = self._signal(a)

@@ -57,7 +57,25 @@ class ProtectedWatch:
         return [s for s in self.structures if s["n"]]
 
     def device_stats(self, temp, temp_prev, dose, dt_s):
-        """Per-structure (max, mean, max dose) as 1-element device arrays; updates time above threshold."""
+        """Per-structure statistics of one frame; updates each structure's time above threshold.
+
+        Parameters
+        ----------
+        temp : array of float32, shape (z, y, x)
+            This frame's temperature, C.
+        temp_prev : array or None
+            The previous frame's temperature, C; None for the first frame.
+        dose : array of float64, shape (z, y, x)
+            Accumulated CEM43, min.
+        dt_s : float
+            Seconds since the previous frame.
+
+        Returns
+        -------
+        list of array
+            Per structure three 1-element device arrays (max C, mean C, max dose CEM43 min), so that one
+            transfer brings them all to the host.
+        """
         xp = self.xp
         flat_t, flat_d = xp.reshape(temp, (-1,)), xp.reshape(dose, (-1,))
         parts = []
@@ -79,7 +97,21 @@ class ProtectedWatch:
             s["max_dose"].append(float(host_values[3 * i + 2]))
 
     def rows_and_alarms(self, times_s):
-        """The structure table (report.json) and the alarms, sorted by time."""
+        """The structure table (report.json) and the alarms, sorted by time.
+
+        Parameters
+        ----------
+        times_s : sequence of float
+            Frame times, s.
+
+        Returns
+        -------
+        rows : list of dict
+            Per structure: label, name, voxels, reliable voxels, max temperature (C) and its time (s), max dose,
+            time above the threshold (s) and the max/mean curves.
+        alarms : list of dict
+            First frame at which a structure's max temperature or max dose reaches its alarm threshold.
+        """
         p = self.params
         rows, alarms = [], []
         above_key = f"max_time_above_{p.time_above_threshold_c:g}c_s"
@@ -116,7 +148,13 @@ class ProtectedWatch:
         return out
 
     def restore(self, state: dict):
-        """Continue from :meth:`state`."""
+        """Continue from :meth:`state`.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            Curves and times above threshold saved by :meth:`state`.
+        """
         for s in self.structures:
             key = f"watch_{s['label']}"
             curves = state[key + "_curves"]

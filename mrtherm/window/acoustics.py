@@ -47,5 +47,23 @@ def attenuation_db_per_cm(label: int, frequency_hz: float) -> float:
 
 
 def critical_angle_deg(c_soft_m_s: float = SPEED_SOFT_TISSUE_M_S, c_bone_m_s: float = SPEED_CORTICAL_BONE_M_S) -> float:
-    """Longitudinal critical angle at a soft-tissue/bone interface, Snell's law: asin(c1/c2)."""
+    """Longitudinal critical angle at a soft-tissue/bone interface, Snell's law: asin(c1/c2).
+
+    Parameters
+    ----------
+    c_soft_m_s : float, optional
+        Speed of sound in soft tissue, m/s.
+    c_bone_m_s : float, optional
+        Longitudinal speed in cortical bone, m/s.
+
+    Returns
+    -------
+    float
+        Critical angle, degrees (90 when bone is not faster).
+
+    Examples
+    --------
+    >>> round(critical_angle_deg(1540.0, 3500.0), 1)
+    26.1
+    """
     return math.degrees(math.asin(min(1.0, c_soft_m_s / c_bone_m_s)))

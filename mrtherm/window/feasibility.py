@@ -34,7 +34,24 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
 
 
 def active_fractions_numpy(scene, transducer, foci, chunk_rays=1 << 18, progress=False):
-    """Area-weighted active fraction for each focus (NumPy traversal of every element ray)."""
+    """Area-weighted active fraction for each focus (NumPy traversal of every element ray).
+
+    Parameters
+    ----------
+    scene : Scene
+    transducer : Transducer
+    foci : ndarray, shape (n, 3)
+        Candidate foci, world mm.
+    chunk_rays : int, optional
+        Rays traced at once (memory bound).
+    progress : bool, optional
+        Show a tqdm bar.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        Fraction of the element area whose path to each focus is not blocked, 0..1.
+    """
     n_el = transducer.n_elements
     areas = transducer.areas_mm2
     edts = scene.edt_at(np.asarray(foci, float).reshape(-1, 3))

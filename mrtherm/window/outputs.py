@@ -11,8 +11,22 @@ ELEMENT_COLUMNS = ["index", "status", "reasons", "path_length_mm", "first_block_
                    "attenuation_db", "min_distance_critical_mm", "element_target_angle_deg", "area_mm2"]
 
 
-def write_window_outputs(folder, report, scene=None, feasibility=None):
-    """report.json, elements.csv and (optionally) feasibility.nii.gz into ``folder``."""
+def write_window_outputs(folder, report, scene=None, feasibility=None, transducer=None):
+    """report.json, elements.csv and (optionally) feasibility.nii.gz and transducer.json into ``folder``.
+
+    Parameters
+    ----------
+    folder : str
+        Existing (staging) folder.
+    report : dict
+        What :func:`mrtherm.window.check_window` returned.
+    scene : Scene, optional
+        Grid of ``feasibility``.
+    feasibility : ndarray, shape (z, y, x), optional
+        Active fraction per candidate focus.
+    transducer : Transducer, optional
+        Saved as ``transducer.json`` so that the check can be repeated (the napari widget pre-fills it).
+    """
     with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     classes = sorted({k for e in report["elements"] for k in e["path_mm_by_class"]})
@@ -27,6 +41,8 @@ def write_window_outputs(folder, report, scene=None, feasibility=None):
                     v = ";".join(str(x) for x in v)
                 row.append("" if v is None else v)
             w.writerow(row + [e["path_mm_by_class"].get(c, 0.0) for c in classes])
+    if transducer is not None:
+        transducer.save(os.path.join(folder, "transducer.json"))
     if feasibility is not None:
         from mrtherm.io import niftiio
         niftiio.save_volume(feasibility, scene.affine, os.path.join(folder, "feasibility.nii.gz"))

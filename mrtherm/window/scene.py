@@ -157,7 +157,17 @@ class Scene:
         return idx, inside
 
     def voxel_of_world(self, point_mm) -> tuple[int, int, int] | None:
-        """(z, y, x) index of the voxel containing a world point, or None outside."""
+        """(z, y, x) index of the voxel containing a world point, or None outside.
+
+        Parameters
+        ----------
+        point_mm : sequence of float, length 3
+            RAS+ world point, mm.
+
+        Returns
+        -------
+        tuple of int or None
+        """
         idx, inside = self.voxels_of_world(point_mm)
         return tuple(int(v) for v in idx[0]) if inside[0] else None
 
@@ -177,7 +187,26 @@ class Scene:
 
 
 def load_labels(path, table: LabelTable | None = None, config: WindowConfig | None = None) -> Scene:
-    """A labels NIfTI as a :class:`Scene` (one-line errors for non-integer or unknown labels)."""
+    """A labels NIfTI as a :class:`Scene`.
+
+    Parameters
+    ----------
+    path : str or path
+        3-D integer label map.
+    table : LabelTable, optional
+        Label meanings; the default table of DESIGN.md otherwise.
+    config : WindowConfig, optional
+        Rule thresholds.
+
+    Returns
+    -------
+    Scene
+
+    Raises
+    ------
+    InputFileError
+        Not a 3-D integer image, or values absent from the table.
+    """
     from mrtherm.io import niftiio
     data, affine = niftiio.load_3d(path, "labels")
     return Scene(np.ascontiguousarray(data.transpose(2, 1, 0)), affine, table, config, source=os.fspath(path))

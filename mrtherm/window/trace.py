@@ -137,7 +137,20 @@ class _Rays:
         return surface & (ang > self.cfg.angle_deg())  # NaN compares False
 
     def finish(self, focus_edt_mm):
-        """Apply the proximity rule and return the per-ray results (see :func:`trace`)."""
+        """Apply the proximity rule and return the per-ray results (see :func:`trace`).
+
+        Parameters
+        ----------
+        focus_edt_mm : ndarray, shape (n,)
+            Distance from each ray's focus to the nearest critical structure, mm; a ray is not flagged as passing
+            near a structure that is no nearer to it than to the focus.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``reasons``, ``status``, ``min_critical_mm``, ``incidence_deg``, ``out_of_volume_mm``, ``length_mm``
+            (and ``path_mm``, ``first_block_t`` when tracing with detail).
+        """
         cfg, reasons, min_crit = self.cfg, self.reasons, self.min_crit
         near = (reasons & CRITICAL_CROSS == 0) & (min_crit < cfg.critical_min_distance_mm) & \
             (min_crit < focus_edt_mm - 1e-6)

@@ -1,18 +1,29 @@
-"""Qt-free model code of the napari plugin: geometry, layer specifications, curves, volumes.
+"""Qt-free model code of the napari plugin: geometry, layer specifications, dose per frame, texts.
 
-Geometry: a NIfTI affine maps voxel (i, j, k) = (x, y, z) to world RAS+ mm. napari
-arrays are (z, y, x) (and (t, z, y, x)); the plugin uses world axes (Z, Y, X) in mm,
-so the napari affine is ``P @ A @ P`` with ``P`` reversing the three spatial axes.
-Every layer built here carries that affine, so images on different grids (a
-planning T2, a CT) overlay in millimetres, obliquity included.
+Geometry: a NIfTI affine maps voxel (i, j, k) = (x, y, z) to world RAS+ mm. napari arrays are
+(z, y, x) (and (t, z, y, x)); the plugin uses world axes (Z, Y, X) in mm and, for series, time in
+seconds. Each layer gets its voxel sizes as napari ``scale`` (so that one slider step is one slice)
+and the rest of the NIfTI affine (rotation, obliquity, origin) as napari ``affine``; the time axis
+has scale = frame interval and translate = first frame time. Images on other grids (a planning T2,
+a CT) overlay in millimetres.
+
+Decisions written down here:
+- the dose layer and the lesion outlines are 4-D: the dose **accumulated up to each frame**, the
+  exact piecewise-linear CEM43 of :func:`mrtherm.thermometry.dose.cem43_segment` over the saved
+  temperatures (its last frame equals ``dose_cem43.nii.gz``), so nothing is drawn before heating;
+- lesion colours belong to the level, not to its position in a list (240 CEM43 is always cyan);
+- rays of a window check are clipped to the image volume, so that they do not widen the slider range.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
+
+from mrtherm.thermometry.dose import COMMERCIAL_LEVELS_CEM43_MIN
 
 MRTHERM_MAPS = ("temperature.nii.gz", "dose_cem43.nii.gz", "tmax.nii.gz", "temperature_sd.nii.gz",
                 "temperature_sd_theory.nii.gz", "snr.nii.gz", "mask.nii.gz", "drift_reference.nii.gz",
@@ -21,20 +32,23 @@ TEMPERATURE_RANGE_C = (37.0, 90.0)
 TEMPERATURE_TRANSPARENT_BELOW_C = 40.0
 DOSE_LOG10_RANGE = (0.0, 4.0)  # 1 to 10^4 CEM43 minutes
 STATUS_COLOURS = {"clear": (0.1, 0.85, 0.2, 0.9), "degraded": (1.0, 0.6, 0.0, 0.9), "blocked": (0.95, 0.1, 0.1, 0.9)}
-LESION_COLOURS = ("cyan", "lime", "yellow", "orange", "magenta", "white")
+LEVEL_COLOURS = {17.0: ("#1e90ff", "blue"), 40.0: ("#7cfc00", "green"), 100.0: ("#ffff00", "yellow"),
+                 200.0: ("#ff8c00", "orange"), 240.0: ("#00ffff", "cyan")}
+OTHER_LEVEL_COLOURS = (("#ff00ff", "magenta"), ("#ffffff", "white"), ("#ff69b4", "pink"), ("#b0e0e6", "pale blue"))
 LABEL_COLOURS = {0: (0, 0, 0, 0), 1: (0.6, 0.6, 0.6, 0.25), 2: (1.0, 0.9, 0.5, 0.35), 3: (0.8, 0.4, 0.4, 0.25),
                  4: (0.9, 0.7, 0.6, 0.35), 5: (1.0, 1.0, 0.85, 0.7), 6: (0.85, 0.75, 0.55, 0.5),
                  7: (0.3, 0.7, 1.0, 0.8), 8: (1.0, 1.0, 1.0, 1.0), 9: (0.6, 0.3, 0.8, 0.6),
                  10: (1.0, 0.0, 0.2, 1.0), 11: (1.0, 0.0, 0.8, 1.0), 12: (1.0, 0.85, 0.0, 0.8),
                  13: (0.4, 0.0, 0.0, 0.7)}
+SPATIAL_AXIS_LABELS = ("z (mm)", "y (mm)", "x (mm)")
+TIME_AXIS_LABEL = "t (s)"
+_P = np.eye(4)[[2, 1, 0, 3]]  # (x, y, z) <-> (z, y, x)
 
 
 # --------------------------------------------------------------------------- geometry
 def napari_affine(nifti_affine, leading_axes: int = 0) -> np.ndarray:
     """napari (data z, y, x) -> world (Z, Y, X) mm affine from a NIfTI affine; extra leading axes identity."""
-    a = np.asarray(nifti_affine, dtype=float)
-    p = np.eye(4)[[2, 1, 0, 3]]
-    spatial = p @ a @ p
+    spatial = _P @ np.asarray(nifti_affine, dtype=float) @ _P
     n = 3 + leading_axes
     out = np.eye(n + 1)
     out[leading_axes:n, leading_axes:n] = spatial[:3, :3]
@@ -49,15 +63,96 @@ def nifti_affine_from_napari(affine) -> np.ndarray:
     spatial = np.eye(4)
     spatial[:3, :3] = m[n - 3:n, n - 3:n]
     spatial[:3, 3] = m[n - 3:n, n]
-    p = np.eye(4)[[2, 1, 0, 3]]
-    return p @ spatial @ p
+    return _P @ spatial @ _P
+
+
+def layer_nifti_affine(layer) -> np.ndarray:
+    """The NIfTI affine of a napari layer's last three axes (scale, rotation and affine together).
+
+    Read through the public ``data_to_world`` mapping of the origin and the three unit steps.
+    """
+    base = np.zeros(layer.ndim)
+    origin = np.asarray(layer.data_to_world(base), float)[-3:]
+    spatial = np.eye(4)
+    for col, step in enumerate(np.eye(layer.ndim)[-3:]):
+        spatial[:3, col] = np.asarray(layer.data_to_world(base + step), float)[-3:] - origin
+    spatial[:3, 3] = origin
+    return _P @ spatial @ _P
+
+
+def voxel_sizes_zyx(nifti_affine) -> np.ndarray:
+    """Voxel sizes (z, y, x) in mm: lengths of the affine's columns."""
+    return np.linalg.norm(np.asarray(nifti_affine, float)[:3, :3], axis=0)[::-1]
+
+
+def time_axis(frame_times_s):
+    """(first time, interval) in s of a frame series (median interval; 1 s for one frame)."""
+    t = np.asarray(frame_times_s if frame_times_s is not None else [0.0], float)
+    step = float(np.median(np.diff(t))) if t.size > 1 else 1.0
+    return float(t[0]), step if step > 0 else 1.0
+
+
+def placement(nifti_affine, frame_times_s=None, *, series: bool = False) -> dict:
+    """napari ``scale``/``affine``/``axis_labels``/``units`` of a (t,) z, y, x layer on a NIfTI grid.
+
+    The voxel sizes go into ``scale`` (one slider step per slice, one per frame for series) and the
+    remaining rotation and origin into ``affine``; ``data_to_world`` equals the NIfTI mapping.
+    """
+    spatial = _P @ np.asarray(nifti_affine, dtype=float) @ _P
+    sizes = np.linalg.norm(spatial[:3, :3], axis=0)
+    lead = 1 if series else 0
+    n = 3 + lead
+    aff = np.eye(n + 1)
+    aff[lead:n, lead:n] = spatial[:3, :3] / sizes
+    aff[lead:n, n] = spatial[:3, 3]
+    scale = list(sizes)
+    labels, units = list(SPATIAL_AXIS_LABELS), ["mm"] * 3
+    if series:
+        t0, dt = time_axis(frame_times_s)
+        scale = [dt] + scale
+        aff[0, n] = t0
+        labels, units = [TIME_AXIS_LABEL] + labels, ["s"] + units
+    return {"scale": tuple(float(s) for s in scale), "affine": aff, "axis_labels": tuple(labels),
+            "units": tuple(units)}
+
+
+def points_placement(scale_zyx) -> dict:
+    """napari kwargs for points/shapes given in world mm divided by ``scale_zyx`` (same slider steps)."""
+    return {"scale": tuple(float(s) for s in scale_zyx), "axis_labels": SPATIAL_AXIS_LABELS,
+            "units": ("mm",) * 3}
 
 
 def world_xyz_to_napari(points_xyz) -> np.ndarray:
+    """World (x, y, z) mm points as napari world (Z, Y, X)."""
     return np.asarray(points_xyz, dtype=float)[..., ::-1]
 
 
-# --------------------------------------------------------------------------- colormaps
+def volume_bounds_zyx(nifti_affine, shape_zyx):
+    """World (Z, Y, X) bounding box (lo, hi) of a volume's voxel centres, mm (inside the slider range)."""
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape_zyx[2] - 1) for j in (0, shape_zyx[1] - 1)
+                        for k in (0, shape_zyx[0] - 1)])
+    world = (corners @ np.asarray(nifti_affine, float).T)[:, :3][:, ::-1]
+    return world.min(axis=0), world.max(axis=0)
+
+
+def clip_segment(a, b, lo, hi):
+    """Part of segment a->b inside the box [lo, hi] (Liang-Barsky), or None when it misses the box."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = b - a
+    t0, t1 = 0.0, 1.0
+    for k in range(a.size):
+        if d[k] == 0.0:
+            if a[k] < lo[k] or a[k] > hi[k]:
+                return None
+            continue
+        ta, tb = (lo[k] - a[k]) / d[k], (hi[k] - a[k]) / d[k]
+        t0, t1 = max(t0, min(ta, tb)), min(t1, max(ta, tb))
+        if t0 > t1:
+            return None
+    return np.stack([a + t0 * d, a + t1 * d])
+
+
+# --------------------------------------------------------------------------- colours
 def temperature_colormap():
     """Inferno over 37-90 C, transparent below 40 C."""
     import matplotlib
@@ -80,17 +175,29 @@ def dose_colormap():
     return Colormap(colors=colors, controls=controls, name="mrtherm dose", interpolation="linear")
 
 
-def label_colormap(values=None):
+def label_colormap():
+    """Fixed colours of the DESIGN.md label table (cord red, nerve roots magenta)."""
     from napari.utils.colormaps import DirectLabelColormap
-    d = {None: (0, 0, 0, 0)}
-    for v, c in LABEL_COLOURS.items():
-        d[v] = c
-    return DirectLabelColormap(color_dict=d)
+    return DirectLabelColormap(color_dict={None: (0, 0, 0, 0), **LABEL_COLOURS})
+
+
+def level_colour(level: float) -> tuple[str, str]:
+    """(hex, name) of a dose level's outline; fixed per level value, whatever the list it comes in."""
+    level = float(level)
+    if level in LEVEL_COLOURS:
+        return LEVEL_COLOURS[level]
+    return OTHER_LEVEL_COLOURS[int(round(math.log10(max(level, 1e-3)) * 7)) % len(OTHER_LEVEL_COLOURS)]
 
 
 def lesion_colormap(colour):
+    """Labels colormap drawing value 1 in ``colour`` and nothing else."""
     from napari.utils.colormaps import DirectLabelColormap
     return DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: colour})
+
+
+def legend_text(levels) -> str:
+    """One line naming each lesion level's outline colour."""
+    return "lesion outlines: " + ", ".join(f"{lev:g} CEM43 {level_colour(lev)[1]}" for lev in sorted(levels))
 
 
 # --------------------------------------------------------------------------- data helpers
@@ -108,27 +215,65 @@ def display_temperature(temp):
 
 
 def display_dose(dose):
+    """log10 of CEM43 minutes (float32), 1e-3 min where the dose is 0 or NaN (transparent)."""
     d = np.nan_to_num(np.asarray(dose, dtype=np.float64), nan=0.0)
     return np.log10(np.maximum(d, 1e-3)).astype(np.float32)
 
 
+def dose_per_frame(temperature_tzyx, frame_times_s) -> np.ndarray:
+    """CEM43 accumulated up to each frame, float32 (t, z, y, x); 0 at the first frame, NaN where masked.
+
+    Exact for temperatures linear between frames (the rule the pipeline uses), so the last frame
+    equals the run's final dose up to float32 rounding.
+    """
+    from mrtherm.thermometry.dose import cem43_segment
+    temp = np.asarray(temperature_tzyx)
+    times = np.asarray(frame_times_s, float)
+    out = np.empty(temp.shape, np.float32)
+    acc = np.where(np.isfinite(temp[0]), 0.0, np.nan)
+    out[0] = acc
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(1, temp.shape[0]):
+            acc = acc + cem43_segment(temp[k - 1], temp[k], (times[k] - times[k - 1]) / 60.0)
+            out[k] = np.minimum(acc, np.finfo(np.float32).max)
+    return out
+
+
 def lesion_volumes_ml(dose, levels, voxel_volume_ml):
+    """{level: mL} of voxels at or above each level (NaN counts as 0)."""
     d = np.nan_to_num(np.asarray(dose, dtype=np.float64), nan=0.0)
     return {float(lev): float((d >= lev).sum() * voxel_volume_ml) for lev in levels}
 
 
+def parse_levels(text: str) -> tuple[float, ...]:
+    """Dose levels from '240, 40'; ValueError naming the bad entry (shown in the widget)."""
+    levels = []
+    for part in text.replace(";", ",").split(","):
+        if not part.strip():
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"dose level {part.strip()!r} is not a number (CEM43 minutes, e.g. 240, 40)") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"dose level {part.strip()} must be a positive number of CEM43 minutes")
+        levels.append(value)
+    if not levels:
+        raise ValueError("give at least one dose level (CEM43 minutes, e.g. 240)")
+    return tuple(dict.fromkeys(levels))
+
+
 def roi_curves(temperature_tzyx, mask_zyx):
     """Mean and max temperature over a mask per frame (NaN-aware); (t,), (t,)."""
+    import warnings
     t = np.asarray(temperature_tzyx)
     m = np.asarray(mask_zyx, bool)
     if not m.any():
         raise ValueError("the ROI contains no voxel")
     vals = t[:, m]
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(vals, axis=1), np.nanmax(vals, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames (ROI outside the mask) give NaN
+        return np.nanmean(vals, axis=1), np.nanmax(vals, axis=1)
 
 
 def polygon_mask(vertices_yx, shape_yx):
@@ -139,194 +284,10 @@ def polygon_mask(vertices_yx, shape_yx):
     return Path(np.asarray(vertices_yx)).contains_points(pts).reshape(shape_yx)
 
 
-# --------------------------------------------------------------------------- layers
-def is_mrtherm_report(path) -> str | None:
-    """'run' or 'window' for an mrtherm report.json, else None."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict):
-        return None
-    if "mrtherm_version" in doc and "results" in doc:
-        return "run"
-    if {"verdict", "elements", "rules", "active_fraction"} <= set(doc):
-        return "window"
-    return None
-
-
-def temperature_layer(temp_c, nifti_aff, meta=None):
-    """4-D temperature (C) as an image layer tuple; NaN shown transparent."""
-    return (display_temperature(temp_c), {
-        "name": "temperature (C)", "colormap": temperature_colormap(), "contrast_limits": TEMPERATURE_RANGE_C,
-        "affine": napari_affine(nifti_aff, leading_axes=1), "blending": "translucent", "opacity": 0.9,
-        "metadata": {"mrtherm": {**(meta or {}), "kind": "temperature", "nifti_affine": nifti_aff,
-                                 "temperature_c": temp_c}}}, "image")
-
-
-def dose_layer(dose, nifti_aff, meta=None):
-    """CEM43 dose as a log10 image layer tuple; the linear dose stays in the metadata."""
-    return (display_dose(dose), {
-        "name": "CEM43 dose (log10 min)", "colormap": dose_colormap(), "contrast_limits": DOSE_LOG10_RANGE,
-        "affine": napari_affine(nifti_aff), "blending": "translucent", "opacity": 0.6,
-        "metadata": {"mrtherm": {**(meta or {}), "kind": "dose", "nifti_affine": nifti_aff,
-                                 "dose_cem43_min": dose}}}, "image")
-
-
-def anatomy_layer(data, nifti_aff, meta=None):
-    return (data, {"name": "anatomy", "colormap": "gray", "affine": napari_affine(nifti_aff),
-                   "metadata": {"mrtherm": {**(meta or {}), "kind": "anatomy", "nifti_affine": nifti_aff}}}, "image")
-
-
-def run_layers(folder) -> list:
-    """Layer data tuples for an ``mrtherm run`` output folder."""
-    folder = os.fspath(folder)
-    with open(os.path.join(folder, "report.json"), encoding="utf-8") as fh:
-        report = json.load(fh)
-    exam = report.get("exam", {})
-    levels = report.get("parameters", {}).get("dose_levels_cem43_min", [240.0])
-    vox_ml = exam.get("voxel_volume_ml")
-    meta = {"report_path": os.path.join(folder, "report.json"), "report": report,
-            "frame_times_s": exam.get("frame_times_s"), "voxel_volume_ml": vox_ml, "dose_levels_cem43_min": levels}
-    layers = []
-    p = os.path.join(folder, "anatomy.nii.gz")
-    if os.path.exists(p):
-        layers.append(anatomy_layer(*load_zyx(p), meta))
-    p = os.path.join(folder, "labels.nii.gz")
-    if os.path.exists(p):
-        data, aff = load_zyx(p)
-        layers.append((data.astype(np.int32), {"name": "labels", "affine": napari_affine(aff), "opacity": 0.5,
-                                               "colormap": label_colormap(),
-                                               "metadata": {"mrtherm": {**meta, "kind": "labels", "nifti_affine": aff}}},
-                       "labels"))
-    p = os.path.join(folder, "temperature.nii.gz")
-    if os.path.exists(p):
-        layers.append(temperature_layer(*load_zyx(p), meta))
-    p = os.path.join(folder, "dose_cem43.nii.gz")
-    if os.path.exists(p):
-        dose, aff = load_zyx(p)
-        layers.append(dose_layer(dose, aff, meta))
-        for i, lev in enumerate(levels):
-            layers.append(lesion_layer(dose, lev, aff, LESION_COLOURS[i % len(LESION_COLOURS)], meta))
-    for cand in (os.path.join(folder, "window", "report.json"), os.path.join(os.path.dirname(folder), "window", "report.json")):
-        if os.path.exists(cand) and is_mrtherm_report(cand) == "window":
-            layers.extend(window_layers(cand))
-            break
-    return layers
-
-
-def looks_like_dicom_folder(folder, max_files: int = 64) -> bool:
-    """True when one of the first files under ``folder`` is DICOM (Part 10 marker); cheap, no pydicom."""
-    from mrtherm.io.dicom.files import walk  # noqa: PLC0415
-    for n, path in enumerate(walk(os.fspath(folder))):
-        if n >= max_files:
-            break
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(132)
-        except OSError:
-            continue
-        if head[128:132] == b"DICM":
-            return True
-    return False
-
-
-def dicom_layers(folder) -> list:
-    """A DICOM thermometry folder as lazy (dask) 4-D magnitude and phase (rad) layers placed in world mm.
-
-    Frames are read when napari shows them, so long series open at once. Refusals of
-    :func:`mrtherm.load_exam` (field maps, several stacks, multi-echo) surface as their one-line error.
-    """
-    import dask
-    import dask.array as da
-    import mrtherm
-    exam = mrtherm.load_exam(dicom=os.fspath(folder))
-    shape = exam.shape_zyx
-    meta = {"kind": "dicom", "nifti_affine": exam.affine, "frame_times_s": [float(t) for t in exam.frame_times_s],
-            "provenance": exam.provenance, "te_s": exam.te_s, "b0_t": exam.b0_t}
-
-    def component(t, which):
-        a, b, _polar = exam.frame_parts(t)
-        return np.asarray(a if which == 0 else b, dtype=np.float32)
-
-    def lazy(which):
-        return da.stack([da.from_delayed(dask.delayed(component)(t, which), shape, np.float32)
-                         for t in range(exam.n_frames)])
-
-    aff = napari_affine(exam.affine, leading_axes=1)
-    names = ("magnitude", "phase (rad)") if "phase" in exam.components else ("real", "imaginary")
-    mag = (lazy(0), {"name": names[0], "colormap": "gray", "affine": aff,
-                     "metadata": {"mrtherm": {**meta, "component": names[0]}}}, "image")
-    ph_kw = {"colormap": "twilight_shifted", "contrast_limits": (-np.pi, np.pi)} if names[1].startswith("phase") \
-        else {"colormap": "gray"}
-    ph = (lazy(1), {"name": names[1], "affine": aff, "visible": False, **ph_kw,
-                    "metadata": {"mrtherm": {**meta, "component": names[1]}}}, "image")
-    return [mag, ph]
-
-
-def lesion_layer(dose, level, nifti_aff, colour, meta=None):
-    mask = (np.nan_to_num(dose, nan=0.0) >= level).astype(np.uint8)
-    return (mask, {"name": f"lesion {level:g} CEM43", "affine": napari_affine(nifti_aff), "opacity": 1.0,
-                   "colormap": lesion_colormap(colour),
-                   "metadata": {"mrtherm": {**(meta or {}), "kind": "lesion", "level": float(level)}}}, "labels")
-
-
-def window_layers(report_or_path) -> list:
-    """Rays coloured by status (Shapes, world Z, Y, X mm) and the target (Points)."""
-    if isinstance(report_or_path, (str, os.PathLike)):
-        with open(report_or_path, encoding="utf-8") as fh:
-            report = json.load(fh)
-    else:
-        report = report_or_path
-    target = np.asarray(report["target_world_mm"], float)
-    elements = report["elements"]
-    starts = report.get("element_positions_world_mm")
-    if starts is None:
-        return [(world_xyz_to_napari(target)[None, :], {"name": "target", "size": 3, "face_color": "yellow"}, "points")]
-    lines = [np.stack([world_xyz_to_napari(s), world_xyz_to_napari(target)]) for s in starts]
-    colours = [STATUS_COLOURS[e["status"]] for e in elements]
-    meta = {"mrtherm": {"kind": "window", "report": report}}
-    return [(lines, {"name": f"acoustic window rays ({report['verdict']})", "shape_type": "line",
-                     "edge_color": colours, "edge_width": 0.4, "metadata": meta}, "shapes"),
-            (world_xyz_to_napari(target)[None, :], {"name": "target", "size": 3, "face_color": "yellow",
-                                                   "metadata": meta}, "points")]
-
-
-def map_layer(path) -> list:
-    """One mrtherm NIfTI map as a layer, styled by its file name."""
-    data, aff = load_zyx(path)
-    name = os.path.basename(os.fspath(path))
-    if name == "temperature.nii.gz":
-        return [temperature_layer(data, aff)]
-    if name == "dose_cem43.nii.gz":
-        return [dose_layer(data, aff)]
-    if name in ("labels.nii.gz", "mask.nii.gz", "drift_reference.nii.gz") or name.startswith("lesion_"):
-        kw = {"colormap": label_colormap()} if name == "labels.nii.gz" else {}
-        return [(data.astype(np.int32), {"name": name.split(".")[0], "affine": napari_affine(aff), **kw}, "labels")]
-    kw = {"colormap": "gray"} if name == "anatomy.nii.gz" else {"colormap": "magma"}
-    return [(np.nan_to_num(data.astype(np.float32)), {"name": name.split(".")[0], "affine": napari_affine(aff), **kw},
-             "image")]
-
-
-def result_layers(result, folder=None) -> list:
-    """Layers for an in-memory :class:`mrtherm.ThermometryResult` (from the thermometry widget)."""
-    aff = result.affine
-    meta = {"report": result.report, "frame_times_s": list(map(float, result.frame_times_s)),
-            "voxel_volume_ml": result.report["exam"]["voxel_volume_ml"],
-            "dose_levels_cem43_min": list(result.params.dose_levels_cem43_min)}
-    dose = result.host("dose_cem43_min")
-    temp = result.host("temperature_c")
-    layers = [anatomy_layer(result.host("anatomy"), aff, meta), temperature_layer(temp, aff, meta),
-              dose_layer(dose, aff, meta)]
-    for i, lev in enumerate(result.params.dose_levels_cem43_min):
-        layers.append(lesion_layer(dose, lev, aff, LESION_COLOURS[i % len(LESION_COLOURS)], meta))
-    return layers
-
-
-def radiological_view(viewer):
-    """Axial radiological convention: anterior (+Y) up, patient's right (+X) on the screen's left."""
-    try:
-        viewer.camera.orientation2d = ("up", "left")
-    except (AttributeError, ValueError):  # older napari without camera orientation
-        pass
+def label_names(report) -> dict:
+    """{label value: class name} from a run report's label table, else the default table."""
+    table = ((report or {}).get("mask") or {}).get("label_table")
+    if table:
+        return {int(e["value"]): str(e["name"]) for e in table}
+    from mrtherm.io.labels import LabelTable
+    return {v: c.name for v, c in LabelTable().classes.items()}

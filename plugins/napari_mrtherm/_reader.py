@@ -1,11 +1,15 @@
 """npe2 reader: mrtherm output folders, their report.json, window reports, single mrtherm maps and DICOM
-thermometry folders (magnitude and phase, placed in world mm, read lazily)."""
+thermometry folders (magnitude and phase, placed in world mm, read lazily).
+
+Every reader also installs the operator view (:mod:`._view`) on the viewer that opens the path.
+Returns None for paths that are not mrtherm's, so napari can try other readers.
+"""
 
 from __future__ import annotations
 
 import os
 
-from . import _model
+from . import _layers, _view
 
 
 def get_reader(path):
@@ -16,44 +20,30 @@ def get_reader(path):
         path = path[0]
     path = os.fspath(path)
     if os.path.isdir(path):
-        if _model.is_mrtherm_report(os.path.join(path, "report.json")) == "run":
-            return _read_run
-        if _model.is_mrtherm_report(os.path.join(path, "report.json")) == "window":
-            return _read_window
-        if _model.looks_like_dicom_folder(path):
-            return _read_dicom
+        kind = _layers.is_mrtherm_report(os.path.join(path, "report.json"))
+        if kind == "run":
+            return _with_view(lambda p: _layers.run_layers(p))
+        if kind == "window":
+            return _with_view(lambda p: _layers.window_layers(os.path.join(p, "report.json")))
+        if _layers.looks_like_dicom_folder(path):
+            return _with_view(_layers.dicom_layers)
         return None
     name = os.path.basename(path)
     if name.endswith(".json"):
-        kind = _model.is_mrtherm_report(path)
+        kind = _layers.is_mrtherm_report(path)
         if kind == "run":
-            return lambda p: _read_run(os.path.dirname(_first(p)))
+            return _with_view(lambda p: _layers.run_layers(os.path.dirname(p)))
         if kind == "window":
-            return _read_window
+            return _with_view(_layers.window_layers)
         return None
-    if name in _model.MRTHERM_MAPS or (name.startswith("lesion_") and name.endswith(".nii.gz")):
-        return _read_map
+    if name in _layers.m.MRTHERM_MAPS or (name.startswith("lesion_") and name.endswith(".nii.gz")):
+        return _with_view(_layers.map_layer)
     return None
 
 
-def _first(p):
-    return p[0] if isinstance(p, (list, tuple)) else p
-
-
-def _read_run(path):
-    return _model.run_layers(_first(path))
-
-
-def _read_window(path):
-    p = _first(path)
-    if os.path.isdir(p):
-        p = os.path.join(p, "report.json")
-    return _model.window_layers(p)
-
-
-def _read_dicom(path):
-    return _model.dicom_layers(_first(path))
-
-
-def _read_map(path):
-    return _model.map_layer(_first(path))
+def _with_view(read):
+    def reader(path):
+        layers = read(os.fspath(path[0] if isinstance(path, (list, tuple)) else path))
+        _view.install_current()
+        return layers
+    return reader

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from . import _model
+from . import _layers, _view
 
 _CACHE = {}
 
@@ -20,6 +20,7 @@ def build_sample(folder) -> str:
 
 
 def sample_folder() -> str:
+    """The sample's run folder, built once per session in a temporary folder."""
     if "run" not in _CACHE or not os.path.exists(_CACHE["run"]):
         _CACHE["run"] = build_sample(tempfile.mkdtemp(prefix="mrtherm-sample-"))
     return _CACHE["run"]
@@ -27,4 +28,6 @@ def sample_folder() -> str:
 
 def phantom_sample():
     """napari sample: anatomy, labels, temperature, dose, lesions and window rays of the phantom."""
-    return _model.run_layers(sample_folder())
+    layers = _layers.run_layers(sample_folder())
+    _view.install_current()
+    return layers

@@ -151,7 +151,26 @@ def _order_key(im):
 
 
 def build_stack(role, images) -> Stack:
-    """Sort one component's images into frames x slices; refuse gaps, duplicates and interleaved frames."""
+    """Sort one component's images into frames x slices; refuse gaps, duplicates and interleaved frames.
+
+    Parameters
+    ----------
+    role : str
+        Component name used in errors (``"magnitude"``, ``"phase"``, ...).
+    images : list of DicomImage
+        Every 2-D image of that component, in any order.
+
+    Returns
+    -------
+    Stack
+        ``frames[t][z]`` ordered by time and by position along the slice normal, frame times (s) and slice
+        positions (mm along the normal).
+
+    Raises
+    ------
+    InputFileError
+        Slices with different image counts, non-uniform slice spacing, or two images at the same position and time.
+    """
     pos = geometry.slice_positions(images)
     distinct = geometry.distinct_positions(pos)
     index = np.abs(pos[:, None] - distinct[None, :]).argmin(axis=1)
@@ -195,7 +214,18 @@ def _frame_times(role, frames):
 
 
 def check_pair(a: Stack, b: Stack):
-    """Refuse two stacks (magnitude and phase) with different frame counts or slices."""
+    """Refuse two stacks (magnitude and phase) with different frame counts or slices.
+
+    Parameters
+    ----------
+    a, b : Stack
+        The two components; errors name a file of ``b``.
+
+    Raises
+    ------
+    InputFileError
+        Different numbers of frames, or slice positions that differ by more than ``POSITION_TOL_MM``.
+    """
     if len(a.frames) != len(b.frames):
         raise InputFileError(b.frames[0][0].where, f"{count(len(a.frames), a.role + ' frame')} but "
                              f"{count(len(b.frames), b.role + ' frame')}: not one exam")

@@ -49,7 +49,24 @@ def read_bytes(path: str) -> bytes:
 
 
 def read_dataset(path: str, header_only: bool = True):
-    """A pydicom dataset; one-line :class:`InputFileError` when the file is not readable DICOM."""
+    """Read one DICOM file with pydicom (gzip-compressed files too).
+
+    Parameters
+    ----------
+    path : str
+        File to read.
+    header_only : bool, optional
+        Stop before the pixel data (default), for sorting and metadata.
+
+    Returns
+    -------
+    pydicom.dataset.FileDataset
+
+    Raises
+    ------
+    InputFileError
+        The file is not readable DICOM; the message names the file and pydicom's complaint.
+    """
     pd = pydicom()
     try:
         return pd.dcmread(_open_bytes(path), stop_before_pixels=header_only, force=True)

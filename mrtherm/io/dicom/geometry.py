@@ -41,7 +41,20 @@ def distinct_positions(values: np.ndarray) -> np.ndarray:
 
 
 def check_spacing(positions: np.ndarray, example_images):
-    """Uniform slice spacing, or a one-line error naming a file near the gap."""
+    """Refuse non-uniform slice spacing (a missing or extra slice).
+
+    Parameters
+    ----------
+    positions : ndarray, shape (n,)
+        Sorted slice positions along the normal, mm.
+    example_images : sequence of DicomImage
+        One image per position; the error names the file just after the gap.
+
+    Raises
+    ------
+    InputFileError
+        A spacing differs from the median spacing by more than ``max(POSITION_TOL_MM, 0.1 %)``.
+    """
     if positions.size < 3:
         return
     d = np.diff(positions)
@@ -55,7 +68,25 @@ def check_spacing(positions: np.ndarray, example_images):
 
 
 def stack_affine(first_slice_images, slice_spacing_fallback_mm=None) -> np.ndarray:
-    """RAS+ affine of a stack given one image per slice, sorted along the normal."""
+    """RAS+ affine of a stack given one image per slice, sorted along the normal.
+
+    Parameters
+    ----------
+    first_slice_images : sequence of DicomImage, length n
+        One image per slice, sorted along the slice normal.
+    slice_spacing_fallback_mm : float, optional
+        Slice step for a single-slice stack; otherwise SpacingBetweenSlices, else 1 mm.
+
+    Returns
+    -------
+    ndarray, shape (4, 4)
+        Voxel (i, j, k) -> RAS+ world mm; columns are column, row and slice steps (DICOM LPS flipped to RAS).
+
+    Raises
+    ------
+    InputFileError
+        The slice positions do not lie on one line (more than ``10 * POSITION_TOL_MM`` off).
+    """
     im0 = first_slice_images[0]
     row_dir, col_dir = im0.orientation[:3], im0.orientation[3:]
     dr, dc = im0.pixel_spacing

@@ -172,7 +172,24 @@ def _rwv_units(groups):
 
 
 def records(path: str, ds) -> list[DicomImage]:
-    """The 2-D images of one file (one for classic, NumberOfFrames for enhanced)."""
+    """The 2-D images of one file (one for classic DICOM, NumberOfFrames for enhanced).
+
+    Parameters
+    ----------
+    path : str
+        The file, named in errors and kept in each record.
+    ds : pydicom.dataset.Dataset
+        Its header.
+
+    Returns
+    -------
+    list of DicomImage
+
+    Raises
+    ------
+    InputFileError
+        Enhanced DICOM whose per-frame groups do not match NumberOfFrames, or a multi-frame file without them.
+    """
     n_frames = _int(ds.get("NumberOfFrames")) or 1
     enhanced = "PerFrameFunctionalGroupsSequence" in ds
     shared = ds.get("SharedFunctionalGroupsSequence")

@@ -1,0 +1,250 @@
+"""Layer data tuples (Qt-free) for mrtherm runs, window reports, single maps and DICOM folders.
+
+Every layer carries ``metadata["mrtherm"]`` with its ``kind`` (anatomy, labels, temperature, dose,
+lesion, window, dicom), the NIfTI affine and what the operator view needs (frame times, per-frame
+peak, report, linear dose per frame).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import numpy as np
+
+from . import _model as m
+
+
+def is_mrtherm_report(path) -> str | None:
+    """'run' or 'window' for an mrtherm report.json, else None."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if "mrtherm_version" in doc and "results" in doc:
+        return "run"
+    if {"verdict", "elements", "rules", "active_fraction"} <= set(doc):
+        return "window"
+    return None
+
+
+def _meta(kind, nifti_aff, base=None, **extra):
+    return {"mrtherm": {**(base or {}), "kind": kind, "nifti_affine": np.asarray(nifti_aff), **extra}}
+
+
+def anatomy_layer(data, nifti_aff, meta=None):
+    """Grey anatomy (mean baseline magnitude) on its grid."""
+    return (data, {"name": "anatomy", "colormap": "gray", **m.placement(nifti_aff),
+                   "metadata": _meta("anatomy", nifti_aff, meta)}, "image")
+
+
+def labels_layer(data, nifti_aff, meta=None, name="labels"):
+    """Tissue labels with the DESIGN.md colours; hover shows the class name (``features``)."""
+    values = np.unique(data)
+    names = m.label_names((meta or {}).get("report"))
+    features = {"index": values.astype(int), "structure": [names.get(int(v), f"label {int(v)}") for v in values]}
+    return (np.asarray(data, np.int32), {"name": name, "opacity": 0.5, "colormap": m.label_colormap(),
+                                         "features": features, **m.placement(nifti_aff),
+                                         "metadata": _meta("labels", nifti_aff, meta)}, "labels")
+
+
+def temperature_layer(temp_c, nifti_aff, meta=None, frame_times_s=None):
+    """4-D temperature (C) image; NaN shown transparent; the time axis in seconds."""
+    temp_c = np.asarray(temp_c, np.float32)
+    times = frame_times_s if frame_times_s is not None else (meta or {}).get("frame_times_s")
+    times = list(times) if times is not None and len(times) == temp_c.shape[0] else list(range(temp_c.shape[0]))
+    with np.errstate(invalid="ignore"):
+        flat = temp_c.reshape(temp_c.shape[0], -1)
+        peak = [float(np.nanmax(f)) if np.isfinite(f).any() else None for f in flat]
+    return (m.display_temperature(temp_c), {
+        "name": "temperature (C)", "colormap": m.temperature_colormap(), "contrast_limits": m.TEMPERATURE_RANGE_C,
+        "blending": "translucent", "opacity": 0.9, **m.placement(nifti_aff, times, series=True),
+        "metadata": _meta("temperature", nifti_aff, meta, temperature_c=temp_c, frame_times_s=times,
+                          frame_peak_c=peak)}, "image")
+
+
+def dose_layers(dose_tzyx, nifti_aff, levels, meta=None, frame_times_s=None, final_dose=None):
+    """The dose accumulated up to each frame (log10 image) and one outline layer per lesion level.
+
+    ``final_dose`` (the run's float64 ``dose_cem43.nii.gz``) is kept for final lesion volumes; by default
+    the last frame of ``dose_tzyx``.
+    """
+    times = frame_times_s if frame_times_s is not None else (meta or {}).get("frame_times_s")
+    times = list(times) if times is not None and len(times) == dose_tzyx.shape[0] else list(range(dose_tzyx.shape[0]))
+    where = m.placement(nifti_aff, times, series=True)
+    layers = [(m.display_dose(dose_tzyx), {
+        "name": "CEM43 dose (log10 min)", "colormap": m.dose_colormap(), "contrast_limits": m.DOSE_LOG10_RANGE,
+        "blending": "translucent", "opacity": 0.45, **where,
+        "metadata": _meta("dose", nifti_aff, meta, dose_per_frame_cem43_min=dose_tzyx, frame_times_s=times,
+                          dose_cem43_min=dose_tzyx[-1] if final_dose is None else final_dose, dose_levels_cem43_min=list(levels))}, "image")]
+    layers += [lesion_layer(dose_tzyx, lev, nifti_aff, meta, times) for lev in levels]
+    return layers
+
+
+def lesion_layer(dose_tzyx, level, nifti_aff, meta=None, frame_times_s=None):
+    """Outline (napari labels contour) of dose >= level at each frame, in the level's fixed colour."""
+    mask = (np.nan_to_num(np.asarray(dose_tzyx), nan=0.0) >= level).astype(np.uint8)
+    colour, colour_name = m.level_colour(level)
+    series = mask.ndim == 4
+    return (mask, {"name": f"lesion {level:g} CEM43 ({colour_name})", "opacity": 1.0,
+                   "colormap": m.lesion_colormap(colour), **m.placement(nifti_aff, frame_times_s, series=series),
+                   "metadata": _meta("lesion", nifti_aff, meta, level=float(level))}, "labels")
+
+
+def run_layers(folder) -> list:
+    """Layer data tuples for an ``mrtherm run`` output folder (and its window check, if any)."""
+    folder = os.fspath(folder)
+    with open(os.path.join(folder, "report.json"), encoding="utf-8") as fh:
+        report = json.load(fh)
+    exam = report.get("exam", {})
+    levels = report.get("parameters", {}).get("dose_levels_cem43_min", [240.0])
+    meta = {"report_path": os.path.join(folder, "report.json"), "report": report, "batch": uuid.uuid4().hex,
+            "frame_times_s": exam.get("frame_times_s"), "voxel_volume_ml": exam.get("voxel_volume_ml"),
+            "dose_levels_cem43_min": levels}
+    layers, grid = [], None
+    p = os.path.join(folder, "anatomy.nii.gz")
+    if os.path.exists(p):
+        data, grid = m.load_zyx(p)
+        layers.append(anatomy_layer(data, grid, meta))
+        shape = data.shape
+    p = os.path.join(folder, "labels.nii.gz")
+    if os.path.exists(p):
+        layers.append(labels_layer(*m.load_zyx(p), meta))
+    p = os.path.join(folder, "temperature.nii.gz")
+    if os.path.exists(p):
+        temp, aff = m.load_zyx(p)
+        grid, shape = aff, temp.shape[1:]
+        cumulative = m.dose_per_frame(temp, meta["frame_times_s"])
+        p = os.path.join(folder, "dose_cem43.nii.gz")
+        final = m.load_zyx(p)[0] if os.path.exists(p) else None
+        layers += dose_layers(cumulative, aff, levels, meta, final_dose=final)
+        layers.insert(len(layers) - len(levels), temperature_layer(temp, aff, meta))
+    window = os.path.join(folder, "window", "report.json")
+    if is_mrtherm_report(window) == "window":
+        bounds = m.volume_bounds_zyx(grid, shape) if grid is not None else None
+        layers += window_layers(window, bounds, m.voxel_sizes_zyx(grid) if grid is not None else None)
+    return layers
+
+
+def result_layers(result) -> list:
+    """Layers for an in-memory :class:`mrtherm.ThermometryResult` (from the thermometry widget)."""
+    aff = result.affine
+    levels = list(result.params.dose_levels_cem43_min)
+    meta = {"report": result.report, "batch": uuid.uuid4().hex, "frame_times_s": [float(t) for t in result.frame_times_s],
+            "voxel_volume_ml": result.report["exam"]["voxel_volume_ml"], "dose_levels_cem43_min": levels}
+    temp = result.host("temperature_c")
+    if temp is None:
+        temp = m.load_zyx(result.temperature_path)[0]
+    layers = [anatomy_layer(result.host("anatomy"), aff, meta)]
+    if result.labels is not None:
+        layers.append(labels_layer(np.asarray(result.labels), aff, meta))
+    layers += dose_layers(m.dose_per_frame(temp, meta["frame_times_s"]), aff, levels, meta,
+                          final_dose=result.host("dose_cem43_min"))
+    layers.insert(len(layers) - len(levels), temperature_layer(temp, aff, meta))
+    return layers
+
+
+def window_layers(report_or_path, bounds_zyx=None, scale_zyx=None) -> list:
+    """Rays coloured by status (Shapes) and the target (Points), world (Z, Y, X) mm.
+
+    With ``bounds_zyx`` the rays are clipped to that box (the image volume) so that they do not
+    widen the slider range; ``scale_zyx`` gives the shapes the image's slider steps.
+    """
+    path = None
+    if isinstance(report_or_path, (str, os.PathLike)):
+        path = os.fspath(report_or_path)
+        with open(path, encoding="utf-8") as fh:
+            report = json.load(fh)
+    else:
+        report = report_or_path
+    scale = np.asarray(scale_zyx if scale_zyx is not None else (1.0, 1.0, 1.0), float)
+    where = m.points_placement(scale)
+    meta = {"mrtherm": {"kind": "window", "report": report, "report_path": path}}
+    target = m.world_xyz_to_napari(np.asarray(report["target_world_mm"], float))
+    layers = []
+    starts = report.get("element_positions_world_mm")
+    if starts is not None:
+        lines, colours = [], []
+        for s, e in zip(starts, report["elements"]):
+            seg = np.stack([m.world_xyz_to_napari(s), target])
+            if bounds_zyx is not None:
+                seg = m.clip_segment(seg[0], seg[1], *bounds_zyx)
+            if seg is not None:
+                lines.append(seg / scale)
+                colours.append(m.STATUS_COLOURS[e["status"]])
+        layers.append((lines, {"name": f"acoustic window rays ({report['verdict']})", "shape_type": "line",
+                               "edge_color": colours, "edge_width": 0.4, "metadata": meta, **where}, "shapes"))
+    layers.append(((target / scale)[None, :], {"name": "target", "size": 3, "face_color": "yellow",
+                                               "metadata": meta, **where}, "points"))
+    return layers
+
+
+def map_layer(path) -> list:
+    """One mrtherm NIfTI map as a layer, styled by its file name."""
+    data, aff = m.load_zyx(path)
+    name = os.path.basename(os.fspath(path))
+    if name == "temperature.nii.gz":
+        return [temperature_layer(data, aff)]
+    if name == "dose_cem43.nii.gz":
+        return dose_layers(np.asarray(data, np.float32)[None], aff, [240.0])[:1]
+    if name == "labels.nii.gz":
+        return [labels_layer(data, aff)]
+    if name in ("mask.nii.gz", "drift_reference.nii.gz") or name.startswith("lesion_"):
+        return [(data.astype(np.int32), {"name": name.split(".")[0], **m.placement(aff)}, "labels")]
+    kw = {"colormap": "gray"} if name == "anatomy.nii.gz" else {"colormap": "magma"}
+    return [(np.nan_to_num(data.astype(np.float32)), {"name": name.split(".")[0], **m.placement(aff), **kw},
+             "image")]
+
+
+def looks_like_dicom_folder(folder, max_files: int = 64) -> bool:
+    """True when one of the first files under ``folder`` is DICOM (Part 10 marker); cheap, no pydicom."""
+    from mrtherm.io.dicom.files import walk  # noqa: PLC0415
+    for n, path in enumerate(walk(os.fspath(folder))):
+        if n >= max_files:
+            break
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(132)
+        except OSError:
+            continue
+        if head[128:132] == b"DICM":
+            return True
+    return False
+
+
+def dicom_layers(folder) -> list:
+    """A DICOM thermometry folder as lazy (dask) 4-D magnitude and phase (rad) layers placed in world mm.
+
+    Frames are read when napari shows them, so long series open at once. Refusals of
+    :func:`mrtherm.load_exam` (field maps, several stacks, multi-echo) surface as their one-line error.
+    """
+    import dask
+    import dask.array as da
+    import mrtherm
+    exam = mrtherm.load_exam(dicom=os.fspath(folder))
+    shape = exam.shape_zyx
+    times = [float(t) for t in exam.frame_times_s]
+    meta = {"kind": "dicom", "nifti_affine": exam.affine, "frame_times_s": times,
+            "provenance": exam.provenance, "te_s": exam.te_s, "b0_t": exam.b0_t}
+
+    def component(t, which):
+        a, b, _polar = exam.frame_parts(t)
+        return np.asarray(a if which == 0 else b, dtype=np.float32)
+
+    def lazy(which):
+        return da.stack([da.from_delayed(dask.delayed(component)(t, which), shape, np.float32)
+                         for t in range(exam.n_frames)])
+
+    where = m.placement(exam.affine, times, series=True)
+    names = ("magnitude", "phase (rad)") if "phase" in exam.components else ("real", "imaginary")
+    mag = (lazy(0), {"name": names[0], "colormap": "gray", **where,
+                     "metadata": {"mrtherm": {**meta, "component": names[0]}}}, "image")
+    ph_kw = {"colormap": "twilight_shifted", "contrast_limits": (-np.pi, np.pi)} if names[1].startswith("phase") \
+        else {"colormap": "gray"}
+    ph = (lazy(1), {"name": names[1], "visible": False, **ph_kw, **where,
+                    "metadata": {"mrtherm": {**meta, "component": names[1]}}}, "image")
+    return [mag, ph]

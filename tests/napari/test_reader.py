@@ -1,0 +1,243 @@
+"""napari reader and operator view under Xvfb (pytest-xvfb): layers, geometry, time, dose per frame, overlay."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import nibabel as nib
+
+import mrtherm
+from mrtherm.io import niftiio
+from napari_helpers import PLUGIN, canvas_shot, colour_pixels, docs_dir, layer_named, save_png
+from napari_mrtherm import _layers, _model, _view
+from napari_mrtherm._reader import get_reader
+
+
+def _open_run(make_napari_viewer, run_folder):
+    viewer = make_napari_viewer()
+    # plugin=None: napari picks the reader itself, as for a drag or `napari path` (viewer.open's default in
+    # napari 0.9 is its builtins); only mrtherm reads report.json, so no reader dialog
+    viewer.open(os.path.join(run_folder, "report.json"), plugin=None)
+    return viewer
+
+
+def _report(run_folder):
+    with open(os.path.join(run_folder, "report.json")) as fh:
+        return json.load(fh)
+
+
+def test_reader_declines_foreign_paths(tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "x.json").write_text(json.dumps({"hello": 1}))
+    niftiio.save_volume(np.zeros((2, 2, 2)), np.eye(4), tmp_path / "scan.nii.gz")
+    assert get_reader(str(tmp_path / "other")) is None
+    assert get_reader(str(tmp_path / "x.json")) is None
+    assert get_reader(str(tmp_path / "scan.nii.gz")) is None
+    assert get_reader(str(tmp_path / "missing.txt")) is None
+
+
+def test_run_opens_with_operator_view(make_napari_viewer, run_folder):
+    viewer = _open_run(make_napari_viewer, run_folder)
+    kinds = {ly.name: (_view.meta(ly).get("kind"), type(ly).__name__) for ly in viewer.layers}
+    assert kinds["anatomy"] == ("anatomy", "Image") and kinds["labels"] == ("labels", "Labels")
+    assert kinds["temperature (C)"] == ("temperature", "Image")
+    assert kinds["CEM43 dose (log10 min)"] == ("dose", "Image")
+    assert kinds["lesion 240 CEM43 (cyan)"] == ("lesion", "Labels") and kinds["lesion 40 CEM43 (green)"][0] == "lesion"
+    assert any(n.startswith("acoustic window rays") for n in kinds)
+    temp, dose = layer_named(viewer, "temperature"), layer_named(viewer, "CEM43 dose")
+    assert temp.colorbar.visible and dose.colorbar.visible
+    assert viewer.scale_bar.visible and viewer.text_overlay.visible
+    for ly in viewer.layers:
+        if ly.name.startswith(("lesion", "labels")):
+            assert not ly.editable  # no paint tools: one click cannot edit them
+        if ly.name.startswith("lesion"):
+            assert ly.contour > 0  # outlines, not fills
+    # sliders: one step per frame in seconds, one per slice in mm; nothing widened by the rays
+    report = _report(run_folder)
+    times = report["exam"]["frame_times_s"]
+    nt, nz = report["exam"]["shape_tzyx"][:2]
+    vz = report["exam"]["voxel_size_mm_zyx"][0]
+    assert viewer.dims.axis_labels[:2] == ("t (s)", "z (mm)")
+    assert viewer.dims.nsteps[:2] == (nt, nz)
+    assert viewer.dims.range[0].start == pytest.approx(times[0])
+    assert viewer.dims.range[0].step == pytest.approx(times[1] - times[0])
+    assert viewer.dims.range[1].step == pytest.approx(vz)
+    # opens at the hottest frame and slice
+    assert layer_named(viewer, "temperature").data[_view.install(viewer).current_frame()].max() == \
+        pytest.approx(np.nanmax(nib.load(os.path.join(run_folder, "tmax.nii.gz")).get_fdata()), abs=1e-3)
+
+
+def test_world_placement_and_geometry(make_napari_viewer, run_folder):
+    viewer = _open_run(make_napari_viewer, run_folder)
+    temp = layer_named(viewer, "temperature")
+    img = nib.load(os.path.join(run_folder, "temperature.nii.gz"))
+    assert temp.data.shape == img.shape[::-1]
+    assert tuple(temp.contrast_limits) == (37.0, 90.0)
+    times = _report(run_folder)["exam"]["frame_times_s"]
+    world = img.affine @ np.array([11, 20, 3, 1.0])  # voxel (x, y, z) = (11, 20, 3) at frame 5
+    got = np.asarray(temp.data_to_world((5, 3, 20, 11)))
+    np.testing.assert_allclose(got[1:], world[:3][::-1], atol=1e-6)
+    assert got[0] == pytest.approx(times[5])
+    anat = layer_named(viewer, "anatomy")
+    np.testing.assert_allclose(np.asarray(anat.data_to_world((3, 20, 11))), world[:3][::-1], atol=1e-6)
+    np.testing.assert_allclose(_model.layer_nifti_affine(anat), img.affine, atol=1e-9)
+    labels = layer_named(viewer, "labels")
+    assert labels.colormap.map(np.array([10]))[0][0] == pytest.approx(1.0)  # the cord in red
+    rays = layer_named(viewer, "acoustic window rays")
+    report = json.load(open(os.path.join(run_folder, "window", "report.json")))
+    assert len(rays.data) == len(report["elements"])
+    red = np.asarray(_model.STATUS_COLOURS["blocked"])
+    blocked = [i for i, e in enumerate(report["elements"]) if e["status"] == "blocked"]
+    np.testing.assert_allclose(rays.edge_color[blocked[0]], red, atol=1e-6)
+    # each ray ends at the target, in world mm
+    target = np.asarray(report["target_world_mm"])[::-1]
+    np.testing.assert_allclose(np.asarray(rays.data_to_world(rays.data[0][-1]))[-3:], target, atol=1e-6)
+
+
+def test_dose_follows_the_time_slider(make_napari_viewer, run_folder):
+    """The dose layer at frame k is the dose accumulated up to k: nothing before heating, the run's dose at the end."""
+    viewer = _open_run(make_napari_viewer, run_folder)
+    dose_layer = layer_named(viewer, "CEM43 dose")
+    final = _model.load_zyx(os.path.join(run_folder, "dose_cem43.nii.gz"))[0]
+    per_frame = _view.meta(dose_layer)["dose_per_frame_cem43_min"]
+    assert np.nanmax(per_frame[0]) == 0.0
+    np.testing.assert_allclose(per_frame[-1], final, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert np.all(np.nan_to_num(np.diff(per_frame, axis=0)) >= 0)  # dose never decreases
+    lesion = layer_named(viewer, "lesion 240")
+    assert lesion.data[0].sum() == 0
+    np.testing.assert_array_equal(lesion.data[-1], (np.nan_to_num(final) >= 240).astype(np.uint8))
+
+
+def test_screenshot_frame0_has_no_dose_and_last_frame_has(make_napari_viewer, run_folder, tmp_path):
+    viewer = _open_run(make_napari_viewer, run_folder)
+    for ly in viewer.layers:
+        if ly.name.startswith(("acoustic", "target", "labels")):
+            ly.visible = False
+        if hasattr(ly, "colorbar"):
+            ly.colorbar.visible = False  # the bars hold every colour of their maps
+    viewer.text_overlay.visible = False
+    viewer.dims.set_point(0, viewer.dims.range[0].start)
+    dose0, heat0, grey0 = colour_pixels(canvas_shot(viewer))
+    viewer.dims.set_point(0, viewer.dims.range[0].stop)
+    shot = canvas_shot(viewer)
+    dose1, _heat1, _grey1 = colour_pixels(shot)
+    save_png(shot, str(tmp_path), "last_frame.png")
+    assert dose0.sum() == 0 and heat0.sum() == 0 and grey0.sum() > 5000
+    assert dose1.sum() > 30
+
+
+def test_canvas_text_frame_time_peak_and_alarms(make_napari_viewer, run_folder):
+    viewer = _open_run(make_napari_viewer, run_folder)
+    report = _report(run_folder)
+    times = report["exam"]["frame_times_s"]
+    alarm = report["alarms"][0]
+    k = alarm["frame"]
+    viewer.dims.set_point(0, times[k - 1])
+    before = viewer.text_overlay.text
+    assert before.startswith(f"t = {times[k - 1]:.1f} s  (frame {k}/{len(times)})") and "ALARM" not in before
+    assert tuple(viewer.text_overlay.color)[:3] == (1.0, 1.0, 1.0)
+    assert "lesion outlines: 40 CEM43 green, 240 CEM43 cyan" in before
+    viewer.dims.set_point(0, times[k])
+    after = viewer.text_overlay.text
+    assert f"ALARM {alarm['structure']}" in after and tuple(viewer.text_overlay.color)[0] == 1.0
+    assert tuple(viewer.text_overlay.color)[1] < 0.5
+    temp = np.asarray(_model.load_zyx(os.path.join(run_folder, "temperature.nii.gz"))[0][k])
+    assert f"peak {np.nanmax(temp):.1f} °C" in after
+
+
+def test_cursor_readout_units_and_tissue_names(make_napari_viewer, run_folder):
+    viewer = _open_run(make_napari_viewer, run_folder)
+    view = _view.install(viewer)
+    labels = layer_named(viewer, "labels")
+    cord = np.argwhere(labels.data == 10)[0]
+    text = view.readout_at(labels.data_to_world(tuple(cord)))
+    assert "spinal cord" in text.lower()
+    tmax = nib.load(os.path.join(run_folder, "tmax.nii.gz")).get_fdata().transpose(2, 1, 0)
+    hot = np.unravel_index(np.nanargmax(tmax), tmax.shape)
+    text = view.readout_at(labels.data_to_world(tuple(int(v) for v in hot)))
+    assert "°C" in text and "CEM43 min" in text
+
+
+def test_single_map_and_report_json_open(make_napari_viewer, run_folder):
+    viewer = make_napari_viewer()
+    viewer.open(os.path.join(run_folder, "tmax.nii.gz"), plugin=PLUGIN)
+    assert viewer.layers[0].name == "tmax"
+    viewer.open(os.path.join(run_folder, "report.json"), plugin=None)
+    assert any(ly.name.startswith("temperature") for ly in viewer.layers)
+
+
+def test_oblique_affine(make_napari_viewer, tmp_path):
+    rot = np.array([[np.cos(0.3), -np.sin(0.3), 0], [np.sin(0.3), np.cos(0.3), 0], [0, 0, 1.0]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([1.5, 1.2, 3.0]) @ np.array([[1, 0, 0], [0, np.cos(0.2), -np.sin(0.2)],
+                                                            [0, np.sin(0.2), np.cos(0.2)]])
+    aff[:3, 3] = [-20.0, 13.0, 7.5]
+    data = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    niftiio.save_volume(data, aff, tmp_path / "tmax.nii.gz")
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "tmax.nii.gz"), plugin=PLUGIN)
+    layer = viewer.layers[0]
+    for zyx in [(0, 0, 0), (4, 5, 6), (2, 3, 1)]:
+        expected = (aff @ np.array([zyx[2], zyx[1], zyx[0], 1.0]))[:3][::-1]
+        np.testing.assert_allclose(np.asarray(layer.data_to_world(zyx)), expected, atol=1e-9)
+
+
+def test_second_anatomy_on_another_grid_overlays(make_napari_viewer, run_folder):
+    """A finer 'planning T2' with its own affine: world points give the same tissue in both layers."""
+    viewer = _open_run(make_napari_viewer, run_folder)
+    labels = layer_named(viewer, "labels")
+    lab_img = nib.load(os.path.join(run_folder, "labels.nii.gz"))
+    lab = np.asarray(lab_img.dataobj).transpose(2, 1, 0)
+    t2_aff = lab_img.affine.copy()
+    t2_aff[:2, :2] /= 2.0
+    t2_aff[:3, 3] += np.array([-0.5, -0.5, 0.0])
+    nz, ny, nx = lab.shape
+    k, j, i = np.meshgrid(np.arange(nz), np.arange(2 * ny), np.arange(2 * nx), indexing="ij")
+    world = np.stack([i, j, k, np.ones_like(i)], -1) @ t2_aff.T
+    src = world @ np.linalg.inv(lab_img.affine).T
+    si = np.clip(np.floor(src[..., :3] + 0.5).astype(int), 0, [nx - 1, ny - 1, nz - 1])
+    t2 = lab[si[..., 2], si[..., 1], si[..., 0]].astype(np.float32)
+    t2_layer = viewer.add_image(t2, **_model.placement(t2_aff), name="T2")
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        zyx_t2 = (int(rng.integers(nz)), int(rng.integers(2 * ny)), int(rng.integers(2 * nx)))
+        w = t2_layer.data_to_world(zyx_t2)
+        d = np.round(np.asarray(labels.world_to_data(w))).astype(int)
+        assert lab[tuple(d)] == t2[zyx_t2]
+
+
+def test_open_dicom_thermometry_folder(make_napari_viewer, tmp_path):
+    """A DICOM folder opens as magnitude and phase (rad) placed by the DICOM geometry, frames read lazily."""
+    from mrtherm.io.dicom.synth import write_dicom_exam
+    ph = mrtherm.make_phantom(shape_zyx=(4, 48, 48), voxel_mm=(4.0, 2.0, 2.0), n_frames=6, seed=1)
+    rot = np.eye(4)
+    rot[:3, :3] = [[np.cos(0.4), -np.sin(0.4), 0], [np.sin(0.4), np.cos(0.4), 0], [0, 0, 1]]
+    aff = rot @ ph.affine
+    folder = write_dicom_exam(tmp_path / "dicom", ph.magnitude, ph.phase_rad, aff, ph.te_s, ph.b0_t,
+                              ph.frame_times_s, vendor="philips")
+    viewer = make_napari_viewer()
+    viewer.open(folder, plugin=PLUGIN)
+    mag, phase = layer_named(viewer, "magnitude"), layer_named(viewer, "phase (rad)")
+    assert mag.data.shape == (6, 4, 48, 48) and phase.data.shape == (6, 4, 48, 48)
+    world = aff @ np.array([7, 30, 2, 1.0])  # voxel (x, y, z) = (7, 30, 2)
+    np.testing.assert_allclose(np.asarray(mag.data_to_world((3, 2, 30, 7)))[-3:], world[:3][::-1], atol=1e-5)
+    got = np.asarray(phase.data[4, 2])
+    err = np.angle(np.exp(1j * (got - ph.phase_rad[4, 2])))
+    assert np.abs(err).max() < 2e-3  # Philips stores 4096 levels over 2 pi
+
+
+def test_layers_module_is_qt_free():
+    import subprocess
+    import sys
+    code = ("import sys, napari_mrtherm._layers, napari_mrtherm._text, napari_mrtherm._model; "
+            "print(any(m.startswith(('PyQt', 'qtpy', 'PySide')) for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_layers_of_a_result_match_the_files(run_folder):
+    names = [kw["name"] for _d, kw, _k in _layers.run_layers(run_folder)]
+    assert names.index("anatomy") < names.index("CEM43 dose (log10 min)") < names.index("temperature (C)") \
+        < names.index("lesion 240 CEM43 (cyan)")
