@@ -28,7 +28,7 @@ kernels:
 	@bash tools/check_kernels.sh
 
 docs: sysdeps $(STAMP)
-	MRTHERM_DOCS_DIR=$(CURDIR)/docs $(PY) -m pytest -q tests/napari/test_plugin.py -k readme_screenshot
+	MRTHERM_DOCS_DIR=$(CURDIR)/docs $(PY) -m pytest -q tests/napari/test_widgets.py
 
 mutation: $(STAMP)
 	$(PY) -m pip install --quiet "mutmut>=3.3"

@@ -28,7 +28,8 @@ def truth_comparison(result, truth_temperature_c, truth_dose) -> dict:
     dict
         ``rmse_c``, ``bias_c``, ``rmse_heated_c`` (voxels > 5 C above body temperature; None when none),
         ``predicted_sd_c_median``, ``peak_c``, ``truth_peak_reliable_c`` (C) and the 240 CEM43 lesion volume
-        measured and true (``lesion_240_ml``, ``truth_lesion_240_ml``, mL).
+        measured and true (``lesion_240_ml``, ``truth_lesion_240_ml`` over reliable voxels, mL) and the true lesion
+    over every voxel (``truth_lesion_240_all_ml``: includes bone and fat, where PRF cannot measure).
     """
     import nibabel as nib  # noqa: PLC0415
     temp = result.temperature_c
@@ -47,6 +48,7 @@ def truth_comparison(result, truth_temperature_c, truth_dose) -> dict:
         "truth_peak_reliable_c": float(truth_temperature_c[:, mask].max()),
         "lesion_240_ml": result.lesion_volumes_ml.get(240.0),
         "truth_lesion_240_ml": float(((truth_dose >= 240.0) & mask).sum() * vox_ml),
+        "truth_lesion_240_all_ml": float((truth_dose >= 240.0).sum() * vox_ml),
     }
 
 

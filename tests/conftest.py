@@ -1,3 +1,4 @@
+import functools
 import os
 
 import numpy as np
@@ -27,9 +28,16 @@ def xp(request):
 SMALL_PHANTOM = dict(shape_zyx=(6, 96, 96), voxel_mm=(4.0, 2.0, 2.0), n_frames=30, seed=3)
 
 
+@functools.lru_cache(maxsize=1)
+def _small_phantom():
+    # cached at module level: `make mutation` forks a fresh pytest session per mutant from a process that
+    # already built it, so each mutant skips the 3 s phantom (tests never modify it)
+    return mrtherm.make_phantom(**SMALL_PHANTOM)
+
+
 @pytest.fixture(scope="session")
 def small_phantom():
-    return mrtherm.make_phantom(**SMALL_PHANTOM)
+    return _small_phantom()
 
 
 @pytest.fixture(scope="session")

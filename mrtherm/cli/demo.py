@@ -30,6 +30,9 @@ def cmd_demo(args):
     print(f"  peak {cmp_['peak_c']:.1f} C vs truth {cmp_['truth_peak_reliable_c']:.1f} C")
     print(f"  lesion (240 CEM43) {cmp_['lesion_240_ml']:.3f} mL vs truth {cmp_['truth_lesion_240_ml']:.3f} mL "
           "(both in voxels where PRF works)")
+    missing = cmp_["truth_lesion_240_all_ml"] - cmp_["truth_lesion_240_ml"]
+    print(f"  true lesion over all tissue {cmp_['truth_lesion_240_all_ml']:.3f} mL: {missing:.3f} mL of it lies in "
+          "bone or fat, where PRF thermometry cannot measure (masked), so no map shows it")
     print("\nacoustic window of the planned sonication")
     print(window_summary(demo["window"]))
     print(f"outputs: {demo['run_dir']}, {demo['window_dir']}")

@@ -14,7 +14,52 @@ def _plt():
     return plt
 
 
-def tmax_dose_figure(path, anatomy, tmax_c, dose, levels, slice_index, body_temp_c, title=""):
+def slice_extent_mm(affine, shape_yx):
+    """imshow ``extent`` (left, right, bottom, top) of one slice in mm, voxel edges included.
+
+    World x and y of the slice's corners for grids whose rows and columns run along the world axes
+    (the usual axial acquisition); for oblique grids the in-plane distances from the grid corner.
+
+    Parameters
+    ----------
+    affine : ndarray, shape (4, 4)
+        NIfTI voxel (i, j, k) -> RAS+ mm.
+    shape_yx : tuple of int
+        (rows, columns) of the slice.
+
+    Returns
+    -------
+    tuple of float
+    """
+    a = np.asarray(affine, float)
+    ny, nx = shape_yx
+    if np.allclose(a[:2, :2], np.diag(np.diag(a[:2, :2]))) and np.allclose(a[:2, 2], 0):
+        x0, y0 = a[0, 3] - 0.5 * a[0, 0], a[1, 3] - 0.5 * a[1, 1]
+        return (x0, x0 + nx * a[0, 0], y0, y0 + ny * a[1, 1])
+    dx, dy = np.linalg.norm(a[:3, 0]), np.linalg.norm(a[:3, 1])
+    return (0.0, nx * dx, 0.0, ny * dy)
+
+
+def show_slice(ax, image_yx, affine, **imshow_kwargs):
+    """Draw one (y, x) slice on ``ax`` with axes in mm; returns the AxesImage (for a colour bar).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    image_yx : ndarray, shape (y, x)
+    affine : ndarray, shape (4, 4)
+        NIfTI affine of the volume the slice comes from.
+    **imshow_kwargs
+        Passed to ``imshow`` (cmap, vmin, vmax, alpha, ...).
+    """
+    oblique = not (np.allclose(np.asarray(affine)[:2, :2], np.diag(np.diag(np.asarray(affine)[:2, :2]))))
+    im = ax.imshow(image_yx, origin="lower", extent=slice_extent_mm(affine, np.shape(image_yx)), **imshow_kwargs)
+    ax.set_xlabel("in-plane x (mm from grid corner)" if oblique else "x (mm, RAS)")
+    ax.set_ylabel("in-plane y (mm from grid corner)" if oblique else "y (mm, RAS)")
+    return im
+
+
+def tmax_dose_figure(path, anatomy, tmax_c, dose, levels, slice_index, body_temp_c, title="", affine=None):
     """Max-temperature map over the magnitude image with CEM43 contours, one slice.
 
     Parameters
@@ -34,25 +79,31 @@ def tmax_dose_figure(path, anatomy, tmax_c, dose, levels, slice_index, body_temp
     body_temp_c : float
         Lower end of the colour bar, C.
     title : str, optional
+    affine : ndarray, shape (4, 4), optional
+        NIfTI affine: axes in mm (voxel units without it).
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
-    ax.imshow(anatomy[slice_index], cmap="gray", origin="lower")
+    aff = np.diag([1.0, 1.0, 1.0, 1.0]) if affine is None else affine
+    show_slice(ax, anatomy[slice_index], aff, cmap="gray")
     t = np.ma.masked_invalid(np.where(tmax_c[slice_index] >= body_temp_c + 3.0, tmax_c[slice_index], np.nan))
-    im = ax.imshow(t, cmap="inferno", origin="lower", vmin=body_temp_c, vmax=max(90.0, float(np.nanmax(tmax_c))),
-                   alpha=0.85)
+    im = show_slice(ax, t, aff, cmap="inferno", vmin=body_temp_c, vmax=max(90.0, float(np.nanmax(tmax_c))),
+                    alpha=0.85)
     d = np.nan_to_num(dose[slice_index], nan=0.0)
     colours = ["#00e5ff", "#7CFC00", "#ffff00", "#ff8c00", "#ff00ff"]
+    extent = slice_extent_mm(aff, d.shape)
     for i, lev in enumerate(levels):
         if d.max() >= lev:
-            ax.contour(d, levels=[lev], colors=[colours[i % len(colours)]], linewidths=1.3, origin="lower")
-            ax.plot([], [], color=colours[i % len(colours)], label=f"{lev:g} CEM43")
+            ax.contour(d, levels=[lev], colors=[colours[i % len(colours)]], linewidths=1.3, origin="lower",
+                       extent=extent)
+            ax.plot([], [], color=colours[i % len(colours)], label=f"{lev:g} CEM43 min")
     if any(d.max() >= lev for lev in levels):
         ax.legend(loc="upper right", fontsize=8, framealpha=0.6)
-    fig.colorbar(im, ax=ax, label="Tmax (C)", shrink=0.8)
+    fig.colorbar(im, ax=ax, label="Tmax (°C)", shrink=0.8)
     ax.set_title(title or f"Tmax and dose contours, slice {slice_index}")
-    ax.set_xlabel("x (voxel)")
-    ax.set_ylabel("y (voxel)")
+    if affine is None:
+        ax.set_xlabel("x (voxel)")
+        ax.set_ylabel("y (voxel)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -87,12 +138,12 @@ def curves_figure(path, times_s, hottest_c, peak_c, protected, alarms, title="")
             ax.plot(times_s, row["max_c_curve"], color=colour, label=f"{row['structure']} (max)")
     ax.axhline(43.0, color="grey", ls=":", lw=1)
     ax.axhline(45.0, color="black", ls=":", lw=1)
-    ax.text(times_s[0], 43.3, "43 C", fontsize=7, color="grey")
-    ax.text(times_s[0], 45.3, "45 C", fontsize=7)
+    ax.text(times_s[0], 43.3, "43 °C (CEM43 reference)", fontsize=7, color="grey")
+    ax.text(times_s[0], 45.3, "45 °C", fontsize=7)
     for a in alarms:
         ax.axvline(a["time_s"], color="crimson", lw=0.8, alpha=0.6)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("temperature (C)")
+    ax.set_ylabel("temperature (°C)")
     ax.set_title(title or "Temperature curves")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -117,7 +168,7 @@ def drift_figure(path, times_s, offsets_c):
     for z in range(offsets_c.shape[1]):
         ax.plot(times_s, offsets_c[:, z], lw=1, label=f"slice {z}" if offsets_c.shape[1] <= 8 else None)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("drift offset (C equiv.)")
+    ax.set_ylabel("drift offset (°C equivalent)")
     ax.set_title("Fitted B0 drift (constant term) per slice")
     if offsets_c.shape[1] <= 8:
         ax.legend(fontsize=7, ncol=2)
@@ -136,7 +187,7 @@ def write_all(folder, result):
     z = int(r.hottest_voxel_zyx[0]) if r.hottest_voxel_zyx is not None else tmax.shape[0] // 2
     names = []
     tmax_dose_figure(os.path.join(folder, "tmax_dose.png"), r.host("anatomy"), tmax, dose,
-                     r.params.dose_levels_cem43_min, z, r.params.body_temp_c)
+                     r.params.dose_levels_cem43_min, z, r.params.body_temp_c, affine=r.affine)
     names.append("tmax_dose.png")
     curves_figure(os.path.join(folder, "temperature_curves.png"), r.frame_times_s, r.hottest_curve_c,
                   r.peak_curve_c, r.protected, r.alarms)

@@ -9,7 +9,9 @@ RULE_TITLES = {"active_fraction": "active transducer area", "central_ray_clear":
                "elements_crossing_critical_structures": "elements crossing cord / nerve roots",
                "critical_structure_beyond_focus": "cord / nerve root behind the focus",
                "scar_in_path": "scar in the beam path"}
-BLOCKING_WORDS = {"clear": "clear"}
+REASON_WORDS = {"GAS": "gas", "METAL": "metal", "BONE_PREFOCAL": "bone before the focus",
+                "CRITICAL_ANGLE": "bone hit beyond the critical angle", "SCAR": "scar", "NO_PASS_ZONE": "a no-pass zone",
+                "CRITICAL_STRUCTURE": "the spinal cord / a nerve root", "OUT_OF_VOLUME": "outside the labelled volume"}
 
 
 def _number(v, unit=""):
@@ -46,8 +48,8 @@ def rule_line(rule) -> str:
         if not reasons:
             body = "clear"
         else:
-            what = ", ".join(r.lower().replace("_", " ") for r in reasons)
-            body = f"blocked by {what}" if rule["result"] == "FAIL" else f"not blocked (passes {what}; degrades)"
+            what = ", ".join(REASON_WORDS.get(r, r.lower().replace("_", " ")) for r in reasons)
+            body = f"blocked by {what}" if rule["result"] == "FAIL" else f"not blocked; passes near {what} (degrades)"
         return f"{rule['result']}  {title}: {body}"
     if isinstance(value, list):
         shown = "; ".join(str(v) for v in value)

@@ -68,6 +68,21 @@ def camera(viewer):
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
+def _overlay(viewer, name, legacy):
+    overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
+    return getattr(overlays, name) if overlays is not None and hasattr(overlays, name) else getattr(viewer, legacy)
+
+
+def text_overlay(viewer):
+    """The canvas text overlay (``viewer.canvas.overlays.text`` from napari 0.9 on)."""
+    return _overlay(viewer, "text", "text_overlay")
+
+
+def scale_bar(viewer):
+    """The canvas scale bar (``viewer.canvas.overlays.scale_bar`` from napari 0.9 on)."""
+    return _overlay(viewer, "scale_bar", "scale_bar")
+
+
 def set_orientation(viewer, orientation=ORIENTATION):
     """Apply the 2-D orientation (radiological unless told otherwise)."""
     camera(viewer).orientation2d = orientation
@@ -81,10 +96,11 @@ class OperatorView:
         self.readout = ""
         self._focus_pending = None
         set_orientation(viewer)
-        viewer.scale_bar.visible = True
-        viewer.text_overlay.visible = True
-        viewer.text_overlay.font_size = 11
-        viewer.text_overlay.position = "top_left"
+        scale_bar(viewer).visible = True
+        text = text_overlay(viewer)
+        text.visible = True
+        text.font_size = 11
+        text.position = "top_left"
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(lambda e: self.update())
         viewer.dims.events.current_step.connect(lambda e: self.update())
@@ -159,7 +175,7 @@ class OperatorView:
     def update(self):
         """Refresh the canvas text (called on slider moves, layer changes and mouse moves)."""
         text, alarm = self.status()
-        overlay = self.viewer.text_overlay
+        overlay = text_overlay(self.viewer)
         overlay.text = text
         overlay.color = (1.0, 0.25, 0.25, 1.0) if alarm else (1.0, 1.0, 1.0, 1.0)
 

@@ -48,7 +48,7 @@ def test_run_opens_with_operator_view(make_napari_viewer, run_folder):
     assert any(n.startswith("acoustic window rays") for n in kinds)
     temp, dose = layer_named(viewer, "temperature"), layer_named(viewer, "CEM43 dose")
     assert temp.colorbar.visible and dose.colorbar.visible
-    assert viewer.scale_bar.visible and viewer.text_overlay.visible
+    assert _view.scale_bar(viewer).visible and _view.text_overlay(viewer).visible
     for ly in viewer.layers:
         if ly.name.startswith(("lesion", "labels")):
             assert not ly.editable  # no paint tools: one click cannot edit them
@@ -86,7 +86,8 @@ def test_world_placement_and_geometry(make_napari_viewer, run_folder):
     labels = layer_named(viewer, "labels")
     assert labels.colormap.map(np.array([10]))[0][0] == pytest.approx(1.0)  # the cord in red
     rays = layer_named(viewer, "acoustic window rays")
-    report = json.load(open(os.path.join(run_folder, "window", "report.json")))
+    with open(os.path.join(run_folder, "window", "report.json")) as fh:
+        report = json.load(fh)
     assert len(rays.data) == len(report["elements"])
     red = np.asarray(_model.STATUS_COLOURS["blocked"])
     blocked = [i for i, e in enumerate(report["elements"]) if e["status"] == "blocked"]
@@ -117,7 +118,7 @@ def test_screenshot_frame0_has_no_dose_and_last_frame_has(make_napari_viewer, ru
             ly.visible = False
         if hasattr(ly, "colorbar"):
             ly.colorbar.visible = False  # the bars hold every colour of their maps
-    viewer.text_overlay.visible = False
+    _view.text_overlay(viewer).visible = False
     viewer.dims.set_point(0, viewer.dims.range[0].start)
     dose0, heat0, grey0 = colour_pixels(canvas_shot(viewer))
     viewer.dims.set_point(0, viewer.dims.range[0].stop)
@@ -135,14 +136,14 @@ def test_canvas_text_frame_time_peak_and_alarms(make_napari_viewer, run_folder):
     alarm = report["alarms"][0]
     k = alarm["frame"]
     viewer.dims.set_point(0, times[k - 1])
-    before = viewer.text_overlay.text
+    before = _view.text_overlay(viewer).text
     assert before.startswith(f"t = {times[k - 1]:.1f} s  (frame {k}/{len(times)})") and "ALARM" not in before
-    assert tuple(viewer.text_overlay.color)[:3] == (1.0, 1.0, 1.0)
+    assert tuple(_view.text_overlay(viewer).color)[:3] == (1.0, 1.0, 1.0)
     assert "lesion outlines: 40 CEM43 green, 240 CEM43 cyan" in before
     viewer.dims.set_point(0, times[k])
-    after = viewer.text_overlay.text
-    assert f"ALARM {alarm['structure']}" in after and tuple(viewer.text_overlay.color)[0] == 1.0
-    assert tuple(viewer.text_overlay.color)[1] < 0.5
+    after = _view.text_overlay(viewer).text
+    assert f"ALARM {alarm['structure']}" in after and tuple(_view.text_overlay(viewer).color)[0] == 1.0
+    assert tuple(_view.text_overlay(viewer).color)[1] < 0.5
     temp = np.asarray(_model.load_zyx(os.path.join(run_folder, "temperature.nii.gz"))[0][k])
     assert f"peak {np.nanmax(temp):.1f} °C" in after
 

@@ -3,6 +3,7 @@
 import json
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +20,15 @@ def _open(make_napari_viewer, run_folder, **kw):
     viewer.open(run_folder, plugin=PLUGIN)
     viewer.screenshot(canvas_only=False)  # draws the hidden test window once, as showing it would
     return viewer
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _report_times(run_folder):
+    return _read_json(os.path.join(run_folder, "report.json"))["exam"]["frame_times_s"]
 
 
 def _wait_worker(qtbot, widget, timeout=60000):
@@ -108,8 +118,10 @@ def test_temperature_curve_widget(make_napari_viewer, run_folder, qtbot, tmp_pat
     viewer.window.add_dock_widget(w, area="right")
     temp = layer_named(viewer, "temperature")
     truth = _model.load_zyx(os.path.join(run_folder, "temperature.nii.gz"))[0]
-    times = json.load(open(os.path.join(run_folder, "report.json")))["exam"]["frame_times_s"]
-    tmax = np.nanmax(truth, axis=0)
+    times = _report_times(run_folder)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # masked voxels are NaN in every frame
+        tmax = np.nanmax(truth, axis=0)
     hot = np.unravel_index(np.nanargmax(tmax), tmax.shape)
     world = temp.data_to_world((0,) + tuple(int(v) for v in hot))
     curve = w.plot_voxel(world)
@@ -139,7 +151,7 @@ def test_acoustic_window_widget_keeps_the_slice(make_napari_viewer, qtbot, run_f
     w = AcousticWindowWidget(viewer)
     viewer.window.add_dock_widget(w, area="left")
     assert w.transducer_file.value is not None and str(w.transducer_file.value).endswith("transducer.json")
-    info = json.load(open(os.path.join(os.path.dirname(run_folder), "exam", "phantom.json")))
+    info = _read_json(os.path.join(os.path.dirname(run_folder), "exam", "phantom.json"))
     viewer.add_points(_model.world_xyz_to_napari(np.asarray(info["transducer_suggestion"]["focus_world_mm"]))[None],
                       name="my target")
     w.labels_layer.reset_choices()
@@ -205,3 +217,22 @@ def test_four_docks_fit_a_1080p_screen_and_readme_view(make_napari_viewer, run_f
     qtbot.wait(200)
     viewer.reset_view()
     save_png(viewer.screenshot(canvas_only=False), folder, "dose_overlay.png")
+
+
+def test_mrtherm_view_opens_the_run_with_docks(run_folder, qtbot):
+    viewer = _app.open_view(run_folder, docks=("dose", "curve"), show=False)
+    try:
+        assert any(ly.name.startswith("temperature") for ly in viewer.layers)
+        assert set(viewer.window._dock_widgets) >= {"Dose overlay", "Temperature curve"}
+    finally:
+        viewer.close()
+
+
+def test_mrtherm_view_refuses_what_it_cannot_open(tmp_path, capsys):
+    from mrtherm.cli import main
+    (tmp_path / "empty").mkdir()
+    assert main(["view", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip() == f"mrtherm: error: {tmp_path / 'missing'}: no such file or folder"
+    assert main(["view", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mrtherm: error: {tmp_path / 'empty'}: not an mrtherm run folder") and "\n" not in err
