@@ -33,7 +33,7 @@ docs: sysdeps $(STAMP)
 mutation: $(STAMP)
 	$(PY) -m pip install --quiet "mutmut>=3.3"
 	rm -rf mutants
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m mutmut run || true  # BLAS threads deadlock in forked workers
+	bash tools/mutmut_watchdog.sh & OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m mutmut run || true  # BLAS threads deadlock in forked workers
 	$(PY) tools/mutation_report.py
 
 bench: $(STAMP)

@@ -92,3 +92,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "/tests/napari/" in path and not display_ok:
             item.add_marker(skip_display)
+
+
+@pytest.fixture(scope="session")
+def run_folder(tmp_path_factory):
+    """The napari sample: phantom, thermometry run and window check, in a temporary folder."""
+    pytest.importorskip("napari")
+    from napari_mrtherm._sample import build_sample
+    return build_sample(str(tmp_path_factory.mktemp("sample")))

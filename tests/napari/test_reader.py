@@ -1,10 +1,13 @@
 """napari reader and operator view under Xvfb (pytest-xvfb): layers, geometry, time, dose per frame, overlay."""
 
+import pytest
+
+napari = pytest.importorskip("napari")  # the plugin needs the napari extra
+
 import json
 import os
 
 import numpy as np
-import pytest
 
 import nibabel as nib
 

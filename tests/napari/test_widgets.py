@@ -1,12 +1,15 @@
 """The four dock widgets under Xvfb: each in use, errors inline, docks together on a 1920x1080 screen."""
 
+import pytest
+
+napari = pytest.importorskip("napari")  # the plugin needs the napari extra
+
 import json
 import os
 import time
 import warnings
 
 import numpy as np
-import pytest
 
 import nibabel as nib
 
