@@ -197,7 +197,7 @@ def lesion_colormap(colour):
 
 def legend_text(levels) -> str:
     """One line naming each lesion level's outline colour."""
-    return "lesion outlines: " + ", ".join(f"{lev:g} CEM43 {level_colour(lev)[1]}" for lev in sorted(levels))
+    return "outlines: " + ", ".join(f"{lev:g} {level_colour(lev)[1]}" for lev in sorted(levels)) + " (CEM43 min)"
 
 
 # --------------------------------------------------------------------------- data helpers

@@ -142,7 +142,7 @@ def test_canvas_text_frame_time_peak_and_alarms(make_napari_viewer, run_folder):
     before = _view.text_overlay(viewer).text
     assert before.startswith(f"t = {times[k - 1]:.1f} s  (frame {k}/{len(times)})") and "ALARM" not in before
     assert tuple(_view.text_overlay(viewer).color)[:3] == (1.0, 1.0, 1.0)
-    assert "lesion outlines: 40 CEM43 green, 240 CEM43 cyan" in before
+    assert "outlines: 40 green, 240 cyan (CEM43 min)" in before
     viewer.dims.set_point(0, times[k])
     after = _view.text_overlay(viewer).text
     assert f"ALARM {alarm['structure']}" in after and tuple(_view.text_overlay(viewer).color)[0] == 1.0

@@ -29,10 +29,10 @@ def test_status_never_shows_a_future_alarm():
              "time_s": 21.0}
     text, active = _text.status_lines(5, 40, 18.0, 41.2, [alarm])
     assert text == "t = 18.0 s  (frame 6/40)   peak 41.2 °C" and not active
-    text, active = _text.status_lines(7, 40, 21.0, 45.9, [alarm], legend="lesion outlines: 240 CEM43 cyan")
+    text, active = _text.status_lines(7, 40, 21.0, 45.9, [alarm], legend="outlines: 240 cyan (CEM43 min)")
     assert active and text.splitlines() == ["t = 21.0 s  (frame 8/40)   peak 45.9 °C",
                                             "ALARM nerve root: temperature 45.3 °C >= 45 °C at 21.0 s",
-                                            "lesion outlines: 240 CEM43 cyan"]
+                                            "outlines: 240 cyan (CEM43 min)"]
 
 
 def test_levels_parse_and_refuse_with_the_bad_entry():
@@ -44,7 +44,7 @@ def test_levels_parse_and_refuse_with_the_bad_entry():
 
 def test_level_colours_do_not_depend_on_the_list():
     assert _model.level_colour(240) == ("#00ffff", "cyan")
-    assert _model.legend_text([240, 17]) == "lesion outlines: 17 CEM43 blue, 240 CEM43 cyan"
+    assert _model.legend_text([240, 17]) == "outlines: 17 blue, 240 cyan (CEM43 min)"
 
 
 def test_clip_segment_to_a_box():

@@ -219,6 +219,10 @@ def test_four_docks_fit_a_1080p_screen_and_readme_view(make_napari_viewer, run_f
     window.resize(1100, 850)
     qtbot.wait(200)
     viewer.reset_view()
+    viewer.layers.selection.active = temp  # its controls, not a (locked) lesion layer's
+    cam = _view.camera(viewer)
+    cam.center = tuple(np.asarray(temp.data_to_world(hot))[-2:])
+    cam.zoom = cam.zoom * 2.5
     save_png(viewer.screenshot(canvas_only=False), folder, "dose_overlay.png")
 
 
