@@ -186,3 +186,21 @@ def test_temporal_unwrap_follows_more_than_two_wraps():
     _, temps = _run(phase, np.arange(len(rise)) * 1.0, ThermometryParams(baseline_frames=2, drift_correction=False,
                                                                           snr_threshold=0))
     np.testing.assert_allclose(temps[:, 0, 0, 0], 37.0 + rise, atol=1e-3)
+
+
+def test_alpha_is_used_by_every_prf_conversion():
+    """Hand values: at 3 T, TE 10 ms, gammabar 42.577478 MHz/T, alpha -0.02 ppm/C the phase moves
+    2 pi * 42.577478e6 * 3 * 0.01 * -0.02e-6 rad per C; one wrap (pi) is then 19.57 C, half the default's."""
+    from mrtherm.thermometry.prf import celsius_per_wrap, phase_to_delta_celsius
+    k = 2 * math.pi * 42.577478e6 * 3.0 * 0.010 * -0.02e-6
+    assert celsius_per_wrap(0.010, 3.0, -0.02) == pytest.approx(math.pi / abs(k), rel=1e-6)
+    assert phase_to_delta_celsius(1.0, 0.010, 3.0, -0.02) == pytest.approx(1.0 / k, rel=1e-6)
+
+
+@pytest.mark.parametrize("times, message", [([0.0, float("nan"), 3.0], "times_s must be finite"),
+                                            ([0.0, 2.0, 1.0], "times_s must be strictly increasing"),
+                                            ([0.0, 1.0], "times_s has 2 samples but temperature_c has 3 along axis 0")])
+def test_dose_time_errors_say_what_is_wrong(times, message):
+    from mrtherm import ParameterError, cem43
+    with pytest.raises(ParameterError, match=f"^{message}$"):
+        cem43(np.full(3, 44.0), times)
