@@ -14,6 +14,12 @@ def _plt():
     return plt
 
 
+def _axis_aligned(affine) -> bool:
+    """True when a grid's rows and columns run along the world x and y axes."""
+    a = np.asarray(affine, float)
+    return bool(np.allclose(a[:2, :2], np.diag(np.diag(a[:2, :2]))) and np.allclose(a[:2, 2], 0))
+
+
 def slice_extent_mm(affine, shape_yx):
     """imshow ``extent`` (left, right, bottom, top) of one slice in mm, voxel edges included.
 
@@ -33,7 +39,7 @@ def slice_extent_mm(affine, shape_yx):
     """
     a = np.asarray(affine, float)
     ny, nx = shape_yx
-    if np.allclose(a[:2, :2], np.diag(np.diag(a[:2, :2]))) and np.allclose(a[:2, 2], 0):
+    if _axis_aligned(a):
         x0, y0 = a[0, 3] - 0.5 * a[0, 0], a[1, 3] - 0.5 * a[1, 1]
         return (x0, x0 + nx * a[0, 0], y0, y0 + ny * a[1, 1])
     dx, dy = np.linalg.norm(a[:3, 0]), np.linalg.norm(a[:3, 1])
@@ -52,7 +58,7 @@ def show_slice(ax, image_yx, affine, **imshow_kwargs):
     **imshow_kwargs
         Passed to ``imshow`` (cmap, vmin, vmax, alpha, ...).
     """
-    oblique = not (np.allclose(np.asarray(affine)[:2, :2], np.diag(np.diag(np.asarray(affine)[:2, :2]))))
+    oblique = not _axis_aligned(affine)
     im = ax.imshow(image_yx, origin="lower", extent=slice_extent_mm(affine, np.shape(image_yx)), **imshow_kwargs)
     ax.set_xlabel("in-plane x (mm from grid corner)" if oblique else "x (mm, RAS)")
     ax.set_ylabel("in-plane y (mm from grid corner)" if oblique else "y (mm, RAS)")

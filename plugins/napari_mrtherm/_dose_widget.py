@@ -31,6 +31,7 @@ class DoseOverlayWidget(widgets.Container):
         self.viewer.layers.events.inserted.connect(lambda e: self.dose_layer.reset_choices())
         self.viewer.dims.events.current_step.connect(lambda e: self._show_volumes())
         self.last_volumes = None
+        self.levels_applied = ()
 
     def _dose_layers(self, _w=None):
         return _view.layers_of_kind(self.viewer, "dose")
@@ -63,7 +64,7 @@ class DoseOverlayWidget(widgets.Container):
 
     def _show_volumes(self):
         layer = self.dose_layer.value
-        levels = getattr(self, "levels_applied", None)
+        levels = self.levels_applied
         if layer is None or not levels:
             return {}
         info = _view.meta(layer)

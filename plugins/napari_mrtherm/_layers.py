@@ -49,7 +49,7 @@ def labels_layer(data, nifti_aff, meta=None, name="labels"):
     features = {"index": values.astype(int), "structure": [names.get(int(v), f"label {int(v)}") for v in values]}
     return (np.asarray(data, np.int32), {"name": name, "opacity": 0.5, "colormap": m.label_colormap(),
                                          "features": features, **m.placement(nifti_aff),
-                                         "metadata": _meta("labels", nifti_aff, meta)}, "labels")
+                                         "metadata": _meta("labels", nifti_aff, meta, label_names=names)}, "labels")
 
 
 def temperature_layer(temp_c, nifti_aff, meta=None, frame_times_s=None):

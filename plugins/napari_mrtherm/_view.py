@@ -202,7 +202,7 @@ class OperatorView:
                 dose = float(info["dose_per_frame_cem43_min"][idx])
             elif kind == "labels" and name is None:
                 value = int(ly.data[idx])
-                name = _model.label_names(info.get("report")).get(value) if value else None
+                name = info["label_names"].get(value) if value else None
         return _text.readout_line(temp_c, dose, name)
 
 
