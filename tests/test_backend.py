@@ -28,10 +28,25 @@ def test_cupy_without_gpu_is_a_clear_error():
         mrtherm.process(exam, backend="cupy")
 
 
-def test_core_import_does_not_import_cupy_or_gpu_package():
-    code = ("import sys, mrtherm; "
-            "assert 'cupy' not in sys.modules and 'mrtherm_gpu' not in sys.modules, sorted(sys.modules)")
+def test_core_import_is_light():
+    """DESIGN.md: ``import mrtherm`` pulls in no cupy, GPU package, napari, Qt, matplotlib or scipy.stats."""
+    heavy = ("cupy", "mrtherm_gpu", "napari", "napari_mrtherm", "PyQt6", "qtpy", "matplotlib", "scipy.stats")
+    code = ("import sys, mrtherm, mrtherm.cli; "
+            f"bad = [m for m in sys.modules if m.startswith({heavy!r})]; assert not bad, bad")
     subprocess.run([__import__("sys").executable, "-c", code], check=True)
+
+
+def test_core_sources_never_name_the_gpu_or_plugin_packages():
+    """Dependencies point one way: no module under mrtherm/ imports mrtherm_gpu or napari_mrtherm (entry points)."""
+    import ast
+    import pathlib
+    offenders = []
+    for path in pathlib.Path(mrtherm.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("mrtherm_gpu", "napari_mrtherm")]
+    assert offenders == []
 
 
 def test_kernel_sources_present():

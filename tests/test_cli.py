@@ -208,3 +208,12 @@ def test_phantom_and_demo_commands(tmp_path, capsys):
     rmse = float(out.split("RMSE ")[1].split(" C")[0])
     predicted = float(out.split("sigma_T median ")[1].split(" C")[0])
     assert rmse < 1.15 * predicted
+
+
+def test_view_without_a_viewer_installed_is_one_line(tmp_path, capsys, monkeypatch):
+    """The core finds the viewer by entry point (mrtherm.viewer); none registered -> a one-line install hint."""
+    from mrtherm.cli import view
+    monkeypatch.setattr(view, "entry_points", lambda group: [])
+    assert main(["view", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "mrtherm: error: the napari viewer is not installed: pip install 'mrtherm[napari]'"

@@ -86,3 +86,26 @@ def test_time_above_threshold():
     assert float(time_above_segment(np.array(40.0), np.array(50.0), 10.0, 45.0)) == pytest.approx(5.0)
     assert float(time_above_segment(np.array(46.0), np.array(46.0), 10.0, 45.0)) == pytest.approx(10.0)
     assert float(time_above_segment(np.array(44.0), np.array(44.0), 10.0, 45.0)) == 0.0
+
+
+def test_short_ramp_is_exact_where_the_series_expansion_would_not_be():
+    """44 -> 45 C in 1 min: integral of 0.5**(43 - 44 - t) over t in [0, 1] = 2 (2 - 1) / ln 2 = 2.885390 min."""
+    got = float(cem43_segment(np.array(44.0), np.array(45.0), 1.0))
+    assert got == pytest.approx(2.0 / math.log(2.0), rel=1e-12)
+    # below 43 C: 41 -> 42 C in 1 min, integral of 0.25**(2 - t) = (1/16) (4 - 1) / ln 4
+    got = float(cem43_segment(np.array(41.0), np.array(42.0), 1.0))
+    assert got == pytest.approx(3.0 / 16.0 / math.log(4.0), rel=1e-12)
+
+
+def test_segment_is_computed_in_float64_for_float32_maps():
+    """Temperature maps are float32; the dose of a segment is computed from their float64 values."""
+    t0 = np.array([43.3, 50.7, 38.1], dtype=np.float32)
+    t1 = np.array([47.9, 44.2, 61.3], dtype=np.float32)
+    got = cem43_segment(t0, t1, 0.1)
+    assert got.dtype == np.float64
+    assert np.array_equal(got, cem43_segment(t0.astype(np.float64), t1.astype(np.float64), 0.1))
+
+
+def test_time_above_is_strictly_above():
+    # README: time above 45 C counts time *strictly above*; a voxel resting exactly at 45 C adds nothing
+    assert float(time_above_segment(np.array(45.0), np.array(45.0), 10.0, 45.0)) == 0.0

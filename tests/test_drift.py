@@ -56,3 +56,80 @@ def test_no_reference_anywhere_gives_zero():
 def test_bad_order():
     with pytest.raises(ParameterError, match="order"):
         basis(4, 4, 3)
+
+
+def test_basis_coordinates_span_minus_one_to_one_by_hand():
+    """Columns 1, x, y, x^2, x y, y^2 with x, y the voxel indices scaled to [-1, 1]; a single row or column sits at 0.
+
+    The coordinates are part of the report (drift coefficients per slice are in these units).
+    """
+    a = basis(3, 2, 2)  # rows in C order of (y, x): y in (-1, 0, 1), x in (-1, 1)
+    expected = [[1, x, y, x * x, x * y, y * y] for y in (-1.0, 0.0, 1.0) for x in (-1.0, 1.0)]
+    np.testing.assert_array_equal(a, expected)
+    np.testing.assert_array_equal(basis(1, 3, 1), [[1, -1, 0], [1, 0, 0], [1, 1, 0]])
+    np.testing.assert_array_equal(basis(3, 1, 1), [[1, 0, -1], [1, 0, 0], [1, 0, 1]])
+
+
+def test_fit_drift_defaults_to_a_plane():
+    phase = np.zeros((2, 8, 8))
+    coeffs, _ = fit_drift(phase, np.ones_like(phase))
+    assert coeffs.shape == (2, 3)  # order 1: c0 + c1 x + c2 y
+
+
+@pytest.mark.parametrize("order, n_needed", [(0, 4), (1, 12)])
+def test_a_slice_needs_four_reference_voxels_per_term(order, n_needed):
+    """Slice 0 has n_needed - 1 or n_needed reference voxels on a tilted phase; slice 1 is flat at 0.4 rad and
+    fully in the reference. Too few: slice 0 takes the volume-wide weighted mean (order 0) and is flagged."""
+    ny = nx = 8
+    y, x = np.meshgrid(np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
+    phase = np.stack([0.2 + 0.1 * x, np.full((ny, nx), 0.4)])
+    for n_ref, expect_fallback in ((n_needed - 1, True), (n_needed, False)):
+        weight = np.zeros((2, ny, nx))
+        weight[1] = 1.0
+        weight[0].flat[np.linspace(0, ny * nx - 1, n_ref).astype(int)] = 1.0
+        model = DriftModel(phase.shape, order, np)
+        coeffs, fallback = model.solve(*model.normal_equations(phase, weight))
+        assert fallback.tolist() == [expect_fallback, False]
+        if expect_fallback:
+            total = weight.sum()
+            assert coeffs[0, 0] == pytest.approx((phase * weight).sum() / total, rel=1e-12)
+            assert np.all(coeffs[0, 1:] == 0)
+
+
+def test_small_weights_are_fitted_like_large_ones():
+    """Weights are |S|^2 in whatever units the scanner uses: 1e-6 fits exactly as 1 (a plane in slice 0; slice 1
+    without reference takes the global weighted mean)."""
+    ny = nx = 8
+    y, x = np.meshgrid(np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
+    phase = np.stack([0.2 + 0.1 * x - 0.05 * y, np.zeros((ny, nx))])
+    weight = np.zeros_like(phase)
+    weight[0] = 1e-6
+    coeffs, drift = fit_drift(phase, weight, 1)
+    np.testing.assert_allclose(coeffs[0], [0.2, 0.1, -0.05], atol=1e-12)
+    np.testing.assert_allclose(coeffs[1], [0.2, 0.0, 0.0], atol=1e-12)  # the mean of the plane over the slice
+
+
+def test_an_ill_conditioned_slice_falls_back():
+    """Reference voxels on one row plus one voxel off it with weight 1e-14: the order-1 system is not singular
+    but its condition number exceeds 1e12, so the slice takes the global offset."""
+    phase = np.full((1, 8, 8), 0.3)
+    weight = np.zeros_like(phase)
+    weight[0, 3, :] = 1.0
+    weight[0, 6, 2] = 1e-14
+    model = DriftModel(phase.shape, 1, np)
+    packed, rhs, count = model.normal_equations(phase, weight)
+    m = np.zeros((3, 3))
+    m[np.triu_indices(3)] = packed[0]
+    m[np.tril_indices(3)] = m.T[np.tril_indices(3)]
+    assert np.isfinite(np.linalg.cond(m)) and np.linalg.cond(m) > 1e12
+    coeffs, fallback = model.solve(packed, rhs, count)
+    assert fallback[0] and coeffs[0].tolist() == pytest.approx([0.3, 0.0, 0.0])
+
+
+def test_a_singular_slice_falls_back():
+    """Order 1 with every reference voxel on the centre row (y = 0): the y column is zero, the system singular."""
+    phase = np.full((1, 9, 16), 0.3)
+    weight = np.zeros_like(phase)
+    weight[0, 4, :] = 1.0
+    coeffs, fallback = solve_drift(*DriftModel(phase.shape, 1, np).normal_equations(phase, weight), 3)
+    assert fallback[0] and coeffs[0].tolist() == pytest.approx([0.3, 0.0, 0.0])

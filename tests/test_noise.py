@@ -117,3 +117,16 @@ def test_pipeline_masks_imprecise_voxels():
     assert np.any((snr >= 5) & ~kept & (_anatomy() > 0))  # bright enough for the SNR rule, still masked
     loose = mrtherm.process(_exam_from_magnitude(mag, 0.0025), baseline_frames=2, max_sd_theory_c=np.inf)
     assert loose.mask.sum() > kept.sum()
+
+
+def test_target_exclusion_margin_is_in_millimetres():
+    """Voxels 2 mm in x, 1 mm in y: a 4 mm margin reaches 2 voxels along x, 4 along y (inclusive)."""
+    from mrtherm.thermometry.masks import target_exclusion
+    lab = np.zeros((1, 11, 11), dtype=np.int16)
+    lab[0, 5, 5] = 12
+    got = target_exclusion(lab, 12, 4.0, (3.0, 1.0, 2.0))
+    dy, dx = np.meshgrid(np.arange(11) - 5, (np.arange(11) - 5) * 2.0, indexing="ij")
+    np.testing.assert_array_equal(got[0], np.hypot(dy, dx) <= 4.0)
+    assert got[0, 5, 7] and not got[0, 5, 8] and got[0, 9, 5] and not got[0, 10, 5]
+    none = target_exclusion(np.ones((2, 3, 4), dtype=np.int16), 12, 4.0, (1.0, 1.0, 1.0))
+    assert none.shape == (2, 3, 4) and none.dtype == bool and not none.any()

@@ -57,3 +57,12 @@ def test_temperature_rise_beyond_one_wrap_recovered(xp):
 def test_theoretical_sigma():
     # sqrt(1 + 1/4) / (0.0802567 * 20)
     assert theoretical_sigma_celsius(20.0, 4, 0.010, 3.0) == pytest.approx(math.sqrt(1.25) / (0.08025666 * 20), rel=1e-6)
+
+
+def test_unwrap_time_runs_along_the_first_axis_by_default_and_keeps_the_array_kind(xp):
+    """(t, n) series with t != n: the default axis is time (0); the result is in the input's library."""
+    steps = np.array([[0.0, 3.0, 6.0, 9.0, 12.0]]).T * np.array([[1.0, -1.0]])  # (5, 2): 3 rad per frame
+    wrapped = np.angle(np.exp(1j * steps))
+    got = unwrap_time(xp.asarray(wrapped))
+    assert type(got) is type(xp.asarray(wrapped))
+    np.testing.assert_allclose(np.asarray(got), steps, atol=1e-12)

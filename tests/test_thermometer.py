@@ -90,3 +90,161 @@ def test_state_file_errors_are_one_line(tmp_path):
     bad.write_bytes(b"not a state")
     with pytest.raises(mrtherm.InputFileError, match="not a Thermometer state file"):
         Thermometer.load_state(bad)
+
+
+def test_resume_from_before_the_first_frame(small_phantom, params, uninterrupted, tmp_path):
+    """A state saved right after construction (nothing carried over yet) resumes to the same bytes."""
+    ref, _ = uninterrupted
+    th, frames = _thermometer(small_phantom, params)
+    resumed = Thermometer.load_state(th.save_state(tmp_path / "state.npz"))
+    assert resumed.frames_processed == 0 and resumed.tmax_c is None
+    for f, t in zip(frames, small_phantom.frame_times_s):
+        resumed.update(f, t)
+    assert np.array_equal(np.asarray(resumed.dose_cem43_min), np.asarray(ref.dose_cem43_min), equal_nan=True)
+
+
+def test_resume_keeps_every_parameter_and_the_exam_description(small_phantom, tmp_path):
+    """Non-default alpha and phase sign survive the round trip (they scale every later frame), as do the mask's
+    description, the label table, the anatomy and the backend."""
+    ph = small_phantom
+    p = ThermometryParams(baseline_frames=ph.info["baseline_frames"], alpha_ppm_per_c=-0.00909, phase_sign=-1)
+    ref, frames = _thermometer(ph, p)
+    th, _ = _thermometer(ph, p)
+    times = ph.frame_times_s
+    for t in range(len(frames)):
+        ref.update(frames[t], times[t])
+    for t in range(7):
+        th.update(frames[t], times[t])
+    resumed = Thermometer.load_state(th.save_state(tmp_path / "state.npz"))
+    assert resumed.k_rad_per_c == th.k_rad_per_c and resumed.backend_used == "numpy"
+    for name in ("sigma", "sigma_method", "rules", "warnings"):
+        assert getattr(resumed.reliability, name) == getattr(th.reliability, name), name
+    assert resumed.table.to_json() == th.table.to_json()
+    np.testing.assert_array_equal(resumed.anatomy, th.anatomy)
+    for t in range(7, len(frames)):
+        resumed.update(frames[t], times[t])
+    assert np.array_equal(np.asarray(resumed.dose_cem43_min), np.asarray(ref.dose_cem43_min), equal_nan=True)
+    again = Thermometer.load_state(resumed.save_state(tmp_path / "again.npz"))
+    assert again.backend_used == "numpy" and again.frames_processed == len(frames)
+
+
+def _tampered_state(th, tmp_path, **meta_changes):
+    import json
+    path = th.save_state(tmp_path / "state.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta_json"].tobytes().decode("utf-8"))
+    meta.update(meta_changes)
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    out = tmp_path / "tampered.npz"
+    np.savez(out, **arrays)
+    return out
+
+
+def test_state_from_another_version_or_engine_is_refused_in_one_line(small_phantom, params, tmp_path):
+    th, frames = _thermometer(small_phantom, params)
+    th.update(frames[0], 0.0)
+    path = _tampered_state(th, tmp_path, version=99)
+    with pytest.raises(mrtherm.InputFileError) as err:
+        Thermometer.load_state(path)
+    assert str(err.value) == f"{path}: state version 99 is not 1"
+    path = _tampered_state(th, tmp_path, engine="cuda-fused")
+    with pytest.raises(ParameterError) as err:
+        Thermometer.load_state(path)
+    assert str(err.value) == "the state was saved by the cuda-fused engine; resume it with backend='numpy'"
+
+
+@pytest.mark.skipif(mrtherm.backend.cupy_usable(), reason="a GPU is usable here")
+def test_state_resumes_on_the_backend_that_saved_it(small_phantom, params, tmp_path):
+    """A GPU state needs the GPU (it is not silently resumed on NumPy); an explicit backend overrides the saved one."""
+    th, frames = _thermometer(small_phantom, params)
+    th.update(frames[0], 0.0)
+    with pytest.raises(mrtherm.BackendUnavailableError, match="backend 'cupy'"):
+        Thermometer.load_state(_tampered_state(th, tmp_path, backend="cupy"))
+    with pytest.raises(mrtherm.BackendUnavailableError, match="backend 'cupy'"):
+        Thermometer.load_state(th.save_state(tmp_path / "numpy.npz"), backend="cupy")
+
+
+def test_uncertainty_maps_before_and_after_the_baseline(small_phantom):
+    """The empirical SD needs every baseline frame and at least two; then it is the sample SD x sqrt(1 + 1/N).
+
+    Two baseline frames of uniform phase +a and -a rad: deltas +-a / k C, sample SD sqrt(2) a / |k|
+    (hand calculation), reported x sqrt(1.5).
+    """
+    shape = (1, 8, 8)
+    a = 0.04
+    frames = [(np.full(shape, 100.0, np.float32), np.full(shape, s * a, np.float32), True) for s in (1, -1, 0)]
+    te, b0 = 0.01, 3.0
+    th = Thermometer(shape, np.eye(4), te, b0, frames[:2], ThermometryParams(baseline_frames=2, snr_threshold=0,
+                                                                              drift_correction=False))
+    k = abs(mrtherm.thermometry.prf.radians_per_celsius(te, b0))
+    th.update(frames[0], 0.0)
+    early = np.asarray(th.temperature_sd_c())
+    assert early.shape == shape and early.dtype == np.float32 and np.isnan(early).all()
+    th.update(frames[1], 1.0)
+    np.testing.assert_allclose(np.asarray(th.temperature_sd_c()), np.sqrt(2) * a / k * np.sqrt(1.5), rtol=1e-5)
+    one = Thermometer(shape, np.eye(4), te, b0, frames[:1], ThermometryParams(baseline_frames=1, snr_threshold=0))
+    for t in range(3):
+        one.update(frames[t], float(t))
+    sd = np.asarray(one.temperature_sd_c())
+    assert sd.shape == shape and sd.dtype == np.float32 and np.isnan(sd).all()
+
+
+def test_noise_predicted_sd_is_float32_and_nan_where_masked(small_phantom, params):
+    th, _ = _thermometer(small_phantom, params)
+    sd = th.temperature_sd_theory_c()
+    assert sd.dtype == np.float32
+    assert np.isnan(sd[~th.reliability.mask]).all() and np.isfinite(sd[th.reliability.mask]).all()
+
+
+def test_a_reference_given_per_frame_is_stored_as_complex64(small_phantom, params):
+    """DESIGN.md: complex data are complex64; a complex128 reference gives the same bytes as its complex64 copy."""
+    ph = small_phantom
+    signal = [(ph.magnitude[t] * np.exp(1j * ph.phase_rad[t])).astype(np.complex64) for t in range(6)]
+    ref64 = np.mean(signal[:5], axis=0).astype(np.complex128) * np.exp(1j * 0.05)
+    out = []
+    for reference in (ref64, ref64.astype(np.complex64)):
+        th = Thermometer(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t, signal[:5], params)
+        for t in range(5):
+            th.update(signal[t], t)
+        out.append(np.asarray(th.update(signal[5], 5.0, reference=reference)))
+        assert th.engine.s_ref.dtype == np.complex64
+    assert np.array_equal(out[0], out[1], equal_nan=True)
+
+
+def _flat_frames(make, n=3, shape=(1, 4, 4)):
+    return [make(np.full(shape, 100.0, np.float32)) for _ in range(n)]
+
+
+def test_the_backend_follows_the_input_arrays():
+    """auto: NumPy frames on NumPy (no GPU here) whatever their form, other array libraries in their own library
+    ("input arrays"); a named backend converts the frames."""
+    xps = pytest.importorskip("array_api_strict")
+    p = ThermometryParams(baseline_frames=1, snr_threshold=0, drift_correction=False)
+    forms = {"polar": lambda m: (m, np.zeros_like(m), True), "complex": lambda m: m.astype(np.complex64)}
+    for form, make in forms.items():
+        frames = _flat_frames(make)
+        th = Thermometer((1, 4, 4), np.eye(4), 0.01, 3.0, frames[:1], p)
+        assert th.backend_used == ("cupy" if mrtherm.backend.cupy_usable() else "numpy"), form
+    frames = _flat_frames(lambda m: (xps.asarray(m), xps.asarray(np.zeros_like(m)), True))
+    th = Thermometer((1, 4, 4), np.eye(4), 0.01, 3.0, frames[:1], p)
+    assert th.backend_used == "input arrays" and th.xp is xps
+    temp = th.update(frames[0], 0.0)
+    assert type(temp) is type(xps.asarray(np.zeros(1)))
+    th = Thermometer((1, 4, 4), np.eye(4), 0.01, 3.0, frames[:1], p, backend="numpy")
+    assert th.backend_used == "numpy" and isinstance(th.update(frames[0], 0.0), np.ndarray)
+
+
+@pytest.mark.parametrize("polar", [True, False])
+def test_frame_parts_become_complex64_and_non_finite_samples_zero(polar):
+    """DESIGN.md: complex data are complex64, whatever the parts' precision; NaN/inf samples carry no signal."""
+    import warnings
+    from mrtherm.thermometry.engine import signal_from_parts
+    a = np.array([2.0, np.nan, 3.0])
+    b = np.array([np.pi / 2 if polar else 0.5, 1.0, np.inf])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from the non-finite samples
+        s = signal_from_parts(a, b, polar, np)
+    assert s.dtype == np.complex64
+    expected = [2j, 0, 0] if polar else [2 + 0.5j, 0, 0]
+    np.testing.assert_allclose(s, expected, atol=1e-6)

@@ -2,29 +2,40 @@
 
 napari itself asks which plugin should read a folder whenever two installed readers accept folders
 (its builtins always do); this command names the mrtherm reader, so the view opens in one step.
+
+The core does not import the napari plugin: the viewer is found under the entry-point group
+:data:`VIEWER_GROUP` (``napari_mrtherm`` registers ``napari``), as GPU engines are under ``mrtherm.gpu``.
 """
 
 from __future__ import annotations
 
 import os
+from importlib.metadata import entry_points
 
 from mrtherm.errors import MrthermError
 
-DOCKS = ("dose", "curve", "thermometry", "window")
+VIEWER_GROUP = "mrtherm.viewer"
+"""Entry-point group of viewers: a callable ``run_view(path, *, docks: bool, neurological: bool) -> int``."""
+
+
+def find_viewer():
+    """The first installed viewer's ``run_view`` callable, or None when no viewer (or its GUI toolkit) is installed."""
+    for ep in entry_points(group=VIEWER_GROUP):
+        try:
+            return ep.load()
+        except ImportError:  # the plugin is registered but napari or Qt is missing
+            continue
+    return None
 
 
 def cmd_view(args):
     """Open the path in a napari window and run the Qt event loop; returns the exit status."""
     if not os.path.exists(args.path):
         raise MrthermError(f"{args.path}: no such file or folder")
-    try:
-        import napari
-        from napari_mrtherm import _app
-    except ImportError:
-        raise MrthermError("the napari viewer is not installed: pip install 'mrtherm[napari]'") from None
-    _app.open_view(args.path, docks=() if args.no_docks else DOCKS, neurological=args.neurological)
-    napari.run()
-    return 0
+    run_view = find_viewer()
+    if run_view is None:
+        raise MrthermError("the napari viewer is not installed: pip install 'mrtherm[napari]'")
+    return run_view(args.path, docks=not args.no_docks, neurological=args.neurological)
 
 
 def add_parser(sub):

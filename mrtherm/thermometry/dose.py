@@ -59,8 +59,7 @@ def cem43_segment(t0_c, t1_c, dt_min):
     array, float64, CEM43 minutes; NaN where either temperature is NaN.
     """
     xp = namespace(t0_c, t1_c)
-    t0 = xp.astype(t0_c, xp.float64) if hasattr(t0_c, "dtype") else t0_c
-    t1 = xp.astype(t1_c, xp.float64) if hasattr(t1_c, "dtype") else t1_c
+    t0, t1 = xp.astype(t0_c, xp.float64), xp.astype(t1_c, xp.float64)
     below = _regime_piece(t0, t1, dt_min, LN_R_BELOW, True, xp)
     above = _regime_piece(t0, t1, dt_min, LN_R_ABOVE, False, xp)
     return below + above

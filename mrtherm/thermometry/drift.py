@@ -120,7 +120,7 @@ class DriftModel:
         """Drift phase for every voxel, ``(z, y, x)`` float64, from ``(z, k)`` coefficients."""
         xp = self.xp
         c = from_numpy(np.ascontiguousarray(coeffs_np, dtype=np.float64), xp)
-        return xp.reshape(c @ xp.permute_dims(self.basis, (1, 0)), (self.nz, self.ny, self.nx))
+        return xp.reshape(c @ self.basis.T, (self.nz, self.ny, self.nx))
 
 
 def solve_drift(packed: np.ndarray, rhs: np.ndarray, count: np.ndarray, k: int):

@@ -156,11 +156,12 @@ def signal_from_parts(a, b, polar: bool, xp):
     -------
     array of complex64, shape (...)
     """
+    # zero non-finite samples first: cos(inf) or 1j * inf would warn (and give NaN) further down
+    finite = xp.isfinite(a) & xp.isfinite(b)
+    a, b = xp.where(finite, a, xp.zeros_like(a)), xp.where(finite, b, xp.zeros_like(b))
     if polar:
-        out = xp.astype(a * xp.cos(b), xp.complex64) + 1j * xp.astype(a * xp.sin(b), xp.complex64)
-    else:
-        out = xp.astype(a, xp.complex64) + 1j * xp.astype(b, xp.complex64)
-    return xp.where(xp.isfinite(out), out, xp.zeros_like(out))
+        return xp.astype(a * xp.cos(b), xp.complex64) + 1j * xp.astype(a * xp.sin(b), xp.complex64)
+    return xp.astype(a, xp.complex64) + 1j * xp.astype(b, xp.complex64)
 
 
 class ArrayEngine:

@@ -212,16 +212,17 @@ class Thermometer:
 
     def _drift(self, a, b, polar):
         stats = self.engine.pass1(a, b, polar)
-        coeffs, fallback = solve_drift(*stats, self.model.k)
+        counts = stats[2].astype(np.int64)
         if not self.params.drift_correction:
-            coeffs, fallback = np.zeros_like(coeffs), np.zeros_like(fallback)
+            return np.zeros((self.shape[0], self.model.k)), counts
+        coeffs, fallback = solve_drift(*stats, self.model.k)
         if fallback.any():
             # Too few inliers in some slice (e.g. a sudden B0 jump): those slices use the reference without the
             # outlier exclusion.
             coeffs_all, _ = solve_drift(*self.engine.fallback_stats(), self.model.k)
             coeffs[fallback] = coeffs_all[fallback]
             self.fallback_frames += 1
-        return coeffs, stats[2].astype(np.int64)
+        return coeffs, counts
 
     def _record(self, temp, coeffs, counts, time_s):
         xp = self.xp
@@ -285,7 +286,8 @@ class Thermometer:
                 "te_s": self.te_s, "b0_t": self.b0_t, "backend": self.backend_used, "engine": self.engine.name,
                 "frames_processed": self.frames_processed, "fallback_frames": self.fallback_frames,
                 "sigma": self.reliability.sigma, "sigma_method": self.reliability.sigma_method,
-                "mask_rules": self.reliability.rules, "drift_rule": self.drift_rule, "auto_ref": self.auto_ref,
+                "mask_rules": self.reliability.rules,
+                "mask_warnings": self.reliability.warnings, "drift_rule": self.drift_rule, "auto_ref": self.auto_ref,
                 "label_info": self.label_info, "roi_info": self.roi_info, "table": self.table.to_json(),
                 "warnings": self.warnings}
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
@@ -336,7 +338,8 @@ class Thermometer:
         self.labels = arrays.get("labels")
         self.label_info, self.roi_info = meta["label_info"], meta["roi_info"]
         self.reliability = masks.Reliability(arrays["mask"], arrays["snr"], arrays["sd_theory"], meta["sigma"],
-                                             meta["sigma_method"], meta["mask_rules"], [])
+                                             meta["sigma_method"], meta["mask_rules"],
+                                             list(meta["mask_warnings"]))
         self.drift_ref, self.drift_rule, self.auto_ref = arrays["drift_ref"], meta["drift_rule"], meta["auto_ref"]
         self.anatomy = arrays["anatomy"]
         self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, self.params.alpha_ppm_per_c)

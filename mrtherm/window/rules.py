@@ -43,9 +43,12 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
                              f"{scene.source}")
     n = transducer.n_elements
     starts = transducer.positions_mm
+    at_target = np.flatnonzero(np.all(starts == target, axis=1))
+    if at_target.size:
+        raise ParameterError(f"transducer element {int(at_target[0])} lies at the target "
+                             f"{tuple(float(v) for v in target)} mm")
     ends = np.broadcast_to(target, (n, 3))
-    focus_edt = scene.edt_at(target)
-    res = trace(scene, starts, ends, focus_edt_mm=np.full(n, focus_edt), detail=True)
+    res = trace(scene, starts, ends, detail=True)  # the proximity rule compares with the distance at each ray's end
     if backend != "numpy" and resolve_backend(backend) == "cupy":
         # statuses and reasons (the verdict) from the GPU traversal; path lengths and angles for the table from NumPy
         gpu = gpu_plugin(required=True).trace_pairs(scene, starts, target[None, :])
@@ -55,7 +58,7 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
     status = res["status"]
     blocked = status == STATUS_BLOCKED
     active_fraction = float(areas[~blocked].sum() / total_area)
-    central = _central_ray(scene, transducer, target, focus_edt)
+    central = _central_ray(scene, transducer, target)
     rules = _rules(cfg, areas, res["reasons"], active_fraction, central)
     order = {"PASS": 0, "WARN": 1, "FAIL": 2}
     return {
@@ -94,7 +97,7 @@ def _element_rows(scene, transducer, target, res) -> list:
             att = float(np.sum(np.where(pm > 0, pm * alpha, 0.0)) / 10.0 + out_mm * alpha[0] / 10.0)
         vec = target - starts[i]
         dist = float(np.linalg.norm(vec))
-        cosang = float(np.dot(transducer.normals[i], vec / dist)) if dist > 0 else 1.0
+        cosang = float(np.dot(transducer.normals[i], vec / dist))  # dist > 0: no element lies at the target
         fbt = res["first_block_t"][i]
         path = {names[v]: round(float(pm[v]), 3) for v in present if pm[v] > 0}
         if out_mm > 0:
@@ -113,14 +116,14 @@ def _element_rows(scene, transducer, target, res) -> list:
     return elements
 
 
-def _central_ray(scene, transducer, target, focus_edt) -> dict:
+def _central_ray(scene, transducer, target) -> dict:
     """The transducer-centre-to-focus ray: reasons, skin depth, fat, classes beyond the focus, focus-critical distance."""
     cfg = scene.config
     centre = transducer.centre_mm
     axis = target - centre
     axis_len = float(np.linalg.norm(axis))
     axis = axis / axis_len if axis_len > 0 else np.array([0.0, 0.0, 1.0])
-    central = trace(scene, centre[None], target[None], focus_edt_mm=[focus_edt], detail=True)
+    central = trace(scene, centre[None], target[None], detail=True)
     c_path = central["path_mm"][0]
     skin_depth = _depth_from_first(scene, centre, target, {4})
     if skin_depth is None:
@@ -187,12 +190,9 @@ def _samples(scene, a, b, step_fraction=0.25):
     n = max(2, int(math.ceil(length / step)) + 1)
     s = np.linspace(0.0, 1.0, n)
     pts = a[None, :] + s[:, None] * (b - a)[None, :]
-    c = pts @ scene.inv_affine[:3, :3].T + scene.inv_affine[:3, 3]
-    idx = np.floor(c + 0.5).astype(int)
-    nx, ny, nz = scene.shape[2], scene.shape[1], scene.shape[0]
-    ok = (idx >= 0).all(axis=1) & (idx[:, 0] < nx) & (idx[:, 1] < ny) & (idx[:, 2] < nz)
+    idx, inside = scene.voxels_of_world(pts)
     labs = np.zeros(n, dtype=np.int32)
-    labs[ok] = scene.labels[idx[ok, 2], idx[ok, 1], idx[ok, 0]]
+    labs[inside] = scene.labels[tuple(idx[inside].T)]
     return pts, labs
 
 
@@ -200,7 +200,7 @@ def _classes_along(scene, a, b):
     """Classes met from a towards b: first distance from a (mm) and path length of each."""
     pts, labs = _samples(scene, a, b)
     dists = np.linalg.norm(pts - a[None, :], axis=1)
-    step = dists[1] - dists[0] if dists.size > 1 else 0.0
+    step = dists[1] - dists[0]  # _samples gives at least two points
     out = []
     for v in dict.fromkeys(labs.tolist()):
         sel = labs == v

@@ -38,6 +38,32 @@ def open_view(path, docks=(), *, neurological=False, show=True):
     return viewer
 
 
+def run_view(path, *, docks: bool = True, neurological: bool = False) -> int:
+    """``mrtherm view``: open ``path`` with every dock (or none) and run the Qt event loop; returns 0.
+
+    Found by the core under the ``mrtherm.viewer`` entry-point group, so the core never imports this package.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Run folder, report.json, an mrtherm map, a window-check folder or a DICOM folder.
+    docks : bool
+        Add the four operator docks (:data:`DOCK_WIDGETS`).
+    neurological : bool
+        Patient's right on the screen's right (default radiological).
+
+    Raises
+    ------
+    MrthermError
+        ``path`` is not something mrtherm reads.
+    """
+    import napari
+
+    open_view(path, docks=tuple(DOCK_WIDGETS) if docks else (), neurological=neurological)
+    napari.run()
+    return 0
+
+
 def add_docks(viewer, names) -> dict:
     """Add dock widgets by name (see :data:`DOCK_WIDGETS`); returns {name: widget}."""
     import importlib

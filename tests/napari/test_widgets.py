@@ -235,6 +235,11 @@ def test_mrtherm_view_opens_the_run_with_docks(run_folder, qtbot):
         viewer.close()
 
 
+def test_mrtherm_view_finds_the_napari_viewer_by_entry_point():
+    from mrtherm.cli.view import find_viewer
+    assert find_viewer() is _app.run_view
+
+
 def test_mrtherm_view_refuses_what_it_cannot_open(tmp_path, capsys):
     from mrtherm.cli import main
     (tmp_path / "empty").mkdir()
