@@ -32,13 +32,23 @@ def _cupy_module():
 
 
 def cupy_module():
-    """The cupy module, or None when it is not installed."""
+    """The cupy module, or None when it is not installed.
+
+    Returns
+    -------
+    module or None
+    """
     return _cupy_module()
 
 
 @functools.lru_cache(maxsize=1)
 def cupy_usable() -> bool:
-    """True when CuPy is installed *and* a CUDA device can be used."""
+    """True when CuPy is installed *and* a CUDA device can be used (``cupy.is_available()``; cached).
+
+    Returns
+    -------
+    bool
+    """
     cp = _cupy_module()
     if cp is None:
         return False
@@ -50,6 +60,21 @@ def cupy_usable() -> bool:
 
 def resolve_backend(backend: str) -> str:
     """Map ``"auto" | "numpy" | "cupy"`` to the backend actually used.
+
+    Parameters
+    ----------
+    backend : {"auto", "numpy", "cupy"}
+
+    Returns
+    -------
+    {"numpy", "cupy"}
+
+    Raises
+    ------
+    ParameterError
+        Another name.
+    BackendUnavailableError
+        ``"cupy"`` without CuPy or without a usable GPU (the message says which).
 
     ``auto`` picks CuPy when :func:`cupy_usable`, else NumPy. Asking for
     ``cupy`` without a usable GPU raises :class:`BackendUnavailableError`.
@@ -68,7 +93,18 @@ def resolve_backend(backend: str) -> str:
 
 
 def namespace(*arrays):
-    """Array namespace shared by ``arrays`` (NumPy, CuPy, array-api-strict, ...)."""
+    """Array namespace shared by ``arrays`` (NumPy, CuPy, array-api-strict, ...).
+
+    Parameters
+    ----------
+    *arrays : array or None or Python scalar
+        None and Python scalars are ignored.
+
+    Returns
+    -------
+    module
+        The array-API namespace; NumPy's (array_api_compat) when no array is given.
+    """
     arrays = [a for a in arrays if a is not None and not isinstance(a, (int, float, complex))]
     if not arrays:
         return _compat_numpy
@@ -76,7 +112,18 @@ def namespace(*arrays):
 
 
 def compute_namespace(backend_used: str):
-    """The array namespace for a resolved backend name (``"numpy"`` or ``"cupy"``)."""
+    """The array namespace for a resolved backend name.
+
+    Parameters
+    ----------
+    backend_used : {"numpy", "cupy"}
+        As :func:`resolve_backend` returns it.
+
+    Returns
+    -------
+    module
+        array_api_compat's NumPy or CuPy namespace.
+    """
     if backend_used == "cupy":
         import array_api_compat.cupy as compat_cupy  # noqa: PLC0415 - needs CuPy, guarded by resolve_backend
         return compat_cupy
@@ -84,7 +131,16 @@ def compute_namespace(backend_used: str):
 
 
 def is_cupy_namespace(xp) -> bool:
-    """True when ``xp`` is CuPy's array namespace."""
+    """True when ``xp`` is CuPy's array namespace.
+
+    Parameters
+    ----------
+    xp : module
+
+    Returns
+    -------
+    bool
+    """
     return array_api_compat.is_cupy_namespace(xp)
 
 
@@ -99,14 +155,45 @@ class GpuPlugin(Protocol):
     engine_class: type  # an mrtherm.thermometry.engine.Engine taking (xp, model, EngineConfig)
 
     def trace_pairs(self, scene, positions, foci) -> dict:
-        """Statuses and reason bits of every (element, focus) ray: ``{"status", "reasons"}`` (n_elements, n_foci)."""
+        """Statuses and reason bits of every (element, focus) ray.
+
+        Parameters
+        ----------
+        scene : mrtherm.window.Scene
+        positions : ndarray, shape (n_elements, 3)
+            Element positions, world mm.
+        foci : ndarray, shape (n_foci, 3)
+            World mm.
+
+        Returns
+        -------
+        dict
+            ``status`` (int8) and ``reasons`` (int32 bits), host arrays of shape (n_elements, n_foci).
+        """
 
     def active_fractions(self, scene, transducer, foci) -> np.ndarray:
-        """Area-weighted active fraction of the transducer for each focus, ``(n_foci,)``."""
+        """Area-weighted active fraction of the transducer for each focus.
+
+        Parameters
+        ----------
+        scene : mrtherm.window.Scene
+        transducer : mrtherm.window.transducer.Transducer
+        foci : ndarray, shape (n_foci, 3)
+            World mm.
+
+        Returns
+        -------
+        ndarray of float, shape (n_foci,)
+        """
 
 
 def register_gpu_plugin(plugin) -> None:
-    """Offer a GPU plugin without an installed entry point (tests, embedding); the last one wins."""
+    """Offer a GPU plugin without an installed entry point (tests, embedding); the last one wins.
+
+    Parameters
+    ----------
+    plugin : GpuPlugin
+    """
     _registered_plugins.append(plugin)
 
 
@@ -124,7 +211,20 @@ def _entry_point_plugin():
 def gpu_plugin(required: bool = False):
     """The GPU plugin when CuPy can use a GPU and a plugin is installed, else None.
 
-    With ``required``, a one-line :class:`BackendUnavailableError` says what is missing instead.
+    Parameters
+    ----------
+    required : bool
+        Raise instead of returning None.
+
+    Returns
+    -------
+    GpuPlugin or None
+        A registered plugin (:func:`register_gpu_plugin`) before the ``mrtherm.gpu`` entry point.
+
+    Raises
+    ------
+    BackendUnavailableError
+        With ``required``: one line saying what is missing (CuPy, a GPU, or the plugin).
     """
     if not cupy_usable():
         if required:
@@ -138,17 +238,45 @@ def gpu_plugin(required: bool = False):
 
 
 def is_numpy(xp) -> bool:
-    """True when ``xp`` is NumPy's (array-API-compatible) namespace."""
+    """True when ``xp`` is NumPy's (array-API-compatible) namespace.
+
+    Parameters
+    ----------
+    xp : module
+
+    Returns
+    -------
+    bool
+    """
     return array_api_compat.is_numpy_namespace(xp)
 
 
 def is_cupy_array(x) -> bool:
-    """True when ``x`` is a CuPy array."""
+    """True when ``x`` is a CuPy array.
+
+    Parameters
+    ----------
+    x : object
+
+    Returns
+    -------
+    bool
+    """
     return array_api_compat.is_cupy_array(x)
 
 
 def to_numpy(x) -> np.ndarray:
-    """Copy any supported array to a NumPy array on the host."""
+    """Any supported array as a NumPy array on the host.
+
+    Parameters
+    ----------
+    x : array (NumPy, CuPy, or any DLPack or array-API array)
+
+    Returns
+    -------
+    ndarray
+        ``x`` itself for NumPy input, else a host copy.
+    """
     if isinstance(x, np.ndarray):
         return x
     if array_api_compat.is_cupy_array(x):
@@ -160,7 +288,19 @@ def to_numpy(x) -> np.ndarray:
 
 
 def from_numpy(a: np.ndarray, like_xp):
-    """Put a host array into namespace ``like_xp`` (no copy for NumPy)."""
+    """Put a host array into namespace ``like_xp``.
+
+    Parameters
+    ----------
+    a : ndarray
+    like_xp : module
+        Target array namespace.
+
+    Returns
+    -------
+    array
+        ``a`` itself for NumPy, else ``like_xp.asarray(a)`` (a device copy for CuPy).
+    """
     if is_numpy(like_xp):
         return a
     return like_xp.asarray(a)

@@ -9,22 +9,82 @@ import numpy as np
 
 
 def voxel_size_xyz_mm(affine) -> np.ndarray:
-    """Voxel edge lengths (x, y, z) in mm: the norms of the affine's first three columns."""
+    """Voxel edge lengths (x, y, z) in mm: the norms of the affine's first three columns.
+
+    Parameters
+    ----------
+    affine : array_like, shape (4, 4)
+        Voxel (i, j, k) to world RAS+ mm.
+
+    Returns
+    -------
+    ndarray of float64, shape (3,)
+        Edge lengths along x, y, z, mm (oblique affines included).
+
+    Examples
+    --------
+    >>> voxel_size_xyz_mm(np.diag([2.0, 2.0, 4.0, 1.0])).tolist()
+    [2.0, 2.0, 4.0]
+    """
     return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
 
 
 def voxel_size_zyx_mm(affine) -> tuple:
-    """Voxel edge lengths in ``(z, y, x)`` order, mm (the ``sampling`` of a ``(z, y, x)`` array)."""
+    """Voxel edge lengths in ``(z, y, x)`` order, mm (the ``sampling`` of a ``(z, y, x)`` array).
+
+    Parameters
+    ----------
+    affine : array_like, shape (4, 4)
+        Voxel (i, j, k) to world RAS+ mm.
+
+    Returns
+    -------
+    tuple of float
+        ``(dz, dy, dx)``, mm.
+    """
     return tuple(float(v) for v in voxel_size_xyz_mm(affine)[::-1])
 
 
 def voxel_volume_ml(affine) -> float:
-    """Volume of one voxel, mL (|det| of the 3x3 part, mm^3, / 1000)."""
+    """Volume of one voxel, mL (|det| of the 3x3 part, mm^3, / 1000).
+
+    Parameters
+    ----------
+    affine : array_like, shape (4, 4)
+        Voxel (i, j, k) to world RAS+ mm.
+
+    Returns
+    -------
+    float
+        mL (cm^3).
+
+    Examples
+    --------
+    >>> round(voxel_volume_ml(np.diag([2.0, 2.0, 4.0, 1.0])), 6)
+    0.016
+    """
     return abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
 
 
 def resample_nearest(volume_xyz: np.ndarray, src_affine, dst_shape_zyx, dst_affine, fill=0) -> np.ndarray:
-    """Nearest-neighbour resampling of a label/mask volume ``(x, y, z)`` onto another grid; ``(z, y, x)`` out."""
+    """Nearest-neighbour resampling of a label/mask volume ``(x, y, z)`` onto another grid; ``(z, y, x)`` out.
+
+    Parameters
+    ----------
+    volume_xyz : ndarray, shape (x, y, z)
+        Labels or mask as nibabel gives them.
+    src_affine, dst_affine : array_like, shape (4, 4)
+        Voxel to world RAS+ mm of the source and of the destination grid.
+    dst_shape_zyx : tuple of int
+        Destination shape ``(z, y, x)``.
+    fill : int or float
+        Value outside the source volume.
+
+    Returns
+    -------
+    ndarray, shape dst_shape_zyx
+        The volume on the destination grid, C-contiguous, the source's dtype (values are never interpolated).
+    """
     from scipy import ndimage  # noqa: PLC0415 - only when a volume is regridded
     dst_xyz = tuple(dst_shape_zyx[::-1])
     if volume_xyz.shape[:3] == dst_xyz and np.allclose(src_affine, dst_affine, atol=1e-3):

@@ -7,7 +7,7 @@ import pytest
 
 from mrtherm import InputFileError, ThermometryParams
 from mrtherm.io.labels import LabelTable
-from mrtherm.thermometry.masks import drift_reference, reliability_mask
+from mrtherm.thermometry.masks import air_threshold, drift_reference, reliability_mask
 from mrtherm.thermometry.noise import estimate_noise_sigma
 from mrtherm.thermometry.prf import GAMMABAR_HZ_PER_T
 
@@ -124,3 +124,32 @@ def test_user_roi_is_intersected_with_the_mask():
     with pytest.raises(InputFileError) as err:
         drift_reference(mask, ThermometryParams(), AFF, None, (~mask).astype(np.int16), {"path": "roi.nii.gz"})
     assert str(err.value) == "roi.nii.gz: drift ROI contains no reliable voxel"
+
+
+def _two_classes(n_dark, n_bright, dark=4.0, bright=400.0):
+    return np.concatenate([np.full(n_dark, dark), np.full(n_bright, bright)])
+
+
+def test_air_threshold_by_hand():
+    """Dark class 4, bright 400 (100 x apart; Otsu on the log histogram, 256 bins): the floor is the dark median
+    and the threshold 3 x 4 = 12. The bin centres sit half a bin inside the extremes, so the class means are
+    4 and 400 each moved by (ln 400 - ln 4) / 512: ratio 100 x exp(-ln 100 / 256) = 98.2."""
+    thr, info = air_threshold(_two_classes(100, 900))
+    assert thr == 12.0 and info == {"applied": True, "class_ratio": pytest.approx(100 * 100 ** (-1 / 256), rel=1e-9),
+                                    "floor": 4.0}
+    # dark values below 1 (any unit), non-finite, zero and negative samples ignored
+    values = np.concatenate([_two_classes(100, 900, 0.04, 4.0), [0.0, -3.0, np.nan, np.inf]])
+    thr, info = air_threshold(values)
+    assert thr == pytest.approx(0.12) and info["applied"]
+
+
+@pytest.mark.parametrize("n_dark, n_bright, applied", [(100, 900, True), (99, 901, False), (199, 9801, False),
+                                                       (200, 9800, True)])
+def test_air_floor_needs_100_dark_voxels_and_two_percent(n_dark, n_bright, applied):
+    thr, info = air_threshold(_two_classes(n_dark, n_bright))
+    assert info["applied"] is applied and (thr == 12.0 if applied else thr is None)
+
+
+def test_air_floor_needs_classes_ten_times_apart():
+    assert air_threshold(_two_classes(500, 500, 100.0, 900.0))[0] is None  # 9 x apart: tissue contrast, not air
+    assert air_threshold(_two_classes(500, 500, 100.0, 1200.0))[0] == 300.0

@@ -66,7 +66,29 @@ def cem43_segment(t0_c, t1_c, dt_min):
 
 
 def time_above_segment(t0_c, t1_c, dt_s, threshold_c):
-    """Seconds of a linear segment spent strictly above ``threshold_c``."""
+    """Seconds of a linear segment spent strictly above ``threshold_c``.
+
+    Parameters
+    ----------
+    t0_c, t1_c : array, C
+        Temperatures at the start and end of the segment (same shape or broadcastable).
+    dt_s : float
+        Segment duration, s.
+    threshold_c : float
+        C.
+
+    Returns
+    -------
+    array, s
+        Time above the threshold, temperature linear in time (exact crossing); a segment resting exactly at
+        the threshold adds nothing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(time_above_segment(np.array(40.0), np.array(50.0), 10.0, 45.0))
+    5.0
+    """
     xp = namespace(t0_c, t1_c)
     span = t1_c - t0_c
     flat = span == 0

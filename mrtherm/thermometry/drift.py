@@ -27,14 +27,47 @@ MIN_VOXELS_PER_TERM = 4
 
 
 def check_order(order: int) -> int:
-    """``order`` if it is 0, 1 or 2, else a one-line ParameterError."""
+    """The drift polynomial order, checked.
+
+    Parameters
+    ----------
+    order : int
+        0 (offset), 1 (plane) or 2 (quadratic) in the in-plane coordinates.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ParameterError
+        Any other value.
+    """
     if order not in N_TERMS:
         raise ParameterError(f"drift order must be 0, 1 or 2, got {order!r}")
     return int(order)
 
 
 def basis(ny: int, nx: int, order: int) -> np.ndarray:
-    """Polynomial basis, shape ``(ny*nx, n_terms)`` float64, rows in C order of (y, x)."""
+    """Polynomial basis of one slice.
+
+    Parameters
+    ----------
+    ny, nx : int
+        Slice size in voxels.
+    order : {0, 1, 2}
+
+    Returns
+    -------
+    ndarray of float64, shape (ny * nx, n_terms)
+        Columns ``1, x, y, x^2, x y, y^2`` (as many as the order needs) with x, y the voxel indices scaled to
+        [-1, 1] (0 along an axis of one voxel); rows in C order of (y, x).
+
+    Examples
+    --------
+    >>> basis(1, 3, 1).tolist()
+    [[1.0, -1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+    """
     check_order(order)
     y = np.linspace(-1.0, 1.0, ny) if ny > 1 else np.zeros(1)
     x = np.linspace(-1.0, 1.0, nx) if nx > 1 else np.zeros(1)
@@ -49,7 +82,17 @@ def basis(ny: int, nx: int, order: int) -> np.ndarray:
 
 
 def pair_products(basis_np: np.ndarray) -> np.ndarray:
-    """Products ``A_i * A_j`` for i <= j, shape ``(n_pixels, n_pairs)``."""
+    """Products of basis columns for the packed normal matrix.
+
+    Parameters
+    ----------
+    basis_np : ndarray, shape (n_pixels, k)
+
+    Returns
+    -------
+    ndarray, shape (n_pixels, k (k + 1) / 2)
+        ``A_i * A_j`` for i <= j in ``numpy.triu_indices(k)`` order.
+    """
     k = basis_np.shape[1]
     iu, ju = np.triu_indices(k)
     return basis_np[:, iu] * basis_np[:, ju]
@@ -117,7 +160,18 @@ class DriftModel:
         return solve_drift(to_numpy(packed), to_numpy(rhs), to_numpy(count), self.k)
 
     def evaluate(self, coeffs_np: np.ndarray):
-        """Drift phase for every voxel, ``(z, y, x)`` float64, from ``(z, k)`` coefficients."""
+        """Drift phase of every voxel.
+
+        Parameters
+        ----------
+        coeffs_np : ndarray, shape (z, k)
+            Coefficients per slice, rad.
+
+        Returns
+        -------
+        array of float64, shape (z, y, x)
+            rad, in this model's array library.
+        """
         xp = self.xp
         c = from_numpy(np.ascontiguousarray(coeffs_np, dtype=np.float64), xp)
         return xp.reshape(c @ self.basis.T, (self.nz, self.ny, self.nx))
@@ -127,9 +181,27 @@ def solve_drift(packed: np.ndarray, rhs: np.ndarray, count: np.ndarray, k: int):
     """Per-slice weighted least-squares coefficients from packed normal equations.
 
     A slice with fewer than ``MIN_VOXELS_PER_TERM * k`` reference voxels, or a
-    singular system, falls back to the volume-wide weighted mean (order 0) of
-    the slices that do have reference voxels; with no reference voxel anywhere
-    the drift is zero. Returns ``(coeffs (z, k), fallback (z,) bool)``.
+    singular or ill-conditioned system (condition number 1e12 or more), falls
+    back to the volume-wide weighted mean (order 0) of the slices that do have
+    reference voxels; with no reference voxel anywhere the drift is zero.
+
+    Parameters
+    ----------
+    packed : ndarray, shape (z, k (k + 1) / 2)
+        Upper triangle of each slice's ``A^T W A``.
+    rhs : ndarray, shape (z, k)
+        Each slice's ``A^T W u``, rad.
+    count : ndarray, shape (z,)
+        Reference voxels per slice.
+    k : int
+        Number of polynomial terms.
+
+    Returns
+    -------
+    coeffs : ndarray of float64, shape (z, k)
+        rad.
+    fallback : ndarray of bool, shape (z,)
+        Slices that took the volume-wide offset.
     """
     nz = packed.shape[0]
     iu, ju = np.triu_indices(k)
@@ -158,9 +230,22 @@ def solve_drift(packed: np.ndarray, rhs: np.ndarray, count: np.ndarray, k: int):
 
 
 def fit_drift(phase, weight, order: int = 1):
-    """Fit the drift of one ``(z, y, x)`` frame; returns ``(coeffs (z, k) NumPy, drift (z, y, x))``.
+    """Fit the drift of one frame.
 
-    ``drift`` is in the array namespace of ``phase``.
+    Parameters
+    ----------
+    phase : array, shape (z, y, x)
+        Unwrapped phase change, rad.
+    weight : array, shape (z, y, x)
+        Fit weights (magnitude squared), 0 outside the reference region.
+    order : {0, 1, 2}
+
+    Returns
+    -------
+    coeffs : ndarray of float64, shape (z, k)
+        rad (see :func:`basis` for the terms).
+    drift : array of float64, shape (z, y, x)
+        rad, in the array library of ``phase``.
     """
     xp = namespace(phase, weight)
     model = DriftModel(phase.shape, order, xp)

@@ -120,7 +120,13 @@ class Engine(Protocol):
         """
 
     def set_reference(self, s_ref) -> None:
-        """Use ``s_ref`` as the complex reference from the next frame on."""
+        """Use ``s_ref`` as the complex reference from the next frame on.
+
+        Parameters
+        ----------
+        s_ref : complex array, shape (z, y, x)
+            Any array library; stored as complex64 on the engine's device.
+        """
 
     def state(self) -> dict:
         """Everything that carries over between frames, as host arrays."""
@@ -217,20 +223,39 @@ class ArrayEngine:
         return self._on_device(a), self._on_device(b)
 
     def set_reference(self, s_ref):
-        """Use ``s_ref`` (complex, (z, y, x)) as the reference from the next frame on."""
+        """Use ``s_ref`` as the reference from the next frame on.
+
+        Parameters
+        ----------
+        s_ref : complex array, shape (z, y, x)
+            Any array library; stored as complex64 in this engine's library.
+        """
         self.s_ref = self._on_device(s_ref, self.xp.complex64)
 
     def enable_timing(self):
         """Kernel timing exists only for CUDA engines."""
 
     def kernel_seconds(self) -> dict:
-        """Kernel time per pass, s (empty without CUDA timing)."""
+        """Kernel time per pass, s (empty without CUDA timing).
+
+        Returns
+        -------
+        dict
+            Always empty for this engine.
+        """
         return {}
 
     _STATE = ("s_ref", "heated", "dose", "tmax", "base_sum", "base_sumsq", "u", "temp_prev", "drift_prev")
 
     def state(self) -> dict:
-        """Every array that carries over between frames, as host arrays (absent when not yet set)."""
+        """Every array that carries over between frames, as host arrays.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Reference, heated flags, dose, Tmax, baseline sums, last unwrapped phase, temperature and drift;
+            arrays not yet set (before the first frame) are absent.
+        """
         return {k: to_numpy(getattr(self, k)) for k in self._STATE if getattr(self, k) is not None}
 
     def restore(self, state: dict):
@@ -245,10 +270,21 @@ class ArrayEngine:
             setattr(self, k, from_numpy(np.asarray(state[k]), self.xp) if k in state else None)
 
     def pass1(self, a, b, polar: bool):
-        """NumPy ``(packed, rhs, count)`` per slice over the drift reference.
+        """Phase change, unwrapping and the drift fit's per-slice normal equations.
 
         In automatic mode the reference excludes this frame's outliers; see
         :meth:`fallback_stats` for the statistics without that exclusion.
+
+        Parameters
+        ----------
+        a, b : array, shape (z, y, x)
+            (magnitude, phase rad) when ``polar``, else (real, imag).
+        polar : bool
+
+        Returns
+        -------
+        tuple of ndarray
+            ``(packed, rhs, count)`` on the host, shapes (z, n_pairs), (z, k), (z,).
         """
         xp = self.xp
         s = signal_from_parts(a, b, polar, xp)
@@ -266,7 +302,13 @@ class ArrayEngine:
         return tuple(to_numpy(v) for v in stats)
 
     def fallback_stats(self):
-        """Statistics of the last :meth:`pass1` without the outlier exclusion (computed only when asked)."""
+        """Statistics of the last :meth:`pass1` without the outlier exclusion (computed only when asked).
+
+        Returns
+        -------
+        tuple of ndarray
+            ``(packed, rhs, count)`` on the host, as :meth:`pass1`.
+        """
         return tuple(to_numpy(v) for v in self.model.normal_equations(self.u, self._fallback_weight))
 
     def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool):

@@ -57,6 +57,11 @@ def show_slice(ax, image_yx, affine, **imshow_kwargs):
         NIfTI affine of the volume the slice comes from.
     **imshow_kwargs
         Passed to ``imshow`` (cmap, vmin, vmax, alpha, ...).
+
+    Returns
+    -------
+    matplotlib.image.AxesImage
+        For a colour bar.
     """
     oblique = not _axis_aligned(affine)
     im = ax.imshow(image_yx, origin="lower", extent=slice_extent_mm(affine, np.shape(image_yx)), **imshow_kwargs)
@@ -185,7 +190,19 @@ def drift_figure(path, times_s, offsets_c):
 
 
 def write_all(folder, result):
-    """Write every report figure into ``folder``; returns the file names."""
+    """Write every report figure into ``folder``.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        Created if needed.
+    result : ThermometryResult
+
+    Returns
+    -------
+    list of str
+        File names written (PNG, colour bars and units on every map).
+    """
     os.makedirs(folder, exist_ok=True)
     r = result
     tmax = r.host("tmax_c")

@@ -34,7 +34,7 @@ AIR_FLOOR_FACTOR = 3.0
 
 
 def air_threshold(mean_magnitude: np.ndarray):
-    """Magnitude below which a voxel is air, from the noise floor; ``(threshold or None, info)``.
+    """Magnitude below which a voxel is air, from the noise floor.
 
     The SNR rule assumes a Rayleigh air background (mean 1.25 sigma), but coil
     combination (sum of squares over many channels) and vendor filters lift the
@@ -44,12 +44,23 @@ def air_threshold(mean_magnitude: np.ndarray):
     tissue; tissue-only images do not split so), voxels below
     ``AIR_FLOOR_FACTOR`` x the dark class's median are air. On a Rayleigh
     background this is ~3.5 sigma, below the SNR rule, so it changes nothing there.
+
+    Parameters
+    ----------
+    mean_magnitude : array_like, any shape
+        Mean baseline magnitude; non-finite and non-positive values are ignored.
+
+    Returns
+    -------
+    threshold : float or None
+        Air below this magnitude; None when the histogram does not split into air and tissue.
+    info : dict
+        ``applied``; with a split also ``class_ratio`` (geometric means of the classes) and, when applied,
+        ``floor`` (the dark class's median).
     """
     v = np.asarray(mean_magnitude, dtype=np.float64).ravel()
     v = v[np.isfinite(v) & (v > 0)]
-    if v.size < 100:
-        return None, {"applied": False}
-    lv = np.log(v)
+    lv = np.log(v)  # fewer than 100 values never split: the dark class needs 100
     hist, edges = np.histogram(lv, bins=256)
     centres = 0.5 * (edges[1:] + edges[:-1])
     w0 = np.cumsum(hist)
@@ -59,7 +70,7 @@ def air_threshold(mean_magnitude: np.ndarray):
     k = int(np.argmax(w0 * w1 * (m0 - m1) ** 2))
     dark = v[lv <= edges[k + 1]]
     ratio = float(np.exp(m1[k] - m0[k]))
-    info = {"applied": False, "class_ratio": ratio, "dark_fraction": dark.size / v.size}
+    info = {"applied": False, "class_ratio": ratio}
     if ratio < AIR_CLASS_RATIO or dark.size < max(100, 0.02 * v.size):
         return None, info
     info.update(applied=True, floor=float(np.median(dark)))
@@ -67,7 +78,23 @@ def air_threshold(mean_magnitude: np.ndarray):
 
 
 def target_exclusion(labels_zyx: np.ndarray, target_value: int, margin_mm: float, zooms_zyx) -> np.ndarray:
-    """True within ``margin_mm`` of the target label (inclusive)."""
+    """Voxels within ``margin_mm`` of the target label (inclusive), the target included.
+
+    Parameters
+    ----------
+    labels_zyx : ndarray of int, shape (z, y, x)
+    target_value : int
+        Label value of the target (12 in the default table).
+    margin_mm : float
+        Distance between voxel centres, mm.
+    zooms_zyx : sequence of float
+        Voxel size ``(dz, dy, dx)``, mm.
+
+    Returns
+    -------
+    ndarray of bool, shape (z, y, x)
+        All False when no voxel has the target label.
+    """
     target = labels_zyx == target_value
     if not target.any():
         return np.zeros(labels_zyx.shape, dtype=bool)
@@ -98,11 +125,29 @@ class Reliability:
 
 
 def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels=None, table=None) -> Reliability:
-    """Voxels where PRF temperature is reliable, from ``(N, z, y, x)`` baseline magnitudes.
+    """Voxels where PRF temperature is reliable.
 
     Rules (all must hold): SNR >= ``params.snr_threshold``; noise-predicted SD <=
     ``params.max_sd_theory_c``; above the air floor (:func:`air_threshold`); and,
     with ``labels``, a class where PRF works (``table``).
+
+    Parameters
+    ----------
+    baseline_magnitudes : ndarray, shape (N, z, y, x)
+        Magnitudes of the baseline frames.
+    n_baseline : int
+        Frames averaged into the reference (the sqrt(1 + 1/N) factor of the predicted SD).
+    te_s, b0_t : float
+        Echo time, s, and field, T.
+    params : ThermometryParams
+    labels : ndarray of int, shape (z, y, x), optional
+    table : LabelTable, optional
+        Needed with ``labels``.
+
+    Returns
+    -------
+    Reliability
+        Mask, SNR, predicted SD (C), noise sigma and method, the rules applied (report.json) and warnings.
     """
     sigma, method, warnings = estimate_noise_sigma(baseline_magnitudes)
     mean_mag = np.asarray(baseline_magnitudes).mean(axis=0)
@@ -125,11 +170,36 @@ def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels
 
 
 def drift_reference(mask, params, affine, labels=None, roi=None, roi_info=None):
-    """The static drift reference region: ``(ref (z, y, x) bool, rule dict, automatic: bool)``.
+    """The static drift reference region.
 
     A user ROI is intersected with the mask; otherwise the reference is every
     reliable voxel minus the target lesion and ``auto_ref_target_margin_mm``
     around it (the per-frame exclusions are applied by the engines).
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (z, y, x)
+        Reliable voxels.
+    params : ThermometryParams
+    affine : array_like, shape (4, 4)
+        Voxel to world mm (voxel size of the margin).
+    labels : ndarray of int, shape (z, y, x), optional
+    roi : ndarray, shape (z, y, x), optional
+        User drift ROI (non-zero inside); ``roi_info["path"]`` names it in errors and the report.
+    roi_info : dict, optional
+
+    Returns
+    -------
+    ref : ndarray of bool, shape (z, y, x)
+    rule : dict
+        ``mode`` (``user``/``automatic``), ``source``, ``rule`` (text) and ``voxels``.
+    automatic : bool
+        True when the engines must also apply the per-frame exclusions.
+
+    Raises
+    ------
+    InputFileError
+        The user ROI contains no reliable voxel.
     """
     if roi is not None:
         ref = (roi != 0) & mask

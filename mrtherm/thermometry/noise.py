@@ -51,7 +51,18 @@ WARN_KS_DISTANCE = 0.10
 
 
 def chi_sd_median_factor(n: int) -> float:
-    """Median of the sample SD (ddof=1) of ``n`` Gaussian draws of unit SD."""
+    """Median of the sample SD (ddof=1) of ``n`` Gaussian draws of unit SD.
+
+    Parameters
+    ----------
+    n : int
+        Draws, >= 2.
+
+    Returns
+    -------
+    float
+        ``sqrt(chi2_{n-1} median / (n - 1))``.
+    """
     from scipy.special import gammaincinv  # lighter than scipy.stats
     dof = n - 1
     return math.sqrt(2.0 * float(gammaincinv(dof / 2.0, 0.5)) / dof)
@@ -59,6 +70,13 @@ def chi_sd_median_factor(n: int) -> float:
 
 def rayleigh_background_sigma(magnitude: np.ndarray, max_iter: int = 200):
     """Sigma of the Rayleigh background of one magnitude image (any shape).
+
+    Parameters
+    ----------
+    magnitude : ndarray
+        One magnitude frame.
+    max_iter : int
+        Fixed-point iterations at most.
 
     Returns
     -------
@@ -120,7 +138,18 @@ def _rayleigh_ks_distance(values_sorted: np.ndarray, sigma: float) -> float:
 
 
 def difference_sigma(magnitude: np.ndarray) -> float:
-    """Robust noise SD from differences of neighbours along the last axis (one frame, no background)."""
+    """Robust noise SD from differences of neighbours along the last axis (one frame, no background).
+
+    Parameters
+    ----------
+    magnitude : ndarray
+        One magnitude frame.
+
+    Returns
+    -------
+    float
+        1.4826 x MAD of the differences / sqrt(2); 0 without any finite difference.
+    """
     m = np.asarray(magnitude, dtype=np.float64)
     d = np.diff(m, axis=-1).ravel()
     d = d[np.isfinite(d)]
@@ -131,7 +160,19 @@ def difference_sigma(magnitude: np.ndarray) -> float:
 
 
 def temporal_sigma(mags: np.ndarray):
-    """Sigma from the temporal SD of ``(N, ...)`` magnitude frames, N >= 2; ``(sigma, method)``."""
+    """Sigma from the temporal SD of magnitude frames.
+
+    Parameters
+    ----------
+    mags : ndarray, shape (N, ...)
+        N >= 2 magnitude frames.
+
+    Returns
+    -------
+    sigma : float
+    method : str
+        Which voxels set it (bright voxels, or a Rayleigh background), for report.json.
+    """
     n = mags.shape[0]
     mean = mags.mean(axis=0)
     sd = mags.std(axis=0, ddof=1)
@@ -146,7 +187,11 @@ def temporal_sigma(mags: np.ndarray):
 
 
 def estimate_noise_sigma(baseline_magnitudes: np.ndarray):
-    """Per-channel noise SD from baseline magnitude frames ``(N, z, y, x)``.
+    """Per-channel noise SD from baseline magnitude frames.
+
+    Parameters
+    ----------
+    baseline_magnitudes : ndarray, shape (N, z, y, x)
 
     Returns
     -------

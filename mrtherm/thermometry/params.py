@@ -66,7 +66,23 @@ class ThermometryParams:
     time_above_threshold_c: float = 45.0
 
     def validate(self, n_frames: int | None = None):
-        """Check every field (one-line errors naming it); with ``n_frames``, that frames are left to monitor."""
+        """Check every field (one-line errors naming it).
+
+        Parameters
+        ----------
+        n_frames : int, optional
+            Frames of the exam: then also check that frames are left to monitor after the baseline.
+
+        Returns
+        -------
+        ThermometryParams
+            ``self``, for chaining.
+
+        Raises
+        ------
+        ParameterError
+            The first field out of range, named.
+        """
         if int(self.baseline_frames) != self.baseline_frames or self.baseline_frames < 1:
             raise ParameterError(f"baseline_frames must be a positive integer, got {self.baseline_frames!r}")
         if n_frames is not None:

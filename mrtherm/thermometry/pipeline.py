@@ -121,7 +121,23 @@ def process_to_folder(exam, out_dir, params=None, *, figures=True, **kwargs) -> 
     """:func:`process` with every output written to ``out_dir`` completely or not at all.
 
     The temperature series streams into the staging folder (memory flat in frames); the
-    folder is committed only when every file is written. ``kwargs`` go to :func:`process`.
+    folder is committed only when every file is written.
+
+    Parameters
+    ----------
+    exam : Exam
+    out_dir : str or PathLike
+        Output folder (created; files already there and not written by mrtherm are kept).
+    params : ThermometryParams, optional
+    figures : bool
+        Write ``figures/*.png``.
+    **kwargs
+        Passed to :func:`process` (labels, drift_roi, backend, ...).
+
+    Returns
+    -------
+    ThermometryResult
+        Without the 4-D temperature in memory (``temperature_path`` points at the file).
     """
     import os  # noqa: PLC0415
     from mrtherm.io import atomic  # noqa: PLC0415

@@ -38,6 +38,21 @@ def radians_per_celsius(te_s: float, b0_t: float, alpha_ppm_per_c: float = DEFAU
         Main field strength in tesla (> 0).
     alpha_ppm_per_c : float
         PRF coefficient in ppm/C (non-zero).
+
+    Returns
+    -------
+    float
+        rad/C.
+
+    Raises
+    ------
+    ParameterError
+        A non-positive or non-finite TE or B0, or a zero alpha (named).
+
+    Examples
+    --------
+    >>> round(radians_per_celsius(0.010, 3.0), 6)
+    -0.080257
     """
     if not (te_s > 0 and math.isfinite(te_s)):
         raise ParameterError(f"te_s must be a positive echo time in seconds, got {te_s!r}")
@@ -79,6 +94,11 @@ def phase_difference(signal, reference):
     Parameters
     ----------
     signal, reference : complex arrays, broadcastable
+
+    Returns
+    -------
+    array of float, rad in (-pi, pi]
+        In the inputs' array library.
     """
     xp = namespace(signal, reference)
     prod = signal * xp.conj(reference)
@@ -96,6 +116,11 @@ def unwrap_step(wrapped, previous_unwrapped):
     ----------
     wrapped : real array, rad, values in (-pi, pi]
     previous_unwrapped : real array, rad, same shape
+
+    Returns
+    -------
+    array, rad
+        ``wrapped + 2 pi k`` with k the rounded ``(previous_unwrapped - wrapped) / 2 pi``.
     """
     xp = namespace(wrapped, previous_unwrapped)
     two_pi = 2.0 * math.pi
@@ -104,7 +129,20 @@ def unwrap_step(wrapped, previous_unwrapped):
 
 
 def unwrap_time(wrapped, axis: int = 0):
-    """Unwrap a phase series along ``axis`` (time) frame by frame; see :func:`unwrap_step`."""
+    """Unwrap a phase series along ``axis`` (time) frame by frame; see :func:`unwrap_step`.
+
+    Parameters
+    ----------
+    wrapped : array, shape (..., t, ...)
+        Phase, rad, in (-pi, pi].
+    axis : int
+        Time axis.
+
+    Returns
+    -------
+    array, same shape
+        Unwrapped phase, rad, in the input's array library; the first frame is kept as it is.
+    """
     xp = namespace(wrapped)
     moved = xp.moveaxis(wrapped, axis, 0)
     frames = [moved[0, ...]]
@@ -154,6 +192,17 @@ def theoretical_sigma_celsius(snr, n_baseline: int, te_s, b0_t, alpha_ppm_per_c=
         Magnitude signal-to-noise ratio (signal over per-channel noise SD).
     n_baseline : int
         Number of baseline frames averaged into the reference.
+    te_s, b0_t, alpha_ppm_per_c : float
+        As :func:`radians_per_celsius`.
+
+    Returns
+    -------
+    array or float, C
+
+    Raises
+    ------
+    ParameterError
+        ``n_baseline`` < 1.
     """
     if n_baseline < 1:
         raise ParameterError(f"n_baseline must be >= 1, got {n_baseline}")

@@ -35,7 +35,18 @@ voxel is capped at the largest float64 and counted in report.json, so a dose map
 
 
 def cap_dose(dose: np.ndarray):
-    """``(dose with +inf replaced by DOSE_CAP_CEM43_MIN, number of capped voxels)``; NaN stays NaN."""
+    """Replace +inf dose by :data:`DOSE_CAP_CEM43_MIN` (a dose map never holds inf).
+
+    Parameters
+    ----------
+    dose : ndarray, CEM43 min
+
+    Returns
+    -------
+    dose : ndarray
+        The same array when nothing is capped, else a capped copy; NaN stays NaN.
+    n_capped : int
+    """
     over = np.isposinf(dose)
     n = int(over.sum())
     if n:
@@ -114,6 +125,10 @@ class ThermometryResult:
             Temperature of the hottest voxel over time (read by the caller from wherever the series went).
         out_xp : array namespace, optional
             Library of the returned maps (default NumPy).
+
+        Returns
+        -------
+        ThermometryResult
         """
         warnings = list(th.warnings)
         dose_np, capped = cap_dose(to_numpy(th.dose_cem43_min))
@@ -227,13 +242,30 @@ class ThermometryResult:
         return written
 
     def save(self, out_dir, figures: bool = True) -> str:
-        """Write all outputs to ``out_dir`` completely or not at all; returns the folder."""
+        """Write all outputs to ``out_dir`` completely or not at all.
+
+        Parameters
+        ----------
+        out_dir : str or PathLike
+        figures : bool
+            Write ``figures/*.png``.
+
+        Returns
+        -------
+        str
+            The absolute folder path.
+        """
         with atomic.staged(out_dir) as stage:
             self.write_into(stage, figures=figures)
         return os.path.abspath(os.fspath(out_dir))
 
     def summary(self) -> str:
-        """A few lines for the terminal: peak, lesion volumes, structures, alarms."""
+        """A few lines for the terminal: peak, lesion volumes, structures, alarms.
+
+        Returns
+        -------
+        str
+        """
         r = self.report["results"]
         lines = [f"peak temperature: {r['peak_temperature_c']:.1f} C at voxel (z,y,x) {tuple(r['hottest_voxel_zyx'])}, "
                  f"t = {r['time_of_peak_s']:.1f} s" if r["peak_temperature_c"] is not None else "peak temperature: n/a"]

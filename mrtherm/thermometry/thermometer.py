@@ -184,17 +184,27 @@ class Thermometer:
         return (*self.engine.to_device(a, b), polar)
 
     def update(self, frame, time_s: float, reference=None):
-        """Process the next frame; returns its temperature ``(z, y, x)`` float32 C, NaN where masked.
+        """Process the next frame: temperature, then dose, Tmax, baseline statistics and the watch.
 
         Parameters
         ----------
-        frame : complex ``(z, y, x)`` array, or ``(a, b, polar)`` (see the class)
-        time_s : float, strictly after the previous frame's time
-        reference : complex ``(z, y, x)`` array, optional
+        frame : complex array, shape (z, y, x), or tuple ``(a, b, polar)``
+            See the class.
+        time_s : float
+            s, strictly after the previous frame's time.
+        reference : complex array, shape (z, y, x), optional
             Replaces ``S_ref`` from this frame on (baseline libraries).
 
-        The returned frame may live in a buffer the next update reuses (CUDA): copy
-        it to keep it.
+        Returns
+        -------
+        array of float32, shape (z, y, x)
+            Temperature, C, NaN where masked. It may live in a buffer the next update reuses (CUDA): copy it
+            to keep it.
+
+        Raises
+        ------
+        ParameterError
+            ``time_s`` is not after the previous frame's.
         """
         t = self.frames_processed
         time_s = float(time_s)
@@ -250,7 +260,13 @@ class Thermometer:
         return self.engine.tmax if self.frames_processed else None
 
     def temperature_sd_c(self):
-        """Empirical temperature SD over the baseline frames x sqrt(1 + 1/N), C; NaN with one baseline frame."""
+        """Empirical temperature SD over the baseline frames x sqrt(1 + 1/N).
+
+        Returns
+        -------
+        array of float32, shape (z, y, x)
+            C, NaN where masked, with one baseline frame, and until every baseline frame is in.
+        """
         xp, n = self.xp, self.params.baseline_frames
         if n < 2 or self.frames_processed < n:
             return xp.full(self.shape, float("nan"), dtype=xp.float32)
@@ -261,16 +277,56 @@ class Thermometer:
         return xp.where(self.mask_device, sd, xp.asarray(float("nan"), dtype=xp.float32))
 
     def temperature_sd_theory_c(self) -> np.ndarray:
-        """Noise-predicted temperature SD, C, NaN where masked (host array)."""
+        """Noise-predicted temperature SD.
+
+        Returns
+        -------
+        ndarray of float32, shape (z, y, x)
+            C, NaN where masked (host array).
+        """
         return np.where(self.reliability.mask, self.reliability.sd_theory_c, np.nan).astype(np.float32)
 
     def protected_structures(self):
-        """``(rows, alarms)``: the structure table and the alarms so far (see :mod:`mrtherm.thermometry.watch`)."""
+        """The protected-structure table and the alarms so far.
+
+        Returns
+        -------
+        rows : list of dict
+        alarms : list of dict
+            See :meth:`mrtherm.thermometry.watch.ProtectedWatch.rows_and_alarms`.
+        """
         return self.watch.rows_and_alarms(self.times_s)
 
     # ------------------------------------------------------------------ state
     def save_state(self, path) -> str:
-        """Write the complete state to ``path`` (``.npz``; temporary name, then rename). Returns the path."""
+        """Write the complete state to ``path`` (``.npz``; temporary name, then rename).
+
+        Parameters
+        ----------
+        path : str or PathLike
+
+        Returns
+        -------
+        str
+            ``path``.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import mrtherm
+        >>> ph = mrtherm.make_phantom(shape_zyx=(2, 32, 32), n_frames=6)
+        >>> frames = [(ph.magnitude[t], ph.phase_rad[t], True) for t in range(6)]
+        >>> th = mrtherm.Thermometer(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t, frames[:3],
+        ...                          mrtherm.ThermometryParams(baseline_frames=3))
+        >>> for t in range(4):
+        ...     _ = th.update(frames[t], ph.frame_times_s[t])
+        >>> path = th.save_state(os.path.join(tempfile.mkdtemp(), "state.npz"))
+        >>> resumed = mrtherm.Thermometer.load_state(path)
+        >>> for t in range(4, 6):
+        ...     _ = resumed.update(frames[t], ph.frame_times_s[t])
+        >>> resumed.frames_processed
+        6
+        """
         path = os.fspath(path)
         arrays = {f"engine_{k}": v for k, v in self.engine.state().items()}
         arrays.update({f"watch_state_{k}": v for k, v in self.watch.state().items()})
@@ -299,10 +355,28 @@ class Thermometer:
 
     @classmethod
     def load_state(cls, path, backend=None):
-        """A Thermometer continuing from :meth:`save_state`.
+        """A Thermometer continuing from :meth:`save_state`; the final dose is bit-identical to an uninterrupted run.
 
-        ``backend`` defaults to the one that saved the state; a state resumes on the same kind of engine
-        (the CUDA engine keeps its state in another layout than the array engine).
+        Parameters
+        ----------
+        path : str or PathLike
+            A file written by :meth:`save_state`.
+        backend : {None, "numpy", "cupy", "auto"}
+            None: the backend that saved the state. A state resumes on the same kind of engine (the CUDA engine
+            keeps its state in another layout than the array engine).
+
+        Returns
+        -------
+        Thermometer
+
+        Raises
+        ------
+        InputFileError
+            Not a state file, or one of another version.
+        ParameterError
+            The state was saved by another engine than ``backend`` gives.
+        BackendUnavailableError
+            The state needs a GPU and none is usable.
         """
         from mrtherm.errors import InputFileError  # noqa: PLC0415
         try:

@@ -17,7 +17,23 @@ from mrtherm.thermometry.dose import time_above_segment
 
 
 def format_alarm(alarm: dict) -> str:
-    """One line for an alarm dict (terminal summary, napari widgets)."""
+    """One line for an alarm (terminal summary, napari widgets).
+
+    Parameters
+    ----------
+    alarm : dict
+        ``structure``, ``quantity``, ``value``, ``threshold``, ``unit``, ``frame``, ``time_s``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> format_alarm({"structure": "spinal cord", "quantity": "temperature", "value": 47.04, "threshold": 45.0,
+    ...               "unit": "C", "frame": 2, "time_s": 20.0})
+    'ALARM spinal cord temperature 47 >= 45 C at frame 2 (t = 20.0 s)'
+    """
     return (f"ALARM {alarm['structure']} {alarm['quantity']} {alarm['value']:.3g} >= {alarm['threshold']:g} "
             f"{alarm['unit']} at frame {alarm['frame']} (t = {alarm['time_s']:.1f} s)")
 
@@ -90,7 +106,13 @@ class ProtectedWatch:
         return parts
 
     def record(self, host_values):
-        """Store this frame's statistics, ``3 x n_watched`` host floats from :meth:`device_stats`."""
+        """Store this frame's statistics.
+
+        Parameters
+        ----------
+        host_values : sequence of float, length 3 x n_watched
+            Max C, mean C and max dose (CEM43 min) per watched structure, as :meth:`device_stats` ordered them.
+        """
         for i, s in enumerate(self.watched):
             s["max_c"].append(float(host_values[3 * i]))
             s["mean_c"].append(float(host_values[3 * i + 1]))
@@ -138,7 +160,13 @@ class ProtectedWatch:
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:
-        """The watch's curves and time-above arrays, as host arrays."""
+        """The watch's curves and time-above arrays, as host arrays.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``watch_<label>_curves`` (3, frames) and ``watch_<label>_time_above_s`` (reliable voxels,).
+        """
         out = {}
         for s in self.structures:
             key = f"watch_{s['label']}"

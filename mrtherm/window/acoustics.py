@@ -41,7 +41,26 @@ SPEED_CORTICAL_BONE_M_S = 3432.0
 
 
 def attenuation_db_per_cm(label: int, frequency_hz: float) -> float:
-    """Attenuation of label ``value`` at ``frequency_hz``, dB/cm (power law in frequency)."""
+    """Attenuation of a label class at a frequency (power law in frequency).
+
+    Parameters
+    ----------
+    label : int
+        Label value (default table); values without an entry take the soft-tissue value.
+    frequency_hz : float
+
+    Returns
+    -------
+    float
+        dB/cm: ``alpha_1MHz * (f / 1 MHz) ** exponent``.
+
+    Examples
+    --------
+    >>> round(attenuation_db_per_cm(2, 1.5e6), 4)  # fat, 0.63 dB/cm at 1 MHz, linear
+    0.945
+    >>> round(attenuation_db_per_cm(0, 2.0e6), 4)  # water, 0.0022 dB/cm at 1 MHz, quadratic
+    0.0088
+    """
     a1, exponent, _ = ATTENUATION_DB_PER_CM_1MHZ.get(int(label), ATTENUATION_DB_PER_CM_1MHZ[1])
     return a1 * (frequency_hz / 1e6) ** exponent
 

@@ -15,7 +15,27 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
                     chunk_rays: int = 1 << 18, progress: bool = False) -> np.ndarray:
     """Active fraction if the focus were at each voxel of ``target_mask_zyx``.
 
-    Returns a ``(z, y, x)`` float32 map, NaN outside the mask.
+    Parameters
+    ----------
+    scene : Scene
+    transducer : Transducer
+    target_mask_zyx : ndarray of bool, shape (z, y, x)
+        Candidate foci (the tumour label), on the scene's grid.
+    backend : {"numpy", "cupy", "auto"}
+    chunk_rays : int
+        (element, focus) rays traced at once on NumPy (memory bound).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    ndarray of float32, shape (z, y, x)
+        Area-weighted fraction of the transducer not blocked, NaN outside the mask.
+
+    Raises
+    ------
+    ParameterError
+        The mask is not on the scene's grid.
     """
     mask = np.asarray(target_mask_zyx, bool)
     if mask.shape != scene.shape:

@@ -116,7 +116,17 @@ def rule_text(rule) -> str:
 
 
 def window_summary(report) -> str:
-    """A few lines for the terminal: verdict, rules, central-ray depth and fat."""
+    """A few lines for the terminal: verdict, rules, central-ray depth and fat.
+
+    Parameters
+    ----------
+    report : dict
+        :func:`mrtherm.window.check_window`'s report.
+
+    Returns
+    -------
+    str
+    """
     lines = [f"acoustic window: {report['verdict']}  (active fraction {report['active_fraction']:.2f}, "
              f"blocked {report['blocked_fraction']:.2f}; elements {report['element_counts']})"]
     for r in report["rules"]:

@@ -23,16 +23,30 @@ DEFAULT_SOURCE = "mrtherm default (configurable)"
 
 
 def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") -> dict:
-    """Check every element's path to ``target_mm``; returns the report dict.
+    """Check every element's path to ``target_mm``.
 
     Parameters
     ----------
     scene : Scene
     transducer : mrtherm.window.transducer.Transducer
-    target_mm : (3,) focus in world mm (must lie inside the labelled volume)
+    target_mm : array_like, shape (3,)
+        Focus in world RAS+ mm (inside the labelled volume, at no element).
     backend : {"numpy", "cupy", "auto"}
         Where element statuses and reasons (hence the verdict) are traced; the
         per-element details (path lengths, attenuation, angles) come from NumPy.
+
+    Returns
+    -------
+    dict
+        The report (README, "Acoustic-window check"): verdict, area fractions, rules with values, thresholds and
+        sources, central ray, classes beyond the focus, configuration, sources and the per-element table.
+
+    Raises
+    ------
+    ParameterError
+        The target is not three finite numbers, lies outside the volume or at an element.
+    BackendUnavailableError
+        ``backend="cupy"`` without a usable GPU.
     """
     cfg = scene.config
     target = np.asarray(target_mm, float)

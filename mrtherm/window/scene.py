@@ -76,18 +76,36 @@ class WindowConfig:
     beyond_focus_critical_warn_mm: float = 30.0
 
     def angle_deg(self) -> float:
-        """The critical angle in degrees (configured, or asin(c_soft / c_bone))."""
+        """The critical angle in degrees (configured, or asin(c_soft / c_bone)).
+
+        Returns
+        -------
+        float
+        """
         if self.critical_angle_deg is not None:
             return float(self.critical_angle_deg)
         return acoustics.critical_angle_deg(self.c_soft_m_s, self.c_bone_m_s)
 
     def blocking_bits(self) -> int:
-        """Reason bits that block an element under this configuration."""
+        """Reason bits that block an element under this configuration.
+
+        Returns
+        -------
+        int
+            Gas, metal, pre-focal bone, critical angle, no-pass zone, crossing a critical structure, and scar
+            unless scars only degrade.
+        """
         bits = GAS | METAL | BONE_PREFOCAL | CRITICAL_ANGLE | NO_PASS_ZONE | CRITICAL_CROSS
         return bits | SCAR if self.scar_blocks else bits
 
     def degrading_bits(self) -> int:
-        """Reason bits that degrade an element under this configuration."""
+        """Reason bits that degrade an element under this configuration.
+
+        Returns
+        -------
+        int
+            Passing near a critical structure, and scar when scars only degrade.
+        """
         return CRITICAL_NEAR | (0 if self.scar_blocks else SCAR)
 
 
@@ -150,7 +168,19 @@ class Scene:
         return np.ascontiguousarray(n.astype(np.float32))
 
     def voxels_of_world(self, points_mm):
-        """(z, y, x) voxel indices of world points ``(n, 3)`` and whether each lies inside the volume."""
+        """Voxel of each world point (nearest voxel centre) and whether it lies inside the volume.
+
+        Parameters
+        ----------
+        points_mm : array_like, shape (n, 3) or (3,)
+            World RAS+ points, mm.
+
+        Returns
+        -------
+        idx : ndarray of int64, shape (n, 3)
+            ``(z, y, x)`` indices (outside the volume too).
+        inside : ndarray of bool, shape (n,)
+        """
         pts = np.asarray(points_mm, float).reshape(-1, 3)
         idx = np.floor(pts @ self.inv_affine[:3, :3].T + self.inv_affine[:3, 3] + 0.5).astype(np.int64)[:, ::-1]
         inside = np.all((idx >= 0) & (idx < np.asarray(self.shape)), axis=1)
@@ -172,9 +202,18 @@ class Scene:
         return tuple(int(v) for v in idx[0]) if inside[0] else None
 
     def edt_at(self, points_mm):
-        """Critical-structure distance (mm) at the voxel of each world point; inf outside the volume.
+        """Critical-structure distance at the voxel of each world point.
 
-        A float for one point, an ``(n,)`` array for ``(n, 3)`` points.
+        Parameters
+        ----------
+        points_mm : array_like, shape (3,) or (n, 3)
+            World RAS+ points, mm.
+
+        Returns
+        -------
+        float or ndarray of float, shape (n,)
+            Distance from the voxel centre to the nearest spinal-cord or nerve-root voxel centre, mm; inf outside
+            the volume or without critical structures. A float for one point.
         """
         idx, inside = self.voxels_of_world(points_mm)
         out = np.full(idx.shape[0], np.inf)

@@ -166,7 +166,22 @@ class _Rays:
 
 
 def reason_codes(bits: int) -> list[str]:
-    """Names of the reason bits set in ``bits``."""
+    """Names of the reason bits set in ``bits``, in the README's order, each once.
+
+    Parameters
+    ----------
+    bits : int
+        OR of the reason bits of :mod:`mrtherm.window.scene`.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> reason_codes(1 | 128)
+    ['GAS', 'OUT_OF_VOLUME']
+    """
     out = []
     for bit, code in REASON_CODES:
         if bits & bit and code not in out:

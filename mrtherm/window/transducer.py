@@ -44,14 +44,25 @@ class Transducer:
         return (self.positions_mm * w[:, None]).sum(axis=0)
 
     def to_json(self) -> dict:
-        """The transducer in DESIGN.md's JSON format."""
+        """The transducer in DESIGN.md's JSON format.
+
+        Returns
+        -------
+        dict
+            ``name``, ``frequency_hz`` and ``elements`` (``position_mm``, ``normal``, ``area_mm2``).
+        """
         return {"name": self.name, "frequency_hz": float(self.frequency_hz),
                 "elements": [{"position_mm": [float(v) for v in p], "normal": [float(v) for v in n],
                               "area_mm2": float(a)}
                              for p, n, a in zip(self.positions_mm, self.normals, self.areas_mm2)]}
 
     def save(self, path):
-        """Write the JSON to ``path``."""
+        """Write the JSON to ``path`` (temporary name, then rename).
+
+        Parameters
+        ----------
+        path : str or PathLike
+        """
         tmp = os.fspath(path) + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(self.to_json(), fh, indent=1)
@@ -59,7 +70,22 @@ class Transducer:
 
 
 def load_transducer(path) -> Transducer:
-    """Read and validate a transducer JSON; every problem is a one-line :class:`InputFileError`."""
+    """Read and validate a transducer JSON (DESIGN.md format).
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    Transducer
+        Normals normalised to unit length.
+
+    Raises
+    ------
+    InputFileError
+        Missing file, invalid JSON, or a field missing or out of range (one line naming it).
+    """
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -119,6 +145,11 @@ def spherical_cap(radius_mm: float, aperture_mm: float, n_elements: int, focus_m
     n_elements : number of equal-area elements (Fibonacci pattern on the cap)
     focus_mm : (3,) geometric focus in world mm
     axis : (3,) beam direction, from the transducer towards the focus
+
+    Returns
+    -------
+    Transducer
+        Normals point at the geometric focus; areas equal, summing to the cap's area.
     """
     if not radius_mm > 0:
         raise ParameterError(f"radius_mm must be positive, got {radius_mm}")
