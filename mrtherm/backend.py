@@ -197,15 +197,32 @@ def register_gpu_plugin(plugin) -> None:
     _registered_plugins.append(plugin)
 
 
-@functools.lru_cache(maxsize=1)
-def _entry_point_plugin():
+def first_entry_point(group: str):
+    """The first entry point of ``group`` that loads (how the core finds the packages that build on it).
+
+    Parameters
+    ----------
+    group : str
+        Entry-point group, e.g. ``"mrtherm.gpu"`` or ``"mrtherm.viewer"``.
+
+    Returns
+    -------
+    object or None
+        The loaded object; None when none is installed or none loads (a broken optional package, or one whose
+        own dependencies are missing, must not break the core).
+    """
     from importlib.metadata import entry_points  # noqa: PLC0415
-    for ep in entry_points(group=GPU_PLUGIN_GROUP):
+    for ep in entry_points(group=group):
         try:
             return ep.load()
-        except Exception:  # a broken GPU package must not break the CPU path
+        except Exception:
             continue
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def _entry_point_plugin():
+    return first_entry_point(GPU_PLUGIN_GROUP)
 
 
 def gpu_plugin(required: bool = False):

@@ -212,8 +212,8 @@ def test_phantom_and_demo_commands(tmp_path, capsys):
 
 def test_view_without_a_viewer_installed_is_one_line(tmp_path, capsys, monkeypatch):
     """The core finds the viewer by entry point (mrtherm.viewer); none registered -> a one-line install hint."""
-    from mrtherm.cli import view
-    monkeypatch.setattr(view, "entry_points", lambda group: [])
+    import importlib.metadata
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
     assert main(["view", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == \
         "mrtherm: error: the napari viewer is not installed: pip install 'mrtherm[napari]'"

@@ -10,8 +10,8 @@ The core does not import the napari plugin: the viewer is found under the entry-
 from __future__ import annotations
 
 import os
-from importlib.metadata import entry_points
 
+from mrtherm.backend import first_entry_point
 from mrtherm.errors import MrthermError
 
 VIEWER_GROUP = "mrtherm.viewer"
@@ -19,13 +19,14 @@ VIEWER_GROUP = "mrtherm.viewer"
 
 
 def find_viewer():
-    """The first installed viewer's ``run_view`` callable, or None when no viewer (or its GUI toolkit) is installed."""
-    for ep in entry_points(group=VIEWER_GROUP):
-        try:
-            return ep.load()
-        except ImportError:  # the plugin is registered but napari or Qt is missing
-            continue
-    return None
+    """The installed viewer.
+
+    Returns
+    -------
+    callable or None
+        ``run_view``; None when no viewer (or its GUI toolkit) is installed.
+    """
+    return first_entry_point(VIEWER_GROUP)
 
 
 def cmd_view(args):
