@@ -110,9 +110,10 @@ def test_small_weights_are_fitted_like_large_ones():
 
 
 def test_an_ill_conditioned_slice_falls_back():
-    """Reference voxels on one row plus one voxel off it with weight 1e-14: the order-1 system is not singular
-    but its condition number exceeds 1e12, so the slice takes the global offset."""
-    phase = np.full((1, 8, 8), 0.3)
+    """Reference voxels on one row (16, more than the 12 an order-1 fit needs) plus one voxel off it with weight
+    1e-14: the system is not singular but its condition number exceeds 1e12, so the slice takes the global
+    offset."""
+    phase = np.full((1, 8, 16), 0.3)
     weight = np.zeros_like(phase)
     weight[0, 3, :] = 1.0
     weight[0, 6, 2] = 1e-14

@@ -66,3 +66,16 @@ def test_unwrap_time_runs_along_the_first_axis_by_default_and_keeps_the_array_ki
     got = unwrap_time(xp.asarray(wrapped))
     assert type(got) is type(xp.asarray(wrapped))
     np.testing.assert_allclose(np.asarray(got), steps, atol=1e-12)
+
+
+def test_field_strength_must_be_positive_and_low_fields_are_fine():
+    with pytest.raises(ParameterError, match="b0_t must be a positive field strength in tesla, got 0.0"):
+        radians_per_celsius(0.01, 0.0)
+    # 0.55 T (low-field MR): 2 pi x 42.577478e6 x -0.01e-6 x 0.55 x 0.01
+    assert radians_per_celsius(0.01, 0.55) == pytest.approx(2 * math.pi * 42.577478 * -0.01 * 0.55 * 0.01, rel=1e-12)
+
+
+def test_theoretical_sigma_needs_a_baseline_frame():
+    with pytest.raises(ParameterError) as err:
+        theoretical_sigma_celsius(20.0, 0, 0.010, 3.0)
+    assert str(err.value) == "n_baseline must be >= 1, got 0"

@@ -362,3 +362,21 @@ def test_protected_structure_table_and_alarms_by_hand():
     dose_alarm = next(a for a in alarms if a["quantity"] == "dose")
     assert dose_alarm["unit"] == "CEM43 min" and dose_alarm["threshold"] == 1.0
     assert dose_alarm["value"] == pytest.approx(max_dose[first_dose], rel=1e-4)
+
+
+def test_alarm_fires_when_the_threshold_is_reached_exactly():
+    """README: an alarm when the structure's maximum *reaches* 45 C; here the threshold is set to the maximum the
+    nerve root reaches, and the alarm fires at that frame."""
+    times = np.array([0.0, 5.0, 10.0, 15.0])
+    shape = (1, 6, 6)
+    labels = np.full(shape, 3, np.int16)
+    labels[0, 2:4, 2:4] = 11
+    phase = np.zeros((4,) + shape)
+    phase[:, labels == 11] = (K * np.array([0.0, 0.0, 5.0, 9.0]))[:, None]
+    params = ThermometryParams(baseline_frames=2, drift_correction=False, snr_threshold=0)
+    th, _ = _run(phase, times, params, labels=labels)
+    reached = th.protected_structures()[0][0]["max_c_curve"][3]
+    import dataclasses
+    th, _ = _run(phase, times, dataclasses.replace(params, alarm_temperature_c=reached), labels=labels)
+    alarm = next(a for a in th.protected_structures()[1] if a["quantity"] == "temperature")
+    assert alarm["frame"] == 3 and alarm["value"] == reached == alarm["threshold"]

@@ -168,21 +168,27 @@ def test_state_resumes_on_the_backend_that_saved_it(small_phantom, params, tmp_p
 def test_uncertainty_maps_before_and_after_the_baseline(small_phantom):
     """The empirical SD needs every baseline frame and at least two; then it is the sample SD x sqrt(1 + 1/N).
 
-    Two baseline frames of uniform phase +a and -a rad: deltas +-a / k C, sample SD sqrt(2) a / |k|
-    (hand calculation), reported x sqrt(1.5).
+    Two baseline frames of uniform phase a and 3a rad with magnitudes 100 and 300: the reference (their complex
+    mean) has a phase between, so the two deltas have a non-zero mean, but they differ by 2a rad: sample SD
+    sqrt(2) a / |k| C whatever the reference (hand calculation), reported x sqrt(1.5).
     """
     shape = (1, 8, 8)
     a = 0.04
-    frames = [(np.full(shape, 100.0, np.float32), np.full(shape, s * a, np.float32), True) for s in (1, -1, 0)]
+    frames = [(np.full(shape, m, np.float32), np.full(shape, s * a, np.float32), True)
+              for m, s in ((100.0, 1), (300.0, 3), (100.0, 0))]
     te, b0 = 0.01, 3.0
     th = Thermometer(shape, np.eye(4), te, b0, frames[:2], ThermometryParams(baseline_frames=2, snr_threshold=0,
+                                                                              max_sd_theory_c=1e9,
                                                                               drift_correction=False))
     k = abs(mrtherm.thermometry.prf.radians_per_celsius(te, b0))
     th.update(frames[0], 0.0)
     early = np.asarray(th.temperature_sd_c())
     assert early.shape == shape and early.dtype == np.float32 and np.isnan(early).all()
     th.update(frames[1], 1.0)
-    np.testing.assert_allclose(np.asarray(th.temperature_sd_c()), np.sqrt(2) * a / k * np.sqrt(1.5), rtol=1e-5)
+    assert abs(float(np.asarray(th.engine.base_sum).mean())) > 0.1  # the deltas' mean is not zero
+    sd = np.asarray(th.temperature_sd_c())
+    assert sd.dtype == np.float32
+    np.testing.assert_allclose(sd, np.sqrt(2) * a / k * np.sqrt(1.5), rtol=1e-4)
     one = Thermometer(shape, np.eye(4), te, b0, frames[:1], ThermometryParams(baseline_frames=1, snr_threshold=0))
     for t in range(3):
         one.update(frames[t], float(t))
@@ -248,3 +254,56 @@ def test_frame_parts_become_complex64_and_non_finite_samples_zero(polar):
     assert s.dtype == np.complex64
     expected = [2j, 0, 0] if polar else [2 + 0.5j, 0, 0]
     np.testing.assert_allclose(s, expected, atol=1e-6)
+
+
+def test_exam_files_and_tables_for_the_thermometer(tmp_path):
+    """Labels from a NIfTI on a finer grid are resampled through the affines; a label table from a JSON file;
+    a drift ROI array of the wrong shape and a baseline of the wrong length are one-line errors."""
+    import json
+    import nibabel as nib
+    shape = (2, 4, 6)
+    frames = [(np.full(shape, 100.0, np.float32), np.zeros(shape, np.float32), True)] * 2
+    affine = np.diag([2.0, 2.0, 4.0, 1.0])
+    fine = np.ones((12, 8, 4), np.int16)  # (x, y, z) at 1 x 1 x 2 mm: each exam voxel holds 2 x 2 x 2
+    fine[6:, :, :] = 2  # fat from x = 6 mm on: exam columns 3, 4, 5
+    nib.save(nib.Nifti1Image(fine, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "labels.nii.gz")
+    (tmp_path / "table.json").write_text(json.dumps({"labels": [
+        {"value": 1, "name": "tissue", "prf_valid": True, "acoustic_role": "pass"},
+        {"value": 2, "name": "fat", "prf_valid": False, "acoustic_role": "pass"}]}))
+    p = ThermometryParams(baseline_frames=2, snr_threshold=0)
+    th = Thermometer(shape, affine, 0.01, 3.0, frames, p, labels=tmp_path / "labels.nii.gz",
+                     label_table=tmp_path / "table.json")
+    expected = np.ones(shape, bool)
+    expected[:, :, 3:] = False
+    np.testing.assert_array_equal(th.reliability.mask, expected)
+    assert th.label_info == {"path": str(tmp_path / "labels.nii.gz"), "resampled": True}
+    assert th.table.name(1) == "tissue"
+    roi = np.zeros((12, 8, 4), np.int16)
+    roi[:4] = 1  # x < 4 mm: exam columns 0 and 1
+    nib.save(nib.Nifti1Image(roi, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "roi.nii.gz")
+    th = Thermometer(shape, affine, 0.01, 3.0, frames, p, drift_roi=tmp_path / "roi.nii.gz")
+    assert th.drift_ref.sum() == 2 * 4 * 2 and th.drift_ref[:, :, :2].all()
+    assert th.drift_rule["source"] == str(tmp_path / "roi.nii.gz")
+    with pytest.raises(ParameterError) as err:
+        Thermometer(shape, affine, 0.01, 3.0, frames, p, drift_roi=np.ones((2, 4, 5)))
+    assert str(err.value) == "drift ROI array shape (2, 4, 5) does not match the exam grid (2, 4, 6)"
+    with pytest.raises(ParameterError) as err:
+        Thermometer(shape, affine, 0.01, 3.0, frames[:1], p)
+    assert str(err.value) == "baseline has 1 frames but baseline_frames = 2"
+
+
+def test_structure_table_before_and_after_the_first_frame(small_phantom, params):
+    """Before any frame the table lists the structures without statistics; after one frame there is no time
+    above threshold yet (0 s) and every watched structure has its own curve."""
+    th, frames = _thermometer(small_phantom, params)
+    rows, alarms = th.protected_structures()
+    assert alarms == [] and all(set(r) == {"label", "structure", "voxels", "reliable_voxels"} for r in rows)
+    temp = np.asarray(th.update(frames[0], 0.0))
+    rows, _ = th.protected_structures()
+    watched = [r for r in rows if r["reliable_voxels"]]
+    assert len(watched) >= 2
+    for r in watched:
+        assert r["max_time_above_45c_s"] == 0.0
+        inside = temp[small_phantom.labels == r["label"]]  # NaN where not reliable
+        assert r["max_c_curve"] == [pytest.approx(float(np.nanmax(inside)))]
+        assert r["mean_c_curve"] == [pytest.approx(float(np.nanmean(inside)), rel=1e-5)]

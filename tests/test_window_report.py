@@ -226,6 +226,9 @@ class _MarkedGpuPlugin:
     """Stands in for the CUDA plugin: reports every element blocked by gas, which the NumPy trace would not."""
 
     def trace_pairs(self, scene, positions, foci):
+        assert isinstance(scene, Scene) and scene.shape == (N, N, N)
+        np.testing.assert_array_equal(positions, _two_elements().positions_mm)
+        np.testing.assert_array_equal(foci, [FOCUS])
         n, m = len(positions), len(foci)
         from mrtherm.window.scene import GAS, STATUS_BLOCKED
         return {"status": np.full((n, m), STATUS_BLOCKED, np.int8), "reasons": np.full((n, m), GAS, np.int32)}
@@ -243,6 +246,15 @@ def test_gpu_backend_returns_the_gpu_statuses(monkeypatch):
     assert rep["active_fraction"] == 0.0 and rep["blocked_fraction"] == 1.0
     # path lengths of the table still come from the NumPy traversal
     assert rep["elements"][0]["path_length_mm"] == 36.0
+
+
+def test_gpu_backend_without_the_gpu_package_is_a_one_line_error(monkeypatch):
+    import mrtherm.backend as backend
+    monkeypatch.setattr(backend, "cupy_usable", lambda: True)
+    monkeypatch.setattr(backend, "_registered_plugins", [])
+    monkeypatch.setattr(backend, "_entry_point_plugin", lambda: None)
+    with pytest.raises(__import__("mrtherm").BackendUnavailableError, match="^no GPU plugin is installed"):
+        check_window(Scene(_labels(), AFF), _two_elements(), FOCUS, backend="cupy")
 
 
 @pytest.mark.skipif(__import__("mrtherm").backend.cupy_usable(), reason="a GPU is usable here")
@@ -374,3 +386,16 @@ def test_an_element_at_the_target_is_refused():
     with pytest.raises(__import__("mrtherm").ParameterError) as err:
         check_window(Scene(_labels(), AFF), tr, FOCUS)
     assert str(err.value) == "transducer element 1 lies at the target (0.0, 0.0, 6.0) mm"
+
+
+def test_a_transducer_centred_on_the_focus_takes_plus_z_as_beam_axis():
+    """Two facing elements at (0, 0, -30) and (0, 0, 42): their centre is the focus, the axis is undefined, and
+    the report uses +z (classes beyond the focus are then sampled towards +z)."""
+    from mrtherm.window.transducer import Transducer
+    lab = _labels()
+    lab[_voxel((0, 0, 10))] = 10  # spinal cord 4 mm along +z from the focus
+    tr = Transducer("facing", 1.0e6, np.array([[0.0, 0.0, -30.0], [0.0, 0.0, 42.0]]),
+                    np.array([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]]), np.array([10.0, 10.0]))
+    rep = check_window(Scene(lab, AFF), tr, FOCUS)
+    assert rep["transducer"]["beam_axis"] == [0.0, 0.0, 1.0]
+    assert _rule(rep, "critical_structure_beyond_focus")["value"] == ["spinal cord at 3.5 mm"]

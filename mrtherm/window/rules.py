@@ -214,7 +214,7 @@ def _classes_along(scene, a, b):
     """Classes met from a towards b: first distance from a (mm) and path length of each."""
     pts, labs = _samples(scene, a, b)
     dists = np.linalg.norm(pts - a[None, :], axis=1)
-    step = dists[1] - dists[0]  # _samples gives at least two points
+    step = dists[1]  # samples are evenly spaced from a (dists[0] = 0); _samples gives at least two
     out = []
     for v in dict.fromkeys(labs.tolist()):
         sel = labs == v
