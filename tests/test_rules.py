@@ -358,7 +358,10 @@ def test_protected_structure_table_and_alarms_by_hand():
     temp_alarm = next(a for a in alarms if a["quantity"] == "temperature")
     assert temp_alarm == {"structure": "spinal cord", "label": 10, "quantity": "temperature", "threshold": 45.0,
                           "unit": "C", "value": pytest.approx(47.0, abs=1e-3), "frame": 2, "time_s": 20.0}
-    assert format_alarm(temp_alarm) == "ALARM spinal cord temperature 47 >= 45 C at frame 2 (t = 20.0 s)"
+    assert format_alarm(temp_alarm) == "ALARM spinal cord: temperature 47 C >= 45 C at t = 20.0 s"
+    assert format_alarm(temp_alarm, celsius="°C") == "ALARM spinal cord: temperature 47 °C >= 45 °C at t = 20.0 s"
+    assert format_alarm(dose_alarm := next(a for a in alarms if a["quantity"] == "dose")).startswith(
+        "ALARM spinal cord: dose ") and " CEM43 min >= 1 CEM43 min at t = " in format_alarm(dose_alarm)
     dose_alarm = next(a for a in alarms if a["quantity"] == "dose")
     assert dose_alarm["unit"] == "CEM43 min" and dose_alarm["threshold"] == 1.0
     assert dose_alarm["value"] == pytest.approx(max_dose[first_dose], rel=1e-4)

@@ -16,26 +16,31 @@ from mrtherm.io import labels as labels_mod
 from mrtherm.thermometry.dose import time_above_segment
 
 
-def format_alarm(alarm: dict) -> str:
-    """One line for an alarm (terminal summary, napari widgets).
+def format_alarm(alarm: dict, celsius: str = "C") -> str:
+    """One line for an alarm: the one formatter of the terminal summary, the napari canvas and the docks.
 
     Parameters
     ----------
     alarm : dict
-        ``structure``, ``quantity``, ``value``, ``threshold``, ``unit``, ``frame``, ``time_s``.
+        ``structure``, ``quantity``, ``value``, ``threshold``, ``unit`` and ``time_s`` (report.json's alarms).
+    celsius : str
+        How to write the temperature unit (``"°C"`` where the display has the glyph).
 
     Returns
     -------
     str
+        With the time of the frame (frame numbers are counted from 0 in report.json but from 1 on the canvas, so
+        the line names neither).
 
     Examples
     --------
     >>> format_alarm({"structure": "spinal cord", "quantity": "temperature", "value": 47.04, "threshold": 45.0,
     ...               "unit": "C", "frame": 2, "time_s": 20.0})
-    'ALARM spinal cord temperature 47 >= 45 C at frame 2 (t = 20.0 s)'
+    'ALARM spinal cord: temperature 47 C >= 45 C at t = 20.0 s'
     """
-    return (f"ALARM {alarm['structure']} {alarm['quantity']} {alarm['value']:.3g} >= {alarm['threshold']:g} "
-            f"{alarm['unit']} at frame {alarm['frame']} (t = {alarm['time_s']:.1f} s)")
+    unit = celsius if alarm["unit"] == "C" else alarm["unit"]
+    return (f"ALARM {alarm['structure']}: {alarm['quantity']} {alarm['value']:.3g} {unit} >= {alarm['threshold']:g} "
+            f"{unit} at t = {alarm['time_s']:.1f} s")
 
 
 class ProtectedWatch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from mrtherm.thermometry.watch import format_alarm  # one alarm formatter for the terminal, canvas and docks
 from mrtherm.window.outputs import rule_text as rule_line  # one formatter for the terminal and the widget
 
 
@@ -20,8 +21,7 @@ def alarm_text(report) -> str:
     alarms = report.get("alarms") or []
     if not alarms:
         return "alarms: none"
-    from mrtherm.thermometry.watch import format_alarm
-    return "\n".join(format_alarm(a) for a in alarms)
+    return "\n".join(format_alarm(a, celsius="°C") for a in alarms)
 
 
 def status_lines(frame, n_frames, time_s, peak_c, alarms, legend="", readout="") -> tuple[str, bool]:
@@ -34,10 +34,7 @@ def status_lines(frame, n_frames, time_s, peak_c, alarms, legend="", readout="")
         head += f"   peak {peak_c:.1f} °C"
     lines = [head]
     active = [a for a in alarms or [] if a["time_s"] <= time_s + 1e-6]
-    for a in active:
-        unit = "°C" if a["quantity"] == "temperature" else a["unit"]
-        lines.append(f"ALARM {a['structure']}: {a['quantity']} {a['value']:.3g} {unit} >= {a['threshold']:g} {unit} "
-                     f"at {a['time_s']:.1f} s")
+    lines += [format_alarm(a, celsius="°C") for a in active]
     if legend:
         lines.append(legend)
     if readout:

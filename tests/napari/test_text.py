@@ -31,7 +31,7 @@ def test_status_never_shows_a_future_alarm():
     assert text == "t = 18.0 s  (frame 6/40)   peak 41.2 °C" and not active
     text, active = _text.status_lines(7, 40, 21.0, 45.9, [alarm], legend="outlines: 240 cyan (CEM43 min)")
     assert active and text.splitlines() == ["t = 21.0 s  (frame 8/40)   peak 45.9 °C",
-                                            "ALARM nerve root: temperature 45.3 °C >= 45 °C at 21.0 s",
+                                            "ALARM nerve root: temperature 45.3 °C >= 45 °C at t = 21.0 s",
                                             "outlines: 240 cyan (CEM43 min)"]
 
 
