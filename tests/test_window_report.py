@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+import mrtherm
 from mrtherm.window import Scene, WindowConfig, check_window
 from mrtherm.window.transducer import spherical_cap
 
@@ -253,17 +254,17 @@ def test_gpu_backend_without_the_gpu_package_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(backend, "cupy_usable", lambda: True)
     monkeypatch.setattr(backend, "_registered_plugins", [])
     monkeypatch.setattr(backend, "_entry_point_plugin", lambda: None)
-    with pytest.raises(__import__("mrtherm").BackendUnavailableError, match="^no GPU plugin is installed"):
+    with pytest.raises(mrtherm.BackendUnavailableError, match="^no GPU plugin is installed"):
         check_window(Scene(_labels(), AFF), _two_elements(), FOCUS, backend="cupy")
 
 
-@pytest.mark.skipif(__import__("mrtherm").backend.cupy_usable(), reason="a GPU is usable here")
+@pytest.mark.skipif(mrtherm.backend.cupy_usable(), reason="a GPU is usable here")
 def test_backends_without_a_gpu():
     """auto falls back to NumPy (same report); cupy without a GPU is a one-line error."""
     scene = Scene(_labels(), AFF)
     assert check_window(scene, _two_elements(), FOCUS, backend="auto") == \
         check_window(scene, _two_elements(), FOCUS, backend="numpy")
-    with pytest.raises(__import__("mrtherm").BackendUnavailableError, match="backend 'cupy'"):
+    with pytest.raises(mrtherm.BackendUnavailableError, match="backend 'cupy'"):
         check_window(scene, _two_elements(), FOCUS, backend="cupy")
 
 
@@ -333,7 +334,7 @@ def test_area_fraction_rules_by_hand(label, rule_name):
 
 @pytest.mark.parametrize("target", [(0.0, 6.0), (0.0, float("nan"), 6.0), (0.0, 0.0, float("inf"))])
 def test_a_target_that_is_not_three_finite_numbers_is_refused(target):
-    with pytest.raises(__import__("mrtherm").ParameterError) as err:
+    with pytest.raises(mrtherm.ParameterError) as err:
         check_window(Scene(_labels(), AFF), _two_elements(), target)
     assert str(err.value) == f"target must be three finite numbers (x, y, z mm), got {target!r}"
 
@@ -383,7 +384,7 @@ def test_an_element_at_the_target_is_refused():
     tr = _two_elements()
     tr.positions_mm = tr.positions_mm.copy()
     tr.positions_mm[1] = FOCUS
-    with pytest.raises(__import__("mrtherm").ParameterError) as err:
+    with pytest.raises(mrtherm.ParameterError) as err:
         check_window(Scene(_labels(), AFF), tr, FOCUS)
     assert str(err.value) == "transducer element 1 lies at the target (0.0, 0.0, 6.0) mm"
 
