@@ -54,7 +54,8 @@ def cap_dose(dose: np.ndarray):
     return dose, n
 
 
-def _level_name(level: float) -> str:
+def level_name(level: float) -> str:
+    """A dose level in a file name: ``240`` -> ``"240"``, ``0.5`` -> ``"0p5"``."""
     return f"{level:g}".replace(".", "p")
 
 
@@ -105,6 +106,7 @@ class ThermometryResult:
     k_rad_per_c: float
     report: dict
     temperature_path: str | None = None
+    thermometer: object = dataclasses.field(default=None, repr=False)  # the finished Thermometer (treatments)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -169,7 +171,7 @@ class ThermometryResult:
             params=th.params, drift_coefficients=np.asarray(th.drift_coefficients),
             reference_voxels=np.asarray(th.reference_voxels), peak_curve_c=np.asarray(th.peak_curve_c),
             hottest_voxel_zyx=hottest, hottest_curve_c=hottest_curve, k_rad_per_c=th.k_rad_per_c, report=report,
-            temperature_path=os.fspath(temperature_path) if temperature_path is not None else None)
+            temperature_path=os.fspath(temperature_path) if temperature_path is not None else None, thermometer=th)
 
     # ------------------------------------------------------------------ access
     def host(self, name: str) -> np.ndarray:
@@ -226,7 +228,7 @@ class ThermometryResult:
         if self.labels is not None:
             maps["labels.nii.gz"] = np.asarray(self.labels, dtype=np.int16)
         for level, les in self.lesions.items():
-            maps[f"lesion_{_level_name(level)}.nii.gz"] = to_numpy(les).astype(np.uint8)
+            maps[f"lesion_{level_name(level)}.nii.gz"] = to_numpy(les).astype(np.uint8)
         for name, arr in maps.items():
             niftiio.save_volume(arr, aff, os.path.join(folder, name))
             written.append(name)
@@ -237,7 +239,7 @@ class ThermometryResult:
         report = dict(self.report)
         report["outputs"] = sorted(written + ["report.json"])
         with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as fh:
-            json.dump(_finite(report), fh, indent=2, allow_nan=False, default=_json_default)
+            json.dump(finite_json(report), fh, indent=2, allow_nan=False, default=json_default)
         written.append("report.json")
         return written
 
@@ -334,12 +336,12 @@ def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve,
     }
 
 
-def _finite(o):
+def finite_json(o):
     """NaN and infinities become null so report.json is strict JSON."""
     if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
+        return {k: finite_json(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
+        return [finite_json(v) for v in o]
     if isinstance(o, (float, np.floating)):
         return float(o) if np.isfinite(o) else None
     if isinstance(o, np.integer):
@@ -347,7 +349,8 @@ def _finite(o):
     return o
 
 
-def _json_default(o):
+def json_default(o):
+    """JSON for NumPy scalars and arrays, tuples and anything else (as text)."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

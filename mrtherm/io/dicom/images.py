@@ -264,3 +264,26 @@ def _record(path, ds, frame, groups, manufacturer):
         if manufacturer == "philips" else None,
         b0_t=b0 / 10000.0 if b0 is not None and b0 > 20 else b0,  # old GE headers give gauss
         sequence_name=str(seq_name or ""))
+
+
+def rescaled(im: DicomImage, stored: np.ndarray, role: str | None) -> np.ndarray:
+    """One image's stored values after the vendor rescale, as float32 (the one conversion of batch and live).
+
+    Parameters
+    ----------
+    im : DicomImage
+        The image's record (slope, intercept, Philips scale slope).
+    stored : ndarray, shape (rows, cols)
+        Stored pixel values.
+    role : str or None
+        The component; Philips magnitude (and real/imaginary) values are divided by ``RescaleSlope * ScaleSlope``
+        (2005,100E), as dcm2niix does, phase is not.
+
+    Returns
+    -------
+    ndarray of float32, shape (rows, cols)
+    """
+    v = stored.astype(np.float64) * im.slope + im.intercept
+    if im.philips_ss and role != roles.PHASE:
+        v = v / (im.slope * im.philips_ss)
+    return v.astype(np.float32)

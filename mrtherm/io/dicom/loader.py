@@ -24,7 +24,8 @@ def _common(values, what, where, tol):
     return vals[0]
 
 
-def _echo_time(b_stack, te_s, provenance, warnings):
+def echo_time(b_stack, te_s, provenance, warnings):
+    """Echo time scaling the phase, s (the argument, a Siemens phase difference, or EchoTime); sets provenance."""
     first = b_stack.frames[0][0]
     te_ms = _common([im.te_ms for im in b_stack.images], "echo time (ms)", first.where, 1e-3)
     diff = None
@@ -53,7 +54,8 @@ def _echo_time(b_stack, te_s, provenance, warnings):
     return te_ms / 1e3
 
 
-def _field_strength(a_stack, b_stack, b0_t, provenance):
+def field_strength(a_stack, b_stack, b0_t, provenance):
+    """Field strength, T (the argument or MagneticFieldStrength, equal in both components); sets provenance."""
     b = _common([im.b0_t for im in b_stack.images], "MagneticFieldStrength", b_stack.frames[0][0].where,
                 acquisition.B0_WITHIN_SERIES_T)
     a = _common([im.b0_t for im in a_stack.images], "MagneticFieldStrength", a_stack.frames[0][0].where,
@@ -98,7 +100,24 @@ def _frame_times(a_stack, b_stack, frame_time_s, frame_times_s, provenance, warn
                          "DICOM; pass --frame-time-s")
 
 
-def _phase_scale(b_series, b_stack, phase_scale, provenance):
+def phase_scale_of(first_values, b_stack, phase_scale, provenance):
+    """The phase encoding: the argument, else the DICOM tags, else the value range of ``first_values()`` (frame 0).
+
+    Parameters
+    ----------
+    first_values : callable
+        Returns frame 0 of the phase, ``(z, y, x)`` rescaled values (called only when the tags do not say).
+    b_stack : Stack
+        The second component; not a phase stack gives None.
+    phase_scale : str
+        ``"auto"`` or an encoding of :mod:`mrtherm.io.phase_scale`.
+    provenance : dict
+        Gains ``phase_scale`` and ``phase_scale_source``.
+
+    Returns
+    -------
+    str or None
+    """
     if b_stack.role != roles.PHASE:
         provenance["phase_scale"] = None
         return None
@@ -111,9 +130,15 @@ def _phase_scale(b_series, b_stack, phase_scale, provenance):
         scale, source = next(iter(found))
         provenance.update(phase_scale=scale, phase_scale_source=f"DICOM tags: {source}")
         return scale
-    scale = detect_phase_scale(b_series.read(0), b_series.slope, b_series.inter, True, b_series.path_of(0))
+    first = b_stack.frames[0][0]
+    scale = detect_phase_scale(first_values(), first.slope, first.intercept, True, first.path)
     provenance.update(phase_scale=scale, phase_scale_source="value range (the DICOM tags do not say)")
     return scale
+
+
+def _check_echo(echo):
+    if echo is not None and (int(echo) != echo or echo < 1):
+        raise ParameterError(f"echo must be a positive integer, got {echo!r}")
 
 
 def load_dicom_exam(folder, *, echo=None, te_s=None, b0_t=None, frame_time_s=None, frame_times_s=None,
@@ -127,13 +152,51 @@ def load_dicom_exam(folder, *, echo=None, te_s=None, b0_t=None, frame_time_s=Non
     """
     from mrtherm.io.exam import Exam  # noqa: PLC0415 - the exam module imports this one lazily
     folder = os.fspath(folder)
-    if echo is not None and (int(echo) != echo or echo < 1):
-        raise ParameterError(f"echo must be a positive integer, got {echo!r}")
+    _check_echo(echo)
     found, skipped = files.scan(folder)
     if not found:
         raise InputFileError(folder, "no MR image DICOM files found" +
                              (f" ({skipped['not_dicom']} other files skipped)" if skipped["not_dicom"] else ""))
     recs = [r for path, ds in found for r in images.records(path, ds)]
+    return exam_from_records(recs, folder, len(found), skipped, echo=echo, te_s=te_s, b0_t=b0_t,
+                             frame_time_s=frame_time_s, frame_times_s=frame_times_s, phase_scale=phase_scale)
+
+
+def load_dicom_treatment(folder, **options):
+    """Every sonication of a DICOM folder, as one :class:`mrtherm.Exam` each, in acquisition order.
+
+    Series are paired into sonications by :class:`mrtherm.io.dicom.sonications.SeriesPairing`, the rule of
+    ``mrtherm live``; images are offered to it in acquisition order. A folder of one sonication gives the
+    exam :func:`load_dicom_exam` gives.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+    **options
+        Those of :func:`load_dicom_exam`.
+
+    Returns
+    -------
+    list of Exam
+        One per sonication (at least one).
+    """
+    from mrtherm.io.dicom.sonications import group_sonications  # noqa: PLC0415
+    folder = os.fspath(folder)
+    found, skipped = files.scan(folder)
+    if not found:
+        return [load_dicom_exam(folder, **options)]  # the one-line "no MR image" error
+    recs = [r for path, ds in found for r in images.records(path, ds)]
+    groups = group_sonications(recs)
+    if len(groups) <= 1:
+        return [exam_from_records(recs, folder, len(found), skipped, **options)]
+    return [exam_from_records(g, folder, len({im.path for im in g}), skipped, **options) for g in groups]
+
+
+def exam_from_records(recs, folder, n_files, skipped, *, echo=None, te_s=None, b0_t=None, frame_time_s=None,
+                      frame_times_s=None, phase_scale="auto"):
+    """An :class:`mrtherm.Exam` from image records (see :func:`load_dicom_exam`)."""
+    from mrtherm.io.exam import Exam  # noqa: PLC0415 - the exam module imports this one lazily
+    _check_echo(echo)
     role_a, role_b, imgs, ignored = assemble.choose_grid(recs, folder)
     imgs_a, imgs_b, echo_text = assemble.choose_echo(role_a, role_b, imgs, echo)
     a_stack, b_stack = assemble.build_stack(role_a, imgs_a), assemble.build_stack(role_b, imgs_b)
@@ -146,16 +209,16 @@ def load_dicom_exam(folder, *, echo=None, te_s=None, b0_t=None, frame_time_s=Non
         comps[stack.role] = DicomSeries(stack, affine, first.slope, first.intercept)
         provenance["inputs"][stack.role] = comps[stack.role].describe()
     provenance["roles"] = {s.role: s.frames[0][0].role_source for s in (a_stack, b_stack)}
-    provenance["dicom"] = {"files": len(found), "images": len(recs), "echo": echo_text,
+    provenance["dicom"] = {"files": n_files, "images": len(recs), "echo": echo_text,
                            "manufacturer": b_stack.frames[0][0].manufacturer, "ignored": ignored,
                            "skipped_files": skipped, "geometry": "ImagePositionPatient, ImageOrientationPatient, "
                            "PixelSpacing; slices sorted along the normal; LPS to RAS+"}
-    te = _echo_time(b_stack, te_s, provenance, warnings)
-    b0 = _field_strength(a_stack, b_stack, b0_t, provenance)
+    te = echo_time(b_stack, te_s, provenance, warnings)
+    b0 = field_strength(a_stack, b_stack, b0_t, provenance)
     te, b0 = acquisition.validate_te_b0(te, b0)
     times = _frame_times(a_stack, b_stack, frame_time_s, frame_times_s, provenance, warnings)
     times = acquisition.check_increasing(times, provenance, b_stack.frames[0][0].path)
-    scale = _phase_scale(comps[role_b], b_stack, phase_scale, provenance)
+    scale = phase_scale_of(lambda: comps[role_b].read(0), b_stack, phase_scale, provenance)
     n = len(b_stack.frames)
     return Exam(components=comps, shape=(n,) + comps[role_a].shape_zyx, affine=affine, te_s=te, b0_t=b0,
                 frame_times_s=times, phase_scale=scale, provenance=provenance, warnings=warnings)

@@ -6,8 +6,8 @@ import numpy as np
 
 from mrtherm.errors import InputFileError
 from mrtherm.text import count
-from mrtherm.io import roles
 from mrtherm.io.dicom.files import pydicom, read_dataset
+from mrtherm.io.dicom.images import rescaled
 
 
 class DicomSeries:
@@ -65,8 +65,5 @@ class DicomSeries:
         frame = self.stack.frames[t]
         out = np.empty(self.shape_zyx, dtype=np.float32)
         for z, im in enumerate(frame):
-            v = self._pixels(im).astype(np.float64) * im.slope + im.intercept
-            if im.philips_ss and self.role != roles.PHASE:
-                v = v / (im.slope * im.philips_ss)
-            out[z] = v
+            out[z] = rescaled(im, self._pixels(im), self.role)
         return out

@@ -106,7 +106,8 @@ def _classic_images(vendor, exam, uids, t0):
     a, iop, (dr, dc) = _lps_geometry(exam["affine"])
     nt, nz, ny, nx = mag.shape
     dt = np.diff(exam["frame_times_s"]).min() if nt > 1 else 1.0
-    series = {"magnitude": (uids["series_m"], 5), "phase": (uids["series_p"], 6 if vendor == "siemens" else 5)}
+    first = uids.get("series_number") or 5
+    series = {"magnitude": (uids["series_m"], first), "phase": (uids["series_p"], first + 1 if vendor == "siemens" else first)}
     n = 0
     for t in range(nt):
         for z in range(nz):
@@ -181,7 +182,8 @@ def _enhanced_files(vendor, exam, uids, t0):
     for k, members in enumerate(files):
         uid = pd.uid.generate_uid()
         ds = _base(_common(vendor, exam, uids), ENHANCED_MR_IMAGE, uid)
-        ds.SeriesInstanceUID, ds.SeriesNumber = (uids["series_m"] if k == 0 else uids["series_p"]), 7 + k
+        ds.SeriesInstanceUID, ds.SeriesNumber = (uids["series_m"] if k == 0 else uids["series_p"]), \
+            (uids.get("series_number") or 7) + k
         ds.SeriesDescription = "mrtherm thermometry"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M" if members[0][0] == "magnitude" else "P", "NONE"] \
             if vendor == "siemens-enhanced" else ["ORIGINAL", "PRIMARY", "T1", "MIXED"]
@@ -247,7 +249,8 @@ def _frame_group(pd, role, vendor, a, z, t, exam, t0, ps, pi):
     return fg
 
 
-def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_times_s, vendor="siemens"):
+def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_times_s, vendor="siemens",
+                     start_s=0.0, series_number=None):
     """Write an exam as DICOM files in ``vendor``'s convention (see the module table); returns the folder.
 
     Parameters
@@ -257,6 +260,10 @@ def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_ti
     affine : (4, 4) voxel (x, y, z) to world RAS+ mm, oblique allowed
     te_s, b0_t : float
     frame_times_s : (t,) strictly increasing
+    start_s : float
+        Clock of the first frame, s after 2026-01-01 10:00 (later sonications of a treatment start later).
+    series_number : int, optional
+        SeriesNumber of the (first) series; default 5 (classic) or 7 (enhanced).
     """
     if vendor not in VENDORS:
         raise ParameterError(f"vendor must be one of {', '.join(VENDORS)}, got {vendor!r}")
@@ -266,7 +273,8 @@ def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_ti
     uids = {k: pd.uid.generate_uid() for k in ("study", "frame_of_reference", "series_m", "series_p")}
     if vendor == "ge":
         uids["series_p"] = uids["series_m"]
-    t0 = _dt.datetime(2026, 1, 1, 10, 0, 0)
+    t0 = _dt.datetime(2026, 1, 1, 10, 0, 0) + _dt.timedelta(seconds=float(start_s))
+    uids["series_number"] = series_number
     gen = _enhanced_files if vendor.endswith("enhanced") else _classic_images
     items = list(gen(vendor, exam, uids, t0))
     order = np.random.default_rng(0).permutation(len(items))

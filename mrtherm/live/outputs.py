@@ -1,0 +1,83 @@
+"""Treatment outputs, each file replaced atomically, and report.json.
+
+Every file is written under a hidden temporary name in its folder and moved
+over the old one with ``os.replace``: a reader sees the previous version or the
+new one, never a half-written file. Maps are written first, report.json last.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as _dt
+import json
+import os
+import sys
+
+import numpy as np
+
+from mrtherm.io import niftiio
+from mrtherm.thermometry.result import CONVENTIONS, DOSE_CAP_CEM43_MIN, cap_dose, finite_json, json_default, level_name
+
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="mrtherm-write")
+
+
+def replace_nifti(array_zyx, affine, path):
+    """Write a NIfTI volume to ``path`` atomically (temporary name in the same folder, then rename)."""
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, f".{name[:-7]}.tmp-{os.getpid()}.nii.gz")
+    try:
+        niftiio.save_volume(array_zyx, affine, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def replace_json(obj, path):
+    """Write strict JSON (NaN as null) to ``path`` atomically."""
+    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(finite_json(obj), fh, indent=1, allow_nan=False, default=json_default)
+    os.replace(tmp, path)
+
+
+def write_maps(folder, maps: dict):
+    """Write ``{name: (array, affine)}`` in parallel threads (gzip releases the GIL); returns the names."""
+    futures = [_POOL.submit(replace_nifti, arr, aff, os.path.join(folder, name)) for name, (arr, aff) in maps.items()]
+    for f in futures:
+        f.result()
+    return sorted(maps)
+
+
+def treatment_maps(dose, tmax, grid, levels) -> dict:
+    """The cumulative maps on the treatment grid: dose (float64, capped, never inf), Tmax and lesion masks."""
+    dose, _ = cap_dose(dose)
+    maps = {"dose_cem43.nii.gz": (dose, grid.affine), "tmax.nii.gz": (tmax, grid.affine)}
+    d = np.nan_to_num(dose, nan=0.0)
+    for level in levels:
+        maps[f"lesion_{level_name(level)}.nii.gz"] = ((d >= level).astype(np.uint8), grid.affine)
+    return maps
+
+
+def treatment_report(*, mode, params, grid, sonications, cumulative, alarms, frames_processed, extra=None) -> dict:
+    """The content of a treatment's report.json (see the README)."""
+    from mrtherm import __version__  # noqa: PLC0415
+    report = {
+        "mrtherm_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command_line": " ".join(sys.argv) if sys.argv else None,
+        "mode": mode,
+        "frames_processed": int(frames_processed),
+        "conventions": {**CONVENTIONS, "treatment": "each sonication's dose and Tmax resampled onto the treatment grid "
+                        "(linear, identity when the grids coincide); cumulative dose = sum in sonication order, "
+                        "cumulative Tmax = maximum; NaN where no sonication measured reliably"},
+        "parameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(params).items()},
+        "treatment_grid": grid.describe(),
+        "dose_map": {"dtype": "float64", "cap_cem43_min": DOSE_CAP_CEM43_MIN},
+        "sonications": sonications,
+        "cumulative": cumulative,
+        "alarms": alarms,
+    }
+    report.update(extra or {})
+    return report

@@ -1,0 +1,271 @@
+"""A live treatment session: images in (network or folder), frames through the Thermometers, outputs after each.
+
+:meth:`LiveSession.receive` takes one DICOM file's bytes from any thread (a
+C-STORE handler, the folder watcher): it checks it, places it in its frame, and
+keeps it under ``OUT/received/`` before it returns the success status. One
+worker thread processes frames as they complete: Thermometer update, outputs
+replaced atomically, checkpoint, alarms. Starting a session on a folder that
+holds a checkpoint resumes it: the kept images are replayed, frames already
+processed are recognised, and processing continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import logging
+import os
+import shlex
+import subprocess
+import threading
+import time
+
+import numpy as np
+
+from mrtherm.errors import InputFileError, MrthermError
+from mrtherm.io.dicom import images
+from mrtherm.io.dicom.files import IMAGE_STORAGE, pydicom
+from mrtherm.live import outputs
+from mrtherm.live.assembler import (STATUS_NOT_MR, STATUS_TOO_LARGE, STATUS_UNREADABLE, FrameAssembler,
+                                    RefusedImage)
+from mrtherm.live.spool import Spool
+from mrtherm.live.state import TreatmentState
+from mrtherm.thermometry.watch import format_alarm
+
+LOG = logging.getLogger("mrtherm.live")
+STATE_DIR = ".mrtherm-live"
+
+
+def decode(data: bytes, where: str):
+    """A DICOM file's bytes to ``(sop uid, records, rescaled pixel arrays)``; RefusedImage when unusable."""
+    pd = pydicom()
+    try:
+        ds = pd.dcmread(io.BytesIO(data), force=True)
+        sop_class, uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+    except Exception as exc:  # pydicom raises many types on damaged data
+        raise RefusedImage(STATUS_UNREADABLE, f"{where}: not readable DICOM ({type(exc).__name__})") from None
+    if sop_class not in IMAGE_STORAGE or str(ds.get("Modality", "MR")).strip().upper() != "MR":
+        raise RefusedImage(STATUS_NOT_MR, f"{where}: not an MR image (SOP class {sop_class}, modality "
+                           f"{ds.get('Modality', '?')})")
+    try:
+        recs = images.records(where, ds)
+        arrays = _pixels(pd, ds, recs)
+    except InputFileError as exc:
+        raise RefusedImage(STATUS_UNREADABLE, str(exc)) from None
+    except Exception as exc:
+        raise RefusedImage(STATUS_UNREADABLE, f"{where}: pixel data not readable ({type(exc).__name__})") from None
+    return uid, recs, arrays
+
+
+def _pixels(pd, ds, recs):
+    if len(recs) == 1 and recs[0].frame is None:
+        stacked = [ds.pixel_array]
+    else:
+        stacked = [pd.pixels.pixel_array(ds, index=r.frame) for r in recs]
+    out = []
+    for rec, arr in zip(recs, stacked):
+        if arr.shape != (rec.rows, rec.cols):
+            raise InputFileError(rec.where, f"pixel data shape {arr.shape}, expected ({rec.rows}, {rec.cols})")
+        out.append(images.rescaled(rec, arr, rec.role))
+    return out
+
+
+class AlarmCommand:
+    """Runs ``--alarm-command`` with one alarm as JSON on its stdin, in the background (never blocks frames)."""
+
+    def __init__(self, command):
+        self.argv = shlex.split(command) if command else None
+
+    def __call__(self, alarm):
+        if self.argv:
+            threading.Thread(target=self._run, args=(alarm,), daemon=True, name="mrtherm-alarm").start()
+
+    def _run(self, alarm):
+        try:
+            proc = subprocess.run(self.argv, input=json.dumps(alarm), text=True, capture_output=True, timeout=30)
+            if proc.returncode:
+                LOG.error("alarm command exited %d: %s", proc.returncode, proc.stderr.strip()[:200])
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            LOG.error("alarm command failed: %s", exc)
+
+
+class LiveSession:
+    """Frames from a stream of DICOM images to outputs updated after each (see the module docstring).
+
+    Parameters
+    ----------
+    out_dir : str
+        Output folder (created); a folder holding a checkpoint is resumed.
+    options : dict
+        Treatment options (see :class:`mrtherm.live.state.TreatmentState`) plus ``slices``, ``frame_timeout_s``,
+        ``echo``, ``alarm_command``, ``max_image_bytes``.
+    """
+
+    def __init__(self, out_dir, options):
+        self.out = os.path.abspath(os.fspath(out_dir))
+        self.state_dir = os.path.join(self.out, STATE_DIR)
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.options = options
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.seen: set[str] = set()
+        self.counts = {"received": 0, "duplicates": 0, "refused": {}}
+        self.latencies_ms = collections.deque(maxlen=2000)
+        self.alarm_command = AlarmCommand(options.get("alarm_command"))
+        state, cp = TreatmentState.load(self.state_dir, options)
+        self.state = state or TreatmentState(options)
+        self.seq = cp.get("seq", 0)
+        self.skipped = list(cp.get("skipped_frames", []))
+        self.resumed = state is not None
+        self.assembler = FrameAssembler(options.get("slices"), options.get("frame_timeout_s", 30.0),
+                                        options.get("echo"), self.state.resume_reps())
+        self.spool = Spool(os.path.join(self.out, "received"))
+        self._replay()
+        self.worker = threading.Thread(target=self._work, name="mrtherm-live-frames", daemon=True)
+        self.worker.start()
+
+    # ------------------------------------------------------------------ images in
+    def receive(self, data: bytes, where: str) -> int:
+        """Take one DICOM file's bytes (any thread); returns the DICOM status (0 success)."""
+        try:
+            limit = self.options.get("max_image_bytes")
+            if limit and len(data) > limit:
+                raise RefusedImage(STATUS_TOO_LARGE, f"{where}: {len(data)} bytes, over the {limit}-byte image limit")
+            uid, recs, arrays = decode(data, where)
+            with self.lock:
+                if uid in self.seen:
+                    self.counts["duplicates"] += 1
+                    LOG.debug("%s: SOP Instance UID %s already received: ignored", where, uid)
+                    return 0
+                now = time.monotonic()
+                for rec, arr in zip(recs, arrays):
+                    self.assembler.add(rec, arr, now)
+                self.spool.write(data, uid)
+                self.seen.add(uid)
+                self.counts["received"] += 1
+        except RefusedImage as exc:
+            self._refused(exc)
+            return exc.status
+        self.wake.set()
+        return 0
+
+    def _refused(self, exc):
+        key = f"0x{exc.status:04X}"
+        with self.lock:
+            self.counts["refused"][key] = self.counts["refused"].get(key, 0) + 1
+        LOG.warning("refused (status %s): %s", key, exc)
+
+    def _replay(self):
+        paths = self.spool.paths()
+        for path in paths:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            try:
+                uid, recs, arrays = decode(data, path)
+                now = time.monotonic()
+                for rec, arr in zip(recs, arrays):
+                    self.assembler.add(rec, arr, now)
+                self.seen.add(uid)
+            except RefusedImage as exc:
+                LOG.warning("kept image %s no longer usable: %s", path, exc)
+        if paths:
+            LOG.info("resumed: %d kept images replayed, %d frames already processed", len(paths),
+                     self.state.frames_processed)
+
+    # ------------------------------------------------------------------ frames
+    def _work(self):
+        while not self.stopping.is_set():
+            self.wake.wait(0.25)
+            self.wake.clear()
+            self._process(final=False)
+
+    def _process(self, final):
+        with self.lock:
+            frames = self.assembler.ready(time.monotonic(), final)
+            self.skipped = self.skipped + self.assembler.skipped
+            self.assembler.skipped = []
+        for frame in frames:
+            try:
+                taken, finished = self.state.feed(frame)
+            except MrthermError as exc:
+                LOG.error("sonication %d repetition %d: %s: frame skipped", frame.sonication + 1, frame.rep, exc)
+                self.skipped.append({"sonication": frame.sonication + 1, "repetition": frame.rep, "reason": str(exc)})
+                continue
+            if finished is not None:
+                self._write_sonication(finished)
+            if taken:
+                self._publish(frame)
+
+    def _publish(self, frame):
+        st = self.state
+        dose, tmax = st.maps()
+        sonications = st.sonication_entries()
+        alarms = st.alarms(sonications, dose)
+        maps = outputs.treatment_maps(dose, tmax, st.grid, st.params.dose_levels_cem43_min)
+        son = st.sonications[st.current]
+        maps["temperature.nii.gz"] = (st.last_temperature, son.affine)
+        if not st.anatomy_written:
+            maps["anatomy.nii.gz"] = (st.anatomy_on_grid(), st.grid.affine)
+        names = outputs.write_maps(self.out, maps)
+        st.anatomy_written = True
+        report = self._report(sonications, alarms, dose, tmax, names, frame)
+        outputs.replace_json(report, os.path.join(self.out, "report.json"))
+        self.seq += 1
+        st.save(self.state_dir, self.seq, {"skipped_frames": self.skipped})
+        latency_ms = (time.monotonic() - frame.received_s) * 1e3
+        self.latencies_ms.append(latency_ms)
+        for alarm in st.new_alarms(alarms):
+            LOG.warning("sonication %d: %s", alarm.get("sonication", 0), format_alarm(alarm))
+            self.alarm_command(alarm)
+        th = son.th
+        LOG.info("sonication %d frame %d (t = %.1f s): peak %.1f C, max dose %.3g CEM43, %.0f ms", son.index + 1,
+                 th.frames_processed, th.times_s[-1], th.peak_curve_c[-1],
+                 float(np.nanmax(dose)) if np.isfinite(dose).any() else 0.0, latency_ms)
+
+    def _report(self, sonications, alarms, dose, tmax, names, frame):
+        st = self.state
+        son = st.sonications[st.current]
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(0)
+        with self.lock:
+            counts = json.loads(json.dumps(self.counts))
+            ignored, pending = dict(self.assembler.ignored), self.assembler.pending()
+        current = {"sonication": son.index + 1, "repetition": frame.rep,
+                   "frame": son.th.frames_processed, "time_s": son.th.times_s[-1],
+                   "peak_temperature_c": son.th.peak_curve_c[-1]}
+        extra = {"current": current, "images": {**counts, "ignored": ignored}, "incomplete_frames": pending,
+                 "skipped_frames": self.skipped, "resumed": self.resumed,
+                 "latency_ms": {"frames": int(lat.size), "median": float(np.median(lat)) if lat.size else None,
+                                "p95": float(np.percentile(lat, 95)) if lat.size else None,
+                                "max": float(lat.max()) if lat.size else None,
+                                "definition": "last image of a frame received -> its outputs and checkpoint written"},
+                 "outputs": sorted(set(names) | {"report.json", "anatomy.nii.gz"})}
+        return outputs.treatment_report(mode="live", params=st.params, grid=st.grid, sonications=sonications,
+                                        cumulative=st.cumulative_entry(dose, tmax), alarms=alarms,
+                                        frames_processed=st.frames_processed, extra=extra)
+
+    def _write_sonication(self, son):
+        """The full outputs of one sonication under ``sonication_<k>/`` (complete or not at all)."""
+        from mrtherm.io import atomic  # noqa: PLC0415
+        from mrtherm.thermometry.result import ThermometryResult  # noqa: PLC0415
+        folder = os.path.join(self.out, f"sonication_{son.index + 1:02d}")
+        with atomic.staged(folder) as stage:
+            ThermometryResult.from_thermometer(son.th).write_into(stage, figures=False)
+        LOG.info("sonication %d: outputs written to %s", son.index + 1, folder)
+
+    # ------------------------------------------------------------------ end
+    def close(self):
+        """Stop after the frames already complete; write the current sonication's outputs and the last report."""
+        self.stopping.set()
+        self.wake.set()
+        self.worker.join()
+        self._process(final=True)
+        th = self.state.current_thermometer
+        if th is not None:
+            self._write_sonication(self.state.sonications[self.state.current])
+        pending = self.assembler.pending()
+        if pending:
+            LOG.warning("%d incomplete frames at shutdown (kept in received/; a restart completes them if the rest "
+                        "arrives)", len(pending))
+        LOG.info("stopped: %d frames processed", self.state.frames_processed)

@@ -1,0 +1,41 @@
+"""Received images kept on disk before they are acknowledged: nothing the scanner was told is stored is lost.
+
+Each image is written under ``OUT/received/`` as ``<arrival number>-<hash>.dcm``
+(temporary name, then rename) before the C-STORE success status goes back. The
+name is built from a running number and a SHA-1 of the SOP Instance UID, never
+from tag text. After a crash the session replays these files in arrival order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+_NAME = re.compile(r"^(\d{8})-[0-9a-f]{20}\.dcm$")
+
+
+class Spool:
+    """The ``received`` folder of a live output folder."""
+
+    def __init__(self, folder):
+        self.folder = os.fspath(folder)
+        os.makedirs(self.folder, exist_ok=True)
+        self.next_number = 1 + max((int(m.group(1)) for m in map(_NAME.match, os.listdir(self.folder)) if m),
+                                   default=0)
+
+    def paths(self) -> list[str]:
+        """Every kept image, in arrival order."""
+        names = sorted(n for n in os.listdir(self.folder) if _NAME.match(n))
+        return [os.path.join(self.folder, n) for n in names]
+
+    def write(self, data: bytes, sop_uid: str) -> str:
+        """Keep one image (a DICOM file's bytes); returns its path."""
+        digest = hashlib.sha1(sop_uid.encode("utf-8", "replace")).hexdigest()[:20]
+        path = os.path.join(self.folder, f"{self.next_number:08d}-{digest}.dcm")
+        tmp = os.path.join(self.folder, f".incoming-{self.next_number:08d}")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        self.next_number += 1
+        return path

@@ -1,0 +1,231 @@
+"""The live treatment's state: sonications, cumulative dose, alarms, and the checkpoint that brings it back.
+
+The checkpoint is ``OUT/.mrtherm-live/checkpoint.json`` plus the arrays it
+names (the current sonication's :meth:`mrtherm.Thermometer.save_state` file
+and the cumulative maps), all numbered by checkpoint: the arrays are written
+first, the JSON replaced last, older files removed after. A crash at any
+moment leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+
+import numpy as np
+
+from mrtherm.backend import to_numpy
+from mrtherm.errors import MrthermError
+from mrtherm.io import labels as labels_mod
+from mrtherm.live import outputs
+from mrtherm.live.treatment import (CumulativeDose, Sonication, TreatmentGrid, cumulative_alarms, cumulative_figures,
+                                    sonication_figures)
+from mrtherm.thermometry.thermometer import Thermometer
+
+CHECKPOINT_VERSION = 1
+
+
+class TreatmentState:
+    """Sonications fed frame by frame, the cumulative maps, and the alarms raised so far.
+
+    Parameters
+    ----------
+    options : dict
+        ``params`` (ThermometryParams) and the optional ``labels``, ``drift_roi``, ``label_table``, ``backend``,
+        ``te_s``, ``b0_t``, ``frame_time_s``, ``phase_scale``, ``treatment_grid`` (path).
+    """
+
+    def __init__(self, options):
+        self.options = options
+        self.params = options["params"]
+        self.sonications: dict[int, Sonication] = {}
+        self.current: int | None = None
+        self.grid = TreatmentGrid.from_file(options["treatment_grid"]) if options.get("treatment_grid") else None
+        self.cumulative = None if self.grid is None else CumulativeDose(self.grid)
+        self.grid_labels = None
+        self.finished_figures: dict[int, dict] = {}
+        self.alarms_sent: set = set()
+        self.frames_processed = 0
+        self.last_temperature = None
+        self.anatomy_written = False
+
+    # ------------------------------------------------------------------ frames
+    def feed(self, frame):
+        """Take one frame; returns ``(frames the Thermometer took, the sonication finished by it or None)``."""
+        finished = None
+        son = self.sonications.get(frame.sonication)
+        if son is None:
+            if self.current is not None and frame.sonication > self.current:
+                finished = self.finish(self.current)
+            son = Sonication(frame.sonication, frame, self.options)
+            self.sonications[frame.sonication] = son
+            self.current = frame.sonication
+            self._ensure_grid(son)
+        taken = son.feed(frame)
+        if taken:
+            self.frames_processed += taken
+            self.last_temperature = son.last_temperature
+        return taken, finished
+
+    def _ensure_grid(self, son):
+        if self.grid is None:
+            self.grid = TreatmentGrid(son.shape, son.affine, f"grid of sonication {son.index + 1}")
+            self.cumulative = CumulativeDose(self.grid)
+        if self.grid_labels is None and self.options.get("labels") is not None:
+            table = labels_mod.LabelTable.from_json(self.options["label_table"]) \
+                if self.options.get("label_table") else labels_mod.LabelTable()
+            self.grid_labels, _ = labels_mod.load_on_grid(self.options["labels"], self.grid.shape, self.grid.affine,
+                                                          "labels", table)
+            self.table = table
+
+    def finish(self, index):
+        """Close sonication ``index``: its dose joins the cumulative sum; returns it (None if it never started)."""
+        son = self.sonications[index]
+        if son.finished:
+            return None
+        son.finished = True
+        if son.th is None:
+            return None
+        self.cumulative.add(self.cumulative.contribution(son.th))
+        self.finished_figures[index] = sonication_figures(son.th, index)
+        return son
+
+    @property
+    def current_thermometer(self):
+        """The Thermometer of the sonication in progress (None before its baseline is in)."""
+        son = self.sonications.get(self.current)
+        return None if son is None or son.finished else son.th
+
+    # ------------------------------------------------------------------ maps and report
+    def maps(self):
+        """Cumulative ``(dose, tmax)`` on the treatment grid, the current sonication included."""
+        th = self.current_thermometer
+        contribution = self.cumulative.contribution(th) if th is not None else None
+        dose, tmax, _ = self.cumulative.maps(contribution)
+        return dose, tmax
+
+    def sonication_entries(self):
+        """report.json's per-sonication list."""
+        out = []
+        for index in sorted(self.sonications):
+            son = self.sonications[index]
+            entry = son.meta()
+            entry["state"] = "finished" if son.finished else ("baseline" if son.th is None else "running")
+            entry["baseline_frames_received"] = len(son.baseline)
+            figures = self.finished_figures.get(index)
+            if figures is None and son.th is not None:
+                figures = sonication_figures(son.th, index)
+            entry.update(figures or {"frames_processed": 0})
+            out.append(entry)
+        return out
+
+    def alarms(self, sonications, dose):
+        """Every alarm so far: the sonications' own and those of the cumulative dose, in time order."""
+        alarms = [a for s in sonications for a in s.get("alarms", [])]
+        th = self.current_thermometer
+        if self.grid_labels is not None and th is not None:
+            alarms += cumulative_alarms(dose, self.grid_labels, self.table, self.params,
+                                        th.times_s[-1] if th.times_s else 0.0, self.current + 1)
+        alarms.sort(key=lambda a: (a.get("sonication", 0), a["time_s"], a["structure"]))
+        return alarms
+
+    def new_alarms(self, alarms):
+        """Alarms not announced before (each structure and quantity once per sonication)."""
+        fresh = []
+        for a in alarms:
+            key = (a.get("sonication"), a["structure"], a["quantity"])
+            if key not in self.alarms_sent:
+                self.alarms_sent.add(key)
+                fresh.append(a)
+        return fresh
+
+    def cumulative_entry(self, dose, tmax):
+        """report.json's cumulative figures."""
+        return cumulative_figures(dose, tmax, self.grid.affine, self.params.dose_levels_cem43_min)
+
+    def anatomy_on_grid(self):
+        """The first sonication's mean baseline magnitude on the treatment grid."""
+        son = self.sonications[min(self.sonications)]
+        if son.th is None:
+            return None
+        resample = self.grid.resampler(son.th.shape, son.th.affine)
+        return resample(np.asarray(son.th.anatomy, dtype=np.float32), 1, 0.0).astype(np.float32)
+
+    # ------------------------------------------------------------------ checkpoint
+    def save(self, folder, seq, extra):
+        """Write checkpoint ``seq`` into ``folder`` (arrays first, JSON last, older checkpoints removed)."""
+        th = self.current_thermometer
+        th_name = f"thermometer-{seq:08d}.npz" if th is not None else None
+        if th is not None:
+            th.save_state(os.path.join(folder, th_name))
+        cum_name = f"cumulative-{seq:08d}.npz"
+        tmp = os.path.join(folder, f".{cum_name}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **self.cumulative.state())
+        os.replace(tmp, os.path.join(folder, cum_name))
+        kept = {s.index: s for s in self.sonications.values() if s.finished or s.th is not None}
+        state = {"version": CHECKPOINT_VERSION, "seq": seq, "fingerprint": fingerprint(self.options),
+                 "grid": self.grid.describe(), "current": self.current, "thermometer": th_name,
+                 "cumulative": cum_name, "frames_processed": self.frames_processed,
+                 "sonications": [{**s.meta(), "figures": self.finished_figures.get(i)} for i, s in sorted(kept.items())],
+                 "alarms_sent": [list(k) for k in sorted(self.alarms_sent, key=str)],
+                 "anatomy_written": self.anatomy_written, **extra}
+        outputs.replace_json(state, os.path.join(folder, "checkpoint.json"))
+        for old in glob.glob(os.path.join(folder, "*-*.npz")):
+            if os.path.basename(old) not in (th_name, cum_name):
+                os.remove(old)
+
+    @classmethod
+    def load(cls, folder, options):
+        """The state of ``folder``'s checkpoint and its extra entries, or ``(None, {})`` without one."""
+        path = os.path.join(folder, "checkpoint.json")
+        if not os.path.exists(path):
+            return None, {}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                cp = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise MrthermError(f"{path}: not a readable live checkpoint ({exc})") from None
+        if cp.get("version") != CHECKPOINT_VERSION:
+            raise MrthermError(f"{path}: checkpoint version {cp.get('version')} is not {CHECKPOINT_VERSION}")
+        if cp["fingerprint"] != fingerprint(options):
+            raise MrthermError(f"{path}: the folder holds a live treatment run with other options; resume with the "
+                               "same options or choose another --out")
+        self = cls(options)
+        g = cp["grid"]
+        self.grid = TreatmentGrid(g["shape_zyx"], g["affine"], g["source"])
+        self.cumulative = CumulativeDose(self.grid)
+        with np.load(os.path.join(folder, cp["cumulative"])) as z:
+            self.cumulative.restore({k: z[k] for k in z.files})
+        for meta in cp["sonications"]:
+            son = Sonication.from_meta(meta, options)
+            self.sonications[son.index] = son
+            if meta.get("figures") is not None:
+                self.finished_figures[son.index] = meta["figures"]
+        self.current = cp["current"]
+        if cp["thermometer"]:
+            self.sonications[self.current].th = Thermometer.load_state(os.path.join(folder, cp["thermometer"]))
+        if self.sonications:
+            self._ensure_grid(self.sonications[min(self.sonications)])
+        self.frames_processed = cp["frames_processed"]
+        self.alarms_sent = {tuple(k) for k in cp["alarms_sent"]}
+        self.anatomy_written = cp["anatomy_written"]
+        return self, cp
+
+    def resume_reps(self) -> dict:
+        """``{sonication index: first repetition not yet processed}`` for the frame assembler."""
+        return {i: s.next_rep for i, s in self.sonications.items()}
+
+
+def fingerprint(options) -> dict:
+    """The options a resumed run must share with the first (JSON-able)."""
+    keys = ("labels", "drift_roi", "label_table", "te_s", "b0_t", "frame_time_s", "phase_scale", "treatment_grid")
+    out = {k: (os.path.abspath(options[k]) if isinstance(options.get(k), str) and k in ("labels", "drift_roi",
+                                                                                        "label_table",
+                                                                                        "treatment_grid")
+               else options.get(k)) for k in keys}
+    out["params"] = {k: (list(v) if isinstance(v, tuple) else v)
+                     for k, v in dataclasses.asdict(options["params"]).items()}
+    return json.loads(json.dumps(out))
