@@ -55,7 +55,15 @@ def cmd_run(args):
     """Process one exam into ``--out`` and print the summary; returns the exit status."""
     from mrtherm.thermometry.pipeline import process_to_folder
     check_out_dir(args.out, _input_paths(args) + [args.labels, args.drift_roi])
-    exam = exam_from_args(args)
+    if args.dicom:
+        exams = _dicom_sonications(args)
+        if len(exams) > 1:
+            return _run_treatment(args, exams)
+        exam = exams[0]
+    else:
+        if args.treatment_grid:
+            raise ParameterError("--treatment-grid needs a DICOM treatment of several sonications (--dicom)")
+        exam = exam_from_args(args)
     result = process_to_folder(exam, args.out, params_from_args(args), labels=args.labels, drift_roi=args.drift_roi,
                                label_table=args.label_table, backend=args.backend, progress=not args.quiet,
                                figures=not args.no_figures)
@@ -64,6 +72,33 @@ def cmd_run(args):
         print(result.summary())
         for w in result.warnings:
             print(f"warning: {w}")
+    return 0
+
+
+def _dicom_sonications(args):
+    from mrtherm.io.dicom.loader import load_dicom_treatment
+    return load_dicom_treatment(args.dicom, echo=args.echo, te_s=None if args.te_ms is None else args.te_ms / 1000.0,
+                                b0_t=args.b0_t, frame_time_s=args.frame_time_s, frame_times_s=args.frame_times_s,
+                                phase_scale=args.phase_scale)
+
+
+def _run_treatment(args, exams):
+    """Several sonications in one DICOM folder: per-sonication outputs and the cumulative maps (as ``live``)."""
+    from mrtherm.live.batch import process_treatment
+    from mrtherm.thermometry.watch import format_alarm
+    report = process_treatment(exams, args.out, params_from_args(args), treatment_grid=args.treatment_grid,
+                               figures=not args.no_figures, labels=args.labels, drift_roi=args.drift_roi,
+                               label_table=args.label_table, backend=args.backend, progress=not args.quiet)
+    if not args.quiet:
+        print(f"outputs written to {os.path.abspath(args.out)}")
+        for s in report["sonications"]:
+            peak = s.get("peak_temperature_c")
+            print(f"sonication {s['sonication']}: {s['frames_processed']} frames, peak "
+                  f"{'n/a' if peak is None else f'{peak:.1f} C'}, time above 43 C {s.get('time_above_43c_s', 0):.1f} s")
+        c = report["cumulative"]
+        for lev, v in c["lesion_volumes_ml"].items():
+            print(f"cumulative lesion volume at {lev} CEM43: {v:.3f} mL")
+        print("\n".join(format_alarm(a) for a in report["alarms"]) or "alarms: none")
     return 0
 
 
@@ -106,6 +141,8 @@ def add_parser(sub):
     add_input_arguments(r)
     r.add_argument("--out", required=True, help="output folder (not an input folder)")
     add_processing_arguments(r)
+    r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz",
+                   help="--dicom with several sonications: grid of the cumulative dose (default: the first's)")
     r.add_argument("--no-figures", action="store_true")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_run)

@@ -96,6 +96,7 @@ class _Sonication:
         self.next_rep: int | None = None
         self.echo = None
         self.roles = None
+        self.known_slices = None  # from a checkpoint: a resumed sonication's frames need no later repetition
 
     def slot(self, im):
         """Canonical slice position of ``im`` (appended while the slices are not yet fixed)."""
@@ -123,6 +124,7 @@ class _Sonication:
             return False
         if not self.frozen:
             later = any(r > rep for r in self.reps)
+            slices = self.known_slices or slices
             if slices is not None:
                 if len(self.positions) < slices:
                     return False
@@ -149,19 +151,19 @@ class FrameAssembler:
         An incomplete frame is skipped this long after its last image when later frames wait.
     echo : int, optional
         Accept only this echo (EchoNumbers); default: the echo of a sonication's first phase image.
-    resume_next_rep : dict, optional
-        ``{sonication index: first repetition not yet processed}`` from a checkpoint: images of earlier
-        repetitions are dropped as already processed.
+    resume : dict, optional
+        ``{sonication index: (first repetition not yet processed, slices)}`` from a checkpoint: images of
+        earlier repetitions are dropped as already processed.
     """
 
-    def __init__(self, slices=None, frame_timeout_s=30.0, echo=None, resume_next_rep=None):
+    def __init__(self, slices=None, frame_timeout_s=30.0, echo=None, resume=None):
         self.slices = slices
         self.frame_timeout_s = float(frame_timeout_s)
         self.echo = echo
         self.pairing = SeriesPairing()
         self.sonications: list[_Sonication] = []
         self._waiting: dict[str, list] = {}
-        self.resume_next_rep = {int(k): int(v) for k, v in (resume_next_rep or {}).items()}
+        self.resume = {int(k): (int(v[0]), int(v[1])) for k, v in (resume or {}).items()}
         self.skipped: list[dict] = []
         self.ignored = {"not thermometry": 0, "other echo": 0, "already processed": 0, "unpaired series dropped": 0}
         self.max_waiting_images = 4096
@@ -220,7 +222,7 @@ class FrameAssembler:
         son = self.sonications[index]
         if son is None:
             son = self.sonications[index] = _Sonication(index, im)
-            son.next_rep = self.resume_next_rep.get(index)
+            son.next_rep, son.known_slices = self.resume.get(index, (None, None))
         if geometry.geometry_key(im) != son.grid:
             raise RefusedImage(STATUS_GEOMETRY, f"{im.where}: grid (orientation, matrix, pixel spacing) differs from "
                                f"sonication {index + 1}'s")

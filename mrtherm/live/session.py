@@ -142,7 +142,9 @@ class LiveSession:
                 now = time.monotonic()
                 for rec, arr in zip(recs, arrays):
                     self.assembler.add(rec, arr, now)
-                self.spool.write(data, uid)
+                kept = self.spool.write(data, uid)
+                for rec in recs:
+                    rec.path = kept  # vendor readers (Siemens protocol) read the file itself
                 self.seen.add(uid)
                 self.counts["received"] += 1
         except RefusedImage as exc:
@@ -189,7 +191,9 @@ class LiveSession:
         for frame in frames:
             try:
                 taken, finished = self.state.feed(frame)
-            except MrthermError as exc:
+            except Exception as exc:  # a bad frame never stops the service; the log says why
+                if not isinstance(exc, MrthermError):
+                    LOG.exception("sonication %d repetition %d: unexpected error", frame.sonication + 1, frame.rep)
                 LOG.error("sonication %d repetition %d: %s: frame skipped", frame.sonication + 1, frame.rep, exc)
                 self.skipped.append({"sonication": frame.sonication + 1, "repetition": frame.rep, "reason": str(exc)})
                 continue

@@ -215,8 +215,8 @@ class TreatmentState:
         return self, cp
 
     def resume_reps(self) -> dict:
-        """``{sonication index: first repetition not yet processed}`` for the frame assembler."""
-        return {i: s.next_rep for i, s in self.sonications.items()}
+        """``{sonication index: (first repetition not yet processed, slices)}`` for the frame assembler."""
+        return {i: (s.next_rep, s.shape[0]) for i, s in self.sonications.items()}
 
 
 def fingerprint(options) -> dict:

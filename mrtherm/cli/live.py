@@ -1,0 +1,119 @@
+"""``mrtherm live``: a treatment followed frame by frame, from the DICOM network or an export folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from mrtherm.cli.run import add_processing_arguments, params_from_args
+from mrtherm.errors import ParameterError
+
+LOG = logging.getLogger("mrtherm.live")
+
+
+def _ae_list(text):
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _logging(out, quiet):
+    LOG.setLevel(logging.DEBUG)
+    LOG.propagate = False
+    fmt = logging.Formatter("%(asctime)s mrtherm live: %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if quiet else logging.INFO)
+    console.setFormatter(fmt)
+    os.makedirs(out, exist_ok=True)
+    log_file = logging.FileHandler(os.path.join(out, "live.log"), encoding="utf-8")
+    log_file.setLevel(logging.INFO)
+    log_file.setFormatter(fmt)
+    LOG.handlers = [console, log_file]
+
+
+def options_from_args(args) -> dict:
+    """The session options of the command line."""
+    params = params_from_args(args).validate()
+    mb = lambda v: None if v is None else int(v * 1024 * 1024)  # noqa: E731
+    return {"params": params, "labels": args.labels, "drift_roi": args.drift_roi, "label_table": args.label_table,
+            "backend": args.backend, "te_s": None if args.te_ms is None else args.te_ms / 1000.0, "b0_t": args.b0_t,
+            "frame_time_s": args.frame_time_s, "phase_scale": args.phase_scale, "echo": args.echo,
+            "treatment_grid": args.treatment_grid, "slices": args.slices, "frame_timeout_s": args.frame_timeout_s,
+            "alarm_command": args.alarm_command, "max_image_bytes": mb(args.max_image_mb)}
+
+
+def _check(args):
+    if (args.port is None) == (args.watch is None):
+        raise ParameterError("give --port (DICOM network) or --watch FOLDER, one of them")
+    if args.watch is not None and os.path.abspath(args.watch) == os.path.abspath(args.out):
+        raise ParameterError("--out may not be the watched folder")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ParameterError("--tls-cert and --tls-key go together")
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise ParameterError(f"--port must be 0..65535, got {args.port}")
+
+
+def cmd_live(args):
+    """Run until SIGINT or SIGTERM, then finish cleanly; returns the exit status."""
+    from mrtherm.live.session import LiveSession  # noqa: PLC0415
+    _check(args)
+    _logging(args.out, args.quiet)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    session = LiveSession(args.out, options_from_args(args))
+    service = None
+    try:
+        if args.port is not None:
+            from mrtherm.live.scp import StorageService, tls_context  # noqa: PLC0415
+            ctx = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+            mb = args.max_association_mb
+            service = StorageService(session, args.port, args.ae_title, args.bind, _ae_list(args.allow_ae or ""),
+                                     None if mb is None else int(mb * 1024 * 1024), ctx)
+            stop.wait()
+        else:
+            from mrtherm.live.folder import FolderWatcher  # noqa: PLC0415
+            FolderWatcher(session, args.watch, settle_s=args.settle_s).run(stop)
+    finally:
+        if service is not None:
+            service.close()
+        session.close()
+    return 0
+
+
+def add_parser(sub):
+    """Add the ``live`` command to the sub-parsers ``sub``."""
+    r = sub.add_parser("live", help="follow a treatment frame by frame (DICOM network or export folder)")
+    src = r.add_argument_group("source")
+    src.add_argument("--port", type=int, help="listen for DICOM C-STORE on this TCP port")
+    src.add_argument("--ae-title", default="MRTHERM", help="our AE title (default MRTHERM)")
+    src.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1; a scanner on the "
+                     "network needs this host's address or 0.0.0.0)")
+    src.add_argument("--allow-ae", metavar="SCANNER,ROUTER", help="accept associations only from these calling AE titles")
+    src.add_argument("--tls-cert", metavar="CERT.pem")
+    src.add_argument("--tls-key", metavar="KEY.pem")
+    src.add_argument("--tls-ca", metavar="CA.pem", help="require client certificates signed by this CA")
+    src.add_argument("--max-image-mb", type=float, default=64.0, help="largest accepted image (default 64 MB)")
+    src.add_argument("--max-association-mb", type=float, default=4096.0,
+                     help="most data accepted in one association (default 4096 MB)")
+    src.add_argument("--watch", metavar="FOLDER", help="take DICOM files a console exports into FOLDER")
+    src.add_argument("--settle-s", type=float, default=1.0, help="--watch: a file is read once unchanged this long")
+    r.add_argument("--out", required=True, help="output folder, kept current after every frame; rerun the same "
+                   "command to resume after a crash")
+    acq = r.add_argument_group("acquisition")
+    acq.add_argument("--te-ms", type=float)
+    acq.add_argument("--b0-t", type=float)
+    acq.add_argument("--phase-scale", choices=("auto", "radians", "siemens", "siemens-raw", "mrad", "ge-mrad"),
+                     default="auto")
+    acq.add_argument("--frame-time-s", type=float, help="frame interval in s (default: DICOM acquisition times)")
+    acq.add_argument("--echo", type=int)
+    acq.add_argument("--slices", type=int, help="slices per frame when known (the first frame then needs no wait)")
+    acq.add_argument("--frame-timeout-s", type=float, default=30.0,
+                     help="skip a frame still incomplete this long after its last image (default 30)")
+    add_processing_arguments(r)
+    r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz", help="grid of the cumulative dose (default: the "
+                   "first sonication's)")
+    r.add_argument("--alarm-command", metavar="CMD", help="run CMD with each new alarm as JSON on stdin")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_live)
