@@ -100,6 +100,7 @@ def stop_live(proc, timeout=60):
 
 
 def report(out):
+    """report.json of a live folder (None before the first)."""
     path = os.path.join(out, "report.json")
     if not os.path.exists(path):
         return None
@@ -107,12 +108,12 @@ def report(out):
         return json.load(fh)
 
 
-def wait_frames(out, n, timeout=120):
+def wait_frames(out, n, timeout=120, poll_s=0.1):
     """Wait until report.json counts ``n`` processed frames."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         r = report(out)
         if r is not None and r["frames_processed"] >= n:
             return r
-        time.sleep(0.1)
+        time.sleep(poll_s)
     raise AssertionError(f"{out}: fewer than {n} frames processed: {report(out) and report(out)['frames_processed']}")

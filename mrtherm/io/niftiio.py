@@ -137,14 +137,19 @@ def make_header(shape_xyz_t, affine, dtype, frame_time_s=None) -> nib.Nifti1Head
     return hdr
 
 
-def save_volume(array_zyx, affine, path, frame_time_s=None):
-    """Write a ``(z, y, x)`` or ``(t, z, y, x)`` array as NIfTI with ``affine`` unchanged."""
+def volume_image(array_zyx, affine, frame_time_s=None) -> nib.Nifti1Image:
+    """A ``(z, y, x)`` or ``(t, z, y, x)`` array as a NIfTI image with ``affine`` unchanged (bool as uint8)."""
     arr = np.asarray(array_zyx)
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
     data = arr.transpose(tuple(range(arr.ndim))[::-1])  # (x, y, z[, t]) view, F-contiguous
     hdr = make_header(data.shape, affine, data.dtype, frame_time_s)
-    nib.save(nib.Nifti1Image(data, affine, hdr), os.fspath(path))
+    return nib.Nifti1Image(data, affine, hdr)
+
+
+def save_volume(array_zyx, affine, path, frame_time_s=None):
+    """Write a ``(z, y, x)`` or ``(t, z, y, x)`` array as NIfTI with ``affine`` unchanged."""
+    nib.save(volume_image(array_zyx, affine, frame_time_s), os.fspath(path))
 
 
 def save_stored_integers(stored_zyx, affine, path, slope, inter, frame_time_s=None):

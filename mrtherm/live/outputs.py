@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as _dt
+import gzip
 import json
 import os
 import sys
@@ -18,15 +19,21 @@ import numpy as np
 from mrtherm.io import niftiio
 from mrtherm.thermometry.result import CONVENTIONS, DOSE_CAP_CEM43_MIN, cap_dose, finite_json, json_default, level_name
 
+# Live maps are gzip containers without compression (level 0): a readable .nii.gz in a few ms, where gzip
+# level 1 spends ~50 ms on one 128x128x12 float64 dose map (the per-frame latency goal is 100 ms).
+LIVE_GZIP_LEVEL = 0
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="mrtherm-write")
+_CHECKPOINT = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrtherm-checkpoint")
 
 
 def replace_nifti(array_zyx, affine, path):
-    """Write a NIfTI volume to ``path`` atomically (temporary name in the same folder, then rename)."""
+    """Write a NIfTI volume (``.nii.gz``) to ``path`` atomically (temporary name in the same folder, then rename)."""
     folder, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(folder, f".{name[:-7]}.tmp-{os.getpid()}.nii.gz")
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
     try:
-        niftiio.save_volume(array_zyx, affine, tmp)
+        data = niftiio.volume_image(array_zyx, affine).to_bytes()
+        with gzip.open(tmp, "wb", compresslevel=LIVE_GZIP_LEVEL) as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -42,11 +49,25 @@ def replace_json(obj, path):
     os.replace(tmp, path)
 
 
-def write_maps(folder, maps: dict):
-    """Write ``{name: (array, affine)}`` in parallel threads (gzip releases the GIL); returns the names."""
-    futures = [_POOL.submit(replace_nifti, arr, aff, os.path.join(folder, name)) for name, (arr, aff) in maps.items()]
+def start_maps(folder, maps: dict):
+    """Start writing ``{name: (array, affine)}`` in background threads; :func:`finish_maps` waits for them."""
+    return [_POOL.submit(replace_nifti, arr, aff, os.path.join(folder, name)) for name, (arr, aff) in maps.items()]
+
+
+def start_task(fn, *args):
+    """Run ``fn(*args)`` on the checkpoint thread; returns its future."""
+    return _CHECKPOINT.submit(fn, *args)
+
+
+def finish_maps(futures):
+    """Wait for :func:`start_maps`'s writes (re-raising the first error)."""
     for f in futures:
         f.result()
+
+
+def write_maps(folder, maps: dict):
+    """Write ``{name: (array, affine)}`` in parallel threads (zlib releases the GIL); returns the names."""
+    finish_maps(start_maps(folder, maps))
     return sorted(maps)
 
 

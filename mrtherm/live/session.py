@@ -200,9 +200,9 @@ class LiveSession:
             if finished is not None:
                 self._write_sonication(finished)
             if taken:
-                self._publish(frame)
+                self._publish(frame, measure=taken == 1)
 
-    def _publish(self, frame):
+    def _publish(self, frame, measure=True):
         st = self.state
         dose, tmax = st.maps()
         sonications = st.sonication_entries()
@@ -212,14 +212,19 @@ class LiveSession:
         maps["temperature.nii.gz"] = (st.last_temperature, son.affine)
         if not st.anatomy_written:
             maps["anatomy.nii.gz"] = (st.anatomy_on_grid(), st.grid.affine)
-        names = outputs.write_maps(self.out, maps)
+        writing = outputs.start_maps(self.out, maps)
+        # The checkpoint is written alongside the maps; the next frame waits for it. A crash before it lands
+        # resumes from the previous checkpoint and processes this frame again from the kept images.
         st.anatomy_written = True
-        report = self._report(sonications, alarms, dose, tmax, names, frame)
-        outputs.replace_json(report, os.path.join(self.out, "report.json"))
         self.seq += 1
-        st.save(self.state_dir, self.seq, {"skipped_frames": self.skipped})
+        checkpoint = outputs.start_task(st.save, self.state_dir, self.seq, {"skipped_frames": list(self.skipped)})
+        outputs.finish_maps(writing)
+        report = self._report(sonications, alarms, dose, tmax, sorted(maps), frame)
+        outputs.replace_json(report, os.path.join(self.out, "report.json"))
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
-        self.latencies_ms.append(latency_ms)
+        if measure:  # not the frame that completes a baseline (all baseline frames are processed then)
+            self.latencies_ms.append(latency_ms)
+        checkpoint.result()
         for alarm in st.new_alarms(alarms):
             LOG.warning("sonication %d: %s", alarm.get("sonication", 0), format_alarm(alarm))
             self.alarm_command(alarm)
@@ -243,7 +248,9 @@ class LiveSession:
                  "latency_ms": {"frames": int(lat.size), "median": float(np.median(lat)) if lat.size else None,
                                 "p95": float(np.percentile(lat, 95)) if lat.size else None,
                                 "max": float(lat.max()) if lat.size else None,
-                                "definition": "last image of a frame received -> its outputs and checkpoint written"},
+                                "definition": "last image of a frame received -> its maps and report.json written "
+                                              "(the checkpoint is written alongside and completed before the next "
+                                              "frame)"},
                  "outputs": sorted(set(names) | {"report.json", "anatomy.nii.gz"})}
         return outputs.treatment_report(mode="live", params=st.params, grid=st.grid, sonications=sonications,
                                         cumulative=st.cumulative_entry(dose, tmax), alarms=alarms,
