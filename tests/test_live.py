@@ -194,3 +194,53 @@ def test_soak_500_frames_memory_stays_flat(tmp_path):
     assert code == 0 and report(out)["frames_processed"] == 500
     print("soak RSS MB at frames 100/250/500:", rss)
     assert rss[500] - rss[100] < 25.0, rss
+
+
+def _write_nifti_frames(folder, ph, start=0):
+    """Each repetition as 3-D magnitude and phase (radians) NIfTI files with dcm2niix-style sidecars."""
+    from mrtherm.io.niftiio import save_volume
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for t, time_s in enumerate(ph.frame_times_s):
+        clock = 36000.0 + float(time_s)
+        hh, mm, ss = int(clock // 3600), int(clock % 3600 // 60), clock % 60
+        for role, data, series, it in (("mag", ph.magnitude, 5, "M"), ("ph", ph.phase_rad, 6, "P")):
+            stem = os.path.join(folder, f"rep{t + 1:03d}_{role}")
+            sidecar = {"ImageType": ["ORIGINAL", "PRIMARY", it, "ND"], "EchoTime": ph.te_s,
+                       "MagneticFieldStrength": ph.b0_t, "SeriesNumber": series, "AcquisitionNumber": t + 1,
+                       "AcquisitionTime": f"{hh:02d}:{mm:02d}:{ss:09.6f}", "Manufacturer": "Siemens"}
+            with open(stem + ".json", "w") as fh:
+                json.dump(sidecar, fh)
+            save_volume(data[t].astype(np.float32), ph.affine, stem + ".nii.gz")
+            paths.append(stem + ".nii.gz")
+    return paths
+
+
+@pytest.mark.slow
+def test_folder_watch_takes_nifti_frames_with_sidecars(tmp_path):
+    _, ph = make_treatment(tmp_path / "unused", n_sonications=0, n_frames=12)
+    staging = tmp_path / "frames"
+    paths = _write_nifti_frames(staging, ph)
+    watched, out = tmp_path / "export", tmp_path / "live"
+    watched.mkdir()
+    proc = subprocess.Popen(MRTHERM + ["live", "--watch", str(watched), "--out", str(out), "--settle-s", "0.4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for path in paths:  # the image first, its sidecar a moment later, as a console may write them
+        shutil.copyfile(path, watched / os.path.basename(path))
+        time.sleep(0.05)
+        shutil.copyfile(path[:-7] + ".json", watched / (os.path.basename(path)[:-7] + ".json"))
+    wait_frames(out, 12, timeout=90)
+    code, err = stop_live(proc)
+    assert code == 0 and "Traceback" not in err
+    from mrtherm.io.niftiio import save_volume
+    save_volume(ph.magnitude, ph.affine, tmp_path / "mag.nii.gz", frame_time_s=3.0)
+    save_volume(ph.phase_rad, ph.affine, tmp_path / "ph.nii.gz", frame_time_s=3.0)
+    proc = subprocess.run(MRTHERM + ["run", "--magnitude", str(tmp_path / "mag.nii.gz"), "--phase",
+                                     str(tmp_path / "ph.nii.gz"), "--te-ms", str(ph.te_s * 1e3), "--b0-t",
+                                     str(ph.b0_t), "--out", str(tmp_path / "batch"), "--quiet", "--no-figures"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    live, batch = _map(out, "dose_cem43.nii.gz"), _map(tmp_path / "batch", "dose_cem43.nii.gz")
+    np.testing.assert_array_equal(np.isnan(live), np.isnan(batch))
+    np.testing.assert_allclose(live, batch, rtol=1e-9, atol=1e-12)  # the affine is rebuilt from slice positions
+    assert np.nanmax(live) > 240

@@ -1,9 +1,11 @@
-"""Watching a console's export folder: each DICOM file is read once it has stopped growing.
+"""Watching a console's export folder: each DICOM file (or NIfTI frame) is read once it has stopped growing.
 
 A file is taken when its size and modification time have not changed for
 ``settle_s`` seconds (a console still writing it keeps changing them), so no
-file is read half-way. Hidden files and names ending ``.tmp``/``.part`` are
-left alone; other files that are not MR DICOM are refused and logged once.
+file is read half-way; a NIfTI frame also waits for its JSON sidecar to parse
+(:mod:`mrtherm.live.nifti_frames`). Hidden files, sidecars and names ending
+``.tmp``/``.part`` are left alone; other files that are not MR DICOM are
+refused and logged once.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import time
 
 from mrtherm.io.dicom.files import read_bytes, walk
+from mrtherm.live.nifti_frames import is_nifti, sidecar_settled
 
 LOG = logging.getLogger("mrtherm.live")
 SKIP_SUFFIXES = (".tmp", ".part", ".partial", ".json", ".txt", ".csv", ".md")
@@ -59,14 +62,20 @@ class FolderWatcher:
         return len(candidates)
 
     def _take(self, path):
+        if is_nifti(path) and not sidecar_settled(path):
+            return  # its sidecar is not (completely) written yet: next poll
         self._done.add(path)
         self._seen.pop(path, None)
         try:
-            data = read_bytes(path)
+            if is_nifti(path):
+                with open(path, "rb") as fh:
+                    data = fh.read()  # kept compressed: the NIfTI reader takes the file as it is
+            else:
+                data = read_bytes(path)
         except Exception as exc:  # unreadable file: log, keep watching
             LOG.warning("%s: not readable (%s)", path, exc)
             return
-        self.session.receive(data, path)
+        self.session.receive(data, path, "nifti" if is_nifti(path) else "dicom")
 
     def run(self, stop):
         """Poll until the event ``stop`` is set."""

@@ -26,9 +26,10 @@ import numpy as np
 from mrtherm.errors import InputFileError, MrthermError
 from mrtherm.io.dicom import images
 from mrtherm.io.dicom.files import IMAGE_STORAGE, pydicom
-from mrtherm.live import outputs
+from mrtherm.live import nifti_frames, outputs
 from mrtherm.live.assembler import (STATUS_NOT_MR, STATUS_TOO_LARGE, STATUS_UNREADABLE, FrameAssembler,
                                     RefusedImage)
+from mrtherm.live.nifti_frames import is_nifti
 from mrtherm.live.spool import Spool
 from mrtherm.live.state import TreatmentState
 from mrtherm.thermometry.watch import format_alarm
@@ -56,6 +57,17 @@ def decode(data: bytes, where: str):
     except Exception as exc:
         raise RefusedImage(STATUS_UNREADABLE, f"{where}: pixel data not readable ({type(exc).__name__})") from None
     return uid, recs, arrays
+
+
+def decode_any(data: bytes, where: str, kind: str):
+    """:func:`decode` for DICOM, :func:`mrtherm.live.nifti_frames.records` for NIfTI frames."""
+    return decode(data, where) if kind == "dicom" else nifti_frames.records(data, where)
+
+
+def _sidecar_bytes(path):
+    from mrtherm.io.niftiio import sidecar_path  # noqa: PLC0415
+    with open(sidecar_path(path), "rb") as fh:
+        return fh.read()
 
 
 def _pixels(pd, ds, recs):
@@ -127,13 +139,18 @@ class LiveSession:
         self.worker.start()
 
     # ------------------------------------------------------------------ images in
-    def receive(self, data: bytes, where: str) -> int:
-        """Take one DICOM file's bytes (any thread); returns the DICOM status (0 success)."""
+    def receive(self, data: bytes, where: str, kind: str = "dicom") -> int:
+        """Take one file's bytes (any thread): DICOM, or a NIfTI frame whose sidecar lies beside ``where``.
+
+        Returns the DICOM status (0 success).
+        """
         try:
             limit = self.options.get("max_image_bytes")
             if limit and len(data) > limit:
                 raise RefusedImage(STATUS_TOO_LARGE, f"{where}: {len(data)} bytes, over the {limit}-byte image limit")
-            uid, recs, arrays = decode(data, where)
+            uid, recs, arrays = decode_any(data, where, kind)
+            keep = {} if kind == "dicom" else {"suffix": ".nii.gz" if where.lower().endswith(".gz") else ".nii",
+                                               "sidecar": _sidecar_bytes(where)}
             with self.lock:
                 if uid in self.seen:
                     self.counts["duplicates"] += 1
@@ -142,7 +159,7 @@ class LiveSession:
                 now = time.monotonic()
                 for rec, arr in zip(recs, arrays):
                     self.assembler.add(rec, arr, now)
-                kept = self.spool.write(data, uid)
+                kept = self.spool.write(data, uid, **keep)
                 for rec in recs:
                     rec.path = kept  # vendor readers (Siemens protocol) read the file itself
                 self.seen.add(uid)
@@ -165,7 +182,7 @@ class LiveSession:
             with open(path, "rb") as fh:
                 data = fh.read()
             try:
-                uid, recs, arrays = decode(data, path)
+                uid, recs, arrays = decode_any(data, path, "nifti" if is_nifti(path) else "dicom")
                 now = time.monotonic()
                 for rec, arr in zip(recs, arrays):
                     self.assembler.add(rec, arr, now)

@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 
-_NAME = re.compile(r"^(\d{8})-[0-9a-f]{20}\.dcm$")
+_NAME = re.compile(r"^(\d{8})-[0-9a-f]{20}\.(dcm|nii|nii\.gz)$")
 
 
 class Spool:
@@ -29,13 +29,17 @@ class Spool:
         names = sorted(n for n in os.listdir(self.folder) if _NAME.match(n))
         return [os.path.join(self.folder, n) for n in names]
 
-    def write(self, data: bytes, sop_uid: str) -> str:
-        """Keep one image (a DICOM file's bytes); returns its path."""
+    def write(self, data: bytes, sop_uid: str, suffix: str = ".dcm", sidecar: bytes | None = None) -> str:
+        """Keep one image (a DICOM file's bytes, or a NIfTI frame and its JSON sidecar); returns its path."""
         digest = hashlib.sha1(sop_uid.encode("utf-8", "replace")).hexdigest()[:20]
-        path = os.path.join(self.folder, f"{self.next_number:08d}-{digest}.dcm")
+        stem = os.path.join(self.folder, f"{self.next_number:08d}-{digest}")
         tmp = os.path.join(self.folder, f".incoming-{self.next_number:08d}")
+        if sidecar is not None:  # the sidecar first: an image is replayed only with it
+            with open(tmp, "wb") as fh:
+                fh.write(sidecar)
+            os.replace(tmp, stem + ".json")
         with open(tmp, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, path)
+        os.replace(tmp, stem + suffix)
         self.next_number += 1
-        return path
+        return stem + suffix
