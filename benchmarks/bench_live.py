@@ -18,17 +18,9 @@ import tempfile
 import pydicom
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from live_tools import (associate, free_port, make_treatment, report, scanner_order, start_live,  # noqa: E402
+from live_tools import (associate, free_port, make_treatment, report, rss_mb, scanner_order, start_live,  # noqa: E402
                         stop_live, wait_frames)
 
-
-
-def _rss_of(pid):
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def run(shape_zyx, n_frames, backend, soak=False):
@@ -49,7 +41,7 @@ def run(shape_zyx, n_frames, backend, soak=False):
             if k + 1 >= 3:
                 wait_frames(out, k + 1, poll_s=0.002)
             if soak and (k + 1) % 100 == 0:
-                rss.append((k + 1, round(_rss_of(proc.pid), 1)))
+                rss.append((k + 1, round(rss_mb(proc.pid), 1)))
         assoc.release()
         r = report(out)
         stop_live(proc)

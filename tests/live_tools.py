@@ -117,3 +117,12 @@ def wait_frames(out, n, timeout=120, poll_s=0.1):
             return r
         time.sleep(poll_s)
     raise AssertionError(f"{out}: fewer than {n} frames processed: {report(out) and report(out)['frames_processed']}")
+
+
+def rss_mb(pid):
+    """Resident memory of process ``pid``, MB (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")

@@ -14,8 +14,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from live_tools import (MRTHERM, associate, free_port, make_treatment, report, scanner_order, send, start_live,
-                        stop_live, wait_frames)
+from live_tools import (MRTHERM, associate, free_port, make_treatment, report, rss_mb, scanner_order, send,
+                        start_live, stop_live, wait_frames)
 
 pytest.importorskip("pynetdicom")
 
@@ -165,14 +165,6 @@ def test_alarm_reaches_log_report_and_alarm_command(tmp_path):
     assert "ALARM spinal cord: temperature" in (out / "live.log").read_text()
 
 
-def _rss_mb(pid):
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 @pytest.mark.slow
 def test_soak_500_frames_memory_stays_flat(tmp_path):
     src, _ = make_treatment(tmp_path / "dicom", n_sonications=1, shape_zyx=(1, 16, 16), n_frames=500)
@@ -184,7 +176,7 @@ def test_soak_500_frames_memory_stays_flat(tmp_path):
     def sample():
         for n in (100, 250, 500):
             wait_frames(out, n, timeout=600)
-            rss[n] = _rss_mb(proc.pid)
+            rss[n] = rss_mb(proc.pid)
 
     watcher = threading.Thread(target=sample)
     watcher.start()

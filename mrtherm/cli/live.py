@@ -90,7 +90,8 @@ def add_parser(sub):
     src.add_argument("--ae-title", default="MRTHERM", help="our AE title (default MRTHERM)")
     src.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1; a scanner on the "
                      "network needs this host's address or 0.0.0.0)")
-    src.add_argument("--allow-ae", metavar="SCANNER,ROUTER", help="accept associations only from these calling AE titles")
+    src.add_argument("--allow-ae", metavar="SCANNER,ROUTER",
+                     help="accept associations only from these calling AE titles")
     src.add_argument("--tls-cert", metavar="CERT.pem")
     src.add_argument("--tls-key", metavar="KEY.pem")
     src.add_argument("--tls-ca", metavar="CA.pem", help="require client certificates signed by this CA")

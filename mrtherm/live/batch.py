@@ -83,6 +83,7 @@ def process_treatment(exams, out_dir, params, *, treatment_grid=None, figures=Tr
         report = outputs.treatment_report(
             mode="batch", params=params, grid=grid, sonications=entries, cumulative=cum, alarms=alarms,
             frames_processed=sum(e["frames_processed"] for e in entries),
-            extra={"outputs": sorted(names + ["report.json"] + [f"sonication_{k + 1:02d}/" for k in range(len(exams))])})
+            extra={"outputs": sorted(names + ["report.json"] +
+                                     [f"sonication_{k + 1:02d}/" for k in range(len(exams))])})
         outputs.replace_json(report, os.path.join(stage, "report.json"))
     return report

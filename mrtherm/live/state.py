@@ -169,7 +169,8 @@ class TreatmentState:
         state = {"version": CHECKPOINT_VERSION, "seq": seq, "fingerprint": fingerprint(self.options),
                  "grid": self.grid.describe(), "current": self.current, "thermometer": th_name,
                  "cumulative": cum_name, "frames_processed": self.frames_processed,
-                 "sonications": [{**s.meta(), "figures": self.finished_figures.get(i)} for i, s in sorted(kept.items())],
+                 "sonications": [{**s.meta(), "figures": self.finished_figures.get(i)}
+                                 for i, s in sorted(kept.items())],
                  "alarms_sent": [list(k) for k in sorted(self.alarms_sent, key=str)],
                  "anatomy_written": self.anatomy_written, **extra}
         outputs.replace_json(state, os.path.join(folder, "checkpoint.json"))

@@ -214,7 +214,8 @@ class Sonication:
         self.affine, self.shape = np.asarray(meta["affine"]), tuple(meta["shape_zyx"])
         self.te_s, self.b0_t, self.phase_scale = meta["te_s"], meta["b0_t"], meta["phase_scale"]
         self.provenance, self.warnings = meta["provenance"], []
-        self.first_rep, self.next_rep, self.t0 = meta["first_repetition"], meta["next_repetition"], meta["time_origin_s"]
+        self.first_rep, self.next_rep = meta["first_repetition"], meta["next_repetition"]
+        self.t0 = meta["time_origin_s"]
         self.finished, self.baseline, self.th, self.last_temperature = meta["finished"], [], None, None
         return self
 
