@@ -43,7 +43,8 @@ def scanner_order(folder):
     """The DICOM files of ``folder`` in the order a scanner sends them (acquisition time, then series)."""
     def key(path):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        return (str(ds.AcquisitionDate) + str(ds.AcquisitionTime), int(ds.SeriesNumber), int(ds.InstanceNumber))
+        return (str(ds.get("AcquisitionDate", "")) + str(ds.get("AcquisitionTime", "")), int(ds.SeriesNumber),
+                int(ds.get("InstanceNumber", 0)))
     return sorted(glob.glob(os.path.join(folder, "**", "*.dcm"), recursive=True), key=key)
 
 

@@ -236,3 +236,25 @@ def test_folder_watch_takes_nifti_frames_with_sidecars(tmp_path):
     np.testing.assert_array_equal(np.isnan(live), np.isnan(batch))
     np.testing.assert_allclose(live, batch, rtol=1e-9, atol=1e-12)  # the affine is rebuilt from slice positions
     assert np.nanmax(live) > 240
+
+
+@pytest.mark.slow
+def test_enhanced_mr_files_and_a_planning_grid(tmp_path):
+    """Philips enhanced files (all frames of a series in one multi-frame file) over C-STORE, onto a planning grid
+    one voxel further along x: the cumulative dose is the sonication's dose moved by one voxel (by hand)."""
+    src, ph = make_treatment(tmp_path / "dicom", n_sonications=1, vendor="philips-enhanced")
+    planning = ph.affine.copy()
+    planning[:3, 3] += planning[:3, 0]  # planning voxel (i, j, k) = sonication voxel (i + 1, j, k)
+    from mrtherm.io.niftiio import save_volume
+    save_volume(np.zeros(ph.labels.shape, np.float32), planning, tmp_path / "planning.nii.gz")
+    out, port = tmp_path / "live", free_port()
+    proc = start_live(port, out, "--treatment-grid", str(tmp_path / "planning.nii.gz"))
+    assert set(send(scanner_order(src), port)) == {0}
+    wait_frames(out, 12)
+    code, err = stop_live(proc)
+    assert code == 0 and "Traceback" not in err
+    own = _map(out / "sonication_01", "dose_cem43.nii.gz")  # (x, y, z) on the sonication's grid
+    cumulative = _map(out, "dose_cem43.nii.gz")
+    np.testing.assert_array_equal(np.nan_to_num(cumulative[:-1]), np.nan_to_num(own[1:]))
+    assert np.isnan(cumulative[-1]).all()  # beyond the sonication's slab: not measured
+    assert report(out)["treatment_grid"]["source"].startswith("file ")

@@ -174,3 +174,29 @@ def test_tls_with_client_certificates_carries_a_treatment_and_plain_dicom_is_ref
     assert not associate(port).is_established  # plain DICOM to a TLS service gets nowhere
     code, err = stop_live(proc)
     assert code == 0 and "Traceback" not in err
+
+
+def test_live_command_line_mistakes_are_one_line_errors(tmp_path, capsys):
+    from mrtherm.cli import main
+    cases = [(["live", "--out", str(tmp_path / "o")], "--port"),
+             (["live", "--watch", str(tmp_path), "--port", "104", "--out", str(tmp_path / "o")], "one of them"),
+             (["live", "--watch", str(tmp_path / "o"), "--out", str(tmp_path / "o")], "watched folder"),
+             (["live", "--port", "104", "--tls-cert", "c.pem", "--out", str(tmp_path / "o")], "--tls-key")]
+    for argv, words in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("mrtherm: error:") and words in err[0], err
+
+
+def test_resuming_with_other_options_is_refused(tmp_path):
+    from mrtherm.errors import MrthermError
+    from mrtherm.live.session import LiveSession
+    from mrtherm.thermometry.params import ThermometryParams
+    from live_tools import make_treatment, scanner_order
+    src, _ = make_treatment(tmp_path / "dicom", n_sonications=1, shape_zyx=(1, 16, 16), n_frames=6)
+    session = LiveSession(tmp_path / "out", {"params": ThermometryParams(baseline_frames=3), "slices": 1})
+    for path in scanner_order(src):
+        assert session.receive(open(path, "rb").read(), path) == 0
+    session.close()
+    with pytest.raises(MrthermError, match="other options"):
+        LiveSession(tmp_path / "out", {"params": ThermometryParams(baseline_frames=4), "slices": 1})
