@@ -76,7 +76,16 @@ class Frame:
 
 
 def repetition_of(im) -> int:
-    """The repetition of an image; RefusedImage when the DICOM does not say."""
+    """The repetition of an image; RefusedImage when the DICOM does not say.
+
+    Parameters
+    ----------
+    im : DicomImage
+
+    Returns
+    -------
+    int
+    """
     rep = im.temporal_index if im.temporal_index is not None else im.acquisition_number
     if rep is None:
         raise RefusedImage(STATUS_NO_REPETITION, f"{im.where}: no TemporalPositionIdentifier, TemporalPositionIndex "
@@ -312,6 +321,11 @@ class FrameAssembler:
         return Frame(son.index, rep, (role_a, role_b), ims_a, ims_b, a, b, received)
 
     def pending(self) -> list[dict]:
-        """Frames still incomplete: ``{"sonication", "repetition", "images"}`` each."""
+        """Frames still incomplete: ``{"sonication", "repetition", "images"}`` each.
+
+        Returns
+        -------
+        list of dict
+        """
         return [{"sonication": s.index + 1, "repetition": r, "images": len(got)}
                 for s in self.sonications if s is not None for r, got in sorted(s.reps.items())]

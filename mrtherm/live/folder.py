@@ -40,7 +40,17 @@ class FolderWatcher:
         self._done: set[str] = set()
 
     def poll(self, now=None) -> int:
-        """One look at the folder; returns how many files were taken."""
+        """One look at the folder; returns how many files were taken.
+
+        Parameters
+        ----------
+        now : float, optional
+            ``time.monotonic()`` (tests pass their own clock).
+
+        Returns
+        -------
+        int
+        """
         now = time.monotonic() if now is None else now
         candidates = []
         for path in walk(self.folder):
@@ -78,7 +88,12 @@ class FolderWatcher:
         self.session.receive(data, path, "nifti" if is_nifti(path) else "dicom")
 
     def run(self, stop):
-        """Poll until the event ``stop`` is set."""
+        """Poll until the event ``stop`` is set.
+
+        Parameters
+        ----------
+        stop : threading.Event
+        """
         LOG.info("watching %s (files are read %.1f s after they stop changing)", self.folder, self.settle_s)
         while not stop.wait(self.poll_s):
             if os.path.isdir(self.folder):

@@ -25,7 +25,16 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def is_nifti(path: str) -> bool:
-    """True for a ``.nii`` or ``.nii.gz`` name."""
+    """True for a ``.nii`` or ``.nii.gz`` name.
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    bool
+    """
     return path.lower().endswith(NIFTI_SUFFIXES)
 
 
@@ -51,6 +60,21 @@ def records(data: bytes, path: str):
     ------
     RefusedImage
         Not readable, not 3-D, no sidecar, or a sidecar without role or repetition.
+
+    Parameters
+    ----------
+    data : bytes
+        The NIfTI file as it is on disk (``.nii.gz`` still compressed).
+    path : str
+        Its path; the sidecar is read beside it.
+
+    Returns
+    -------
+    uid : str
+        ``nifti:`` and the SHA-1 of the bytes (re-sent files are recognised).
+    records : list of DicomImage
+        One per slice, placed by the affine (LPS).
+    slices : list of ndarray of float32, shape (y, x)
     """
     try:
         vol, affine = _volume(data, path)
@@ -92,7 +116,17 @@ def records(data: bytes, path: str):
 
 
 def sidecar_settled(path: str) -> bool:
-    """True when the sidecar of ``path`` exists and parses (a console may write it after the image)."""
+    """True when the sidecar of ``path`` exists and parses (a console may write it after the image).
+
+    Parameters
+    ----------
+    path : str
+        The NIfTI file.
+
+    Returns
+    -------
+    bool
+    """
     try:
         return niftiio.read_sidecar(path) is not None
     except Exception:  # half-written JSON: not yet

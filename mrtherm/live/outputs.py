@@ -27,7 +27,16 @@ _CHECKPOINT = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_p
 
 
 def replace_nifti(array_zyx, affine, path):
-    """Write a NIfTI volume (``.nii.gz``) to ``path`` atomically (temporary name in the same folder, then rename)."""
+    """Write a NIfTI volume (``.nii.gz``) to ``path`` atomically (temporary name in the same folder, then rename).
+
+    Parameters
+    ----------
+    array_zyx : ndarray, shape (z, y, x)
+    affine : (4, 4) array
+        Voxel (x, y, z) to world RAS+ mm.
+    path : str
+        Ends ``.nii.gz``.
+    """
     folder, name = os.path.split(os.fspath(path))
     tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
     try:
@@ -42,7 +51,13 @@ def replace_nifti(array_zyx, affine, path):
 
 
 def replace_json(obj, path):
-    """Write strict JSON (NaN as null) to ``path`` atomically."""
+    """Write strict JSON (NaN as null) to ``path`` atomically.
+
+    Parameters
+    ----------
+    obj : dict
+    path : str
+    """
     tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(finite_json(obj), fh, indent=1, allow_nan=False, default=json_default)
@@ -50,29 +65,80 @@ def replace_json(obj, path):
 
 
 def start_maps(folder, maps: dict):
-    """Start writing ``{name: (array, affine)}`` in background threads; :func:`finish_maps` waits for them."""
+    """Start writing ``{name: (array, affine)}`` in background threads; :func:`finish_maps` waits for them.
+
+    Parameters
+    ----------
+    folder : str
+    maps : dict of str to (ndarray, (4, 4) array)
+
+    Returns
+    -------
+    list of concurrent.futures.Future
+    """
     return [_POOL.submit(replace_nifti, arr, aff, os.path.join(folder, name)) for name, (arr, aff) in maps.items()]
 
 
 def start_task(fn, *args):
-    """Run ``fn(*args)`` on the checkpoint thread; returns its future."""
+    """Run ``fn(*args)`` on the checkpoint thread; returns its future.
+
+    Parameters
+    ----------
+    fn : callable
+    *args
+        Its arguments.
+
+    Returns
+    -------
+    concurrent.futures.Future
+    """
     return _CHECKPOINT.submit(fn, *args)
 
 
 def finish_maps(futures):
-    """Wait for :func:`start_maps`'s writes (re-raising the first error)."""
+    """Wait for :func:`start_maps`'s writes (re-raising the first error).
+
+    Parameters
+    ----------
+    futures : list of concurrent.futures.Future
+    """
     for f in futures:
         f.result()
 
 
 def write_maps(folder, maps: dict):
-    """Write ``{name: (array, affine)}`` in parallel threads (zlib releases the GIL); returns the names."""
+    """Write ``{name: (array, affine)}`` in parallel threads (zlib releases the GIL); returns the names.
+
+    Parameters
+    ----------
+    folder : str
+    maps : dict of str to (ndarray, (4, 4) array)
+
+    Returns
+    -------
+    list of str
+    """
     finish_maps(start_maps(folder, maps))
     return sorted(maps)
 
 
 def treatment_maps(dose, tmax, grid, levels) -> dict:
-    """The cumulative maps on the treatment grid: dose (float64, capped, never inf), Tmax and lesion masks."""
+    """The cumulative maps on the treatment grid: dose (float64, capped, never inf), Tmax and lesion masks.
+
+    Parameters
+    ----------
+    dose : ndarray of float64, shape (z, y, x)
+        CEM43 min, NaN where unmeasured.
+    tmax : ndarray of float32, shape (z, y, x)
+        C.
+    grid : TreatmentGrid
+    levels : sequence of float
+        CEM43 min.
+
+    Returns
+    -------
+    dict of str to (ndarray, (4, 4) array)
+    """
     dose, _ = cap_dose(dose)
     maps = {"dose_cem43.nii.gz": (dose, grid.affine), "tmax.nii.gz": (tmax, grid.affine)}
     d = np.nan_to_num(dose, nan=0.0)
@@ -82,7 +148,24 @@ def treatment_maps(dose, tmax, grid, levels) -> dict:
 
 
 def treatment_report(*, mode, params, grid, sonications, cumulative, alarms, frames_processed, extra=None) -> dict:
-    """The content of a treatment's report.json (see the README)."""
+    """The content of a treatment's report.json (see the README).
+
+    Parameters
+    ----------
+    mode : {"live", "batch"}
+    params : ThermometryParams
+    grid : TreatmentGrid
+    sonications : list of dict
+    cumulative : dict
+    alarms : list of dict
+    frames_processed : int
+    extra : dict, optional
+        More top-level keys.
+
+    Returns
+    -------
+    dict
+    """
     from mrtherm import __version__  # noqa: PLC0415
     report = {
         "mrtherm_version": __version__,

@@ -21,7 +21,12 @@ ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 
 
 def pynetdicom():
-    """The pynetdicom module; a one-line error without it (the ``live`` extra)."""
+    """The pynetdicom module; a one-line error without it (the ``live`` extra).
+
+    Returns
+    -------
+    module
+    """
     try:
         import pynetdicom as mod  # noqa: PLC0415 - optional dependency, guarded here only
     except ImportError:
@@ -30,7 +35,19 @@ def pynetdicom():
 
 
 def tls_context(cert, key, ca=None) -> ssl.SSLContext:
-    """A server TLS context: our certificate and key; with ``ca``, clients must present a certificate it signed."""
+    """A server TLS context: our certificate and key; with ``ca``, clients must present a certificate it signed.
+
+    Parameters
+    ----------
+    cert, key : str
+        PEM files of the service's certificate and private key.
+    ca : str, optional
+        PEM file of the CA that signs the clients' certificates.
+
+    Returns
+    -------
+    ssl.SSLContext
+    """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         ctx.load_cert_chain(certfile=cert, keyfile=key)

@@ -39,7 +39,22 @@ STATE_DIR = ".mrtherm-live"
 
 
 def decode(data: bytes, where: str):
-    """A DICOM file's bytes to ``(sop uid, records, rescaled pixel arrays)``; RefusedImage when unusable."""
+    """A DICOM file's bytes to ``(sop uid, records, rescaled pixel arrays)``; RefusedImage when unusable.
+
+    Parameters
+    ----------
+    data : bytes
+        A DICOM file (preamble and file meta included).
+    where : str
+        Named in messages.
+
+    Returns
+    -------
+    uid : str
+    records : list of DicomImage
+    arrays : list of ndarray of float32
+        One rescaled 2-D image per record.
+    """
     pd = pydicom()
     try:
         ds = pd.dcmread(io.BytesIO(data), force=True)
@@ -60,7 +75,19 @@ def decode(data: bytes, where: str):
 
 
 def decode_any(data: bytes, where: str, kind: str):
-    """:func:`decode` for DICOM, :func:`mrtherm.live.nifti_frames.records` for NIfTI frames."""
+    """:func:`decode` for DICOM, :func:`mrtherm.live.nifti_frames.records` for NIfTI frames.
+
+    Parameters
+    ----------
+    data : bytes
+    where : str
+    kind : {"dicom", "nifti"}
+
+    Returns
+    -------
+    tuple
+        ``(uid, records, arrays)``.
+    """
     return decode(data, where) if kind == "dicom" else nifti_frames.records(data, where)
 
 
@@ -143,6 +170,18 @@ class LiveSession:
         """Take one file's bytes (any thread): DICOM, or a NIfTI frame whose sidecar lies beside ``where``.
 
         Returns the DICOM status (0 success).
+
+        Parameters
+        ----------
+        data : bytes
+            The file's bytes.
+        where : str
+            Its path or the C-STORE peer, for messages (a NIfTI frame's sidecar is read beside it).
+        kind : {"dicom", "nifti"}
+
+        Returns
+        -------
+        int
         """
         try:
             limit = self.options.get("max_image_bytes")
@@ -198,7 +237,10 @@ class LiveSession:
         while not self.stopping.is_set():
             self.wake.wait(0.25)
             self.wake.clear()
-            self._process(final=False)
+            try:
+                self._process(final=False)
+            except Exception:  # the service outlives any one failure (e.g. a full disk); the log says what
+                LOG.exception("frame processing failed; retrying with the next frame")
 
     def _process(self, final):
         with self.lock:
@@ -214,10 +256,14 @@ class LiveSession:
                 LOG.error("sonication %d repetition %d: %s: frame skipped", frame.sonication + 1, frame.rep, exc)
                 self.skipped.append({"sonication": frame.sonication + 1, "repetition": frame.rep, "reason": str(exc)})
                 continue
-            if finished is not None:
-                self._write_sonication(finished)
-            if taken:
-                self._publish(frame, measure=taken == 1)
+            try:
+                if finished is not None:
+                    self._write_sonication(finished)
+                if taken:
+                    self._publish(frame, measure=taken == 1)
+            except OSError as exc:  # outputs not written this time; the next frame writes them again
+                LOG.error("sonication %d repetition %d: outputs not written: %s", frame.sonication + 1, frame.rep,
+                          exc)
 
     def _publish(self, frame, measure=True):
         st = self.state

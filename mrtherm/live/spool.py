@@ -25,12 +25,32 @@ class Spool:
                                    default=0)
 
     def paths(self) -> list[str]:
-        """Every kept image, in arrival order."""
+        """Every kept image, in arrival order.
+
+        Returns
+        -------
+        list of str
+        """
         names = sorted(n for n in os.listdir(self.folder) if _NAME.match(n))
         return [os.path.join(self.folder, n) for n in names]
 
     def write(self, data: bytes, sop_uid: str, suffix: str = ".dcm", sidecar: bytes | None = None) -> str:
-        """Keep one image (a DICOM file's bytes, or a NIfTI frame and its JSON sidecar); returns its path."""
+        """Keep one image (a DICOM file's bytes, or a NIfTI frame and its JSON sidecar); returns its path.
+
+        Parameters
+        ----------
+        data : bytes
+        sop_uid : str
+            Only hashed into the name.
+        suffix : str
+            ``.dcm``, ``.nii`` or ``.nii.gz``.
+        sidecar : bytes, optional
+            A NIfTI frame's JSON sidecar, kept beside it.
+
+        Returns
+        -------
+        str
+        """
         digest = hashlib.sha1(sop_uid.encode("utf-8", "replace")).hexdigest()[:20]
         stem = os.path.join(self.folder, f"{self.next_number:08d}-{digest}")
         tmp = os.path.join(self.folder, f".incoming-{self.next_number:08d}")

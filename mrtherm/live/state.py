@@ -53,7 +53,19 @@ class TreatmentState:
 
     # ------------------------------------------------------------------ frames
     def feed(self, frame):
-        """Take one frame; returns ``(frames the Thermometer took, the sonication finished by it or None)``."""
+        """Take one frame; returns ``(frames the Thermometer took, the sonication finished by it or None)``.
+
+        Parameters
+        ----------
+        frame : Frame
+
+        Returns
+        -------
+        taken : int
+            Frames the Thermometer took (0 while a baseline fills, all of it when it completes).
+        finished : Sonication or None
+            The previous sonication, when this frame began a new one.
+        """
         finished = None
         son = self.sonications.get(frame.sonication)
         if son is None:
@@ -81,7 +93,16 @@ class TreatmentState:
             self.table = table
 
     def finish(self, index):
-        """Close sonication ``index``: its dose joins the cumulative sum; returns it (None if it never started)."""
+        """Close sonication ``index``: its dose joins the cumulative sum; returns it (None if it never started).
+
+        Parameters
+        ----------
+        index : int
+
+        Returns
+        -------
+        Sonication or None
+        """
         son = self.sonications[index]
         if son.finished:
             return None
@@ -100,14 +121,27 @@ class TreatmentState:
 
     # ------------------------------------------------------------------ maps and report
     def maps(self):
-        """Cumulative ``(dose, tmax)`` on the treatment grid, the current sonication included."""
+        """Cumulative ``(dose, tmax)`` on the treatment grid, the current sonication included.
+
+        Returns
+        -------
+        dose : ndarray of float64
+            CEM43 min, NaN where no sonication measured.
+        tmax : ndarray of float32
+            C.
+        """
         th = self.current_thermometer
         contribution = self.cumulative.contribution(th) if th is not None else None
         dose, tmax, _ = self.cumulative.maps(contribution)
         return dose, tmax
 
     def sonication_entries(self):
-        """report.json's per-sonication list."""
+        """report.json's per-sonication list.
+
+        Returns
+        -------
+        list of dict
+        """
         out = []
         for index in sorted(self.sonications):
             son = self.sonications[index]
@@ -122,7 +156,19 @@ class TreatmentState:
         return out
 
     def alarms(self, sonications, dose):
-        """Every alarm so far: the sonications' own and those of the cumulative dose, in time order."""
+        """Every alarm so far: the sonications' own and those of the cumulative dose, in time order.
+
+        Parameters
+        ----------
+        sonications : list of dict
+            From :meth:`sonication_entries`.
+        dose : ndarray
+            The cumulative dose on the treatment grid.
+
+        Returns
+        -------
+        list of dict
+        """
         alarms = [a for s in sonications for a in s.get("alarms", [])]
         th = self.current_thermometer
         if self.grid_labels is not None and th is not None:
@@ -132,7 +178,16 @@ class TreatmentState:
         return alarms
 
     def new_alarms(self, alarms):
-        """Alarms not announced before (each structure and quantity once per sonication)."""
+        """Alarms not announced before (each structure and quantity once per sonication).
+
+        Parameters
+        ----------
+        alarms : list of dict
+
+        Returns
+        -------
+        list of dict
+        """
         fresh = []
         for a in alarms:
             key = (a.get("sonication"), a["structure"], a["quantity"])
@@ -142,11 +197,26 @@ class TreatmentState:
         return fresh
 
     def cumulative_entry(self, dose, tmax):
-        """report.json's cumulative figures."""
+        """report.json's cumulative figures.
+
+        Parameters
+        ----------
+        dose, tmax : ndarray
+            On the treatment grid.
+
+        Returns
+        -------
+        dict
+        """
         return cumulative_figures(dose, tmax, self.grid.affine, self.params.dose_levels_cem43_min)
 
     def anatomy_on_grid(self):
-        """The first sonication's mean baseline magnitude on the treatment grid."""
+        """The first sonication's mean baseline magnitude on the treatment grid.
+
+        Returns
+        -------
+        ndarray of float32 or None
+        """
         son = self.sonications[min(self.sonications)]
         if son.th is None:
             return None
@@ -155,7 +225,16 @@ class TreatmentState:
 
     # ------------------------------------------------------------------ checkpoint
     def save(self, folder, seq, extra):
-        """Write checkpoint ``seq`` into ``folder`` (arrays first, JSON last, older checkpoints removed)."""
+        """Write checkpoint ``seq`` into ``folder`` (arrays first, JSON last, older checkpoints removed).
+
+        Parameters
+        ----------
+        folder : str
+        seq : int
+            Checkpoint number.
+        extra : dict
+            More JSON entries (the session's skipped frames).
+        """
         th = self.current_thermometer
         th_name = f"thermometer-{seq:08d}.npz" if th is not None else None
         if th is not None:
@@ -180,7 +259,19 @@ class TreatmentState:
 
     @classmethod
     def load(cls, folder, options):
-        """The state of ``folder``'s checkpoint and its extra entries, or ``(None, {})`` without one."""
+        """The state of ``folder``'s checkpoint and its extra entries, or ``(None, {})`` without one.
+
+        Parameters
+        ----------
+        folder : str
+        options : dict
+            Must match the checkpoint's (else MrthermError).
+
+        Returns
+        -------
+        state : TreatmentState or None
+        checkpoint : dict
+        """
         path = os.path.join(folder, "checkpoint.json")
         if not os.path.exists(path):
             return None, {}
@@ -216,12 +307,26 @@ class TreatmentState:
         return self, cp
 
     def resume_reps(self) -> dict:
-        """``{sonication index: (first repetition not yet processed, slices)}`` for the frame assembler."""
+        """``{sonication index: (first repetition not yet processed, slices)}`` for the frame assembler.
+
+        Returns
+        -------
+        dict
+        """
         return {i: (s.next_rep, s.shape[0]) for i, s in self.sonications.items()}
 
 
 def fingerprint(options) -> dict:
-    """The options a resumed run must share with the first (JSON-able)."""
+    """The options a resumed run must share with the first (JSON-able).
+
+    Parameters
+    ----------
+    options : dict
+
+    Returns
+    -------
+    dict
+    """
     keys = ("labels", "drift_roi", "label_table", "te_s", "b0_t", "frame_time_s", "phase_scale", "treatment_grid")
     out = {k: (os.path.abspath(options[k]) if isinstance(options.get(k), str) and k in ("labels", "drift_roi",
                                                                                         "label_table",

@@ -43,13 +43,27 @@ class TreatmentGrid:
 
     @classmethod
     def from_file(cls, path):
-        """The grid of a 3-D NIfTI volume (a planning scan)."""
+        """The grid of a 3-D NIfTI volume (a planning scan).
+
+        Parameters
+        ----------
+        path : str
+
+        Returns
+        -------
+        TreatmentGrid
+        """
         from mrtherm.io import niftiio  # noqa: PLC0415
         data, affine = niftiio.load_3d(path, "treatment grid")
         return cls(data.shape[::-1], affine, f"file {path}")
 
     def describe(self) -> dict:
-        """For report.json."""
+        """For report.json.
+
+        Returns
+        -------
+        dict
+        """
         return {"shape_zyx": list(self.shape), "affine": self.affine.tolist(), "source": self.source,
                 "voxel_volume_ml": voxel_volume_ml(self.affine)}
 
@@ -58,6 +72,16 @@ class TreatmentGrid:
 
         The identity (the array itself) when the grids coincide; else scipy's ``affine_transform`` with
         interpolation ``order`` (1 linear, 0 nearest) and ``fill`` outside the source.
+
+        Parameters
+        ----------
+        shape_zyx : tuple of int
+        affine : (4, 4) array
+            Of the source grid.
+
+        Returns
+        -------
+        callable
         """
         if tuple(shape_zyx) == self.shape and np.allclose(affine, self.affine, atol=1e-4):
             return lambda vol, order, fill: vol
@@ -82,7 +106,18 @@ class CumulativeDose:
         self.covered = np.zeros(grid.shape, dtype=bool)
 
     def contribution(self, th: Thermometer):
-        """A sonication's dose, Tmax and reliable voxels on the treatment grid."""
+        """A sonication's dose, Tmax and reliable voxels on the treatment grid.
+
+        Parameters
+        ----------
+        th : Thermometer
+
+        Returns
+        -------
+        tuple
+            ``(dose float64, tmax float32, reliable bool)`` on the treatment grid; 0, body temperature and False
+            where the sonication did not measure.
+        """
         resample = self.grid.resampler(th.shape, th.affine)
         mask = th.reliability.mask
         dose = resample(np.where(mask, to_numpy(th.engine.dose), 0.0), 1, 0.0)
@@ -93,14 +128,30 @@ class CumulativeDose:
         return dose, tmax, covered
 
     def add(self, contribution):
-        """Add a finished sonication."""
+        """Add a finished sonication.
+
+        Parameters
+        ----------
+        contribution : tuple
+            From :meth:`contribution`.
+        """
         dose, tmax, covered = contribution
         self.dose = self.dose + dose
         self.tmax = np.fmax(self.tmax, tmax)
         self.covered = self.covered | covered
 
     def maps(self, contribution=None):
-        """``(dose CEM43 min float64, Tmax C float32, covered)`` including ``contribution``; NaN where uncovered."""
+        """``(dose CEM43 min float64, Tmax C float32, covered)`` including ``contribution``; NaN where uncovered.
+
+        Parameters
+        ----------
+        contribution : tuple, optional
+            The running sonication's.
+
+        Returns
+        -------
+        tuple of ndarray
+        """
         dose, tmax, covered = self.dose, self.tmax, self.covered
         if contribution is not None:
             dose, tmax, covered = dose + contribution[0], np.fmax(tmax, contribution[1]), covered | contribution[2]
@@ -108,11 +159,21 @@ class CumulativeDose:
                 covered)
 
     def state(self) -> dict:
-        """Arrays for the checkpoint."""
+        """Arrays for the checkpoint.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
         return {"dose": self.dose, "tmax": self.tmax, "covered": self.covered}
 
     def restore(self, arrays):
-        """Back from :meth:`state`."""
+        """Back from :meth:`state`.
+
+        Parameters
+        ----------
+        arrays : dict of str to ndarray
+        """
         self.dose, self.tmax, self.covered = arrays["dose"], arrays["tmax"], arrays["covered"].astype(bool)
 
 
@@ -123,7 +184,17 @@ def _stack(role, images):
 
 
 def mean_time_s(images):
-    """A frame's acquisition time: the mean over its slices (as the batch loader), None if a slice has none."""
+    """A frame's acquisition time: the mean over its slices (as the batch loader), None if a slice has none.
+
+    Parameters
+    ----------
+    images : list of DicomImage
+
+    Returns
+    -------
+    float or None
+        s.
+    """
     if any(im.time_s is None for im in images):
         return None
     return float(np.array([[im.time_s for im in images]]).mean(axis=1)[0])
@@ -171,13 +242,31 @@ class Sonication:
                              "pass --frame-time-s")
 
     def time_of(self, frame) -> float:
-        """Frame time, s after the sonication's first frame."""
+        """Frame time, s after the sonication's first frame.
+
+        Parameters
+        ----------
+        frame : Frame
+
+        Returns
+        -------
+        float
+        """
         if self.options.get("frame_time_s") is not None:
             return self._clock(frame)
         return self._clock(frame) - self.t0
 
     def parts(self, frame):
-        """``(a, b, polar)`` for the Thermometer: phase to radians with the sonication's phase encoding."""
+        """``(a, b, polar)`` for the Thermometer: phase to radians with the sonication's phase encoding.
+
+        Parameters
+        ----------
+        frame : Frame
+
+        Returns
+        -------
+        tuple
+        """
         if self.phase_scale is None:
             return frame.a, frame.b, False
         if not np.isfinite(frame.b).any():
@@ -185,7 +274,16 @@ class Sonication:
         return frame.a, phase_to_radians(frame.b, self.phase_scale), True
 
     def feed(self, frame) -> int:
-        """Take the next frame; returns how many frames the Thermometer took (0 while the baseline fills)."""
+        """Take the next frame; returns how many frames the Thermometer took (0 while the baseline fills).
+
+        Parameters
+        ----------
+        frame : Frame
+
+        Returns
+        -------
+        int
+        """
         item = (self.parts(frame), self.time_of(frame))
         self.next_rep = frame.rep + 1
         if self.th is not None:
@@ -207,7 +305,17 @@ class Sonication:
 
     @classmethod
     def from_meta(cls, meta, options):
-        """A sonication back from :meth:`meta` (without its Thermometer, which the caller restores)."""
+        """A sonication back from :meth:`meta` (without its Thermometer, which the caller restores).
+
+        Parameters
+        ----------
+        meta : dict
+        options : dict
+
+        Returns
+        -------
+        Sonication
+        """
         self = cls.__new__(cls)
         self.index, self.options = meta["sonication"] - 1, options
         self.roles, self.series = tuple(meta["components"]), list(meta["series_instance_uids"])
@@ -220,7 +328,12 @@ class Sonication:
         return self
 
     def meta(self) -> dict:
-        """JSON-able description (report.json and the checkpoint)."""
+        """JSON-able description (report.json and the checkpoint).
+
+        Returns
+        -------
+        dict
+        """
         return {"sonication": self.index + 1, "series_instance_uids": self.series, "components": list(self.roles),
                 "shape_zyx": list(self.shape), "affine": self.affine.tolist(), "te_s": self.te_s, "b0_t": self.b0_t,
                 "phase_scale": self.phase_scale, "provenance": self.provenance, "first_repetition": self.first_rep,
@@ -235,6 +348,18 @@ def time_above_s(curve_c, times_s, threshold_c) -> float:
     --------
     >>> time_above_s([37.0, 47.0, 47.0, 37.0], [0.0, 10.0, 20.0, 30.0], 42.0)
     20.0
+
+    Parameters
+    ----------
+    curve_c : sequence of float
+        C, NaN segments skipped.
+    times_s : sequence of float
+    threshold_c : float
+
+    Returns
+    -------
+    float
+        s.
     """
     c, t = np.asarray(curve_c, dtype=np.float64), np.asarray(times_s, dtype=np.float64)
     total = 0.0
@@ -245,14 +370,37 @@ def time_above_s(curve_c, times_s, threshold_c) -> float:
 
 
 def lesion_volumes_ml(dose, affine, levels) -> dict:
-    """``{"240": mL, ...}``: volume at or above each CEM43 level (NaN voxels excluded)."""
+    """``{"240": mL, ...}``: volume at or above each CEM43 level (NaN voxels excluded).
+
+    Parameters
+    ----------
+    dose : ndarray
+        CEM43 min.
+    affine : (4, 4) array
+    levels : sequence of float
+
+    Returns
+    -------
+    dict of str to float
+    """
     d = np.nan_to_num(dose, nan=0.0)
     vox = voxel_volume_ml(affine)
     return {f"{lev:g}": float((d >= lev).sum() * vox) for lev in levels}
 
 
 def sonication_figures(th: Thermometer, index: int) -> dict:
-    """Per-sonication figures of report.json: peak, times above 43/45 C, dose, lesions, structures, alarms."""
+    """Per-sonication figures of report.json: peak, times above 43/45 C, dose, lesions, structures, alarms.
+
+    Parameters
+    ----------
+    th : Thermometer
+    index : int
+        0-based sonication index.
+
+    Returns
+    -------
+    dict
+    """
     out = {"frames_processed": th.frames_processed}
     if not th.frames_processed:
         return out
@@ -276,7 +424,18 @@ def sonication_figures(th: Thermometer, index: int) -> dict:
 
 
 def cumulative_figures(dose, tmax, affine, levels) -> dict:
-    """report.json's cumulative figures: max dose, peak Tmax, lesion volumes, voxels measured."""
+    """report.json's cumulative figures: max dose, peak Tmax, lesion volumes, voxels measured.
+
+    Parameters
+    ----------
+    dose, tmax : ndarray
+    affine : (4, 4) array
+    levels : sequence of float
+
+    Returns
+    -------
+    dict
+    """
     finite = np.isfinite(dose)
     return {"max_dose_cem43_min": float(np.nanmax(dose)) if finite.any() else None,
             "peak_temperature_c": float(np.nanmax(tmax)) if np.isfinite(tmax).any() else None,
@@ -284,7 +443,24 @@ def cumulative_figures(dose, tmax, affine, levels) -> dict:
 
 
 def cumulative_alarms(dose, labels, table, params, time_s, sonication) -> list[dict]:
-    """Alarms on the cumulative dose in protected structures (treatment-grid labels)."""
+    """Alarms on the cumulative dose in protected structures (treatment-grid labels).
+
+    Parameters
+    ----------
+    dose : ndarray
+        Cumulative, treatment grid.
+    labels : ndarray of int or None
+        On the treatment grid.
+    table : LabelTable
+    params : ThermometryParams
+    time_s : float
+    sonication : int
+        1-based, the running one.
+
+    Returns
+    -------
+    list of dict
+    """
     if labels is None:
         return []
     out = []

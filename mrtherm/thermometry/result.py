@@ -55,7 +55,17 @@ def cap_dose(dose: np.ndarray):
 
 
 def level_name(level: float) -> str:
-    """A dose level in a file name: ``240`` -> ``"240"``, ``0.5`` -> ``"0p5"``."""
+    """A dose level in a file name: ``240`` -> ``"240"``, ``0.5`` -> ``"0p5"``.
+
+    Parameters
+    ----------
+    level : float
+        CEM43 minutes.
+
+    Returns
+    -------
+    str
+    """
     return f"{level:g}".replace(".", "p")
 
 
@@ -337,7 +347,18 @@ def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve,
 
 
 def finite_json(o):
-    """NaN and infinities become null so report.json is strict JSON."""
+    """NaN and infinities become null so report.json is strict JSON.
+
+    Parameters
+    ----------
+    o : object
+        Nested dicts, lists, tuples and numbers (NumPy scalars included).
+
+    Returns
+    -------
+    object
+        The same structure with non-finite floats as None and NumPy integers as int.
+    """
     if isinstance(o, dict):
         return {k: finite_json(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
@@ -350,7 +371,16 @@ def finite_json(o):
 
 
 def json_default(o):
-    """JSON for NumPy scalars and arrays, tuples and anything else (as text)."""
+    """JSON for NumPy scalars and arrays, tuples and anything else (as text): ``json.dump``'s ``default``.
+
+    Parameters
+    ----------
+    o : object
+
+    Returns
+    -------
+    int, float, list or str
+    """
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

@@ -166,8 +166,9 @@ def load_dicom_treatment(folder, **options):
     """Every sonication of a DICOM folder, as one :class:`mrtherm.Exam` each, in acquisition order.
 
     Series are paired into sonications by :class:`mrtherm.io.dicom.sonications.SeriesPairing`, the rule of
-    ``mrtherm live``; images are offered to it in acquisition order. A folder of one sonication gives the
-    exam :func:`load_dicom_exam` gives.
+    ``mrtherm live``; images are offered to it in acquisition order. A folder of one sonication, or one whose
+    series hold a single repetition each (every repetition reconstructed as its own series), gives the exam
+    :func:`load_dicom_exam` gives.
 
     Parameters
     ----------
@@ -187,9 +188,16 @@ def load_dicom_treatment(folder, **options):
         return [load_dicom_exam(folder, **options)]  # the one-line "no MR image" error
     recs = [r for path, ds in found for r in images.records(path, ds)]
     groups = group_sonications(recs)
-    if len(groups) <= 1:
+    if len(groups) <= 1 or any(_repetitions(g) < 2 for g in groups):
+        # One sonication, or series holding one repetition each (scanners that reconstruct every repetition as
+        # its own series): the frames of one exam, as load_dicom_exam reads them.
         return [exam_from_records(recs, folder, len(found), skipped, **options)]
     return [exam_from_records(g, folder, len({im.path for im in g}), skipped, **options) for g in groups]
+
+
+def _repetitions(images_) -> int:
+    """How many repetitions the images of one sonication hold (temporal positions, else acquisition numbers)."""
+    return len({im.temporal_index if im.temporal_index is not None else im.acquisition_number for im in images_})
 
 
 def exam_from_records(recs, folder, n_files, skipped, *, echo=None, te_s=None, b0_t=None, frame_time_s=None,
