@@ -20,14 +20,15 @@ LAYER_NAMES = {"anatomy.nii.gz": "live anatomy", "temperature.nii.gz": "live tem
 
 
 def follow(folder, poll_s=POLL_S):
-    """Generator for the worker thread: yields each new snapshot of ``folder``; send True to stop."""
+    """Generator for the worker thread: yields each poll's snapshot of ``folder`` (None when nothing is new).
+
+    Yielding every poll lets the worker see a quit request within ``poll_s``.
+    """
     live = LiveFolder(folder)
     while True:
         snap = live.poll()
-        if snap is not None:
-            if (yield snap):
-                return
-        else:
+        yield snap
+        if snap is None:
             time.sleep(poll_s)
 
 
@@ -62,14 +63,16 @@ class LiveWidget(Container):
         self.status.value = f"following {folder}"
 
     def stop(self):
-        """Stop following (layers stay)."""
+        """Stop following (layers stay): the worker thread ends within one poll."""
         if self.worker is not None:
             self.worker.quit()
             self.worker = None
         self.button.text = "Follow"
 
     def show(self, snap):
-        """Put a snapshot on the canvas (GUI thread)."""
+        """Put a snapshot on the canvas (GUI thread); None (nothing new) changes nothing."""
+        if snap is None:
+            return
         self.snapshots += 1
         maps = snap["maps"]
         for name, (data, affine) in maps.items():

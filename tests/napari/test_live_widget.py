@@ -52,5 +52,7 @@ def test_live_widget_follows_the_folder_frame_by_frame(make_napari_viewer, qtbot
         text = _view.text_overlay(viewer).text
         assert "LIVE  sonication 1  frame 10" in text and "peak" in text and "°C" in text
     finally:
+        worker = widget.worker
         widget.stop()
         session.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=2000)  # a stopped follower leaves no thread behind
