@@ -16,6 +16,23 @@ import mrtherm
 from mrtherm.io.dicom.synth import write_dicom_exam
 
 MRTHERM = [sys.executable, "-c", "import sys; from mrtherm.cli import main; sys.exit(main())"]
+STARTED = []  # every service process a test started (the conftest fixture kills leftovers of failed tests)
+
+
+def popen_live(*args):
+    """``mrtherm live ARGS`` in its own process, remembered in STARTED."""
+    proc = subprocess.Popen(MRTHERM + ["live", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    STARTED.append(proc)
+    return proc
+
+
+def kill_leftovers():
+    """Kill service processes still running (a test failed before stopping its service)."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def oblique_shifted(affine, degrees=8.0, shift_mm=(3.0, -2.0, 2.5)):
@@ -75,8 +92,7 @@ def send(files, port, ae_title="SCANNER"):
 
 def start_live(port, out, *extra):
     """``mrtherm live --port`` in its own process; waits until it answers C-ECHO."""
-    proc = subprocess.Popen(MRTHERM + ["live", "--port", str(port), "--out", str(out), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_live("--port", str(port), "--out", str(out), *extra)
     deadline = time.time() + 60
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()

@@ -14,10 +14,16 @@ import numpy as np
 import pydicom
 import pytest
 
-from live_tools import (MRTHERM, associate, free_port, make_treatment, report, rss_mb, scanner_order, send,
-                        start_live, stop_live, wait_frames)
+from live_tools import (MRTHERM, associate, free_port, kill_leftovers, make_treatment, popen_live, report, rss_mb,
+                        scanner_order, send, start_live, stop_live, wait_frames)
 
 pytest.importorskip("pynetdicom")
+
+
+@pytest.fixture(autouse=True)
+def _no_service_left_behind():
+    yield
+    kill_leftovers()
 
 
 def _map(folder, name):
@@ -114,8 +120,7 @@ def test_folder_watch_waits_for_slowly_written_files(tmp_path):
     files = scanner_order(src)
     watched, out = tmp_path / "export", tmp_path / "live"
     watched.mkdir()
-    proc = subprocess.Popen(MRTHERM + ["live", "--watch", str(watched), "--out", str(out), "--settle-s", "0.6"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_live("--watch", str(watched), "--out", str(out), "--settle-s", "0.6")
     for k, path in enumerate(files):
         dest = watched / f"img{k:04d}.dcm"
         data = open(path, "rb").read()
@@ -215,8 +220,7 @@ def test_folder_watch_takes_nifti_frames_with_sidecars(tmp_path):
     paths = _write_nifti_frames(staging, ph)
     watched, out = tmp_path / "export", tmp_path / "live"
     watched.mkdir()
-    proc = subprocess.Popen(MRTHERM + ["live", "--watch", str(watched), "--out", str(out), "--settle-s", "0.4"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_live("--watch", str(watched), "--out", str(out), "--settle-s", "0.4")
     for path in paths:  # the image first, its sidecar a moment later, as a console may write them
         shutil.copyfile(path, watched / os.path.basename(path))
         time.sleep(0.05)

@@ -17,6 +17,13 @@ from mrtherm.io.dicom.sonications import SeriesPairing
 IOP = np.array([1.0, 0, 0, 0, 1.0, 0])
 
 
+@pytest.fixture(autouse=True)
+def _no_service_left_behind():
+    yield
+    from live_tools import kill_leftovers
+    kill_leftovers()
+
+
 def image(series, role, rep, z, rows=4, uid=None):
     """A minimal DICOM image record: slice z at z * 5 mm along the normal."""
     return NS(series_uid=series, role=role, temporal_index=rep, acquisition_number=None, orientation=IOP,
@@ -147,17 +154,15 @@ def test_tls_with_client_certificates_carries_a_treatment_and_plain_dicom_is_ref
     import time
     import pydicom
     from pynetdicom import AE
-    from live_tools import MRTHERM, free_port, make_treatment, associate, scanner_order, stop_live, wait_frames
+    from live_tools import free_port, make_treatment, associate, popen_live, scanner_order, stop_live, wait_frames
     for name in ("server", "client"):
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
                         "/CN=localhost", "-keyout", str(tmp_path / f"{name}.key"), "-out",
                         str(tmp_path / f"{name}.pem")], check=True, capture_output=True)
     src, _ = make_treatment(tmp_path / "dicom", n_sonications=1, shape_zyx=(1, 16, 16), n_frames=6)
     port, out = free_port(), tmp_path / "live"
-    proc = subprocess.Popen(MRTHERM + ["live", "--port", str(port), "--out", str(out), "--tls-cert",
-                                       str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key"),
-                                       "--tls-ca", str(tmp_path / "client.pem")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_live("--port", str(port), "--out", str(out), "--tls-cert", str(tmp_path / "server.pem"),
+                      "--tls-key", str(tmp_path / "server.key"), "--tls-ca", str(tmp_path / "client.pem"))
     ae = AE(ae_title="SCANNER")
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.4")
     assoc = None

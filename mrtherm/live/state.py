@@ -16,7 +16,6 @@ import os
 
 import numpy as np
 
-from mrtherm.backend import to_numpy
 from mrtherm.errors import MrthermError
 from mrtherm.io import labels as labels_mod
 from mrtherm.live import outputs
