@@ -205,3 +205,31 @@ def test_resuming_with_other_options_is_refused(tmp_path):
     session.close()
     with pytest.raises(MrthermError, match="other options"):
         LiveSession(tmp_path / "out", {"params": ThermometryParams(baseline_frames=4), "slices": 1})
+
+
+def test_image_and_association_size_limits_answer_out_of_resources(tmp_path):
+    import pydicom
+    from mrtherm.live.scp import StorageService
+    from mrtherm.live.session import LiveSession
+    from mrtherm.thermometry.params import ThermometryParams
+    from live_tools import associate, free_port, make_treatment, scanner_order
+    files = scanner_order(make_treatment(tmp_path / "dicom", n_sonications=1, shape_zyx=(1, 16, 16), n_frames=6)[0])
+    size = len(open(files[0], "rb").read())
+    small = LiveSession(tmp_path / "small", {"params": ThermometryParams(), "max_image_bytes": size // 2})
+    assert small.receive(open(files[0], "rb").read(), files[0]) == 0xA700
+    assert small.counts["refused"] == {"0xA700": 1} and small.counts["received"] == 0
+    small.close()
+    session = LiveSession(tmp_path / "live", {"params": ThermometryParams()})
+    port = free_port()
+    service = StorageService(session, port, max_association_bytes=int(2.5 * (size + 200)))
+    try:
+        assoc = associate(port)
+        statuses = [int(assoc.send_c_store(pydicom.dcmread(p)).Status) for p in files[:4]]
+        assoc.release()
+        assert statuses[:2] == [0, 0] and statuses[3] == 0xA700  # the association's budget is spent
+        assoc = associate(port)  # a new association starts a new budget
+        assert int(assoc.send_c_store(pydicom.dcmread(files[4])).Status) == 0
+        assoc.release()
+    finally:
+        service.close()
+        session.close()
