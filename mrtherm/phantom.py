@@ -13,6 +13,17 @@ works (none in fat and marrow), a fat chemical-shift phase, a smooth background
 phase, a B0 drift linear in time and in (x, y, z), and complex Gaussian noise
 at a stated SNR (muscle magnitude / noise SD per channel).
 
+Free breathing (``motion_mm > 0``, ``mrtherm phantom --motion``): every tissue
+except bone slides along the anterior-posterior axis by ``motion_mm * r(t)``,
+``r(t) = (1 - cos(2 pi t / breath_period_s)) / 2`` (0 at exhale, 1 at
+inhale), carrying its magnitude, its susceptibility (background) phase and its
+heating; bone stays put, so the tissue next to the bone edge moves against it.
+Breathing also modulates B0: ``b0_breath_rad * r(t) * (1 + y_n) / 2`` (more
+anteriorly). Images sample the tissue at ``x - d(x, t)`` (linear for smooth
+fields, nearest for labels); the truth temperature is given in image
+coordinates, and the truth dose also in tissue coordinates (the exhale
+position), where a lesion lives.
+
 Heating: one sonication focused on the bone-muscle interface of the tumour.
 During sonication an anisotropic Gaussian (elongated along the beam axis)
 rises with time constant ``tau_heat_s``; afterwards it spreads by conduction
@@ -56,6 +67,8 @@ class Phantom:
     b0_t: float
     frame_times_s: np.ndarray
     info: dict
+    respiration: np.ndarray | None = None  # (t,) bellows signal 0 (exhale) .. 1 (inhale); None when static
+    truth_dose_tissue_cem43_min: np.ndarray | None = None  # dose in tissue coordinates (reference position)
 
 
 def _ellipse(x, y, cx, cy, ax, ay):
@@ -169,7 +182,8 @@ def _info(v: dict) -> dict:
 def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40, frame_time_s=3.0,
                  te_s=0.012, b0_t=3.0, alpha_ppm_per_c=-0.01, snr=30.0, baseline_frames=5,
                  sonication_s=(15.0, 35.0), peak_rise_c=43.0, body_temp_c=37.0,
-                 drift_rad=(0.9, 0.4, -0.3, 0.1), seed=0) -> Phantom:
+                 drift_rad=(0.9, 0.4, -0.3, 0.1), seed=0, motion_mm=0.0, breath_period_s=4.5,
+                 b0_breath_rad=0.0) -> Phantom:
     """Build the synthetic exam.
 
     Parameters
@@ -185,6 +199,9 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
     drift_rad : (offset, x, y, z) B0 drift in rad reached at the last frame, with
         x, y, z the coefficients of coordinates scaled to [-1, 1] over the field of view
     seed : random seed for the noise
+    motion_mm : free-breathing displacement of soft tissue at inhale, mm (0: a static exam)
+    breath_period_s : respiratory period, s
+    b0_breath_rad : respiratory B0 phase modulation at inhale, rad (anterior edge of the field of view)
     """
     nz, ny, nx = shape_zyx
     dz, dy, dx = voxel_mm
@@ -220,15 +237,24 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
     fat_shift = np.where(np.isin(labels, (2, 6)), 2.1, 0.0)  # fat chemical shift phase at this TE (mod 2 pi)
     drift_shape = drift_rad[0] + drift_rad[1] * xn + drift_rad[2] * yn + drift_rad[3] * zn
 
+    breath = respiration(times, breath_period_s) if motion_mm else None
+    fields = {"mag0": mag0, "background": background, "fat": fat_shift, "prf": prf_tissue.astype(np.float64)}
     mag = np.empty((n_frames, nz, ny, nx), dtype=np.float32)
     phase = np.empty_like(mag)
     truth = np.empty_like(mag)
+    tissue_truth = np.empty_like(mag) if motion_mm else None
     t_end = times[-1] if n_frames > 1 else 1.0
     for f, t in enumerate(times):
         d_t = rise(t)
+        here = fields if breath is None else _warped(fields, d_t, labels, motion_mm * breath[f] / dy)
+        if breath is not None:
+            tissue_truth[f] = body_temp_c + d_t
+            d_t = here["rise"]
         truth[f] = body_temp_c + d_t
-        ph = background + fat_shift + drift_shape * (t / t_end) + np.where(prf_tissue, k_rad * d_t, 0.0)
-        s = mag0 * np.exp(1j * ph)
+        ph = here["background"] + here["fat"] + drift_shape * (t / t_end) + k_rad * d_t * here["prf"]
+        if breath is not None:
+            ph = ph + b0_breath_rad * breath[f] * (1.0 + yn) / 2.0
+        s = here["mag0"] * np.exp(1j * ph)
         s = s + sigma * (rng.standard_normal(s.shape) + 1j * rng.standard_normal(s.shape))
         mag[f] = np.abs(s)
         phase[f] = np.angle(s)
@@ -239,8 +265,52 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
         alpha_ppm_per_c=alpha_ppm_per_c, snr=snr, baseline_frames=baseline_frames, sonication_s=sonication_s,
         peak_rise_c=peak_rise_c, body_temp_c=body_temp_c, drift_rad=drift_rad, seed=seed, truth=truth, dose=dose,
         labels=labels, focus=focus, axis=axis, transducer_centre=transducer_centre, sigma=sigma, k_rad=k_rad))
+    tissue_dose = None
+    if breath is not None:
+        tissue_dose = cem43(tissue_truth, times, axis=0)
+        info["motion"] = {"model": "soft tissue slides along y (anterior) by motion_mm * r(t) against static bone; "
+                                   "r(t) = (1 - cos(2 pi t / period)) / 2; respiratory B0 phase "
+                                   "b0_breath_rad * r(t) * (1 + y_n) / 2",
+                          "motion_mm": float(motion_mm), "breath_period_s": float(breath_period_s),
+                          "b0_breath_rad": float(b0_breath_rad),
+                          "truth_lesion_volume_ml_240_tissue": float((tissue_dose >= 240).sum() * dx * dy * dz / 1e3)}
     return Phantom(magnitude=mag, phase_rad=phase, truth_temperature_c=truth, truth_dose_cem43_min=dose,
-                   labels=labels, affine=affine, te_s=te_s, b0_t=b0_t, frame_times_s=times, info=info)
+                   labels=labels, affine=affine, te_s=te_s, b0_t=b0_t, frame_times_s=times, info=info,
+                   respiration=breath, truth_dose_tissue_cem43_min=tissue_dose)
+
+
+MOTION_DEFAULTS = dict(n_frames=50, baseline_frames=16, sonication_s=(51.0, 71.0), motion_mm=4.0,
+                       breath_period_s=4.5, b0_breath_rad=0.6)
+"""``mrtherm phantom --motion``: 16 free-breathing baseline frames, 4 mm of tissue motion, one heating."""
+
+
+def respiration(times_s, period_s):
+    """Bellows signal ``(1 - cos(2 pi t / period)) / 2``: 0 at exhale, 1 at inhale.
+
+    Parameters
+    ----------
+    times_s : array of float
+    period_s : float
+
+    Returns
+    -------
+    ndarray of float64
+    """
+    return (1.0 - np.cos(2.0 * np.pi * np.asarray(times_s, dtype=np.float64) / float(period_s))) / 2.0
+
+
+def _warped(fields, rise_t, labels, shift_vox_y):
+    """Fields in image coordinates: soft tissue sampled at ``y - shift`` (voxels), bone where it is."""
+    from scipy import ndimage  # noqa: PLC0415
+    bone = np.isin(labels, (5, 6))
+    moving = ~bone
+    zz, yy, xx = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in labels.shape), indexing="ij")
+    coords = np.stack([zz, yy - shift_vox_y * moving, xx])
+    out = {}
+    for name, field in list(fields.items()) + [("rise", rise_t)]:
+        order = 0 if name in ("fat", "prf") else 1
+        out[name] = ndimage.map_coordinates(field, coords, order=order, mode="nearest")
+    return out
 
 
 PHASE_FORMATS = ("radians", "siemens", "ge-mrad")
@@ -263,8 +333,9 @@ def write_phantom(out_dir, phantom: Phantom | None = None, phase_format: str = "
 
     Files: ``magnitude.nii.gz``, ``phase.nii.gz`` (+ ``.json`` sidecars with
     ``EchoTime`` s, ``MagneticFieldStrength`` T), ``labels.nii.gz``,
-    ``truth_temperature.nii.gz``, ``truth_dose_cem43.nii.gz``, ``phantom.json``.
-    Returns the paths.
+    ``truth_temperature.nii.gz``, ``truth_dose_cem43.nii.gz``, ``phantom.json``; a free-breathing phantom
+    also ``truth_dose_tissue_cem43.nii.gz`` (tissue coordinates) and ``respiration.tsv`` (time_s,
+    respiration 0..1). Returns the paths.
     """
     ph = phantom or make_phantom(**kwargs)
     with atomic.staged(out_dir) as stage:
@@ -285,10 +356,18 @@ def write_phantom(out_dir, phantom: Phantom | None = None, phase_format: str = "
                             frame_time_s=step)
         niftiio.save_volume(ph.truth_dose_cem43_min.astype(np.float32), ph.affine,
                             os.path.join(stage, "truth_dose_cem43.nii.gz"))
+        if ph.respiration is not None:
+            niftiio.save_volume(ph.truth_dose_tissue_cem43_min.astype(np.float32), ph.affine,
+                                os.path.join(stage, "truth_dose_tissue_cem43.nii.gz"))
+            with open(os.path.join(stage, "respiration.tsv"), "w", encoding="utf-8") as fh:
+                fh.write("time_s\trespiration\n")  # a bellows / navigator log: 0 exhale .. 1 inhale
+                fh.writelines(f"{t:.3f}\t{r:.6f}\n" for t, r in zip(ph.frame_times_s, ph.respiration))
         with open(os.path.join(stage, "phantom.json"), "w", encoding="utf-8") as fh:
             json.dump({**ph.info, "phase_format": phase_format}, fh, indent=2)
     out = os.path.abspath(os.fspath(out_dir))
-    return {n: os.path.join(out, f) for n, f in (
-        ("magnitude", "magnitude.nii.gz"), ("phase", "phase.nii.gz"), ("labels", "labels.nii.gz"),
-        ("truth_temperature", "truth_temperature.nii.gz"), ("truth_dose", "truth_dose_cem43.nii.gz"),
-        ("info", "phantom.json"))}
+    names = [("magnitude", "magnitude.nii.gz"), ("phase", "phase.nii.gz"), ("labels", "labels.nii.gz"),
+             ("truth_temperature", "truth_temperature.nii.gz"), ("truth_dose", "truth_dose_cem43.nii.gz"),
+             ("info", "phantom.json")]
+    if ph.respiration is not None:
+        names += [("truth_dose_tissue", "truth_dose_tissue_cem43.nii.gz"), ("respiration", "respiration.tsv")]
+    return {n: os.path.join(out, f) for n, f in names}

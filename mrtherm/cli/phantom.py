@@ -10,10 +10,18 @@ from mrtherm.io.dicom.synth import VENDORS
 
 def cmd_phantom(args):
     """Write the phantom (and its DICOM on request); returns the exit status."""
-    from mrtherm.phantom import make_phantom, write_phantom
-    if args.frames < 2:
-        raise ParameterError(f"--frames must be at least 2, got {args.frames}")
-    ph = make_phantom(n_frames=args.frames, seed=args.seed)
+    from mrtherm.phantom import MOTION_DEFAULTS, make_phantom, write_phantom
+    frames = args.frames if args.frames is not None else (MOTION_DEFAULTS["n_frames"] if args.motion else 40)
+    if frames < 2:
+        raise ParameterError(f"--frames must be at least 2, got {frames}")
+    kwargs = dict(MOTION_DEFAULTS) if args.motion else {}
+    kwargs.update(n_frames=frames, seed=args.seed)
+    if args.motion and args.motion_mm is not None:
+        kwargs["motion_mm"] = args.motion_mm
+    if args.motion and frames * 3.0 <= kwargs["sonication_s"][1]:
+        raise ParameterError(f"--frames {frames} ends before the free-breathing phantom's sonication "
+                             f"({kwargs['sonication_s'][0]:g}-{kwargs['sonication_s'][1]:g} s at 3 s per frame)")
+    ph = make_phantom(**kwargs)
     paths = write_phantom(args.out, ph, phase_format=args.phase_format)
     if args.dicom:
         from mrtherm.io.dicom.synth import write_dicom_exam
@@ -31,7 +39,11 @@ def add_parser(sub):
     ph.add_argument("--out", required=True, help="output folder")
     ph.add_argument("--phase-format", choices=("siemens", "radians", "ge-mrad"), default="siemens",
                     help="how phase is stored (default: dcm2niix Siemens int16)")
-    ph.add_argument("--frames", type=int, default=40, help="number of frames (default 40)")
+    ph.add_argument("--frames", type=int, help="number of frames (default 40; 50 with --motion)")
+    ph.add_argument("--motion", action="store_true", help="free breathing: 16 baseline frames, soft tissue moving "
+                    "4 mm against the bone, respiratory B0 change, heating attached to tissue (truth in image and "
+                    "tissue coordinates, respiration.tsv)")
+    ph.add_argument("--motion-mm", type=float, help="--motion: tissue displacement at inhale, mm (default 4)")
     ph.add_argument("--seed", type=int, default=0)
     ph.add_argument("--dicom", choices=VENDORS, help="also write the exam as DICOM in this vendor's convention, "
                     "in OUT/dicom")
