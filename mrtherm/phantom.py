@@ -19,8 +19,8 @@ except bone slides along the anterior-posterior axis by ``motion_mm * r(t)``,
 inhale), carrying its magnitude, its susceptibility (background) phase and its
 heating; bone stays put, so the tissue next to the bone edge moves against it.
 Breathing also modulates B0: ``b0_breath_rad * r(t) * (1 + y_n) / 2`` (more
-anteriorly). Images sample the tissue at ``x - d(x, t)`` (linear for smooth
-fields, nearest for labels); the truth temperature is given in image
+anteriorly). Images sample the tissue at ``x - d(x, t)`` (linear
+interpolation, partial volume at edges); the truth temperature is given in image
 coordinates, and the truth dose also in tissue coordinates (the exhale
 position), where a lesion lives.
 
@@ -306,11 +306,10 @@ def _warped(fields, rise_t, labels, shift_vox_y):
     moving = ~bone
     zz, yy, xx = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in labels.shape), indexing="ij")
     coords = np.stack([zz, yy - shift_vox_y * moving, xx])
-    out = {}
-    for name, field in list(fields.items()) + [("rise", rise_t)]:
-        order = 0 if name in ("fat", "prf") else 1
-        out[name] = ndimage.map_coordinates(field, coords, order=order, mode="nearest")
-    return out
+    # Linear for every field, the fat phase and PRF fraction included (partial volume at a sliding edge): the
+    # image is then a continuous function of the displacement, so equal breathing states give equal images.
+    return {name: ndimage.map_coordinates(field, coords, order=1, mode="nearest")
+            for name, field in list(fields.items()) + [("rise", rise_t)]}
 
 
 PHASE_FORMATS = ("radians", "siemens", "ge-mrad")

@@ -8,7 +8,7 @@ from mrtherm.cli.common import BACKENDS, check_out_dir, float_list, frame_times
 from mrtherm.errors import ParameterError
 
 PARAM_FLAGS = ("baseline_frames", "alpha_ppm_per_c", "phase_sign", "body_temp_c", "drift_order", "snr_threshold",
-               "max_sd_theory_c")
+               "max_sd_theory_c", "reference")
 
 
 def params_from_args(args):
@@ -132,6 +132,9 @@ def add_processing_arguments(r):
     r.add_argument("--snr-threshold", type=float, help="mask voxels below this baseline SNR (default 5)")
     r.add_argument("--max-sd-theory-c", type=float,
                    help="mask voxels whose noise-predicted temperature SD exceeds this, C (default 2)")
+    r.add_argument("--reference", choices=("mean", "library"),
+                   help="phase reference: mean of the baseline frames (default) or, for free breathing, the "
+                        "best-matching baseline frame per frame")
     r.add_argument("--backend", choices=BACKENDS, default="auto")
 
 

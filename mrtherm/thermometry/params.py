@@ -47,6 +47,9 @@ class ThermometryParams:
         Protected-structure alarm thresholds.
     time_above_threshold_c : float
         Temperature for the protected structures' "time above" figure.
+    reference : {"mean", "library"}
+        Phase reference (:mod:`mrtherm.thermometry.reference`): the mean of the baseline frames, or the
+        baseline frame that matches each frame best (free breathing).
     """
 
     baseline_frames: int = 3
@@ -64,6 +67,7 @@ class ThermometryParams:
     alarm_temperature_c: float = 45.0
     alarm_dose_cem43_min: float = 1.0
     time_above_threshold_c: float = 45.0
+    reference: str = "mean"
 
     def validate(self, n_frames: int | None = None):
         """Check every field (one-line errors naming it).
@@ -99,6 +103,11 @@ class ThermometryParams:
                                  f"has {n_frames} frames (use at most {n_frames - 1})")
 
     def _check_values(self):
+        from mrtherm.thermometry.reference import REFERENCE_MODES  # noqa: PLC0415
+        if self.reference not in REFERENCE_MODES:
+            raise ParameterError(f"reference must be one of {', '.join(REFERENCE_MODES)}, got {self.reference!r}")
+        if self.reference == "library" and self.baseline_frames < 2:
+            raise ParameterError("reference = library needs at least 2 baseline frames")
         if self.phase_sign not in (1, -1):
             raise ParameterError(f"phase_sign must be 1 or -1, got {self.phase_sign!r}")
         check_order(self.drift_order)

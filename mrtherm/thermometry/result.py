@@ -327,6 +327,7 @@ def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve,
                   "median_snr_in_mask": _median_in(th.reliability.snr, mask),
                   "median_sd_theory_c": _median_in(th.reliability.sd_theory_c, mask),
                   "median_sd_baseline_c": _median_in(sd, mask)},
+        "reference": _reference_report(th),
         "drift": {**th.drift_rule, "order": p.drift_order, "frames_with_fallback_fit": int(th.fallback_frames),
                   "max_abs_offset_c": float(np.abs(drift_c).max()) if drift_c.size else 0.0,
                   "min_reference_voxels_per_slice": int(np.min(th.reference_voxels)) if th.reference_voxels else 0},
@@ -344,6 +345,20 @@ def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve,
         "alarms": alarms,
         "warnings": warnings,
     }
+
+
+def _reference_report(th) -> dict:
+    """How each frame's phase reference was chosen (report.json ``reference``)."""
+    if th.library is None:
+        return {"mode": "mean", "rule": "complex mean of the baseline frames"}
+    match = np.asarray(th.reference_match, dtype=np.float64)
+    return {"mode": "library", "entries": len(th.library),
+            "rule": "per frame the baseline frame whose magnitude matches best (least squared difference over the "
+                    "reliable voxels; baseline frames leave themselves out); match ratio = that sum over the noise "
+                    "expectation 2 sigma^2 per voxel (about 1 at best)",
+            "entry_per_frame": [int(v) for v in th.reference_choices],
+            "match_ratio_per_frame": [float(v) for v in match],
+            "median_match_ratio": float(np.median(match)) if match.size else None}
 
 
 def finite_json(o):

@@ -37,6 +37,7 @@ from mrtherm.thermometry.drift import DriftModel, solve_drift
 from mrtherm.thermometry.engine import ArrayEngine, EngineConfig, signal_from_parts
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.prf import radians_per_celsius
+from mrtherm.thermometry.reference import BaselineLibrary
 from mrtherm.thermometry.watch import ProtectedWatch
 
 STATE_VERSION = 1
@@ -106,6 +107,8 @@ class Thermometer:
         s_ref = s_ref / len(signals)
         self._setup_masks(signals, roi)
         self._make_engine(s_ref)
+        self.library = BaselineLibrary(signals, self.mask_device, self.reliability.sigma, self.xp) \
+            if self.params.reference == "library" else None
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
         self.warnings = list(self.reliability.warnings) + list(self.watch.warnings)
         self._reset_history()
@@ -134,6 +137,12 @@ class Thermometer:
         base_mag = np.stack([to_numpy(self.xp.abs(s)) for s in signals]).astype(np.float64)
         self.reliability = masks.reliability_mask(base_mag, len(signals), self.te_s, self.b0_t, p, self.labels,
                                                   self.table)
+        if p.reference == "library":
+            # A voxel dark in any breathing state (tissue sliding off bone) has noise for phase in that state:
+            # its wraps would accumulate frame after frame. Every library entry must see signal there.
+            rel = self.reliability
+            rel.mask = rel.mask & (base_mag.min(axis=0) >= p.snr_threshold * rel.sigma)
+            rel.rules.append(f"library: SNR >= {p.snr_threshold:g} in every baseline frame (free breathing)")
         if not self.reliability.mask.any():
             raise ParameterError("no voxel passes the reliability mask (signal too low or all labels PRF-invalid)")
         self.drift_ref, self.drift_rule, self.auto_ref = masks.drift_reference(
@@ -161,6 +170,8 @@ class Thermometer:
         self.reference_voxels = []
         self.fallback_frames = 0
         self.peak_curve_c = []
+        self.reference_choices = []  # library entry per frame (reference = library)
+        self.reference_match = []  # its match ratio
         self._temp_prev = None
 
     # ------------------------------------------------------------------ per frame
@@ -211,14 +222,24 @@ class Thermometer:
         if self.times_s and not time_s > self.times_s[-1]:
             raise ParameterError(f"frame {t} time {time_s:g} s is not after the previous frame's "
                                  f"{self.times_s[-1]:g} s")
+        a, b, polar = self.to_device(frame)  # no copy for frames already uploaded
         if reference is not None:
             self.engine.set_reference(reference)
-        a, b, polar = self.to_device(frame)  # no copy for frames already uploaded
+        elif self.library is not None:
+            self._pick_reference(a, b, polar, t)
         coeffs, counts = self._drift(a, b, polar)
         dt_min = (time_s - self.times_s[-1]) / 60.0 if self.times_s else None
         temp = self.engine.pass2(coeffs, dt_min, t < self.params.baseline_frames)
         self._record(temp, coeffs, counts, time_s)
         return temp
+
+    def _pick_reference(self, a, b, polar, t):
+        """The library entry matching frame ``t`` best becomes its reference (a baseline frame not itself)."""
+        signal = signal_from_parts(a, b, polar, self.xp)
+        k, ratio = self.library.match(signal, exclude=t if t < self.params.baseline_frames else None)
+        self.engine.set_reference(self.library.entry(k))
+        self.reference_choices.append(k)
+        self.reference_match.append(ratio)
 
     def _drift(self, a, b, polar):
         stats = self.engine.pass1(a, b, polar)
@@ -338,6 +359,10 @@ class Thermometer:
                       affine=self.affine)
         if self.labels is not None:
             arrays["labels"] = self.labels
+        if self.library is not None:
+            arrays.update(library=to_numpy(self.library.entries),
+                          reference_choices=np.asarray(self.reference_choices, dtype=np.int64),
+                          reference_match=np.asarray(self.reference_match, dtype=np.float64))
         meta = {"version": STATE_VERSION, "params": dataclasses.asdict(self.params), "shape": self.shape,
                 "te_s": self.te_s, "b0_t": self.b0_t, "backend": self.backend_used, "engine": self.engine.name,
                 "frames_processed": self.frames_processed, "fallback_frames": self.fallback_frames,
@@ -418,6 +443,8 @@ class Thermometer:
         self.anatomy = arrays["anatomy"]
         self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, self.params.alpha_ppm_per_c)
         self._make_engine(arrays["engine_s_ref"])
+        self.library = None if "library" not in arrays else BaselineLibrary(
+            [from_numpy(e, self.xp) for e in arrays["library"]], self.mask_device, self.reliability.sigma, self.xp)
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
         self.warnings = list(meta["warnings"])
 
@@ -428,5 +455,7 @@ class Thermometer:
         self.peak_curve_c = [float(v) for v in arrays["peak_curve"]]
         self.drift_coefficients = list(arrays["drift_coefficients"])
         self.reference_voxels = list(arrays["reference_voxels"])
+        self.reference_choices = [int(v) for v in arrays.get("reference_choices", [])]
+        self.reference_match = [float(v) for v in arrays.get("reference_match", [])]
         prev = arrays.get("engine_temp_prev")
         self._temp_prev = None if prev is None else from_numpy(prev, self.xp)
