@@ -109,3 +109,23 @@ def test_reference_flag_and_report(tmp_path):
     assert any("every baseline frame" in rule for rule in report["mask"]["rules"])
     with pytest.raises(mrtherm.errors.ParameterError, match="reference"):
         mrtherm.ThermometryParams(reference="navigator").validate()
+
+
+def test_auto_picks_the_library_for_free_breathing_and_the_mean_for_a_still_exam():
+    moving = mrtherm.make_phantom(**{**MOTION, "n_frames": 20, "sonication_s": (51.0, 57.0)})
+    still = mrtherm.make_phantom(shape_zyx=(4, 96, 96), n_frames=12, baseline_frames=8, sonication_s=(27.0, 33.0))
+    params = mrtherm.ThermometryParams(baseline_frames=8)  # reference="auto" is the default
+    assert params.reference == "auto"
+    for ph, used in ((moving, "library"), (still, "mean")):
+        frames = [(ph.magnitude[t], ph.phase_rad[t], True) for t in range(8)]
+        th = mrtherm.Thermometer(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t, frames, params)
+        decision = th.reference_decision
+        assert decision["used"] == used and decision["asked"] == "auto", decision
+        assert ("move" in decision["why"]) == (used == "library")
+    # on the still exam auto is the mean, to the bit
+    exam = mrtherm.load_exam(magnitude=still.magnitude, phase=still.phase_rad, te_s=still.te_s, b0_t=still.b0_t,
+                             frame_times_s=still.frame_times_s, affine=still.affine)
+    a = mrtherm.process(exam, mrtherm.ThermometryParams(baseline_frames=8))
+    b = mrtherm.process(exam, mrtherm.ThermometryParams(baseline_frames=8, reference="mean"))
+    np.testing.assert_array_equal(np.asarray(a.dose_cem43_min), np.asarray(b.dose_cem43_min))
+    assert a.report["reference"]["decision"]["used"] == "mean"

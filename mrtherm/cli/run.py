@@ -132,9 +132,9 @@ def add_processing_arguments(r):
     r.add_argument("--snr-threshold", type=float, help="mask voxels below this baseline SNR (default 5)")
     r.add_argument("--max-sd-theory-c", type=float,
                    help="mask voxels whose noise-predicted temperature SD exceeds this, C (default 2)")
-    r.add_argument("--reference", choices=("mean", "library"),
-                   help="phase reference: mean of the baseline frames (default) or, for free breathing, the "
-                        "best-matching baseline frame per frame")
+    r.add_argument("--reference", choices=("auto", "mean", "library"),
+                   help="phase reference: auto (default: library when the baseline frames move beyond noise, "
+                        "else mean), mean of the baseline frames, or library (best-matching baseline frame)")
     r.add_argument("--backend", choices=BACKENDS, default="auto")
 
 

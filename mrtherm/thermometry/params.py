@@ -47,9 +47,10 @@ class ThermometryParams:
         Protected-structure alarm thresholds.
     time_above_threshold_c : float
         Temperature for the protected structures' "time above" figure.
-    reference : {"mean", "library"}
-        Phase reference (:mod:`mrtherm.thermometry.reference`): the mean of the baseline frames, or the
-        baseline frame that matches each frame best (free breathing).
+    reference : {"auto", "mean", "library"}
+        Phase reference (:mod:`mrtherm.thermometry.reference`): the mean of the baseline frames, the
+        baseline frame that matches each frame best (free breathing), or ``auto`` (default): the library when
+        the baseline frames move beyond noise, else the mean.
     """
 
     baseline_frames: int = 3
@@ -67,7 +68,7 @@ class ThermometryParams:
     alarm_temperature_c: float = 45.0
     alarm_dose_cem43_min: float = 1.0
     time_above_threshold_c: float = 45.0
-    reference: str = "mean"
+    reference: str = "auto"
 
     def validate(self, n_frames: int | None = None):
         """Check every field (one-line errors naming it).

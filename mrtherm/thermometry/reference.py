@@ -1,6 +1,8 @@
 """References for the phase change: the mean of the baseline frames, or a baseline library for breathing patients.
 
-``mean`` (default): ``S_ref`` is the complex mean of the baseline frames.
+``auto`` (default): ``library`` when the baseline frames move, ``mean`` otherwise (:func:`choose_reference`).
+
+``mean``: ``S_ref`` is the complex mean of the baseline frames.
 
 ``library``: the baseline frames, acquired during free breathing, are kept as a
 library; each frame is paired with the entry whose magnitude image matches it
@@ -18,7 +20,58 @@ import numpy as np
 
 from mrtherm.backend import to_numpy
 
-REFERENCE_MODES = ("mean", "library")
+REFERENCE_MODES = ("auto", "mean", "library")
+MOVING_SD_FACTOR = 3.0  # a voxel moves when its baseline magnitude SD exceeds 3 x the noise SD
+MOVING_FRACTION = 0.01  # auto picks the library when more than 1 % of the reliable voxels move
+
+
+def choose_reference(mode, base_mag, mask, sigma):
+    """The reference to use and why (report.json ``reference``).
+
+    ``auto``: the library when the baseline frames differ beyond noise -- more than
+    ``MOVING_FRACTION`` of the reliable voxels have a magnitude SD over the baseline frames above
+    ``MOVING_SD_FACTOR`` x sigma (for noise alone the chance is below 1e-6 per voxel from 3 frames
+    on) -- else the mean. Magnitude is used because a B0 drift changes the phase of a static exam
+    but not its magnitude.
+
+    Parameters
+    ----------
+    mode : {"auto", "mean", "library"}
+    base_mag : ndarray, shape (n, z, y, x)
+        Baseline magnitudes (host).
+    mask : ndarray of bool, shape (z, y, x)
+        Reliable voxels.
+    sigma : float
+        Noise SD per channel.
+
+    Returns
+    -------
+    used : {"mean", "library"}
+    decision : dict
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> still = 100 + rng.standard_normal((8, 1, 20, 20))
+    >>> choose_reference("auto", still, np.ones((1, 20, 20), bool), 1.0)[0]
+    'mean'
+    >>> moving = still.copy(); moving[::2, 0, :5] += 50.0
+    >>> choose_reference("auto", moving, np.ones((1, 20, 20), bool), 1.0)[0]
+    'library'
+    """
+    n = base_mag.shape[0]
+    if mode != "auto":
+        return mode, {"asked": mode, "used": mode, "why": "asked for"}
+    if n < 3:
+        return "mean", {"asked": "auto", "used": "mean", "why": f"{n} baseline frame(s): a library needs 3 or more"}
+    sd = base_mag.std(axis=0, ddof=1)
+    moving = float(np.mean(sd[mask] > MOVING_SD_FACTOR * sigma)) if mask.any() else 0.0
+    used = "library" if moving > MOVING_FRACTION else "mean"
+    why = (f"{moving:.2%} of the reliable voxels have a baseline magnitude SD above {MOVING_SD_FACTOR:g} x the noise "
+           f"({'more' if used == 'library' else 'not more'} than {MOVING_FRACTION:.0%}): "
+           f"{'the baseline frames move (breathing)' if used == 'library' else 'a still exam'}")
+    return used, {"asked": "auto", "used": used, "why": why, "moving_voxel_fraction": moving}
 
 
 class BaselineLibrary:

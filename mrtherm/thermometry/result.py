@@ -349,10 +349,11 @@ def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve,
 
 def _reference_report(th) -> dict:
     """How each frame's phase reference was chosen (report.json ``reference``)."""
+    decision = dict(th.reference_decision)
     if th.library is None:
-        return {"mode": "mean", "rule": "complex mean of the baseline frames"}
+        return {"mode": "mean", "rule": "complex mean of the baseline frames", "decision": decision}
     match = np.asarray(th.reference_match, dtype=np.float64)
-    return {"mode": "library", "entries": len(th.library),
+    return {"mode": "library", "decision": decision, "entries": len(th.library),
             "rule": "per frame the baseline frame whose magnitude matches best (least squared difference over the "
                     "reliable voxels; baseline frames leave themselves out); match ratio = that sum over the noise "
                     "expectation 2 sigma^2 per voxel (about 1 at best)",

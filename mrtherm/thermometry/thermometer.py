@@ -37,7 +37,7 @@ from mrtherm.thermometry.drift import DriftModel, solve_drift
 from mrtherm.thermometry.engine import ArrayEngine, EngineConfig, signal_from_parts
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.prf import radians_per_celsius
-from mrtherm.thermometry.reference import BaselineLibrary
+from mrtherm.thermometry.reference import BaselineLibrary, choose_reference
 from mrtherm.thermometry.watch import ProtectedWatch
 
 STATE_VERSION = 1
@@ -108,7 +108,7 @@ class Thermometer:
         self._setup_masks(signals, roi)
         self._make_engine(s_ref)
         self.library = BaselineLibrary(signals, self.mask_device, self.reliability.sigma, self.xp) \
-            if self.params.reference == "library" else None
+            if self.reference_decision["used"] == "library" else None
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
         self.warnings = list(self.reliability.warnings) + list(self.watch.warnings)
         self._reset_history()
@@ -137,7 +137,9 @@ class Thermometer:
         base_mag = np.stack([to_numpy(self.xp.abs(s)) for s in signals]).astype(np.float64)
         self.reliability = masks.reliability_mask(base_mag, len(signals), self.te_s, self.b0_t, p, self.labels,
                                                   self.table)
-        if p.reference == "library":
+        used, self.reference_decision = choose_reference(p.reference, base_mag, self.reliability.mask,
+                                                         self.reliability.sigma)
+        if used == "library":
             # A voxel dark in any breathing state (tissue sliding off bone) has noise for phase in that state:
             # its wraps would accumulate frame after frame. Every library entry must see signal there.
             rel = self.reliability
@@ -370,6 +372,7 @@ class Thermometer:
                 "mask_rules": self.reliability.rules,
                 "mask_warnings": self.reliability.warnings, "drift_rule": self.drift_rule, "auto_ref": self.auto_ref,
                 "label_info": self.label_info, "roi_info": self.roi_info, "table": self.table.to_json(),
+                "reference_decision": self.reference_decision,
                 "warnings": self.warnings}
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         tmp = f"{path}.tmp-{os.getpid()}"
@@ -443,6 +446,7 @@ class Thermometer:
         self.anatomy = arrays["anatomy"]
         self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, self.params.alpha_ppm_per_c)
         self._make_engine(arrays["engine_s_ref"])
+        self.reference_decision = meta["reference_decision"]
         self.library = None if "library" not in arrays else BaselineLibrary(
             [from_numpy(e, self.xp) for e in arrays["library"]], self.mask_device, self.reliability.sigma, self.xp)
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
