@@ -40,6 +40,8 @@ class ThermometryWidget(widgets.Container):
         self.phase_sign = widgets.ComboBox(label="phase sign", choices=[1, -1], value=1)
         self.baseline = widgets.SpinBox(label="baseline frames", value=3, min=1, max=1000)
         self.drift_order = widgets.ComboBox(label="drift order", choices=[0, 1, 2], value=2)
+        self.reference = widgets.ComboBox(label="reference", choices=["auto", "mean", "library"], value="auto",
+                                          tooltip="auto: baseline library when the baseline frames move (breathing)")
         self.levels = widgets.LineEdit(label="dose levels CEM43 min", value="240")
         self.out_dir = widgets.FileEdit(label="save to (optional)", mode="d")
         self.run_button = widgets.PushButton(text="Run thermometry")
@@ -47,7 +49,7 @@ class ThermometryWidget(widgets.Container):
         self.status = widgets.Label(value="")
         self.extend([self.magnitude_file, self.phase_file, self.magnitude_layer, self.phase_layer, self.labels_file,
                      _row(self.te_ms, self.b0_t, self.frame_time_s), _row(self.alpha, self.phase_sign),
-                     _row(self.baseline, self.drift_order), self.levels, self.out_dir, self.run_button,
+                     _row(self.baseline, self.drift_order), self.reference, self.levels, self.out_dir, self.run_button,
                      self.progress, self.status])
         self.run_button.changed.connect(self.start)
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh())
@@ -90,7 +92,7 @@ class ThermometryWidget(widgets.Container):
         lab = _common.chosen_path(self.labels_file)
         kwargs = dict(baseline_frames=self.baseline.value, alpha_ppm_per_c=self.alpha.value,
                       phase_sign=self.phase_sign.value, drift_order=self.drift_order.value,
-                      dose_levels_cem43_min=levels, labels=lab if _common.existing_file(lab) else None)
+                      reference=self.reference.value, dose_levels_cem43_min=levels, labels=lab if _common.existing_file(lab) else None)
         self.progress.max = exam.n_frames
         self.progress.value = 0
         self.status.value = "running ..."

@@ -75,6 +75,22 @@ def test_thermometry_widget_runs_in_background_and_replaces_layers(make_napari_v
     _window_shot(viewer, qtbot, docs_dir(tmp_path), "napari_thermometry_widget.png")
 
 
+def test_thermometry_widget_passes_the_reference_choice(make_napari_viewer, monkeypatch, tmp_path):
+    from napari_mrtherm import _thermometry_widget
+    paths = mrtherm.write_phantom(tmp_path / "exam", shape_zyx=(2, 32, 32), n_frames=6)
+    seen = {}
+    monkeypatch.setattr(_thermometry_widget, "_run_worker", lambda exam, kwargs, out: seen.update(kwargs) or None)
+    w = _thermometry_widget.ThermometryWidget(make_napari_viewer())
+    w.magnitude_file.value = paths["magnitude"]
+    assert w.reference.value == "auto" and w.reference.choices == ("auto", "mean", "library")
+    w.reference.value = "library"
+    try:
+        w.start()
+    except AttributeError:  # the stand-in worker is None: nothing to connect
+        pass
+    assert seen["reference"] == "library"
+
+
 def test_thermometry_widget_input_errors_inline(make_napari_viewer):
     from napari_mrtherm._thermometry_widget import ThermometryWidget
     viewer = make_napari_viewer()
