@@ -239,25 +239,10 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
 
     breath = respiration(times, breath_period_s) if motion_mm else None
     fields = {"mag0": mag0, "background": background, "fat": fat_shift, "prf": prf_tissue.astype(np.float64)}
-    mag = np.empty((n_frames, nz, ny, nx), dtype=np.float32)
-    phase = np.empty_like(mag)
-    truth = np.empty_like(mag)
-    tissue_truth = np.empty_like(mag) if motion_mm else None
-    t_end = times[-1] if n_frames > 1 else 1.0
-    for f, t in enumerate(times):
-        d_t = rise(t)
-        here = fields if breath is None else _warped(fields, d_t, labels, motion_mm * breath[f] / dy)
-        if breath is not None:
-            tissue_truth[f] = body_temp_c + d_t
-            d_t = here["rise"]
-        truth[f] = body_temp_c + d_t
-        ph = here["background"] + here["fat"] + drift_shape * (t / t_end) + k_rad * d_t * here["prf"]
-        if breath is not None:
-            ph = ph + b0_breath_rad * breath[f] * (1.0 + yn) / 2.0
-        s = here["mag0"] * np.exp(1j * ph)
-        s = s + sigma * (rng.standard_normal(s.shape) + 1j * rng.standard_normal(s.shape))
-        mag[f] = np.abs(s)
-        phase[f] = np.angle(s)
+    scene = dict(fields=fields, rise=rise, labels=labels, drift_shape=drift_shape, yn=yn, k_rad=k_rad,
+                 sigma=sigma, body_temp_c=body_temp_c, breath=breath, shift_vox_y=motion_mm / dy,
+                 b0_breath_rad=b0_breath_rad)
+    mag, phase, truth, tissue_truth = _frames(scene, times, rng)
     dose = cem43(truth, times, axis=0)
 
     info = _info(dict(
@@ -268,12 +253,7 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
     tissue_dose = None
     if breath is not None:
         tissue_dose = cem43(tissue_truth, times, axis=0)
-        info["motion"] = {"model": "soft tissue slides along y (anterior) by motion_mm * r(t) against static bone; "
-                                   "r(t) = (1 - cos(2 pi t / period)) / 2; respiratory B0 phase "
-                                   "b0_breath_rad * r(t) * (1 + y_n) / 2",
-                          "motion_mm": float(motion_mm), "breath_period_s": float(breath_period_s),
-                          "b0_breath_rad": float(b0_breath_rad),
-                          "truth_lesion_volume_ml_240_tissue": float((tissue_dose >= 240).sum() * dx * dy * dz / 1e3)}
+        info["motion"] = _motion_info(motion_mm, breath_period_s, b0_breath_rad, tissue_dose, voxel_mm)
     return Phantom(magnitude=mag, phase_rad=phase, truth_temperature_c=truth, truth_dose_cem43_min=dose,
                    labels=labels, affine=affine, te_s=te_s, b0_t=b0_t, frame_times_s=times, info=info,
                    respiration=breath, truth_dose_tissue_cem43_min=tissue_dose)
@@ -282,6 +262,40 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
 MOTION_DEFAULTS = dict(n_frames=50, baseline_frames=16, sonication_s=(51.0, 71.0), motion_mm=4.0,
                        breath_period_s=4.5, b0_breath_rad=0.6)
 """``mrtherm phantom --motion``: 16 free-breathing baseline frames, 4 mm of tissue motion, one heating."""
+
+
+def _motion_info(motion_mm, breath_period_s, b0_breath_rad, tissue_dose, voxel_mm):
+    """``phantom.json``'s ``motion`` section."""
+    return {"model": "soft tissue slides along y (anterior) by motion_mm * r(t) against static bone; "
+                     "r(t) = (1 - cos(2 pi t / period)) / 2; respiratory B0 phase b0_breath_rad * r(t) * (1 + y_n) / 2",
+            "motion_mm": float(motion_mm), "breath_period_s": float(breath_period_s),
+            "b0_breath_rad": float(b0_breath_rad),
+            "truth_lesion_volume_ml_240_tissue": float((tissue_dose >= 240).sum() * np.prod(voxel_mm) / 1e3)}
+
+
+def _frames(scene, times, rng):
+    """Magnitude, phase, truth in image coordinates and (free breathing) in tissue coordinates, frame by frame."""
+    sc = scene
+    fields, breath = sc["fields"], sc["breath"]
+    shape = (len(times),) + fields["mag0"].shape
+    mag, phase, truth = (np.empty(shape, dtype=np.float32) for _ in range(3))
+    tissue_truth = np.empty_like(mag) if breath is not None else None
+    t_end = times[-1] if len(times) > 1 else 1.0
+    for f, t in enumerate(times):
+        d_t = sc["rise"](t)
+        here = fields if breath is None else _warped(fields, d_t, sc["labels"], sc["shift_vox_y"] * breath[f])
+        if breath is not None:
+            tissue_truth[f] = sc["body_temp_c"] + d_t
+            d_t = here["rise"]
+        truth[f] = sc["body_temp_c"] + d_t
+        ph = here["background"] + here["fat"] + sc["drift_shape"] * (t / t_end) + sc["k_rad"] * d_t * here["prf"]
+        if breath is not None:
+            ph = ph + sc["b0_breath_rad"] * breath[f] * (1.0 + sc["yn"]) / 2.0
+        s = here["mag0"] * np.exp(1j * ph)
+        s = s + sc["sigma"] * (rng.standard_normal(s.shape) + 1j * rng.standard_normal(s.shape))
+        mag[f] = np.abs(s)
+        phase[f] = np.angle(s)
+    return mag, phase, truth, tissue_truth
 
 
 def respiration(times_s, period_s):

@@ -13,9 +13,8 @@ import os
 
 from mrtherm.io import atomic
 from mrtherm.live import outputs
-from mrtherm.io import labels as labels_mod
 from mrtherm.live.treatment import (CumulativeDose, TreatmentGrid, cumulative_alarms, cumulative_figures,
-                                    sonication_figures)
+                                    labels_on_grid, sonication_figures)
 from mrtherm.thermometry.pipeline import process
 
 
@@ -27,11 +26,9 @@ def _entry(index, exam, th):
 
 
 def _cumulative_alarms(dose, grid, params, entries, kwargs):
-    if kwargs.get("labels") is None:
+    labels, table = labels_on_grid(kwargs, grid)
+    if labels is None:
         return []
-    table = labels_mod.LabelTable.from_json(kwargs["label_table"]) if kwargs.get("label_table") else \
-        labels_mod.LabelTable()
-    labels, _ = labels_mod.load_on_grid(kwargs["labels"], grid.shape, grid.affine, "labels", table)
     last = entries[-1]
     return cumulative_alarms(dose, labels, table, params, (last.get("frame_times_s") or [0.0])[-1], len(entries))
 

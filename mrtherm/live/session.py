@@ -12,6 +12,7 @@ processed are recognised, and processing continues where it stopped.
 from __future__ import annotations
 
 import collections
+import copy
 import io
 import json
 import logging
@@ -272,7 +273,7 @@ class LiveSession:
         alarms = st.alarms(sonications, dose)
         maps = outputs.treatment_maps(dose, tmax, st.grid, st.params.dose_levels_cem43_min)
         son = st.sonications[st.current]
-        maps["temperature.nii.gz"] = (st.last_temperature, son.affine)
+        maps["temperature.nii.gz"] = (son.last_temperature, son.affine)
         if not st.anatomy_written:
             maps["anatomy.nii.gz"] = (st.anatomy_on_grid(), st.grid.affine)
         writing = outputs.start_maps(self.out, maps)
@@ -301,7 +302,7 @@ class LiveSession:
         son = st.sonications[st.current]
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(0)
         with self.lock:
-            counts = json.loads(json.dumps(self.counts))
+            counts = copy.deepcopy(self.counts)
             ignored, pending = dict(self.assembler.ignored), self.assembler.pending()
         current = {"sonication": son.index + 1, "repetition": frame.rep,
                    "frame": son.th.frames_processed, "time_s": son.th.times_s[-1],

@@ -17,10 +17,9 @@ import os
 import numpy as np
 
 from mrtherm.errors import MrthermError
-from mrtherm.io import labels as labels_mod
 from mrtherm.live import outputs
 from mrtherm.live.treatment import (CumulativeDose, Sonication, TreatmentGrid, cumulative_alarms, cumulative_figures,
-                                    sonication_figures)
+                                    labels_on_grid, sonication_figures)
 from mrtherm.thermometry.thermometer import Thermometer
 
 CHECKPOINT_VERSION = 1
@@ -47,7 +46,6 @@ class TreatmentState:
         self.finished_figures: dict[int, dict] = {}
         self.alarms_sent: set = set()
         self.frames_processed = 0
-        self.last_temperature = None
         self.anatomy_written = False
 
     # ------------------------------------------------------------------ frames
@@ -75,9 +73,7 @@ class TreatmentState:
             self.current = frame.sonication
             self._ensure_grid(son)
         taken = son.feed(frame)
-        if taken:
-            self.frames_processed += taken
-            self.last_temperature = son.last_temperature
+        self.frames_processed += taken
         return taken, finished
 
     def _ensure_grid(self, son):
@@ -85,11 +81,7 @@ class TreatmentState:
             self.grid = TreatmentGrid(son.shape, son.affine, f"grid of sonication {son.index + 1}")
             self.cumulative = CumulativeDose(self.grid)
         if self.grid_labels is None and self.options.get("labels") is not None:
-            table = labels_mod.LabelTable.from_json(self.options["label_table"]) \
-                if self.options.get("label_table") else labels_mod.LabelTable()
-            self.grid_labels, _ = labels_mod.load_on_grid(self.options["labels"], self.grid.shape, self.grid.affine,
-                                                          "labels", table)
-            self.table = table
+            self.grid_labels, self.table = labels_on_grid(self.options, self.grid)
 
     def finish(self, index):
         """Close sonication ``index``: its dose joins the cumulative sum; returns it (None if it never started).

@@ -423,6 +423,28 @@ def sonication_figures(th: Thermometer, index: int) -> dict:
     return out
 
 
+def labels_on_grid(options, grid):
+    """``(labels on the treatment grid or None, label table)`` from the ``labels`` / ``label_table`` options.
+
+    Parameters
+    ----------
+    options : dict
+        ``labels`` (path or array) and ``label_table`` (path), both optional.
+    grid : TreatmentGrid
+
+    Returns
+    -------
+    labels : ndarray of int16, shape grid.shape, or None
+    table : LabelTable
+    """
+    table = labels_mod.LabelTable.from_json(options["label_table"]) if options.get("label_table") \
+        else labels_mod.LabelTable()
+    if options.get("labels") is None:
+        return None, table
+    labels, _ = labels_mod.load_on_grid(options["labels"], grid.shape, grid.affine, "labels", table)
+    return labels, table
+
+
 def cumulative_figures(dose, tmax, affine, levels) -> dict:
     """report.json's cumulative figures: max dose, peak Tmax, lesion volumes, voxels measured.
 
