@@ -18,6 +18,8 @@ except bone slides along the anterior-posterior axis by ``motion_mm * r(t)``,
 ``r(t) = (1 - cos(2 pi t / breath_period_s)) / 2`` (0 at exhale, 1 at
 inhale), carrying its magnitude, its susceptibility (background) phase and its
 heating; bone stays put, so the tissue next to the bone edge moves against it.
+The complex signal is interpolated (a voxel an edge slides into holds the
+complex sum of both tissues, as partial volume does).
 Breathing also modulates B0: ``b0_breath_rad * r(t) * (1 + y_n) / 2`` (more
 anteriorly). Images sample the tissue at ``x - d(x, t)`` (linear
 interpolation, partial volume at edges); the truth temperature is given in image
@@ -283,15 +285,20 @@ def _frames(scene, times, rng):
     t_end = times[-1] if len(times) > 1 else 1.0
     for f, t in enumerate(times):
         d_t = sc["rise"](t)
-        here = fields if breath is None else _warped(fields, d_t, sc["labels"], sc["shift_vox_y"] * breath[f])
+        # complex signal of the tissue itself: magnitude, susceptibility and fat phase, PRF shift
+        c = fields["mag0"] * np.exp(1j * (fields["background"] + fields["fat"] + sc["k_rad"] * d_t * fields["prf"]))
         if breath is not None:
+            # A voxel an edge slides into holds both tissues: its signal is the complex sum (partial volume), so
+            # the complex signal is interpolated, not magnitude and phase apart.
+            here = _warped({"re": c.real, "im": c.imag}, d_t, sc["labels"], sc["shift_vox_y"] * breath[f])
+            c = here["re"] + 1j * here["im"]
             tissue_truth[f] = sc["body_temp_c"] + d_t
             d_t = here["rise"]
         truth[f] = sc["body_temp_c"] + d_t
-        ph = here["background"] + here["fat"] + sc["drift_shape"] * (t / t_end) + sc["k_rad"] * d_t * here["prf"]
+        field = sc["drift_shape"] * (t / t_end)
         if breath is not None:
-            ph = ph + sc["b0_breath_rad"] * breath[f] * (1.0 + sc["yn"]) / 2.0
-        s = here["mag0"] * np.exp(1j * ph)
+            field = field + sc["b0_breath_rad"] * breath[f] * (1.0 + sc["yn"]) / 2.0
+        s = c * np.exp(1j * field)
         s = s + sc["sigma"] * (rng.standard_normal(s.shape) + 1j * rng.standard_normal(s.shape))
         mag[f] = np.abs(s)
         phase[f] = np.angle(s)
@@ -320,8 +327,8 @@ def _warped(fields, rise_t, labels, shift_vox_y):
     moving = ~bone
     zz, yy, xx = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in labels.shape), indexing="ij")
     coords = np.stack([zz, yy - shift_vox_y * moving, xx])
-    # Linear for every field, the fat phase and PRF fraction included (partial volume at a sliding edge): the
-    # image is then a continuous function of the displacement, so equal breathing states give equal images.
+    # Linear (partial volume at a sliding edge): the image is then a continuous function of the displacement, so
+    # equal breathing states give equal images.
     return {name: ndimage.map_coordinates(field, coords, order=1, mode="nearest")
             for name, field in list(fields.items()) + [("rise", rise_t)]}
 

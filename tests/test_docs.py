@@ -14,7 +14,8 @@ import docstring_check  # noqa: E402
 EXAMPLE_MODULES = ["mrtherm.geometry", "mrtherm.thermometry.dose", "mrtherm.thermometry.drift",
                    "mrtherm.thermometry.prf", "mrtherm.thermometry.thermometer", "mrtherm.thermometry.watch",
                    "mrtherm.window.acoustics", "mrtherm.window.trace", "mrtherm.live.treatment",
-                   "mrtherm.io.dicom.sonications", "mrtherm.thermometry.reference"]
+                   "mrtherm.io.dicom.sonications", "mrtherm.thermometry.reference", "mrtherm.thermometry.background",
+                   "mrtherm.thermometry.motion"]
 
 
 def test_public_functions_have_their_docstring_sections(capsys):

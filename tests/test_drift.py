@@ -1,6 +1,8 @@
 """Weighted polynomial drift fit."""
 
 import numpy as np
+
+import mrtherm
 import pytest
 
 from mrtherm import ParameterError
@@ -55,7 +57,17 @@ def test_no_reference_anywhere_gives_zero():
 
 def test_bad_order():
     with pytest.raises(ParameterError, match="order"):
-        basis(4, 4, 3)
+        basis(4, 4, -1)
+    with pytest.raises(ParameterError, match="drift order"):
+        mrtherm.ThermometryParams(drift_order=3).validate()
+
+
+def test_higher_order_basis_for_referenceless_by_hand():
+    """Order 3 (referenceless background): 10 columns, degree by degree with x powers falling."""
+    b = basis(1, 3, 3)  # x = -1, 0, 1; y = 0
+    assert b.shape == (3, 10)
+    np.testing.assert_array_equal(b[:, 6], [-1.0, 0.0, 1.0])  # x^3
+    np.testing.assert_array_equal(b[:, 7:], np.zeros((3, 3)))  # x^2 y, x y^2, y^3
 
 
 def test_basis_coordinates_span_minus_one_to_one_by_hand():

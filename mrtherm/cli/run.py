@@ -8,7 +8,8 @@ from mrtherm.cli.common import BACKENDS, check_out_dir, float_list, frame_times
 from mrtherm.errors import ParameterError
 
 PARAM_FLAGS = ("baseline_frames", "alpha_ppm_per_c", "phase_sign", "body_temp_c", "drift_order", "snr_threshold",
-               "max_sd_theory_c", "reference")
+               "max_sd_theory_c", "reference", "register_motion", "referenceless_order",
+               "referenceless_basis")
 
 
 def params_from_args(args):
@@ -54,19 +55,26 @@ def exam_from_args(args):
 def cmd_run(args):
     """Process one exam into ``--out`` and print the summary; returns the exit status."""
     from mrtherm.thermometry.pipeline import process_to_folder
-    check_out_dir(args.out, _input_paths(args) + [args.labels, args.drift_roi])
+    check_out_dir(args.out, _input_paths(args) + [args.labels, args.drift_roi, args.respiration])
     if args.dicom:
         exams = _dicom_sonications(args)
         if len(exams) > 1:
+            if args.respiration:
+                raise ParameterError("--respiration applies to one series; this DICOM folder holds "
+                                     f"{len(exams)} sonications")
             return _run_treatment(args, exams)
         exam = exams[0]
     else:
         if args.treatment_grid:
             raise ParameterError("--treatment-grid needs a DICOM treatment of several sonications (--dicom)")
         exam = exam_from_args(args)
+    respiration = None
+    if args.respiration:
+        from mrtherm.io.respiration import read_respiration
+        respiration = read_respiration(args.respiration, exam.frame_times_s)
     result = process_to_folder(exam, args.out, params_from_args(args), labels=args.labels, drift_roi=args.drift_roi,
                                label_table=args.label_table, backend=args.backend, progress=not args.quiet,
-                               figures=not args.no_figures)
+                               figures=not args.no_figures, respiration=respiration)
     if not args.quiet:
         print(f"outputs written to {os.path.abspath(args.out)}")
         print(result.summary())
@@ -132,9 +140,18 @@ def add_processing_arguments(r):
     r.add_argument("--snr-threshold", type=float, help="mask voxels below this baseline SNR (default 5)")
     r.add_argument("--max-sd-theory-c", type=float,
                    help="mask voxels whose noise-predicted temperature SD exceeds this, C (default 2)")
-    r.add_argument("--reference", choices=("auto", "mean", "library"),
-                   help="phase reference: auto (default: library when the baseline frames move beyond noise, "
-                        "else mean), mean of the baseline frames, or library (best-matching baseline frame)")
+    r.add_argument("--reference", choices=("auto", "mean", "library", "referenceless", "hybrid"),
+                   help="phase reference: auto (default: hybrid when the baseline frames move beyond noise, "
+                        "else mean), mean of the baseline frames, library (best-matching baseline frames), "
+                        "referenceless (smooth fit of each frame's phase) or hybrid (library + smooth correction "
+                        "with a sparse heat prior)")
+    r.add_argument("--referenceless-order", type=int, choices=range(1, 7), metavar="{1..6}",
+                   help="polynomial order of the referenceless background (default 2)")
+    r.add_argument("--referenceless-basis", choices=("polynomial", "harmonic"),
+                   help="referenceless background: all monomials (default) or harmonic polynomials (near-harmonic)")
+    r.add_argument("--register-motion", choices=("auto", "on", "off"),
+                   help="dose and Tmax in tissue coordinates (in-plane translation to the first frame): auto "
+                        "(default: when the baseline frames move beyond noise), on or off")
     r.add_argument("--backend", choices=BACKENDS, default="auto")
 
 
@@ -144,6 +161,9 @@ def add_parser(sub):
     add_input_arguments(r)
     r.add_argument("--out", required=True, help="output folder (not an input folder)")
     add_processing_arguments(r)
+    r.add_argument("--respiration", metavar="LOG.tsv",
+                   help="respiratory signal (bellows/navigator; columns time_s and respiration): library entries "
+                        "are matched on it instead of on image similarity")
     r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz",
                    help="--dicom with several sonications: grid of the cumulative dose (default: the first's)")
     r.add_argument("--no-figures", action="store_true")

@@ -119,8 +119,10 @@ class CumulativeDose:
             where the sonication did not measure.
         """
         resample = self.grid.resampler(th.shape, th.affine)
-        mask = th.reliability.mask
-        dose = resample(np.where(mask, to_numpy(th.engine.dose), 0.0), 1, 0.0)
+        # the sonication's dose as the Thermometer reports it: in tissue coordinates when it registers motion
+        dose_np = to_numpy(th.dose_cem43_min)
+        mask = th.reliability.mask & np.isfinite(dose_np)
+        dose = resample(np.where(mask, dose_np, 0.0), 1, 0.0)
         tmax = to_numpy(th.tmax_c) if th.frames_processed else np.full(th.shape, np.nan, np.float32)
         body = th.params.body_temp_c
         tmax = resample(np.where(mask & np.isfinite(tmax), tmax, body).astype(np.float32), 1, body)

@@ -55,12 +55,13 @@ def basis(ny: int, nx: int, order: int) -> np.ndarray:
     ----------
     ny, nx : int
         Slice size in voxels.
-    order : {0, 1, 2}
+    order : int
+        0, 1 or 2 for the drift; any order >= 0 for the referenceless background.
 
     Returns
     -------
     ndarray of float64, shape (ny * nx, n_terms)
-        Columns ``1, x, y, x^2, x y, y^2`` (as many as the order needs) with x, y the voxel indices scaled to
+        Columns ``1, x, y, x^2, x y, y^2, x^3, x^2 y, ...`` (``(order + 1) (order + 2) / 2`` of them) with x, y the voxel indices scaled to
         [-1, 1] (0 along an axis of one voxel); rows in C order of (y, x).
 
     Examples
@@ -68,16 +69,48 @@ def basis(ny: int, nx: int, order: int) -> np.ndarray:
     >>> basis(1, 3, 1).tolist()
     [[1.0, -1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
     """
-    check_order(order)
+    if int(order) != order or order < 0:
+        raise ParameterError(f"polynomial order must be a non-negative integer, got {order!r}")
     y = np.linspace(-1.0, 1.0, ny) if ny > 1 else np.zeros(1)
     x = np.linspace(-1.0, 1.0, nx) if nx > 1 else np.zeros(1)
     yy, xx = np.meshgrid(y, x, indexing="ij")
     xx, yy = xx.ravel(), yy.ravel()
-    cols = [np.ones_like(xx)]
-    if order >= 1:
-        cols += [xx, yy]
-    if order >= 2:
-        cols += [xx * xx, xx * yy, yy * yy]
+    # degree by degree, x powers falling: 1 | x, y | x^2, x y, y^2 | x^3, x^2 y, ... (the drift's orders 0-2 and
+    # the referenceless fit's higher orders share one layout)
+    cols = [xx ** (d - b) * yy ** b for d in range(int(order) + 1) for b in range(d + 1)]
+    return np.stack(cols, axis=1)
+
+
+def harmonic_basis(ny: int, nx: int, order: int) -> np.ndarray:
+    """Harmonic polynomials of one slice, for the near-harmonic referenceless background.
+
+    A background field with no susceptibility source inside the region solves Laplace's equation there; in the
+    slice plane its harmonic part is spanned by ``Re (x + i y)^n`` and ``Im (x + i y)^n`` (Salomir et al. 2012,
+    near-harmonic reconstruction of the background phase).
+
+    Parameters
+    ----------
+    ny, nx : int
+        Slice size in voxels.
+    order : int
+        Highest degree n (>= 0).
+
+    Returns
+    -------
+    ndarray of float64, shape (ny * nx, 2 order + 1)
+        Columns ``1, Re z, Im z, Re z^2, Im z^2, ...`` with ``z = x + i y`` (x, y scaled to [-1, 1] as in
+        :func:`basis`).
+
+    Examples
+    --------
+    >>> harmonic_basis(1, 3, 2).tolist()  # y = 0: Re z = x, Im z = 0, Re z^2 = x^2, Im z^2 = 0
+    [[1.0, -1.0, 0.0, 1.0, -0.0], [1.0, 0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0, 0.0]]
+    """
+    b = basis(ny, nx, 1)
+    z = b[:, 1] + 1j * b[:, 2]
+    cols = [np.ones(ny * nx)]
+    for n in range(1, int(order) + 1):
+        cols += [(z ** n).real, (z ** n).imag]
     return np.stack(cols, axis=1)
 
 
@@ -104,16 +137,19 @@ class DriftModel:
     Parameters
     ----------
     shape_zyx : tuple of int
-    order : {0, 1, 2}
+    order : int
+        0, 1 or 2 for the drift (checked by the parameters); higher for the referenceless background.
     xp : array namespace in which frames will arrive
+    harmonic : bool
+        Harmonic polynomials (:func:`harmonic_basis`) instead of all monomials (near-harmonic referenceless).
     """
 
-    def __init__(self, shape_zyx, order: int, xp):
-        self.order = check_order(order)
+    def __init__(self, shape_zyx, order: int, xp, harmonic: bool = False):
+        self.order = int(order)
         self.nz, self.ny, self.nx = (int(s) for s in shape_zyx)
-        self.k = N_TERMS[self.order]
         self.xp = xp
-        a = basis(self.ny, self.nx, self.order)
+        a = harmonic_basis(self.ny, self.nx, self.order) if harmonic else basis(self.ny, self.nx, self.order)
+        self.k = a.shape[1]
         self.basis = from_numpy(a, xp)  # (p, k) float64
         self.pairs = from_numpy(pair_products(a), xp)  # (p, k(k+1)/2)
 

@@ -301,6 +301,18 @@ class ArrayEngine:
             stats = self.model.normal_equations(u, self._fallback_weight)
         return tuple(to_numpy(v) for v in stats)
 
+    def fit_inputs(self):
+        """The last :meth:`pass1`'s unwrapped phase change and its fit weights (no outlier exclusion).
+
+        Returns
+        -------
+        u : array of float, shape (z, y, x)
+            rad.
+        weight : array of float64, shape (z, y, x)
+            ``|S|^2`` in the drift reference region (heated voxels out in automatic mode), 0 elsewhere.
+        """
+        return self.u, self._fallback_weight
+
     def fallback_stats(self):
         """Statistics of the last :meth:`pass1` without the outlier exclusion (computed only when asked).
 

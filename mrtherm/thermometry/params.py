@@ -47,10 +47,20 @@ class ThermometryParams:
         Protected-structure alarm thresholds.
     time_above_threshold_c : float
         Temperature for the protected structures' "time above" figure.
-    reference : {"auto", "mean", "library"}
+    reference : {"auto", "mean", "library", "referenceless", "hybrid"}
         Phase reference (:mod:`mrtherm.thermometry.reference`): the mean of the baseline frames, the
-        baseline frame that matches each frame best (free breathing), or ``auto`` (default): the library when
-        the baseline frames move beyond noise, else the mean.
+        baseline frames that match each frame best (free breathing), a smooth fit of each frame's own phase,
+        the library with a smooth correction and a sparse heat, or ``auto`` (default): hybrid when the baseline
+        frames move beyond noise, else the mean.
+    referenceless_order : int
+        Polynomial order of the referenceless background (1-6; default 2).
+    referenceless_basis : {"polynomial", "harmonic"}
+        All monomials up to that order (default), or harmonic polynomials only (near-harmonic: a background
+        with no susceptibility source in the region solves Laplace's equation; fewer terms, steadier
+        extrapolation into the heated region).
+    register_motion : {"auto", "on", "off"}
+        Dose and Tmax in tissue coordinates (:mod:`mrtherm.thermometry.motion`): ``auto`` (default) when the
+        baseline frames move beyond noise.
     """
 
     baseline_frames: int = 3
@@ -69,6 +79,9 @@ class ThermometryParams:
     alarm_dose_cem43_min: float = 1.0
     time_above_threshold_c: float = 45.0
     reference: str = "auto"
+    referenceless_order: int = 2
+    referenceless_basis: str = "polynomial"
+    register_motion: str = "auto"
 
     def validate(self, n_frames: int | None = None):
         """Check every field (one-line errors naming it).
@@ -107,8 +120,14 @@ class ThermometryParams:
         from mrtherm.thermometry.reference import REFERENCE_MODES  # noqa: PLC0415
         if self.reference not in REFERENCE_MODES:
             raise ParameterError(f"reference must be one of {', '.join(REFERENCE_MODES)}, got {self.reference!r}")
-        if self.reference == "library" and self.baseline_frames < 2:
-            raise ParameterError("reference = library needs at least 2 baseline frames")
+        if self.reference in ("library", "hybrid") and self.baseline_frames < 2:
+            raise ParameterError(f"reference = {self.reference} needs at least 2 baseline frames")
+        if int(self.referenceless_order) != self.referenceless_order or not 1 <= self.referenceless_order <= 6:
+            raise ParameterError(f"referenceless_order must be an integer from 1 to 6, got {self.referenceless_order!r}")
+        if self.referenceless_basis not in ("polynomial", "harmonic"):
+            raise ParameterError(f"referenceless_basis must be polynomial or harmonic, got {self.referenceless_basis!r}")
+        if self.register_motion not in ("auto", "on", "off"):
+            raise ParameterError(f"register_motion must be auto, on or off, got {self.register_motion!r}")
         if self.phase_sign not in (1, -1):
             raise ParameterError(f"phase_sign must be 1 or -1, got {self.phase_sign!r}")
         check_order(self.drift_order)

@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from mrtherm.backend import to_numpy
+from mrtherm.errors import ParameterError
 from mrtherm.io import niftiio
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.result import ThermometryResult
@@ -58,7 +59,7 @@ def _hottest_curve(th, temperature, temperature_path):
 
 def process(exam, params: ThermometryParams | None = None, *, labels=None, drift_roi=None, label_table=None,
             backend: str = "auto", keep_temperature: bool = True, temperature_path=None, progress: bool = False,
-            profile: bool = False, progress_callback=None, **overrides) -> ThermometryResult:
+            profile: bool = False, progress_callback=None, respiration=None, **overrides) -> ThermometryResult:
     """Temperature and thermal dose maps of a whole exam (see :class:`mrtherm.Thermometer` for the physics).
 
     Parameters
@@ -79,6 +80,9 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         ``progress_callback(frames_done, n_frames)`` after each frame (GUI worker threads).
     profile : bool
         Time the CUDA kernels; the report gains ``"kernel_seconds"``.
+    respiration : sequence of float, optional
+        Respiratory signal (bellows, navigator) per frame: the library modes match entries on it
+        (:func:`mrtherm.io.respiration.read_respiration` reads a log).
 
     Returns
     -------
@@ -93,8 +97,12 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     params = dataclasses.replace(params or ThermometryParams(), **overrides).validate(exam.n_frames)
     nt, n_base = exam.n_frames, params.baseline_frames
     baseline = [exam.frame_parts(t) for t in range(n_base)]
+    resp = [None] * nt if respiration is None else [float(v) for v in respiration]
+    if len(resp) != nt:
+        raise ParameterError(f"respiration has {len(resp)} values for {nt} frames")
     th = Thermometer(exam.shape_zyx, exam.affine, exam.te_s, exam.b0_t, baseline, params, labels=labels,
-                     drift_roi=drift_roi, label_table=label_table, backend=backend)
+                     drift_roi=drift_roi, label_table=label_table, backend=backend,
+                     baseline_respiration=None if respiration is None else resp[:n_base])
     th.warnings = list(exam.warnings) + th.warnings
     if profile:
         th.engine.enable_timing()
@@ -102,7 +110,7 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     with _temperature_writer(temperature_path, exam) as writer:
         upcoming = th.to_device(baseline[0])
         for t in _frame_range(nt, progress):
-            temp = th.update(upcoming, exam.frame_times_s[t])
+            temp = th.update(upcoming, exam.frame_times_s[t], respiration=resp[t])
             if t + 1 < nt:  # the next read overlaps the device's work on frame t
                 upcoming = th.to_device(baseline[t + 1] if t + 1 < n_base else exam.frame_parts(t + 1))
             if temperature is not None:

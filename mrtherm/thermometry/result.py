@@ -348,18 +348,39 @@ def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve,
 
 
 def _reference_report(th) -> dict:
-    """How each frame's phase reference was chosen (report.json ``reference``)."""
+    """How each frame's phase reference was chosen, and the motion registration (report.json ``reference``)."""
     decision = dict(th.reference_decision)
-    if th.library is None:
-        return {"mode": "mean", "rule": "complex mean of the baseline frames", "decision": decision}
-    match = np.asarray(th.reference_match, dtype=np.float64)
-    return {"mode": "library", "decision": decision, "entries": len(th.library),
-            "rule": "per frame the baseline frame whose magnitude matches best (least squared difference over the "
-                    "reliable voxels; baseline frames leave themselves out); match ratio = that sum over the noise "
-                    "expectation 2 sigma^2 per voxel (about 1 at best)",
-            "entry_per_frame": [int(v) for v in th.reference_choices],
-            "match_ratio_per_frame": [float(v) for v in match],
-            "median_match_ratio": float(np.median(match)) if match.size else None}
+    if th.frame_reference is None:
+        out = {"mode": "mean", "rule": "complex mean of the baseline frames", "decision": decision}
+    else:
+        out = {**th.frame_reference.report(), "decision": decision, "rule": REFERENCE_RULES[decision["used"]]}
+    reg = th.registration
+    if reg is None:
+        out["registration"] = {"applied": False, "why": "no motion detected" if th.params.register_motion == "auto"
+                               else f"register_motion = {th.params.register_motion}"}
+    else:
+        dz, dy, dx = voxel_size_zyx_mm(th.affine)
+        shifts = np.asarray(reg.shifts_vox, dtype=np.float64).reshape(-1, 2)
+        lost = to_numpy(reg.tissue.lost) & th.reliability.mask
+        out["registration"] = {
+            "applied": True, "method": "in-plane translation common to all slices, Gauss-Newton on the magnitude "
+            "against the first baseline frame (rotation and through-plane motion not estimated); dose and Tmax "
+            "accumulate in that frame's position",
+            "shift_mm_per_frame": [[float(a * dy), float(b * dx)] for a, b in shifts],
+            "max_shift_mm": float(np.abs(shifts * [dy, dx]).max()) if shifts.size else 0.0,
+            "reliable_voxels_not_measured_in_every_frame": int(lost.sum())}
+    return out
+
+
+REFERENCE_RULES = {
+    "library": "per frame the complex mean of the baseline frames whose magnitude matches it as well as the best "
+               "within noise (or nearest in the respiratory signal); baseline frames leave themselves out; match "
+               "ratio = least squared magnitude difference over the noise expectation 2 sigma^2 per voxel",
+    "referenceless": "per frame a per-slice polynomial fitted to the frame's own phase (wrap-free neighbour "
+                     "differences), then the drift-model correction with a sparse one-signed heat prior",
+    "hybrid": "library as above, then the drift-model correction with a sparse one-signed heat prior; a frame "
+              "whose best match ratio exceeds 2 is referenceless",
+}
 
 
 def finite_json(o):

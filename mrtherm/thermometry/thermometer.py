@@ -37,7 +37,9 @@ from mrtherm.thermometry.drift import DriftModel, solve_drift
 from mrtherm.thermometry.engine import ArrayEngine, EngineConfig, signal_from_parts
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.prf import radians_per_celsius
-from mrtherm.thermometry.reference import BaselineLibrary, choose_reference
+from mrtherm.thermometry.frame_reference import LEAVE_ONE_OUT_FACTOR, FrameReference
+from mrtherm.thermometry.motion import MotionRegistration, moving_tissue_weight
+from mrtherm.thermometry.reference import LIBRARY_MODES, MOVING_SD_FACTOR, choose_reference
 from mrtherm.thermometry.watch import ProtectedWatch
 
 STATE_VERSION = 1
@@ -86,7 +88,7 @@ class Thermometer:
     """
 
     def __init__(self, shape_zyx, affine, te_s, b0_t, baseline, params=None, *, labels=None, drift_roi=None,
-                 label_table=None, backend="auto"):
+                 label_table=None, backend="auto", baseline_respiration=None):
         self.params = dataclasses.replace(params or ThermometryParams()).validate()
         self.shape = tuple(int(s) for s in shape_zyx)
         self.affine = np.asarray(affine, dtype=np.float64)
@@ -105,10 +107,9 @@ class Thermometer:
         for s in signals[1:]:
             s_ref = s_ref + s
         s_ref = s_ref / len(signals)
-        self._setup_masks(signals, roi)
+        self._setup_masks(signals, roi, baseline_respiration)
         self._make_engine(s_ref)
-        self.library = BaselineLibrary(signals, self.mask_device, self.reliability.sigma, self.xp) \
-            if self.reference_decision["used"] == "library" else None
+        self.registration = self._make_registration(signals[0])
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
         self.warnings = list(self.reliability.warnings) + list(self.watch.warnings)
         self._reset_history()
@@ -132,25 +133,55 @@ class Thermometer:
             return self.xp.astype(self._device(a), self.xp.complex64)
         return signal_from_parts(self._device(a), self._device(b), polar, self.xp)
 
-    def _setup_masks(self, signals, roi):
+    def _setup_masks(self, signals, roi, respiration=None):
         p = self.params
         base_mag = np.stack([to_numpy(self.xp.abs(s)) for s in signals]).astype(np.float64)
         self.reliability = masks.reliability_mask(base_mag, len(signals), self.te_s, self.b0_t, p, self.labels,
                                                   self.table)
         used, self.reference_decision = choose_reference(p.reference, base_mag, self.reliability.mask,
                                                          self.reliability.sigma)
-        if used == "library":
-            # A voxel dark in any breathing state (tissue sliding off bone) has noise for phase in that state:
-            # its wraps would accumulate frame after frame. Every library entry must see signal there.
+        # voxels whose magnitude stays within noise over the baseline frames: no edge slides through them
+        self.still = base_mag.std(axis=0, ddof=1) <= MOVING_SD_FACTOR * self.reliability.sigma \
+            if len(signals) >= 3 else np.ones(self.shape, dtype=bool)
+        self._motion_mask_rules(used, base_mag)
+        self.frame_reference = None if used == "mean" else FrameReference(
+            used, signals, from_numpy(self.reliability.mask, self.xp), self.reliability.sigma, p, self.xp,
+            respiration, still=from_numpy(self.still, self.xp))
+        if used in LIBRARY_MODES:
             rel = self.reliability
-            rel.mask = rel.mask & (base_mag.min(axis=0) >= p.snr_threshold * rel.sigma)
-            rel.rules.append(f"library: SNR >= {p.snr_threshold:g} in every baseline frame (free breathing)")
+            rel.mask = rel.mask & self.frame_reference.consistent(signals, respiration)
+            rel.rules.append(f"{used}: leave-one-out phase residual over the baseline frames <= "
+                             f"{LEAVE_ONE_OUT_FACTOR:g} x the noise prediction (the library reproduces the voxel)")
         if not self.reliability.mask.any():
             raise ParameterError("no voxel passes the reliability mask (signal too low or all labels PRF-invalid)")
         self.drift_ref, self.drift_rule, self.auto_ref = masks.drift_reference(
             self.reliability.mask, p, self.affine, self.labels, roi, self.roi_info)
         self.anatomy = base_mag.mean(axis=0).astype(np.float32)
         self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, p.alpha_ppm_per_c)
+
+    def _motion_mask_rules(self, used, base_mag):
+        rel, p = self.reliability, self.params
+        if used == "mean":
+            return
+        # A voxel dark in any breathing state (tissue sliding off bone) has noise for phase in that state:
+        # its wraps would accumulate frame after frame. Every library entry must see signal there.
+        rel.mask = rel.mask & (base_mag.min(axis=0) >= p.snr_threshold * rel.sigma)
+        rel.rules.append(f"{used}: SNR >= {p.snr_threshold:g} in every baseline frame (free breathing)")
+        if used == "referenceless" and not self.still.all():
+            # Where an edge slides through a voxel, its phase mixes tissues (fat's chemical shift included) in
+            # proportions that change per frame; without a matching baseline nothing separates that from heat.
+            rel.mask = rel.mask & self.still
+            rel.rules.append(f"referenceless: baseline magnitude SD <= {MOVING_SD_FACTOR:g} sigma (no sliding edge)")
+
+    def _make_registration(self, first):
+        """Registration to the first baseline frame's position when motion is detected (or asked for)."""
+        p = self.params
+        on = p.register_motion == "on" or (p.register_motion == "auto" and self.reference_decision["motion_detected"])
+        if not on:
+            return None
+        ref = self.xp.abs(first)
+        weight = moving_tissue_weight(to_numpy(ref), self.labels, p.snr_threshold * self.reliability.sigma)
+        return MotionRegistration(ref, from_numpy(weight, self.xp), self.xp)
 
     def _make_engine(self, s_ref):
         p = self.params
@@ -159,7 +190,10 @@ class Thermometer:
                               outlier_rad=abs(p.auto_ref_outlier_c * self.k_rad_per_c),
                               to_celsius=p.phase_sign / self.k_rad_per_c, body_temp_c=p.body_temp_c,
                               heated_c=p.auto_ref_heated_c)
-        plugin = gpu_plugin() if is_cupy_namespace(self.xp) else None
+        # The fused CUDA engine keeps its phase inside the kernels; the sparse background fit needs it, so the
+        # referenceless and hybrid modes run the array engine (on CuPy arrays when the GPU is used).
+        sparse = self.reference_decision["used"] in ("referenceless", "hybrid")
+        plugin = gpu_plugin() if is_cupy_namespace(self.xp) and not sparse else None
         engine_class = plugin.engine_class if plugin is not None else ArrayEngine
         self.engine = engine_class(self.xp, self.model, config)
         self.mask_device = from_numpy(self.reliability.mask, self.xp)
@@ -172,8 +206,6 @@ class Thermometer:
         self.reference_voxels = []
         self.fallback_frames = 0
         self.peak_curve_c = []
-        self.reference_choices = []  # library entry per frame (reference = library)
-        self.reference_match = []  # its match ratio
         self._temp_prev = None
 
     # ------------------------------------------------------------------ per frame
@@ -196,7 +228,7 @@ class Thermometer:
             return self.xp.real(s), self.xp.imag(s), False
         return (*self.engine.to_device(a, b), polar)
 
-    def update(self, frame, time_s: float, reference=None):
+    def update(self, frame, time_s: float, reference=None, respiration=None):
         """Process the next frame: temperature, then dose, Tmax, baseline statistics and the watch.
 
         Parameters
@@ -206,7 +238,10 @@ class Thermometer:
         time_s : float
             s, strictly after the previous frame's time.
         reference : complex array, shape (z, y, x), optional
-            Replaces ``S_ref`` from this frame on (baseline libraries).
+            Replaces ``S_ref`` from this frame on (a reference chosen outside).
+        respiration : float, optional
+            The frame's respiratory signal (bellows, navigator): library entries are matched on it when the
+            baseline frames' values were given (``baseline_respiration``).
 
         Returns
         -------
@@ -225,29 +260,29 @@ class Thermometer:
             raise ParameterError(f"frame {t} time {time_s:g} s is not after the previous frame's "
                                  f"{self.times_s[-1]:g} s")
         a, b, polar = self.to_device(frame)  # no copy for frames already uploaded
+        fr = self.frame_reference
+        signal = signal_from_parts(a, b, polar, self.xp) if fr is not None or self.registration is not None else None
         if reference is not None:
             self.engine.set_reference(reference)
-        elif self.library is not None:
-            self._pick_reference(a, b, polar, t)
-        coeffs, counts = self._drift(a, b, polar)
+        elif fr is not None:
+            fr.choose(self.engine, signal, t, respiration)
+        coeffs, counts = self._drift(a, b, polar, signal)
         dt_min = (time_s - self.times_s[-1]) / 60.0 if self.times_s else None
         temp = self.engine.pass2(coeffs, dt_min, t < self.params.baseline_frames)
+        if self.registration is not None:
+            self.registration.update(self.xp.abs(signal), temp, dt_min)
         self._record(temp, coeffs, counts, time_s)
         return temp
 
-    def _pick_reference(self, a, b, polar, t):
-        """The library entry matching frame ``t`` best becomes its reference (a baseline frame not itself)."""
-        signal = signal_from_parts(a, b, polar, self.xp)
-        k, ratio = self.library.match(signal, exclude=t if t < self.params.baseline_frames else None)
-        self.engine.set_reference(self.library.entry(k))
-        self.reference_choices.append(k)
-        self.reference_match.append(ratio)
-
-    def _drift(self, a, b, polar):
+    def _drift(self, a, b, polar, signal):
         stats = self.engine.pass1(a, b, polar)
         counts = stats[2].astype(np.int64)
         if not self.params.drift_correction:
             return np.zeros((self.shape[0], self.model.k)), counts
+        if self.frame_reference is not None and self.frame_reference.sparse:
+            coeffs, fallback = self.frame_reference.background(self.engine, signal)
+            self.fallback_frames += int(fallback.any())
+            return coeffs, counts
         coeffs, fallback = solve_drift(*stats, self.model.k)
         if fallback.any():
             # Too few inliers in some slice (e.g. a sudden B0 jump): those slices use the reference without the
@@ -274,13 +309,27 @@ class Thermometer:
     # ------------------------------------------------------------------ current maps
     @property
     def dose_cem43_min(self):
-        """CEM43 minutes so far, ``(z, y, x)`` float64, NaN where masked."""
+        """CEM43 minutes so far, ``(z, y, x)`` float64, NaN where masked.
+
+        With motion registration: in tissue coordinates (the first baseline frame's position), NaN where a
+        tissue voxel was not measured in every frame (:mod:`mrtherm.thermometry.motion`).
+        """
+        if self.registration is not None:
+            return self.registration.tissue.maps()[0]
+        return self.dose_image_cem43_min
+
+    @property
+    def dose_image_cem43_min(self):
+        """CEM43 minutes accumulated at fixed image positions, ``(z, y, x)`` float64, NaN where masked."""
         return self.xp.where(self.mask_device, self.engine.dose, self.xp.asarray(float("nan"), dtype=self.xp.float64))
 
     @property
     def tmax_c(self):
-        """Maximum temperature so far, ``(z, y, x)`` float32 C (None before the first frame)."""
-        return self.engine.tmax if self.frames_processed else None
+        """Maximum temperature so far, ``(z, y, x)`` float32 C (None before the first frame); tissue
+        coordinates with motion registration."""
+        if not self.frames_processed:
+            return None
+        return self.registration.tissue.maps()[1] if self.registration is not None else self.engine.tmax
 
     def temperature_sd_c(self):
         """Empirical temperature SD over the baseline frames x sqrt(1 + 1/N).
@@ -354,17 +403,17 @@ class Thermometer:
         arrays = {f"engine_{k}": v for k, v in self.engine.state().items()}
         arrays.update({f"watch_state_{k}": v for k, v in self.watch.state().items()})
         arrays.update(mask=self.reliability.mask, snr=self.reliability.snr, sd_theory=self.reliability.sd_theory_c,
-                      drift_ref=self.drift_ref, anatomy=self.anatomy, times_s=np.asarray(self.times_s),
+                      drift_ref=self.drift_ref, anatomy=self.anatomy, still=self.still, times_s=np.asarray(self.times_s),
                       peak_curve=np.asarray(self.peak_curve_c),
                       drift_coefficients=np.asarray(self.drift_coefficients).reshape(-1, self.shape[0], self.model.k),
                       reference_voxels=np.asarray(self.reference_voxels, dtype=np.int64).reshape(-1, self.shape[0]),
                       affine=self.affine)
         if self.labels is not None:
             arrays["labels"] = self.labels
-        if self.library is not None:
-            arrays.update(library=to_numpy(self.library.entries),
-                          reference_choices=np.asarray(self.reference_choices, dtype=np.int64),
-                          reference_match=np.asarray(self.reference_match, dtype=np.float64))
+        if self.frame_reference is not None:
+            arrays.update({f"frameref_{k}": v for k, v in self.frame_reference.state().items()})
+        if self.registration is not None:
+            arrays.update({f"motion_{k}": v for k, v in self.registration.state().items()})
         meta = {"version": STATE_VERSION, "params": dataclasses.asdict(self.params), "shape": self.shape,
                 "te_s": self.te_s, "b0_t": self.b0_t, "backend": self.backend_used, "engine": self.engine.name,
                 "frames_processed": self.frames_processed, "fallback_frames": self.fallback_frames,
@@ -444,11 +493,17 @@ class Thermometer:
                                              list(meta["mask_warnings"]))
         self.drift_ref, self.drift_rule, self.auto_ref = arrays["drift_ref"], meta["drift_rule"], meta["auto_ref"]
         self.anatomy = arrays["anatomy"]
+        self.still = arrays["still"]
         self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, self.params.alpha_ppm_per_c)
-        self._make_engine(arrays["engine_s_ref"])
         self.reference_decision = meta["reference_decision"]
-        self.library = None if "library" not in arrays else BaselineLibrary(
-            [from_numpy(e, self.xp) for e in arrays["library"]], self.mask_device, self.reliability.sigma, self.xp)
+        self._make_engine(arrays["engine_s_ref"])
+        used = self.reference_decision["used"]
+        fr_state = {k[9:]: v for k, v in arrays.items() if k.startswith("frameref_")}
+        self.frame_reference = FrameReference.from_state(fr_state, used, self.mask_device, self.reliability.sigma,
+                                                         self.params, self.xp, from_numpy(self.still, self.xp)) \
+            if fr_state else None
+        motion = {k[7:]: v for k, v in arrays.items() if k.startswith("motion_")}
+        self.registration = MotionRegistration.from_state(motion, self.xp) if motion else None
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
         self.warnings = list(meta["warnings"])
 
@@ -459,7 +514,5 @@ class Thermometer:
         self.peak_curve_c = [float(v) for v in arrays["peak_curve"]]
         self.drift_coefficients = list(arrays["drift_coefficients"])
         self.reference_voxels = list(arrays["reference_voxels"])
-        self.reference_choices = [int(v) for v in arrays.get("reference_choices", [])]
-        self.reference_match = [float(v) for v in arrays.get("reference_match", [])]
         prev = arrays.get("engine_temp_prev")
         self._temp_prev = None if prev is None else from_numpy(prev, self.xp)

@@ -9,6 +9,8 @@ import numpy as np
 from magicgui import widgets
 from napari.qt.threading import thread_worker
 
+from mrtherm.thermometry.reference import REFERENCE_MODES
+
 from . import _common, _layers, _model, _view
 
 RESULT_KINDS = ("anatomy", "labels", "temperature", "dose", "lesion")
@@ -40,8 +42,9 @@ class ThermometryWidget(widgets.Container):
         self.phase_sign = widgets.ComboBox(label="phase sign", choices=[1, -1], value=1)
         self.baseline = widgets.SpinBox(label="baseline frames", value=3, min=1, max=1000)
         self.drift_order = widgets.ComboBox(label="drift order", choices=[0, 1, 2], value=2)
-        self.reference = widgets.ComboBox(label="reference", choices=["auto", "mean", "library"], value="auto",
-                                          tooltip="auto: baseline library when the baseline frames move (breathing)")
+        self.reference = widgets.ComboBox(label="reference", choices=list(REFERENCE_MODES), value="auto",
+                                          tooltip="auto: hybrid (baseline library + smooth correction + sparse "
+                                                  "heat) when the baseline frames move (breathing), else mean")
         self.levels = widgets.LineEdit(label="dose levels CEM43 min", value="240")
         self.out_dir = widgets.FileEdit(label="save to (optional)", mode="d")
         self.run_button = widgets.PushButton(text="Run thermometry")

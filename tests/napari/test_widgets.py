@@ -82,7 +82,7 @@ def test_thermometry_widget_passes_the_reference_choice(make_napari_viewer, monk
     monkeypatch.setattr(_thermometry_widget, "_run_worker", lambda exam, kwargs, out: seen.update(kwargs) or None)
     w = _thermometry_widget.ThermometryWidget(make_napari_viewer())
     w.magnitude_file.value = paths["magnitude"]
-    assert w.reference.value == "auto" and w.reference.choices == ("auto", "mean", "library")
+    assert w.reference.value == "auto" and w.reference.choices == ("auto", "mean", "library", "referenceless", "hybrid")
     w.reference.value = "library"
     try:
         w.start()

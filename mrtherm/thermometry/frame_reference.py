@@ -1,0 +1,251 @@
+"""Per-frame phase reference for the library, referenceless and hybrid modes (used by the Thermometer).
+
+Per frame, before the engine's first pass, :meth:`FrameReference.choose` sets the
+engine's complex reference: the complex mean of the matching library entries
+(``library``, ``hybrid``), or ``exp(i P)`` with ``P`` the smooth background
+fitted to the frame's own phase (``referenceless``; ``hybrid`` when no entry
+matches). After the first pass, :meth:`FrameReference.background` replaces the
+drift fit's outlier rules by the sparsity prior on the heat
+(``referenceless``, ``hybrid``). The choices are recorded for report.json and
+saved with the Thermometer's state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mrtherm.backend import from_numpy, to_numpy
+from mrtherm.thermometry.background import smooth_phase_fit, sparse_background_fit
+from mrtherm.thermometry.drift import DriftModel, solve_drift
+from mrtherm.thermometry.prf import phase_difference
+from mrtherm.thermometry.reference import LIBRARY_MODES, UNMATCHED_RATIO, BaselineLibrary
+
+SPARSE_THRESHOLD_SD = 3.0  # the heat prior's soft threshold: 3 noise SDs of the phase change
+LEAVE_ONE_OUT_FACTOR = 3.0  # library consistency: leave-one-out phase RMS within 3 x the noise prediction
+
+
+class FrameReference:
+    """Reference choice and background fit per frame (see the module docstring).
+
+    Parameters
+    ----------
+    mode : {"library", "referenceless", "hybrid"}
+    signals : sequence of complex arrays, shape (z, y, x)
+        Baseline frames on the device.
+    mask : bool array, shape (z, y, x)
+        Reliable voxels, on the device.
+    sigma : float
+        Noise SD per channel.
+    params : ThermometryParams
+    xp : array namespace
+    respiration : sequence of float, optional
+        Respiratory signal of the baseline frames (library matching on it).
+    still : bool array, shape (z, y, x), optional
+        Voxels whose magnitude stays within noise over the baseline frames. A referenceless frame fits its
+        background only there: where an edge slides through a voxel (tissue against fat, whose chemical
+        shift adds its own phase) the voxel's phase is not the smooth background's.
+    """
+
+    def __init__(self, mode, signals, mask, sigma, params, xp, respiration=None, still=None):
+        self.mode, self.xp, self.sigma, self.mask = mode, xp, float(sigma), mask
+        self.library = BaselineLibrary(signals, mask, sigma, xp, respiration) if mode in LIBRARY_MODES else None
+        self.sparse = mode in ("referenceless", "hybrid")
+        self.baseline_frames = params.baseline_frames
+        self.still = xp.ones(tuple(mask.shape), dtype=xp.float64) if still is None else xp.astype(still, xp.float64)
+        self.basis_kind = params.referenceless_basis
+        self.model = DriftModel(tuple(mask.shape), params.referenceless_order, xp,
+                                harmonic=params.referenceless_basis == "harmonic")
+        if signals:
+            total = signals[0]
+            for sig in signals[1:]:
+                total = total + sig
+            self.mean_ref = xp.astype(total / len(signals), xp.complex64)
+            self.mean_weight = xp.astype(xp.abs(self.mean_ref), xp.float64) ** 2 * xp.astype(mask, xp.float64)
+            self._still_weight = self.mean_weight * self.still
+        self._referenceless_now = False
+        self.choices = []  # per frame: library entries averaged ([] for a referenceless frame)
+        self.ratios = []  # per frame: best entry's match ratio (NaN for pure referenceless)
+        self.iterations = []  # per frame: sparse-fit iterations (sparse modes)
+        self.blends = []  # per frame: (second group of entries, its weight) of the hybrid interpolation
+
+    def choose(self, engine, signal, t: int, respiration=None):
+        """Set frame ``t``'s reference on ``engine``.
+
+        Parameters
+        ----------
+        engine : ArrayEngine
+        signal : complex array, shape (z, y, x)
+        t : int
+            Frame index (baseline frames match other entries only).
+        respiration : float, optional
+            The frame's respiratory signal.
+        """
+        exclude = t if t < self.baseline_frames else None
+        reference, chosen, ratio, other, weight = self._library_reference(signal, exclude, respiration)
+        if reference is None:
+            xp = self.xp
+            fit_weight = xp.astype(xp.real(signal) ** 2 + xp.imag(signal) ** 2, xp.float64) * engine.ref \
+                * xp.astype(~engine.heated, xp.float64) * self.still
+            if self.library is None:  # referenceless: the frame's own smooth phase
+                _, bg = smooth_phase_fit(signal, fit_weight, self.model)
+                reference = xp.exp(1j * xp.astype(bg, xp.float32))
+            else:
+                # hybrid, no entry matches: the same fit on the change against the mean of the entries, so the
+                # phase stays continuous with the library frames around it (temporal unwrapping)
+                _, bg = smooth_phase_fit(signal * xp.conj(self.mean_ref), fit_weight, self.model)
+                reference = xp.astype(self.mean_ref * xp.exp(1j * xp.astype(bg, xp.float32)), xp.complex64)
+        engine.set_reference(reference)
+        self._referenceless_now = not chosen
+        self.choices.append([int(k) for k in chosen])
+        self.ratios.append(ratio)
+        self.blends.append(([int(k) for k in other], float(weight)))
+
+    def _library_reference(self, signal, exclude, respiration):
+        """``(reference or None, chosen, ratio, other, weight)`` from the library; None: referenceless."""
+        if self.library is None:
+            return None, [], float("nan"), [], 0.0
+        ratios = self.library.ratios(signal)
+        chosen, ratio = self.library.match(signal, exclude=exclude, respiration=respiration, ratios=ratios)
+        if self.mode != "hybrid":
+            return self.library.reference(chosen), chosen, ratio, [], 0.0
+        reference, other, weight, ratio = self.library.blend(signal, chosen, exclude, ratios)
+        if ratio > UNMATCHED_RATIO:
+            return None, [], ratio, [], 0.0  # no entry matches this frame: referenceless for it
+        return self._compose(reference), chosen, ratio, other, weight
+
+    def _compose(self, library_ref):
+        """Hybrid: the library's phase where the anatomy moves; elsewhere the mean of all entries, turned by the
+        smooth part of the library's phase change against it (the breathing B0 state), which is
+        ``sqrt(M)`` times less noisy than M matched entries."""
+        xp = self.xp
+        turn = phase_difference(library_ref, self.mean_ref)
+        # Both are baseline frames: the turn is the breathing B0 change plus noise, well inside (-pi, pi), so a
+        # direct weighted fit needs no wrap-free detour.
+        coeffs, _ = solve_drift(*(to_numpy(v) for v in self.model.normal_equations(turn, self._still_weight)),
+                                self.model.k)
+        rel = xp.where(self.still > 0, xp.astype(self.model.evaluate(coeffs), xp.float32), turn)
+        return xp.astype(self.mean_ref * xp.exp(1j * rel), xp.complex64)
+
+    def consistent(self, signals, respiration=None):
+        """Voxels whose phase the library reproduces within noise, by leave-one-out over the baseline frames.
+
+        Each baseline frame is referenced as a dynamic frame would be, from the *other* entries; after a
+        smooth per-slice fit (drift and breathing B0) is removed, the RMS of the phase residual over the
+        frames must stay within ``LEAVE_ONE_OUT_FACTOR`` x the noise-predicted ``sqrt(2) sigma / |S|``.
+        Where a sliding edge puts tissues of different phase in one voxel (fat against water), a frame between
+        sampled breathing states has a phase no entry holds: such voxels fail and are masked.
+
+        Parameters
+        ----------
+        signals : sequence of complex arrays, shape (z, y, x)
+            The baseline frames (the library's entries).
+        respiration : sequence of float, optional
+
+        Returns
+        -------
+        ndarray of bool, shape (z, y, x)
+            Host mask.
+        """
+        xp = self.xp
+        sumsq = xp.zeros(tuple(self.still.shape), dtype=xp.float64)
+        for i, s in enumerate(signals):
+            r_i = None if respiration is None else respiration[i]
+            ref = self._library_reference(s, i, r_i)[0]
+            if ref is None:
+                ref = self.mean_ref
+            prod = s * xp.conj(ref)
+            _, bg = smooth_phase_fit(prod, self.mean_weight, self.model)
+            r = phase_difference(prod, xp.astype(xp.exp(1j * bg), prod.dtype))
+            sumsq = sumsq + xp.astype(r, xp.float64) ** 2
+        rms = to_numpy(xp.sqrt(sumsq / len(signals)))
+        mag = np.maximum(to_numpy(xp.sqrt(self.mean_weight)), 1e-30)
+        return rms <= LEAVE_ONE_OUT_FACTOR * math.sqrt(2.0) * self.sigma / mag
+
+    def background(self, engine, signal):
+        """Drift-model coefficients from the sparse-heat fit of the engine's last phase change.
+
+        Parameters
+        ----------
+        engine : ArrayEngine
+            After :meth:`pass1` of this frame.
+        signal : complex array, shape (z, y, x)
+
+        Returns
+        -------
+        coeffs : ndarray of float64, shape (z, k)
+        fallback : ndarray of bool, shape (z,)
+        """
+        xp = self.xp
+        u, weight = engine.fit_inputs()
+        if self._referenceless_now:
+            weight = weight * self.still
+        mag2 = xp.astype(xp.real(signal) ** 2 + xp.imag(signal) ** 2, xp.float64)
+        # noise SD of the phase change ~ sigma sqrt(1/|S_t|^2 + 1/|S_ref|^2) ~ sqrt(2) sigma / |S_t|
+        tau = SPARSE_THRESHOLD_SD * math.sqrt(2.0) * self.sigma / xp.sqrt(xp.where(mag2 > 0, mag2, 1e-30))
+        sign = 1.0 if engine.to_celsius > 0 else -1.0
+        coeffs, fallback, iterations = sparse_background_fit(engine.model, u, weight, tau, sign)
+        self.iterations.append(iterations)
+        return coeffs, fallback
+
+    def report(self) -> dict:
+        """report.json's per-frame record.
+
+        Returns
+        -------
+        dict
+        """
+        ratios = np.asarray(self.ratios, dtype=np.float64)
+        out = {"mode": self.mode}
+        if self.library is not None:
+            out.update(entries=len(self.library), navigator=self.library.respiration is not None,
+                       entries_per_frame=self.choices,
+                       entry_per_frame=[c[0] if c else None for c in self.choices],
+                       match_ratio_per_frame=[float(v) for v in ratios],
+                       median_match_ratio=float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else None)
+        if self.sparse:
+            out.update(second_entries_per_frame=[b[0] for b in self.blends],
+                       second_weight_per_frame=[b[1] for b in self.blends],
+                       referenceless_frames=[t for t, c in enumerate(self.choices) if not c],
+                       referenceless_order=self.model.order, referenceless_basis=self.basis_kind,
+                       sparse_iterations_per_frame=list(self.iterations))
+        return out
+
+    def state(self) -> dict:
+        """Host arrays of the library and the records.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        out = {"mask": to_numpy(self.mask), "ratios": np.asarray(self.ratios, dtype=np.float64),
+               "iterations": np.asarray(self.iterations, dtype=np.int64),
+               "choices_json": np.frombuffer(repr([self.choices, self.blends]).encode("ascii"), dtype=np.uint8)}
+        if self.library is not None:
+            out["library"] = to_numpy(self.library.entries)
+            if self.library.respiration is not None:
+                out["respiration"] = self.library.respiration
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict, mode, mask, sigma, params, xp, still=None):
+        """Continue from :meth:`state`.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+        mode, mask, sigma, params, xp, still
+            As for the constructor; ``mask`` gives the device (the saved mask is used).
+
+        Returns
+        -------
+        FrameReference
+        """
+        import ast  # noqa: PLC0415
+        signals = [from_numpy(e, xp) for e in state["library"]] if "library" in state else []
+        self = cls(mode, signals, from_numpy(state["mask"], xp), sigma, params, xp, state.get("respiration"), still)
+        self.ratios = [float(v) for v in state["ratios"]]
+        self.iterations = [int(v) for v in state["iterations"]]
+        self.choices, self.blends = ast.literal_eval(state["choices_json"].tobytes().decode("ascii"))
+        return self
