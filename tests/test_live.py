@@ -14,6 +14,8 @@ import numpy as np
 import pydicom
 import pytest
 
+import mrtherm
+
 from live_tools import (MRTHERM, associate, free_port, kill_leftovers, make_treatment, popen_live, report, rss_mb,
                         scanner_order, send, start_live, stop_live, wait_frames)
 
@@ -262,3 +264,35 @@ def test_enhanced_mr_files_and_a_planning_grid(tmp_path):
     np.testing.assert_array_equal(np.nan_to_num(cumulative[:-1]), np.nan_to_num(own[1:]))
     assert np.isnan(cumulative[-1]).all()  # beyond the sonication's slab: not measured
     assert report(out)["treatment_grid"]["source"].startswith("file ")
+
+
+@pytest.mark.slow
+def test_live_free_breathing_hybrid_equals_batch(tmp_path):
+    """The motion modes sit in the Thermometer, so live gets them: a free-breathing exam frame by frame through
+    --watch gives batch's tissue-coordinate dose with --reference hybrid (auto would pick it too)."""
+    ph = mrtherm.make_phantom(shape_zyx=(2, 48, 48), voxel_mm=(4.0, 4.0, 4.0), n_frames=14, baseline_frames=6,
+                              sonication_s=(18.0, 30.0), motion_mm=4.0, b0_breath_rad=0.6)
+    paths = _write_nifti_frames(tmp_path / "frames", ph)
+    watched, out = tmp_path / "export", tmp_path / "live"
+    watched.mkdir()
+    opts = ["--baseline-frames", "6", "--reference", "hybrid"]
+    proc = popen_live("--watch", str(watched), "--out", str(out), "--settle-s", "0.3", *opts)
+    for path in paths:
+        shutil.copyfile(path[:-7] + ".json", watched / (os.path.basename(path)[:-7] + ".json"))
+        shutil.copyfile(path, watched / os.path.basename(path))
+    wait_frames(out, 14, timeout=90)
+    code, err = stop_live(proc)
+    assert code == 0 and "Traceback" not in err
+    from mrtherm.io.niftiio import save_volume
+    save_volume(ph.magnitude, ph.affine, tmp_path / "mag.nii.gz", frame_time_s=3.0)
+    save_volume(ph.phase_rad, ph.affine, tmp_path / "ph.nii.gz", frame_time_s=3.0)
+    proc = subprocess.run(MRTHERM + ["run", "--magnitude", str(tmp_path / "mag.nii.gz"), "--phase",
+                                     str(tmp_path / "ph.nii.gz"), "--te-ms", str(ph.te_s * 1e3), "--b0-t",
+                                     str(ph.b0_t), "--out", str(tmp_path / "batch"), "--quiet", "--no-figures",
+                                     *opts], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    son = json.load(open(out / "sonication_01" / "report.json"))
+    assert son["reference"]["mode"] == "hybrid" and son["reference"]["registration"]["applied"]
+    live, batch = _map(out, "dose_cem43.nii.gz"), _map(tmp_path / "batch", "dose_cem43.nii.gz")
+    np.testing.assert_array_equal(np.isnan(live), np.isnan(batch))
+    np.testing.assert_allclose(live, batch, rtol=1e-6, atol=1e-9)

@@ -137,7 +137,8 @@ def smooth_phase_fit(signal, weight, model):
     # The constant, robustly: the median phase about the weighted mean direction (a quarter of the weight may sit
     # on tissue that slid in or on heat), then the weighted mean without the voxels beyond 4 robust SDs from it.
     mean_dir = np.angle(to_numpy(xp.sum(xp.reshape(rotated * w, (model.nz, -1)), axis=1)))
-    r = to_numpy(phase_difference(rotated, xp.astype(xp.exp(1j * from_numpy(mean_dir[:, None, None], xp)), signal.dtype)))
+    turn = xp.astype(xp.exp(1j * from_numpy(mean_dir[:, None, None], xp)), signal.dtype)
+    r = to_numpy(phase_difference(rotated, turn))
     w_np = to_numpy(weight) > 0
     centre = np.array([np.median(r[z][w_np[z]]) if w_np[z].any() else 0.0 for z in range(model.nz)])
     dev = np.abs(np.angle(np.exp(1j * (r - centre[:, None, None]))))

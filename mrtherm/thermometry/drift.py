@@ -61,8 +61,8 @@ def basis(ny: int, nx: int, order: int) -> np.ndarray:
     Returns
     -------
     ndarray of float64, shape (ny * nx, n_terms)
-        Columns ``1, x, y, x^2, x y, y^2, x^3, x^2 y, ...`` (``(order + 1) (order + 2) / 2`` of them) with x, y the voxel indices scaled to
-        [-1, 1] (0 along an axis of one voxel); rows in C order of (y, x).
+        Columns ``1, x, y, x^2, x y, y^2, x^3, x^2 y, ...`` (``(order + 1) (order + 2) / 2`` of them) with
+        x, y the voxel indices scaled to [-1, 1] (0 along an axis of one voxel); rows in C order of (y, x).
 
     Examples
     --------

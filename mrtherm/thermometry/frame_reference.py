@@ -1,13 +1,24 @@
 """Per-frame phase reference for the library, referenceless and hybrid modes (used by the Thermometer).
 
 Per frame, before the engine's first pass, :meth:`FrameReference.choose` sets the
-engine's complex reference: the complex mean of the matching library entries
-(``library``, ``hybrid``), or ``exp(i P)`` with ``P`` the smooth background
-fitted to the frame's own phase (``referenceless``; ``hybrid`` when no entry
-matches). After the first pass, :meth:`FrameReference.background` replaces the
-drift fit's outlier rules by the sparsity prior on the heat
-(``referenceless``, ``hybrid``). The choices are recorded for report.json and
-saved with the Thermometer's state.
+engine's complex reference:
+
+- ``library``: the complex mean of the matching entries;
+- ``hybrid``: the matching entries blended with the next nearest breathing state
+  (:meth:`BaselineLibrary.blend`), kept where the anatomy moves; elsewhere the
+  mean of all entries turned by the blend's smooth phase change (the breathing
+  B0 state) -- the noise of all entries instead of one or two; a frame no entry
+  matches gets the mean of the entries turned by the smooth fit of its own
+  phase change (referenceless on the change, so its phase stays continuous for
+  temporal unwrapping);
+- ``referenceless``: ``exp(i P)`` with ``P`` the smooth background fitted to the
+  frame's own phase.
+
+After the first pass, :meth:`FrameReference.background` replaces the drift
+fit's outlier rules by the sparsity prior on the heat (``referenceless``,
+``hybrid``). :meth:`FrameReference.consistent` is the library's leave-one-out
+check behind the mask rule. The choices are recorded for report.json and saved
+with the Thermometer's state.
 """
 
 from __future__ import annotations

@@ -259,9 +259,42 @@ class MotionRegistration:
         self.weight = weight
         self.tissue = TissueDose(tuple(reference_mag.shape), xp)
         self.shifts_vox = []  # (dy, dx) per frame
+        self.entry_shifts = None  # (n, 2): each library entry's shift, a starting point for frames matched to it
         self._gradients = _gradients(xp.astype(reference_mag, xp.float64), xp)
 
-    def update(self, magnitude, temperature, dt_min):
+    def register_entries(self, magnitudes):
+        """Shift of every library entry, so a frame matched to entries starts from theirs.
+
+        Parameters
+        ----------
+        magnitudes : sequence of arrays, shape (z, y, x)
+        """
+        self.entry_shifts = np.array([estimate_shift(m, self.reference_mag, self.weight, self.xp,
+                                                     ref_gradients=self._gradients) for m in magnitudes])
+
+    def start_for(self, entries, blend=((), 0.0)):
+        """Starting shift for a frame matched to ``entries`` (and blended towards ``blend``'s entries).
+
+        Parameters
+        ----------
+        entries : sequence of int
+        blend : (sequence of int, float)
+            Second group and its weight.
+
+        Returns
+        -------
+        tuple of float or None
+            None without entry shifts or entries.
+        """
+        if self.entry_shifts is None or not entries:
+            return None
+        start = self.entry_shifts[list(entries)].mean(axis=0)
+        other, w = blend
+        if other and w > 0:
+            start = (1.0 - w) * start + w * self.entry_shifts[list(other)].mean(axis=0)
+        return float(start[0]), float(start[1])
+
+    def update(self, magnitude, temperature, dt_min, start=None):
         """Register one frame and add its temperature to the tissue dose.
 
         Parameters
@@ -270,8 +303,11 @@ class MotionRegistration:
         temperature : array of float32, shape (z, y, x)
             C in image coordinates, NaN where masked.
         dt_min : float or None
+        start : (float, float), optional
+            Starting shift (from the matched library entries); else the previous frame's.
         """
-        start = self.shifts_vox[-1] if self.shifts_vox else (0.0, 0.0)
+        if start is None:
+            start = self.shifts_vox[-1] if self.shifts_vox else (0.0, 0.0)
         dy, dx = estimate_shift(magnitude, self.reference_mag, self.weight, self.xp, start, self._gradients)
         self.shifts_vox.append((dy, dx))
         self.tissue.update(shift_volume(temperature, dy, dx, self.xp), dt_min)
@@ -286,6 +322,8 @@ class MotionRegistration:
         out = {f"tissue_{k}": v for k, v in self.tissue.state().items()}
         out.update(reference_mag=to_numpy(self.reference_mag), weight=to_numpy(self.weight),
                    shifts_vox=np.asarray(self.shifts_vox, dtype=np.float64).reshape(-1, 2))
+        if self.entry_shifts is not None:
+            out["entry_shifts"] = self.entry_shifts
         return out
 
     @classmethod
@@ -304,4 +342,5 @@ class MotionRegistration:
         self = cls(from_numpy(state["reference_mag"], xp), from_numpy(state["weight"], xp), xp)
         self.tissue.restore({k[7:]: v for k, v in state.items() if k.startswith("tissue_")})
         self.shifts_vox = [(float(a), float(b)) for a, b in state["shifts_vox"]]
+        self.entry_shifts = state.get("entry_shifts")
         return self

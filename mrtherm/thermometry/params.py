@@ -123,9 +123,11 @@ class ThermometryParams:
         if self.reference in ("library", "hybrid") and self.baseline_frames < 2:
             raise ParameterError(f"reference = {self.reference} needs at least 2 baseline frames")
         if int(self.referenceless_order) != self.referenceless_order or not 1 <= self.referenceless_order <= 6:
-            raise ParameterError(f"referenceless_order must be an integer from 1 to 6, got {self.referenceless_order!r}")
+            raise ParameterError("referenceless_order must be an integer from 1 to 6, "
+                                 f"got {self.referenceless_order!r}")
         if self.referenceless_basis not in ("polynomial", "harmonic"):
-            raise ParameterError(f"referenceless_basis must be polynomial or harmonic, got {self.referenceless_basis!r}")
+            raise ParameterError("referenceless_basis must be polynomial or harmonic, "
+                                 f"got {self.referenceless_basis!r}")
         if self.register_motion not in ("auto", "on", "off"):
             raise ParameterError(f"register_motion must be auto, on or off, got {self.register_motion!r}")
         if self.phase_sign not in (1, -1):

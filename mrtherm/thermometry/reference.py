@@ -51,10 +51,11 @@ def choose_reference(mode, base_mag, mask, sigma):
     """The reference to use and why (report.json ``reference``).
 
     ``auto``: the hybrid reconstruction (library + smooth correction + sparse heat) when the baseline
-    frames differ beyond noise -- more than ``MOVING_FRACTION`` of the reliable voxels have a magnitude SD over the baseline frames above
-    ``MOVING_SD_FACTOR`` x sigma (for noise alone the chance is below 1e-6 per voxel from 3 frames
-    on) -- else the mean. Magnitude is used because a B0 drift changes the phase of a static exam
-    but not its magnitude.
+    frames differ beyond noise -- more than ``MOVING_FRACTION`` of the reliable voxels have a magnitude
+    SD over the baseline frames above ``MOVING_SD_FACTOR`` x sigma (for noise alone the chance is below
+    1e-6 per voxel from 3 frames on) -- else the mean. Magnitude is used because a B0 drift changes the
+    phase of a static exam but not its magnitude. The decision also says whether motion was detected
+    (registration follows it).
 
     Parameters
     ----------

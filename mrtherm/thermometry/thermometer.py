@@ -110,6 +110,10 @@ class Thermometer:
         self._setup_masks(signals, roi, baseline_respiration)
         self._make_engine(s_ref)
         self.registration = self._make_registration(signals[0])
+        if self.registration is not None:  # maps in the first frame's position: show them over that frame
+            self.anatomy = to_numpy(self.registration.reference_mag).astype(np.float32)
+            if self.frame_reference is not None and self.frame_reference.library is not None:
+                self.registration.register_entries([self.xp.abs(s) for s in signals])
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
         self.warnings = list(self.reliability.warnings) + list(self.watch.warnings)
         self._reset_history()
@@ -270,7 +274,9 @@ class Thermometer:
         dt_min = (time_s - self.times_s[-1]) / 60.0 if self.times_s else None
         temp = self.engine.pass2(coeffs, dt_min, t < self.params.baseline_frames)
         if self.registration is not None:
-            self.registration.update(self.xp.abs(signal), temp, dt_min)
+            start = None if fr is None or not fr.choices else \
+                self.registration.start_for(fr.choices[-1], fr.blends[-1])
+            self.registration.update(self.xp.abs(signal), temp, dt_min, start)
         self._record(temp, coeffs, counts, time_s)
         return temp
 
@@ -403,7 +409,8 @@ class Thermometer:
         arrays = {f"engine_{k}": v for k, v in self.engine.state().items()}
         arrays.update({f"watch_state_{k}": v for k, v in self.watch.state().items()})
         arrays.update(mask=self.reliability.mask, snr=self.reliability.snr, sd_theory=self.reliability.sd_theory_c,
-                      drift_ref=self.drift_ref, anatomy=self.anatomy, still=self.still, times_s=np.asarray(self.times_s),
+                      drift_ref=self.drift_ref, anatomy=self.anatomy, still=self.still,
+                      times_s=np.asarray(self.times_s),
                       peak_curve=np.asarray(self.peak_curve_c),
                       drift_coefficients=np.asarray(self.drift_coefficients).reshape(-1, self.shape[0], self.model.k),
                       reference_voxels=np.asarray(self.reference_voxels, dtype=np.int64).reshape(-1, self.shape[0]),
