@@ -215,6 +215,18 @@ def _write_nifti_frames(folder, ph, start=0):
     return paths
 
 
+def _run_batch(tmp_path, ph, *opts):
+    """``mrtherm run`` on the phantom as 4-D NIfTI into tmp_path/batch."""
+    from mrtherm.io.niftiio import save_volume
+    save_volume(ph.magnitude, ph.affine, tmp_path / "mag.nii.gz", frame_time_s=3.0)
+    save_volume(ph.phase_rad, ph.affine, tmp_path / "ph.nii.gz", frame_time_s=3.0)
+    proc = subprocess.run(MRTHERM + ["run", "--magnitude", str(tmp_path / "mag.nii.gz"), "--phase",
+                                     str(tmp_path / "ph.nii.gz"), "--te-ms", str(ph.te_s * 1e3), "--b0-t",
+                                     str(ph.b0_t), "--out", str(tmp_path / "batch"), "--quiet", "--no-figures",
+                                     *opts], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
 @pytest.mark.slow
 def test_folder_watch_takes_nifti_frames_with_sidecars(tmp_path):
     _, ph = make_treatment(tmp_path / "unused", n_sonications=0, n_frames=12)
@@ -230,14 +242,7 @@ def test_folder_watch_takes_nifti_frames_with_sidecars(tmp_path):
     wait_frames(out, 12, timeout=90)
     code, err = stop_live(proc)
     assert code == 0 and "Traceback" not in err
-    from mrtherm.io.niftiio import save_volume
-    save_volume(ph.magnitude, ph.affine, tmp_path / "mag.nii.gz", frame_time_s=3.0)
-    save_volume(ph.phase_rad, ph.affine, tmp_path / "ph.nii.gz", frame_time_s=3.0)
-    proc = subprocess.run(MRTHERM + ["run", "--magnitude", str(tmp_path / "mag.nii.gz"), "--phase",
-                                     str(tmp_path / "ph.nii.gz"), "--te-ms", str(ph.te_s * 1e3), "--b0-t",
-                                     str(ph.b0_t), "--out", str(tmp_path / "batch"), "--quiet", "--no-figures"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    _run_batch(tmp_path, ph)
     live, batch = _map(out, "dose_cem43.nii.gz"), _map(tmp_path / "batch", "dose_cem43.nii.gz")
     np.testing.assert_array_equal(np.isnan(live), np.isnan(batch))
     np.testing.assert_allclose(live, batch, rtol=1e-9, atol=1e-12)  # the affine is rebuilt from slice positions
@@ -283,14 +288,7 @@ def test_live_free_breathing_hybrid_equals_batch(tmp_path):
     wait_frames(out, 14, timeout=90)
     code, err = stop_live(proc)
     assert code == 0 and "Traceback" not in err
-    from mrtherm.io.niftiio import save_volume
-    save_volume(ph.magnitude, ph.affine, tmp_path / "mag.nii.gz", frame_time_s=3.0)
-    save_volume(ph.phase_rad, ph.affine, tmp_path / "ph.nii.gz", frame_time_s=3.0)
-    proc = subprocess.run(MRTHERM + ["run", "--magnitude", str(tmp_path / "mag.nii.gz"), "--phase",
-                                     str(tmp_path / "ph.nii.gz"), "--te-ms", str(ph.te_s * 1e3), "--b0-t",
-                                     str(ph.b0_t), "--out", str(tmp_path / "batch"), "--quiet", "--no-figures",
-                                     *opts], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    _run_batch(tmp_path, ph, *opts)
     son = json.load(open(out / "sonication_01" / "report.json"))
     assert son["reference"]["mode"] == "hybrid" and son["reference"]["registration"]["applied"]
     live, batch = _map(out, "dose_cem43.nii.gz"), _map(tmp_path / "batch", "dose_cem43.nii.gz")
