@@ -55,12 +55,14 @@ def exam_from_args(args):
 def cmd_run(args):
     """Process one exam into ``--out`` and print the summary; returns the exit status."""
     from mrtherm.thermometry.pipeline import process_to_folder
-    check_out_dir(args.out, _input_paths(args) + [args.labels, args.drift_roi, args.respiration])
+    check_out_dir(args.out, _input_paths(args) + [args.labels, args.drift_roi, args.respiration, args.probes,
+                                                  args.probe_positions])
+    probes = probes_from_args(args)
     if args.dicom:
         exams = _dicom_sonications(args)
         if len(exams) > 1:
-            if args.respiration:
-                raise ParameterError("--respiration applies to one series; this DICOM folder holds "
+            if args.respiration or probes:
+                raise ParameterError("--respiration and --probes apply to one series; this DICOM folder holds "
                                      f"{len(exams)} sonications")
             return _run_treatment(args, exams)
         exam = exams[0]
@@ -74,7 +76,8 @@ def cmd_run(args):
         respiration = read_respiration(args.respiration, exam.frame_times_s)
     result = process_to_folder(exam, args.out, params_from_args(args), labels=args.labels, drift_roi=args.drift_roi,
                                label_table=args.label_table, backend=args.backend, progress=not args.quiet,
-                               figures=not args.no_figures, respiration=respiration)
+                               figures=not args.no_figures, respiration=respiration, probes=probes,
+                               cold_alarm_c=args.probe_cold_alarm_c)
     if not args.quiet:
         print(f"outputs written to {os.path.abspath(args.out)}")
         print(result.summary())
@@ -155,12 +158,37 @@ def add_processing_arguments(r):
     r.add_argument("--backend", choices=BACKENDS, default="auto")
 
 
+def add_probe_arguments(r):
+    """``--probes`` and its companions (``run``)."""
+    r.add_argument("--probes", metavar="LOG.csv", help="probe log: CSV time_s,probe,temperature_c")
+    r.add_argument("--probe-positions", metavar="POS.json",
+                   help='probe positions {"probes": [{"name", "position_mm": [x, y, z], "watch"}]} (world mm)')
+    r.add_argument("--probe-time-offset-s", type=float, default=0.0,
+                   help="added to the probe log's times to put them on the MR frame clock (s)")
+    r.add_argument("--probe-cold-alarm-c", type=float,
+                   help="cold alarm of watched probes (cryoablation), C (default: none for hifu, 10 for cryo)")
+
+
+def probes_from_args(args):
+    """The probe set of ``--probes`` / ``--probe-positions`` (or None)."""
+    if not getattr(args, "probes", None):
+        if getattr(args, "probe_positions", None):
+            raise ParameterError("--probe-positions needs --probes LOG.csv")
+        return None
+    from mrtherm.probes import read_probe_log, read_probe_positions
+    probes = read_probe_log(args.probes, args.probe_time_offset_s)
+    if args.probe_positions:
+        probes = read_probe_positions(args.probe_positions, probes)
+    return probes
+
+
 def add_parser(sub):
     """Add the ``run`` command to the sub-parsers ``sub``."""
     r = sub.add_parser("run", help="temperature and dose maps from a magnitude/phase exam")
     add_input_arguments(r)
     r.add_argument("--out", required=True, help="output folder (not an input folder)")
     add_processing_arguments(r)
+    add_probe_arguments(r)
     r.add_argument("--respiration", metavar="LOG.tsv",
                    help="respiratory signal (bellows/navigator; columns time_s and respiration): library entries "
                         "are matched on it instead of on image similarity")

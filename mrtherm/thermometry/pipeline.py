@@ -125,7 +125,20 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         kernel_seconds=th.engine.kernel_seconds() if profile else None)
 
 
-def process_to_folder(exam, out_dir, params=None, *, figures=True, **kwargs) -> ThermometryResult:
+def _add_probes(result, probes, cold_alarm_c):
+    """report.json ``probes``, the probe alarms and the curves for the figures."""
+    from mrtherm.probes.report import analyse  # noqa: PLC0415
+    section, alarms, curves = analyse(probes, result.params, series=result.temperature_path,
+                                      sd_map=result.host("temperature_sd_c"), affine=result.affine,
+                                      frame_times_s=result.frame_times_s, cold_alarm_c=cold_alarm_c)
+    result.report["probes"] = section
+    result.report["alarms"] = list(result.report["alarms"]) + alarms
+    result.alarms = list(result.alarms) + alarms
+    result.probe_curves = (curves, cold_alarm_c)
+
+
+def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, cold_alarm_c=None,
+                      **kwargs) -> ThermometryResult:
     """:func:`process` with every output written to ``out_dir`` completely or not at all.
 
     The temperature series streams into the staging folder (memory flat in frames); the
@@ -139,6 +152,11 @@ def process_to_folder(exam, out_dir, params=None, *, figures=True, **kwargs) -> 
     params : ThermometryParams, optional
     figures : bool
         Write ``figures/*.png``.
+    probes : dict of str to Probe, optional
+        Probe readings (:mod:`mrtherm.probes`): report.json gains ``probes`` (MR at each positioned probe
+        against its readings, the probe's dose) and the probe alarms; a figure per probe.
+    cold_alarm_c : float, optional
+        Cold alarm of watched probes (cryoablation), C.
     **kwargs
         Passed to :func:`process` (labels, drift_roi, backend, ...).
 
@@ -152,6 +170,8 @@ def process_to_folder(exam, out_dir, params=None, *, figures=True, **kwargs) -> 
     with atomic.staged(out_dir) as stage:
         result = process(exam, params, keep_temperature=False,
                          temperature_path=os.path.join(stage, "temperature.nii.gz"), **kwargs)
+        if probes:
+            _add_probes(result, probes, cold_alarm_c)
         result.write_into(stage, figures=figures)
     result.temperature_path = os.path.join(os.path.abspath(out_dir), "temperature.nii.gz")
     return result

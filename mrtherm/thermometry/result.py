@@ -117,6 +117,7 @@ class ThermometryResult:
     report: dict
     temperature_path: str | None = None
     thermometer: object = dataclasses.field(default=None, repr=False)  # the finished Thermometer (treatments)
+    probe_curves: object = dataclasses.field(default=None, repr=False)  # (curves, cold alarm) for probe figures
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -246,6 +247,11 @@ class ThermometryResult:
             from mrtherm.thermometry import figures as figs
             for n in figs.write_all(os.path.join(folder, "figures"), self):
                 written.append(f"figures/{n}")
+            if self.probe_curves is not None:
+                from mrtherm.probes.report import write_figures  # noqa: PLC0415
+                curves, cold = self.probe_curves
+                written += [f"figures/{n}" for n in write_figures(os.path.join(folder, "figures"), curves,
+                                                                   self.params, cold)]
         report = dict(self.report)
         report["outputs"] = sorted(written + ["report.json"])
         with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as fh:

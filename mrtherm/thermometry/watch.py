@@ -22,7 +22,8 @@ def format_alarm(alarm: dict, celsius: str = "C") -> str:
     Parameters
     ----------
     alarm : dict
-        ``structure``, ``quantity``, ``value``, ``threshold``, ``unit`` and ``time_s`` (report.json's alarms).
+        ``structure``, ``quantity``, ``value``, ``threshold``, ``unit`` and ``time_s`` (report.json's alarms);
+        ``comparison`` (default ``">="``; ``"<="`` for cold alarms).
     celsius : str
         How to write the temperature unit (``"°C"`` where the display has the glyph).
 
@@ -39,7 +40,8 @@ def format_alarm(alarm: dict, celsius: str = "C") -> str:
     'ALARM spinal cord: temperature 47 C >= 45 C at t = 20.0 s'
     """
     unit = celsius if alarm["unit"] == "C" else alarm["unit"]
-    return (f"ALARM {alarm['structure']}: {alarm['quantity']} {alarm['value']:.3g} {unit} >= {alarm['threshold']:g} "
+    op = alarm.get("comparison", ">=")  # "<=" for cold alarms (cryoablation)
+    return (f"ALARM {alarm['structure']}: {alarm['quantity']} {alarm['value']:.3g} {unit} {op} {alarm['threshold']:g} "
             f"{unit} at t = {alarm['time_s']:.1f} s")
 
 
