@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from mrtherm import __version__
-from mrtherm.cli import demo, live, phantom, probes, run, view, window
+from mrtherm.cli import demo, evaluate, live, phantom, probes, run, view, window
 from mrtherm.cli.common import EXIT_USER_ERROR
 from mrtherm.errors import MrthermError
 
@@ -26,6 +26,7 @@ def build_parser():
     run.add_parser(sub)
     live.add_parser(sub)
     probes.add_parser(sub)
+    evaluate.add_parser(sub)
     window.add_parsers(sub)
     view.add_parser(sub)
     return p

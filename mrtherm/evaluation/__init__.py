@@ -1,0 +1,1 @@
+"""Post-treatment evaluation: the predicted ablation against the non-perfused volume (NPV)."""
