@@ -11,6 +11,8 @@ from mrtherm.io.dicom.synth import VENDORS
 def cmd_phantom(args):
     """Write the phantom (and its DICOM on request); returns the exit status."""
     from mrtherm.phantom import MOTION_DEFAULTS, make_phantom, write_phantom
+    if args.cryo:
+        return _cryo(args)
     frames = args.frames if args.frames is not None else (MOTION_DEFAULTS["n_frames"] if args.motion else 40)
     if frames < 2:
         raise ParameterError(f"--frames must be at least 2, got {frames}")
@@ -33,6 +35,20 @@ def cmd_phantom(args):
     return 0
 
 
+def _cryo(args):
+    from mrtherm.cryo.phantom import make_cryo_phantom, write_cryo_extras
+    from mrtherm.phantom import write_phantom
+    if args.motion or args.dicom:
+        raise ParameterError("--cryo does not combine with --motion or --dicom")
+    ph = make_cryo_phantom(**({"n_frames": args.frames} if args.frames else {}), seed=args.seed)
+    paths = write_phantom(args.out, ph, phase_format=args.phase_format)
+    paths.update(write_cryo_extras(args.out, ph))
+    print(f"cryo phantom written to {os.path.dirname(paths['magnitude'])}")
+    for k, v in paths.items():
+        print(f"  {k:18s} {os.path.basename(v)}")
+    return 0
+
+
 def add_parser(sub):
     """Add the ``phantom`` command to the sub-parsers ``sub``."""
     ph = sub.add_parser("phantom", help="write the synthetic bone-ablation exam with ground truth")
@@ -44,6 +60,8 @@ def add_parser(sub):
                     "4 mm against the bone, respiratory B0 change, heating attached to tissue (truth in image and "
                     "tissue coordinates, respiration.tsv)")
     ph.add_argument("--motion-mm", type=float, help="--motion: tissue displacement at inhale, mm (default 4)")
+    ph.add_argument("--cryo", action="store_true", help="cryoablation: an ice ball growing from a probe tip next to "
+                    "a nerve root (truth temperature and ice volume per frame), probes.json and a thermocouple log")
     ph.add_argument("--seed", type=int, default=0)
     ph.add_argument("--dicom", choices=VENDORS, help="also write the exam as DICOM in this vendor's convention, "
                     "in OUT/dicom")

@@ -70,6 +70,7 @@ def cmd_run(args):
         if args.treatment_grid:
             raise ParameterError("--treatment-grid needs a DICOM treatment of several sonications (--dicom)")
         exam = exam_from_args(args)
+    cryo = cryo_from_args(args)
     respiration = None
     if args.respiration:
         from mrtherm.io.respiration import read_respiration
@@ -77,7 +78,7 @@ def cmd_run(args):
     result = process_to_folder(exam, args.out, params_from_args(args), labels=args.labels, drift_roi=args.drift_roi,
                                label_table=args.label_table, backend=args.backend, progress=not args.quiet,
                                figures=not args.no_figures, respiration=respiration, probes=probes,
-                               cold_alarm_c=args.probe_cold_alarm_c)
+                               cold_alarm_c=_cold_alarm(args), cryo=cryo)
     if not args.quiet:
         print(f"outputs written to {os.path.abspath(args.out)}")
         print(result.summary())
@@ -169,10 +170,37 @@ def add_probe_arguments(r):
                    help="cold alarm of watched probes (cryoablation), C (default: none for hifu, 10 for cryo)")
 
 
+def _cold_alarm(args):
+    if args.probe_cold_alarm_c is not None:
+        return args.probe_cold_alarm_c
+    return 10.0 if args.modality == "cryo" else None
+
+
+def cryo_from_args(args):
+    """CryoParams for ``--modality cryo`` (tips from --cryo-tip and cryoprobes in --probe-positions), else None."""
+    if args.modality != "cryo":
+        if args.cryo_tip:
+            raise ParameterError("--cryo-tip needs --modality cryo")
+        return None
+    from mrtherm.cryo import CryoParams
+    tips = [tuple(t) for t in args.cryo_tip or []]
+    if any(len(t) != 3 for t in tips):
+        raise ParameterError("--cryo-tip takes X,Y,Z in world mm")
+    if args.probe_positions:
+        import json
+        try:
+            with open(args.probe_positions, encoding="utf-8") as fh:
+                tips += [tuple(p["position_mm"]) for p in json.load(fh)["probes"] if p.get("kind") == "cryoprobe"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # read_probe_positions reports a malformed file
+    return CryoParams(probe_temperature_c=args.cryo_probe_temp_c, margin_alarm_mm=args.cryo_margin_mm,
+                      tips_mm=tuple(tips)).validate()
+
+
 def probes_from_args(args):
     """The probe set of ``--probes`` / ``--probe-positions`` (or None)."""
     if not getattr(args, "probes", None):
-        if getattr(args, "probe_positions", None):
+        if getattr(args, "probe_positions", None) and getattr(args, "modality", "hifu") != "cryo":
             raise ParameterError("--probe-positions needs --probes LOG.csv")
         return None
     from mrtherm.probes import read_probe_log, read_probe_positions
@@ -189,6 +217,15 @@ def add_parser(sub):
     r.add_argument("--out", required=True, help="output folder (not an input folder)")
     add_processing_arguments(r)
     add_probe_arguments(r)
+    r.add_argument("--modality", choices=("hifu", "cryo"), default="hifu",
+                   help="cryo: segment the ice ball per frame, mask it out of PRF, model isotherms inside it, "
+                        "margins to the cord and nerve roots")
+    r.add_argument("--cryo-tip", action="append", type=float_list, metavar="X,Y,Z",
+                   help="cryoprobe tip, world mm (repeat per probe; also probes with \"kind\": \"cryoprobe\" in "
+                        "--probe-positions)")
+    r.add_argument("--cryo-probe-temp-c", type=float, default=-150.0, help="cryoprobe surface temperature (C)")
+    r.add_argument("--cryo-margin-mm", type=float, default=3.0,
+                   help="alarm when an isotherm comes this close to the cord or a nerve root (mm)")
     r.add_argument("--respiration", metavar="LOG.tsv",
                    help="respiratory signal (bellows/navigator; columns time_s and respiration): library entries "
                         "are matched on it instead of on image similarity")

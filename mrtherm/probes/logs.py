@@ -3,7 +3,9 @@
 Log: CSV with a header ``time_s,probe,temperature_c`` (any column order, one row
 per reading, probes interleaved in any order). Positions: JSON
 ``{"probes": [{"name": ..., "position_mm": [x, y, z], "watch": true|false}]}``
-in world RAS+ mm (``watch`` defaults to false). Bad files give one-line
+in world RAS+ mm (``watch`` defaults to false); an entry with ``"kind":
+"cryoprobe"`` is a cryoprobe tip (``--modality cryo``) and needs no readings.
+Bad files give one-line
 :class:`~mrtherm.errors.InputFileError` messages naming the file, the row or the
 probe.
 """
@@ -127,7 +129,7 @@ def read_probe_positions(path, probes: dict | None = None) -> dict:
         with open(path, encoding="utf-8") as fh:
             entries = json.load(fh)["probes"]
         parsed = [(str(e["name"]), np.asarray(e["position_mm"], dtype=np.float64), bool(e.get("watch", False)))
-                  for e in entries]
+                  for e in entries if e.get("kind") != "cryoprobe" or (probes is not None and e["name"] in probes)]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputFileError(path, f'not a probe positions file {{"probes": [{{"name", "position_mm", "watch"}}]}} '
                                    f"({exc.__class__.__name__})") from None

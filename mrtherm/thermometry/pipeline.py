@@ -59,7 +59,8 @@ def _hottest_curve(th, temperature, temperature_path):
 
 def process(exam, params: ThermometryParams | None = None, *, labels=None, drift_roi=None, label_table=None,
             backend: str = "auto", keep_temperature: bool = True, temperature_path=None, progress: bool = False,
-            profile: bool = False, progress_callback=None, respiration=None, **overrides) -> ThermometryResult:
+            profile: bool = False, progress_callback=None, respiration=None, cryo=None,
+            **overrides) -> ThermometryResult:
     """Temperature and thermal dose maps of a whole exam (see :class:`mrtherm.Thermometer` for the physics).
 
     Parameters
@@ -83,6 +84,10 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     respiration : sequence of float, optional
         Respiratory signal (bellows, navigator) per frame: the library modes match entries on it
         (:func:`mrtherm.io.respiration.read_respiration` reads a log).
+    cryo : CryoParams, optional
+        Cryoablation (:mod:`mrtherm.cryo`): the ice ball is segmented per frame and masked out of PRF (NaN in the
+        temperature, dose and Tmax), the model isotherms and margins go to report.json ``cryo`` and the maps
+        ``tmin``, ``ice_extent`` and ``isotherm_<T>c``.
 
     Returns
     -------
@@ -108,21 +113,45 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         th.engine.enable_timing()
     temperature = th.xp.empty((nt,) + tuple(exam.shape_zyx), dtype=th.xp.float32) if keep_temperature else None
     with _temperature_writer(temperature_path, exam) as writer:
-        upcoming = th.to_device(baseline[0])
+        watch = _cryo_watch(cryo, th)
+        parts = baseline[0]
+        upcoming = th.to_device(parts)
         for t in _frame_range(nt, progress):
             temp = th.update(upcoming, exam.frame_times_s[t], respiration=resp[t])
+            if watch is not None:
+                temp = watch.update(exam.frame_times_s[t], _magnitude(parts), to_numpy(temp))
             if t + 1 < nt:  # the next read overlaps the device's work on frame t
-                upcoming = th.to_device(baseline[t + 1] if t + 1 < n_base else exam.frame_parts(t + 1))
+                parts = baseline[t + 1] if t + 1 < n_base else exam.frame_parts(t + 1)
+                upcoming = th.to_device(parts)
             if temperature is not None:
                 temperature[t, ...] = temp
             if writer is not None:
                 writer.write(to_numpy(temp))
             if progress_callback is not None:
                 progress_callback(t + 1, nt)
-    return ThermometryResult.from_thermometer(
+    result = ThermometryResult.from_thermometer(
         th, exam, temperature=temperature, temperature_path=temperature_path,
         hottest_curve=_hottest_curve(th, temperature, temperature_path), out_xp=exam.in_memory_namespace,
         kernel_seconds=th.engine.kernel_seconds() if profile else None)
+    if watch is not None:
+        result.apply_cryo(watch)
+    return result
+
+
+def _cryo_watch(cryo, th):
+    if cryo is None:
+        return None
+    from mrtherm.cryo import CryoWatch  # noqa: PLC0415
+    reliable = np.asarray(th.reliability.snr) >= th.params.snr_threshold
+    return CryoWatch(cryo, th.anatomy, reliable, th.affine, th.labels)
+
+
+def _magnitude(parts):
+    """Host magnitude of a frame given as ``(a, b, polar)`` or a complex array."""
+    if not isinstance(parts, tuple):
+        return np.abs(to_numpy(parts))
+    a, b, polar = parts
+    return np.abs(to_numpy(a)) if polar else np.hypot(to_numpy(a), to_numpy(b))
 
 
 def _add_probes(result, probes, cold_alarm_c):

@@ -118,6 +118,34 @@ class ThermometryResult:
     temperature_path: str | None = None
     thermometer: object = dataclasses.field(default=None, repr=False)  # the finished Thermometer (treatments)
     probe_curves: object = dataclasses.field(default=None, repr=False)  # (curves, cold alarm) for probe figures
+    cryo_maps: dict | None = None  # tmin, ice extent, isotherm masks (cryoablation)
+
+    def apply_cryo(self, watch):
+        """Mask the ice out of dose and Tmax (PRF is noise there), add the cryo report, maps and alarms.
+
+        Parameters
+        ----------
+        watch : mrtherm.cryo.CryoWatch
+            After the last frame.
+        """
+        ice = watch.masked_extent
+        self.dose_cem43_min = np.where(ice, np.nan, to_numpy(self.dose_cem43_min))
+        self.tmax_c = np.where(ice, np.nan, to_numpy(self.tmax_c)).astype(np.float32)
+        self.lesions = {lev: to_numpy(les) & ~ice for lev, les in self.lesions.items()}
+        vox_ml = voxel_volume_ml(self.affine)
+        self.lesion_volumes_ml = {lev: float(les.sum() * vox_ml) for lev, les in self.lesions.items()}
+        self.report["results"]["lesion_volumes_ml"] = {f"{lev:g}": v for lev, v in self.lesion_volumes_ml.items()}
+        res = self.report["results"]
+        finite = np.isfinite(self.tmax_c)
+        res["peak_temperature_c"] = float(np.nanmax(self.tmax_c)) if finite.any() else None
+        res["max_dose_cem43_min"] = float(np.nanmax(self.dose_cem43_min)) if finite.any() else None
+        if res.get("hottest_voxel_zyx") and finite.any():
+            hot = tuple(int(v) for v in np.unravel_index(int(np.nanargmax(self.tmax_c)), self.tmax_c.shape))
+            res["hottest_voxel_zyx"], self.hottest_voxel_zyx = list(hot), hot
+        self.report["cryo"] = watch.report()
+        self.report["alarms"] = list(self.report["alarms"]) + watch.alarms
+        self.alarms = list(self.alarms) + watch.alarms
+        self.cryo_maps = watch.maps()
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -240,6 +268,7 @@ class ThermometryResult:
             maps["labels.nii.gz"] = np.asarray(self.labels, dtype=np.int16)
         for level, les in self.lesions.items():
             maps[f"lesion_{level_name(level)}.nii.gz"] = to_numpy(les).astype(np.uint8)
+        maps.update(self.cryo_maps or {})
         for name, arr in maps.items():
             niftiio.save_volume(arr, aff, os.path.join(folder, name))
             written.append(name)

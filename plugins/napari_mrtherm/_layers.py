@@ -123,6 +123,8 @@ def run_layers(folder) -> list:
         final = m.load_zyx(p)[0] if os.path.exists(p) else None
         layers += dose_layers(cumulative, aff, levels, meta, final_dose=final)
         layers.insert(len(layers) - len(levels), temperature_layer(temp, aff, meta))
+    layers += cryo_layers(folder, report, meta)
+    layers += probe_layers(report, meta, m.voxel_sizes_zyx(grid) if grid is not None else np.ones(3))
     window = os.path.join(folder, "window", "report.json")
     if is_mrtherm_report(window) == "window":
         bounds = m.volume_bounds_zyx(grid, shape) if grid is not None else None
@@ -181,6 +183,49 @@ def window_layers(report_or_path, bounds_zyx=None, scale_zyx=None) -> list:
     layers.append(((target / scale)[None, :], {"name": "target", "size": 3, "face_color": "yellow",
                                                "metadata": meta, **where}, "points"))
     return layers
+
+
+ISOTHERM_COLOURS = {0.0: (0.3, 0.8, 1.0, 1.0), -20.0: (0.2, 0.4, 1.0, 1.0), -40.0: (0.6, 0.2, 1.0, 1.0)}
+
+
+def cryo_layers(folder, report, meta) -> list:
+    """Outline layers of the cryo isotherms (ice edge 0 C, lethal -20 / -40 C) of a ``--modality cryo`` run."""
+    cryo = report.get("cryo")
+    if not cryo:
+        return []
+    layers = []
+    for iso in cryo.get("isotherms_c", []):
+        path = os.path.join(folder, f"isotherm_{iso:g}c.nii.gz")
+        if not os.path.exists(path):
+            continue
+        data, aff = m.load_zyx(path)
+        colour = ISOTHERM_COLOURS.get(float(iso), (1.0, 1.0, 1.0, 1.0))
+        layers.append((np.asarray(data, np.int32), {
+            "name": f"{iso:g} °C isotherm" + (" (ice edge)" if iso == 0 else " (model)"), "contour": 1,
+            "colormap": {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: colour}, "opacity": 1.0, **m.placement(aff),
+            "metadata": _meta("isotherm", aff, meta, isotherm_c=float(iso))}, "labels"))
+    return layers
+
+
+def probe_layers(report, meta, scale_zyx) -> list:
+    """Probes with positions as a points layer, each labelled with its readings' peak and, when known, MR's."""
+    entries = [e for e in (report.get("probes") or {}).get("probes", []) if e.get("position_mm") is not None]
+    if not entries:
+        return []
+    coords = np.array([e["position_mm"][::-1] for e in entries], dtype=float)  # world (Z, Y, X) mm
+    texts = []
+    for e in entries:
+        mr = e.get("mr") or {}
+        line = f"{e['name']}: probe peak {e['peak_c']:.1f} °C" if e.get("peak_c") is not None else e["name"]
+        if mr.get("peak_c") is not None:
+            line += f", MR {mr['peak_c']:.1f} °C, lag {mr['lag_s'] or 0:.1f} s"
+        texts.append(line + (" (watched)" if e.get("watch") else ""))
+    colours = ["red" if e.get("watch") else "white" for e in entries]
+    scale = np.asarray(scale_zyx, dtype=float)
+    style = {"name": "probes", "size": 3, "face_color": colours, "features": {"readout": texts},
+             "text": {"string": "{readout}", "size": 9, "color": "white", "anchor": "upper_left"},
+             "metadata": {**meta, "kind": "probes"}, **m.points_placement(scale)}
+    return [(coords / scale, style, "points")]
 
 
 def map_layer(path) -> list:
