@@ -15,7 +15,8 @@ EXAMPLE_MODULES = ["mrtherm.geometry", "mrtherm.thermometry.dose", "mrtherm.ther
                    "mrtherm.thermometry.prf", "mrtherm.thermometry.thermometer", "mrtherm.thermometry.watch",
                    "mrtherm.window.acoustics", "mrtherm.window.trace", "mrtherm.live.treatment",
                    "mrtherm.io.dicom.sonications", "mrtherm.thermometry.reference", "mrtherm.thermometry.background",
-                   "mrtherm.thermometry.motion"]
+                   "mrtherm.thermometry.motion", "mrtherm.probes.analysis", "mrtherm.evaluation.metrics",
+                   "mrtherm.cryo.model"]
 
 
 def test_public_functions_have_their_docstring_sections(capsys):

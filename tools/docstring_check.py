@@ -12,7 +12,8 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NUMPYDOC_PATHS = ("mrtherm/thermometry/", "mrtherm/window/", "mrtherm/live/", "mrtherm/geometry.py", "mrtherm/backend.py")
+NUMPYDOC_PATHS = ("mrtherm/thermometry/", "mrtherm/window/", "mrtherm/live/", "mrtherm/probes/", "mrtherm/cryo/",
+                  "mrtherm/evaluation/", "mrtherm/geometry.py", "mrtherm/backend.py")
 
 
 def _public(tree):

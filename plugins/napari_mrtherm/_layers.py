@@ -188,6 +188,14 @@ def window_layers(report_or_path, bounds_zyx=None, scale_zyx=None) -> list:
 ISOTHERM_COLOURS = {0.0: (0.3, 0.8, 1.0, 1.0), -20.0: (0.2, 0.4, 1.0, 1.0), -40.0: (0.6, 0.2, 1.0, 1.0)}
 
 
+def in_plane_outline(mask_zyx):
+    """The in-plane boundary of a mask (int32 1 on it): an isotherm drawn as a line over the anatomy."""
+    from scipy import ndimage  # noqa: PLC0415
+    mask = np.asarray(mask_zyx) > 0
+    inner = ndimage.binary_erosion(mask, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
+    return (mask & ~inner).astype(np.int32)
+
+
 def cryo_layers(folder, report, meta) -> list:
     """Outline layers of the cryo isotherms (ice edge 0 C, lethal -20 / -40 C) of a ``--modality cryo`` run."""
     cryo = report.get("cryo")
@@ -200,8 +208,8 @@ def cryo_layers(folder, report, meta) -> list:
             continue
         data, aff = m.load_zyx(path)
         colour = ISOTHERM_COLOURS.get(float(iso), (1.0, 1.0, 1.0, 1.0))
-        layers.append((np.asarray(data, np.int32), {
-            "name": f"{iso:g} °C isotherm" + (" (ice edge)" if iso == 0 else " (model)"), "contour": 1,
+        layers.append((in_plane_outline(data), {
+            "name": f"{iso:g} °C isotherm" + (" (ice edge)" if iso == 0 else " (model)"),
             "colormap": {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: colour}, "opacity": 1.0, **m.placement(aff),
             "metadata": _meta("isotherm", aff, meta, isotherm_c=float(iso))}, "labels"))
     return layers

@@ -245,3 +245,31 @@ def test_layers_of_a_result_match_the_files(run_folder):
     names = [kw["name"] for _d, kw, _k in _layers.run_layers(run_folder)]
     assert names.index("anatomy") < names.index("CEM43 dose (log10 min)") < names.index("temperature (C)") \
         < names.index("lesion 240 CEM43 (cyan)")
+
+
+def test_cryo_run_shows_isotherm_contours_and_probes(make_napari_viewer, tmp_path):
+    """A --modality cryo run: one outline layer per isotherm where the maps say, and the probes as points at their
+    world positions with their readouts."""
+    from mrtherm.cli import main
+    assert main(["phantom", "--cryo", "--frames", "16", "--out", str(tmp_path / "ph")]) == 0
+    ph = tmp_path / "ph"
+    assert main(["run", "--magnitude", str(ph / "magnitude.nii.gz"), "--phase", str(ph / "phase.nii.gz"),
+                 "--labels", str(ph / "labels.nii.gz"), "--baseline-frames", "4", "--modality", "cryo",
+                 "--probes", str(ph / "probe_log.csv"), "--probe-positions", str(ph / "probes.json"),
+                 "--out", str(tmp_path / "run"), "--quiet", "--no-figures"]) == 0
+    viewer = _open_run(make_napari_viewer, str(tmp_path / "run"))
+    edge = layer_named(viewer, "0 °C isotherm")
+    lethal = layer_named(viewer, "-40 °C isotherm")
+    ice = nib.load(tmp_path / "run" / "isotherm_0c.nii.gz")
+    mask = np.asarray(ice.dataobj).transpose(2, 1, 0) > 0
+    assert edge.data.any() and lethal.data.any() and lethal.data.sum() < edge.data.sum()
+    assert not (edge.data.astype(bool) & ~mask).any()  # a line on the ice ...
+    interior = mask.copy()
+    interior[:, 1:-1, 1:-1] &= mask[:, :-2, 1:-1] & mask[:, 2:, 1:-1] & mask[:, 1:-1, :-2] & mask[:, 1:-1, 2:]
+    assert not (edge.data.astype(bool) & interior).any()  # ... along its edge only
+    z, y, x = np.argwhere(edge.data > 0)[0]
+    np.testing.assert_allclose(edge.data_to_world([z, y, x]), (ice.affine @ [x, y, z, 1])[:3][::-1], atol=1e-6)
+    probes = layer_named(viewer, "probes")
+    positions = {p["name"]: p["position_mm"] for p in json.load(open(ph / "probes.json"))["probes"]}
+    np.testing.assert_allclose(probes.data_to_world(probes.data[0]), positions["root"][::-1], atol=1e-6)
+    assert probes.features["readout"][0].startswith("root: probe peak")
