@@ -63,7 +63,10 @@ def _mr_part(probe, series, sd_map, affine, frame_times_s, n_frames):
     sd = sample_volume(sd_map, start, w) if sd_map is not None else float("nan")
     times = np.asarray(frame_times_s, dtype=np.float64)
     stats = compare(times, mr, probe.times_s, probe.temperature_c)
+    inside = (times >= probe.times_s[0]) & (times <= probe.times_s[-1])
+    at_frames = np.where(inside, np.interp(times, probe.times_s, probe.temperature_c), np.nan)
     part = {"inside_grid": True, "voxel_zyx": [int(v) for v in start], "sd_c": sd if np.isfinite(sd) else None,
+            "probe_at_frames_c": [None if not np.isfinite(v) else float(v) for v in at_frames],
             "peak_c": float(np.nanmax(mr)) if np.isfinite(mr).any() else None,
             "temperature_c": [None if not np.isfinite(v) else float(v) for v in mr], **stats}
     return part, {"times_s": times, "temperature_c": mr, "sd_c": sd}

@@ -215,24 +215,33 @@ def cryo_layers(folder, report, meta) -> list:
     return layers
 
 
+def probe_readout(entry, frame) -> str:
+    """One probe's label: at ``frame`` its reading and MR (with its SD) when known, else its peaks and lag."""
+    mr = entry.get("mr") or {}
+    name = entry["name"] + (" (watched)" if entry.get("watch") else "")
+    if frame is not None and mr.get("temperature_c") and frame < len(mr["temperature_c"]):
+        probe, here = mr["probe_at_frames_c"][frame], mr["temperature_c"][frame]
+        parts = [f"probe {probe:.1f} °C" if probe is not None else "probe -",
+                 f"MR {here:.1f} ± {mr['sd_c'] or 0:.1f} °C" if here is not None else "MR masked"]
+        return f"{name}: " + ", ".join(parts)
+    line = f"{name}: probe peak {entry['peak_c']:.1f} °C" if entry.get("peak_c") is not None else name
+    if mr.get("peak_c") is not None:
+        line += f", MR peak {mr['peak_c']:.1f} °C, lag {mr['lag_s'] or 0:.1f} s"
+    return line
+
+
 def probe_layers(report, meta, scale_zyx) -> list:
     """Probes with positions as a points layer, each labelled with its readings' peak and, when known, MR's."""
     entries = [e for e in (report.get("probes") or {}).get("probes", []) if e.get("position_mm") is not None]
     if not entries:
         return []
     coords = np.array([e["position_mm"][::-1] for e in entries], dtype=float)  # world (Z, Y, X) mm
-    texts = []
-    for e in entries:
-        mr = e.get("mr") or {}
-        line = f"{e['name']}: probe peak {e['peak_c']:.1f} °C" if e.get("peak_c") is not None else e["name"]
-        if mr.get("peak_c") is not None:
-            line += f", MR {mr['peak_c']:.1f} °C, lag {mr['lag_s'] or 0:.1f} s"
-        texts.append(line + (" (watched)" if e.get("watch") else ""))
+    texts = [probe_readout(e, None) for e in entries]
     colours = ["red" if e.get("watch") else "white" for e in entries]
     scale = np.asarray(scale_zyx, dtype=float)
     style = {"name": "probes", "size": 3, "face_color": colours, "features": {"readout": texts},
              "text": {"string": "{readout}", "size": 9, "color": "white", "anchor": "upper_left"},
-             "metadata": {**meta, "kind": "probes"}, **m.points_placement(scale)}
+             "metadata": {"mrtherm": {**meta, "kind": "probes", "entries": entries}}, **m.points_placement(scale)}
     return [(coords / scale, style, "points")]
 
 

@@ -15,7 +15,7 @@ import weakref
 
 import numpy as np
 
-from . import _model, _text
+from . import _layers, _model, _text
 
 ORIENTATION = ("up", "left")  # radiological: anterior (+Y) up, patient's right (+X) on the screen's left
 NEUROLOGICAL = ("up", "right")
@@ -173,7 +173,12 @@ class OperatorView:
                                   report.get("alarms"), legend, self.readout)
 
     def update(self):
-        """Refresh the canvas text (called on slider moves, layer changes and mouse moves)."""
+        """Refresh the canvas text and the probe readouts (called on slider moves, layer changes, mouse moves)."""
+        frame = self.current_frame() if self.temperature_layer() is not None else None
+        for layer in layers_of_kind(self.viewer, "probes"):
+            texts = [_layers.probe_readout(e, frame) for e in meta(layer)["entries"]]
+            if list(layer.features["readout"]) != texts:
+                layer.features = {"readout": texts}
         text, alarm = self.status()
         overlay = text_overlay(self.viewer)
         overlay.text = text

@@ -272,4 +272,12 @@ def test_cryo_run_shows_isotherm_contours_and_probes(make_napari_viewer, tmp_pat
     probes = layer_named(viewer, "probes")
     positions = {p["name"]: p["position_mm"] for p in json.load(open(ph / "probes.json"))["probes"]}
     np.testing.assert_allclose(probes.data_to_world(probes.data[0]), positions["root"][::-1], atol=1e-6)
-    assert probes.features["readout"][0].startswith("root: probe peak")
+    # readouts follow the time slider: at the last frame the root reads the log and MR there
+    entry = [e for e in json.load(open(tmp_path / "run" / "report.json"))["probes"]["probes"] if e["name"] == "root"][0]
+    temp = layer_named(viewer, "temperature")
+    last = temp.data.shape[0] - 1
+    viewer.dims.set_point(0, float(temp.data_to_world([last, 0, 0, 0])[0]))
+    reading = entry["mr"]["probe_at_frames_c"][last]
+    assert probes.features["readout"][0].startswith(f"root (watched): probe {reading:.1f} °C")
+    viewer.dims.set_point(0, float(temp.data_to_world([0, 0, 0, 0])[0]))
+    assert probes.features["readout"][0].startswith(f"root (watched): probe {entry['mr']['probe_at_frames_c'][0]:.1f}")
