@@ -7,9 +7,10 @@ components touching a probe tip (within 2 voxels), or without tips of at least
 ``min_ice_voxels``, are kept. Inside the ice the temperature comes from the
 model (:mod:`mrtherm.cryo.model`) and PRF is masked (NaN), with the
 one-voxel in-plane rim around it (part ice, part water: partial volume);
-outside, PRF measures the cooled tissue. The distance to the ice edge is the Euclidean
-distance transform inside the ice less half a voxel (the edge lies between the
-last frozen and the first unfrozen voxel centre). Margins: the smallest
+outside, PRF measures the cooled tissue. The distance to the ice edge is the distance to
+the nearest unfrozen voxel that had signal at baseline (a voxel without signal,
+e.g. cortical bone, cannot show whether it froze) less half a voxel (the edge
+lies between the last frozen and the first unfrozen voxel centre). Margins: the smallest
 distance (mm, voxel centre to voxel centre) from an isotherm's region to the
 spinal cord (label 10) and to the nerve roots (label 11); an alarm the first
 time a margin falls below ``margin_alarm_mm``.
@@ -106,7 +107,10 @@ class CryoWatch:
         out = np.full(ice.shape, np.nan)
         if not ice.any():
             return out
-        to_edge = np.maximum(ndimage.distance_transform_edt(ice, sampling=self.spacing) - 0.5 * min(self.spacing), 0)
+        # the edge is where reliable tissue is unfrozen: voxels with no signal at baseline (cortical bone) cannot
+        # show ice, so they do not end the ball
+        unseen = ice | ~self.reliable
+        to_edge = np.maximum(ndimage.distance_transform_edt(unseen, sampling=self.spacing) - 0.5 * min(self.spacing), 0)
         if self.tips.any():
             to_probe = ndimage.distance_transform_edt(~self.tips, sampling=self.spacing)
         else:  # the deepest point of each component stands for the probe
