@@ -17,7 +17,7 @@ from . import _model as m
 
 
 def is_mrtherm_report(path) -> str | None:
-    """'run' or 'window' for an mrtherm report.json, else None."""
+    """'run', 'window' or 'evaluation' for an mrtherm report.json, else None."""
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
@@ -29,7 +29,31 @@ def is_mrtherm_report(path) -> str | None:
         return "run"
     if {"verdict", "elements", "rules", "active_fraction"} <= set(doc):
         return "window"
+    if {"npv_ml", "levels", "map_values"} <= set(doc):
+        return "evaluation"
     return None
+
+
+EVALUATION_COLOURS = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0.1, 0.85, 0.2, 0.6), 2: (1.0, 0.6, 0.0, 0.8),
+                      3: (0.95, 0.1, 0.1, 0.8)}
+
+
+def evaluation_layer(path):
+    """An ``evaluation_<level>.nii.gz`` map: green predicted and non-perfused, orange predicted but perfused
+    (under-treatment), red non-perfused but not predicted (over-treatment)."""
+    data, aff = m.load_zyx(path)
+    name = os.path.basename(os.fspath(path)).split(".nii")[0]
+    return (np.asarray(data, np.int32), {"name": name.replace("evaluation_", "evaluation "),
+                                         "colormap": EVALUATION_COLOURS, "opacity": 0.7, **m.placement(aff),
+                                         "metadata": _meta("evaluation", aff)}, "labels")
+
+
+def evaluation_layers(folder) -> list:
+    """The maps of an ``mrtherm evaluate`` folder, one labels layer per level."""
+    with open(os.path.join(folder, "report.json"), encoding="utf-8") as fh:
+        report = json.load(fh)
+    return [evaluation_layer(os.path.join(folder, n)) for n in report.get("outputs", [])
+            if n.startswith("evaluation_") and n.endswith(".nii.gz")]
 
 
 def _meta(kind, nifti_aff, base=None, **extra):
@@ -255,6 +279,8 @@ def map_layer(path) -> list:
         return dose_layers(np.asarray(data, np.float32)[None], aff, [240.0])[:1]
     if name == "labels.nii.gz":
         return [labels_layer(data, aff)]
+    if name.startswith("evaluation_"):
+        return [evaluation_layer(path)]
     if name in ("mask.nii.gz", "drift_reference.nii.gz") or name.startswith("lesion_"):
         return [(data.astype(np.int32), {"name": name.split(".")[0], **m.placement(aff)}, "labels")]
     kw = {"colormap": "gray"} if name == "anatomy.nii.gz" else {"colormap": "magma"}

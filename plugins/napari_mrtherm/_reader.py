@@ -25,6 +25,8 @@ def get_reader(path):
             return _with_view(lambda p: _layers.run_layers(p))
         if kind == "window":
             return _with_view(lambda p: _layers.window_layers(os.path.join(p, "report.json")))
+        if kind == "evaluation":
+            return _with_view(_layers.evaluation_layers)
         if _layers.looks_like_dicom_folder(path):
             return _with_view(_layers.dicom_layers)
         return None
@@ -35,8 +37,10 @@ def get_reader(path):
             return _with_view(lambda p: _layers.run_layers(os.path.dirname(p)))
         if kind == "window":
             return _with_view(_layers.window_layers)
+        if kind == "evaluation":
+            return _with_view(lambda p: _layers.evaluation_layers(os.path.dirname(p)))
         return None
-    if name in _layers.m.MRTHERM_MAPS or (name.startswith("lesion_") and name.endswith(".nii.gz")):
+    if name in _layers.m.MRTHERM_MAPS or (name.startswith(("lesion_", "evaluation_")) and name.endswith(".nii.gz")):
         return _with_view(_layers.map_layer)
     return None
 

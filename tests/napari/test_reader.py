@@ -281,3 +281,28 @@ def test_cryo_run_shows_isotherm_contours_and_probes(make_napari_viewer, tmp_pat
     assert probes.features["readout"][0].startswith(f"root (watched): probe {reading:.1f} °C")
     viewer.dims.set_point(0, float(temp.data_to_world([0, 0, 0, 0])[0]))
     assert probes.features["readout"][0].startswith(f"root (watched): probe {entry['mr']['probe_at_frames_c'][0]:.1f}")
+
+
+def test_evaluation_folder_opens_as_an_overlay_on_the_npv_grid(make_napari_viewer, tmp_path):
+    """``mrtherm evaluate`` output: one labels layer per level, placed on the NPV grid, 1/2/3 coloured."""
+    from mrtherm.cli import main
+    affine = np.diag([2.0, 2.0, 4.0, 1.0])
+    affine[:3, 3] = (-40.0, -30.0, -8.0)
+    dose = np.zeros((5, 32, 32))
+    dose[1:4, 10:20, 10:20] = 300.0
+    run = tmp_path / "run"
+    run.mkdir()
+    niftiio.save_volume(dose, affine, run / "dose_cem43.nii.gz")
+    (run / "report.json").write_text(json.dumps({"parameters": {"dose_levels_cem43_min": [240.0]}}))
+    npv = np.zeros((5, 32, 32), np.uint8)
+    npv[1:4, 12:22, 10:20] = 1  # two voxels further along y
+    niftiio.save_volume(npv, affine, tmp_path / "npv.nii.gz")
+    assert main(["evaluate", "--run", str(run), "--npv", str(tmp_path / "npv.nii.gz"), "--out",
+                 str(tmp_path / "eval"), "--quiet", "--no-figures"]) == 0
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "eval" / "report.json"), plugin=None)  # a folder: napari builtins claim it too
+    layer = layer_named(viewer, "evaluation 240")
+    assert set(np.unique(layer.data)) == {0, 1, 2, 3}
+    z, y, x = np.argwhere(layer.data == 2)[0]  # predicted, perfused: rows 10-11
+    assert 10 <= y < 12
+    np.testing.assert_allclose(layer.data_to_world([z, y, x]), (affine @ [x, y, z, 1])[:3][::-1], atol=1e-6)
