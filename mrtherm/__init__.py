@@ -15,15 +15,40 @@ carried unchanged, heating gives negative phase change for ``alpha_ppm_per_c < 0
 
 __version__ = "0.1.0"
 
-from mrtherm.errors import MrthermError, InputFileError, ParameterError, BackendUnavailableError
-from mrtherm.thermometry.dose import cem43
-from mrtherm.io.exam import Exam, load_exam
-from mrtherm.thermometry.pipeline import process, ThermometryParams
-from mrtherm.thermometry.result import ThermometryResult
-from mrtherm.thermometry.thermometer import Thermometer
-from mrtherm.phantom import make_phantom, write_phantom
-from mrtherm.window.transducer import Transducer, load_transducer, spherical_cap
-from mrtherm.window import Scene, WindowConfig, check_window, feasibility_map, load_labels
+# Public names resolve on first use (PEP 562): ``mrtherm --help`` and the command line's argument checks start
+# without NumPy, SciPy or nibabel; ``import mrtherm`` stays cheap until a name is touched.
+_PUBLIC = {
+    "MrthermError": "mrtherm.errors", "InputFileError": "mrtherm.errors", "ParameterError": "mrtherm.errors",
+    "BackendUnavailableError": "mrtherm.errors",
+    "cem43": "mrtherm.thermometry.dose",
+    "Exam": "mrtherm.io.exam", "load_exam": "mrtherm.io.exam",
+    "process": "mrtherm.thermometry.pipeline", "ThermometryParams": "mrtherm.thermometry.params",
+    "ThermometryResult": "mrtherm.thermometry.result",
+    "Thermometer": "mrtherm.thermometry.thermometer",
+    "make_phantom": "mrtherm.phantom", "write_phantom": "mrtherm.phantom",
+    "Transducer": "mrtherm.window.transducer", "load_transducer": "mrtherm.window.transducer",
+    "spherical_cap": "mrtherm.window.transducer",
+    "Scene": "mrtherm.window", "WindowConfig": "mrtherm.window", "check_window": "mrtherm.window",
+    "feasibility_map": "mrtherm.window", "load_labels": "mrtherm.window",
+}
+_SUBPACKAGES = ("cli", "cryo", "evaluation", "io", "live", "probes", "thermometry", "window", "backend", "errors",
+                "geometry", "phantom", "demo", "text")
+
+
+def __getattr__(name):
+    import importlib  # noqa: PLC0415
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"mrtherm.{name}")
+    raise AttributeError(f"module 'mrtherm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
+
 
 __all__ = [
     "__version__",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 from mrtherm.errors import ParameterError
-from mrtherm.io.dicom.synth import VENDORS
+# mrtherm.io.dicom.synth.VENDORS, spelled here so `mrtherm --help` does not import pydicom and NumPy
+# (tests/test_cli_startup.py checks they agree)
+VENDORS = ("siemens", "siemens-enhanced", "ge", "philips", "philips-enhanced")
 
 
 def cmd_phantom(args):

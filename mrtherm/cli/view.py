@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-from mrtherm.backend import first_entry_point
 from mrtherm.errors import MrthermError
 
 VIEWER_GROUP = "mrtherm.viewer"
@@ -26,6 +25,7 @@ def find_viewer():
     callable or None
         ``run_view``; None when no viewer (or its GUI toolkit) is installed.
     """
+    from mrtherm.backend import first_entry_point  # NumPy and array-api-compat: not for `--help`
     return first_entry_point(VIEWER_GROUP)
 
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from mrtherm.errors import MrthermError, ParameterError
-from mrtherm.window.outputs import window_summary, write_window_outputs
 
 
 def _vector(text: str, name: str):
@@ -17,6 +14,7 @@ def _vector(text: str, name: str):
         raise ParameterError(f"{name} must be three comma-separated numbers, got {text!r}") from None
     if len(v) != 3:
         raise ParameterError(f"{name} must be three comma-separated numbers, got {text!r}")
+    import numpy as np
     return np.asarray(v)
 
 
@@ -38,6 +36,8 @@ def cmd_window(args):
     from mrtherm.io.labels import LabelTable
     from mrtherm.window.transducer import load_transducer
     from mrtherm.window import WindowConfig, check_window, feasibility_map, load_labels
+    from mrtherm.window.outputs import window_summary, write_window_outputs
+    import numpy as np
     out = os.path.abspath(args.out)
     for p in (args.labels, args.transducer):
         if os.path.abspath(os.path.dirname(os.path.abspath(p))) == out:
