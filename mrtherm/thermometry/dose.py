@@ -49,6 +49,9 @@ def _regime_piece(t0, t1, dt_min, ln_r, below: bool, xp):
 def cem43_segment(t0_c, t1_c, dt_min):
     """CEM43 minutes accrued while temperature goes linearly from ``t0_c`` to ``t1_c``.
 
+    A segment on one side of 43 C costs one ``exp`` and one ``expm1`` (``R`` of that side); only segments
+    through 43 C are split there, and on NumPy and CuPy only those voxels are computed twice.
+
     Parameters
     ----------
     t0_c, t1_c : arrays of temperature in C (computed in float64)
@@ -60,9 +63,28 @@ def cem43_segment(t0_c, t1_c, dt_min):
     """
     xp = namespace(t0_c, t1_c)
     t0, t1 = xp.astype(t0_c, xp.float64), xp.astype(t1_c, xp.float64)
-    below = _regime_piece(t0, t1, dt_min, LN_R_BELOW, True, xp)
-    above = _regime_piece(t0, t1, dt_min, LN_R_ABOVE, False, xp)
-    return below + above
+    hi0, hi1 = t0 >= BREAKPOINT_C, t1 >= BREAKPOINT_C
+    # Most segments stay on one side of 43 C: one exponential and one expm1 per voxel, with that side's R.
+    ln_r = xp.where(hi0, xp.asarray(LN_R_ABOVE, dtype=xp.float64), xp.asarray(LN_R_BELOW, dtype=xp.float64))
+    g0 = xp.exp(ln_r * (BREAKPOINT_C - t0))
+    out = dt_min * g0 * _one_minus_exp_over(ln_r * (t1 - t0), xp)
+    cross = hi0 != hi1
+    if not bool(xp.any(cross)):
+        return out
+    # the few segments through 43 C: split there (both regimes), on those voxels only where the library can
+    if _masks_in_place(xp) and getattr(out, "ndim", 0) > 0 and getattr(dt_min, "ndim", 0) == 0:
+        a, b = t0[cross], t1[cross]
+        out[cross] = _regime_piece(a, b, dt_min, LN_R_BELOW, True, xp) + \
+            _regime_piece(a, b, dt_min, LN_R_ABOVE, False, xp)
+        return out
+    split = _regime_piece(t0, t1, dt_min, LN_R_BELOW, True, xp) + _regime_piece(t0, t1, dt_min, LN_R_ABOVE, False, xp)
+    return xp.where(cross, split, out)
+
+
+def _masks_in_place(xp) -> bool:
+    """NumPy and CuPy arrays take boolean-mask assignment; the generic path uses ``where``."""
+    import array_api_compat  # noqa: PLC0415
+    return array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp)
 
 
 def time_above_segment(t0_c, t1_c, dt_s, threshold_c):
