@@ -78,7 +78,7 @@ def cmd_run(args):
     result = process_to_folder(exam, args.out, params_from_args(args), labels=args.labels, drift_roi=args.drift_roi,
                                label_table=args.label_table, backend=args.backend, progress=not args.quiet,
                                figures=not args.no_figures, respiration=respiration, probes=probes,
-                               cold_alarm_c=_cold_alarm(args), cryo=cryo)
+                               cold_alarm_c=_cold_alarm(args), cryo=cryo, gzip_level=args.compress)
     if not args.quiet:
         print(f"outputs written to {os.path.abspath(args.out)}")
         print(result.summary())
@@ -231,6 +231,9 @@ def add_parser(sub):
                         "are matched on it instead of on image similarity")
     r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz",
                    help="--dicom with several sonications: grid of the cumulative dose (default: the first's)")
+    r.add_argument("--compress", type=int, choices=range(10), default=1, metavar="{0..9}",
+                   help="gzip level of the .nii.gz outputs: 0 stores them uncompressed (fastest; still .nii.gz that "
+                        "every NIfTI reader opens), 1 default, 9 smallest")
     r.add_argument("--no-figures", action="store_true")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_run)

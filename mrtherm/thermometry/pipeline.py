@@ -167,7 +167,7 @@ def _add_probes(result, probes, cold_alarm_c):
 
 
 def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, cold_alarm_c=None,
-                      **kwargs) -> ThermometryResult:
+                      gzip_level=niftiio.DEFAULT_GZIP_LEVEL, **kwargs) -> ThermometryResult:
     """:func:`process` with every output written to ``out_dir`` completely or not at all.
 
     The temperature series streams into the staging folder (memory flat in frames); the
@@ -186,6 +186,8 @@ def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, 
         against its readings, the probe's dose) and the probe alarms; a figure per probe.
     cold_alarm_c : float, optional
         Cold alarm of watched probes (cryoablation), C.
+    gzip_level : int
+        Compression of the ``.nii.gz`` outputs, 0 (stored: fastest, largest) to 9 (:func:`mrtherm.io.niftiio.gzip_level`).
     **kwargs
         Passed to :func:`process` (labels, drift_roi, backend, ...).
 
@@ -196,7 +198,7 @@ def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, 
     """
     import os  # noqa: PLC0415
     from mrtherm.io import atomic  # noqa: PLC0415
-    with atomic.staged(out_dir) as stage:
+    with atomic.staged(out_dir) as stage, niftiio.gzip_level(gzip_level):
         result = process(exam, params, keep_temperature=False,
                          temperature_path=os.path.join(stage, "temperature.nii.gz"), **kwargs)
         if probes:

@@ -1,0 +1,33 @@
+"""--compress: every output stays a valid .nii.gz with the same values; level 0 stores, level 9 shrinks."""
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+
+from mrtherm.cli import main
+
+
+def test_compression_levels_change_size_not_content(tmp_path):
+    assert main(["phantom", "--out", str(tmp_path / "ph"), "--frames", "8"]) == 0
+    ph = tmp_path / "ph"
+    outs = {}
+    for level in ("0", "9"):
+        out = tmp_path / f"run{level}"
+        assert main(["run", "--magnitude", str(ph / "magnitude.nii.gz"), "--phase", str(ph / "phase.nii.gz"),
+                     "--baseline-frames", "3", "--compress", level, "--out", str(out), "--quiet", "--no-figures"]) == 0
+        outs[level] = out
+    for name in ("temperature.nii.gz", "dose_cem43.nii.gz", "mask.nii.gz"):
+        a, b = nib.load(outs["0"] / name), nib.load(outs["9"] / name)
+        np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+        np.testing.assert_array_equal(a.affine, b.affine)
+    temp = outs["0"] / "temperature.nii.gz"
+    raw = len(gzip.decompress(temp.read_bytes()))  # a valid gzip stream
+    assert raw >= nib.load(temp).get_fdata().size * 4  # float32 data inside
+    assert temp.stat().st_size >= raw  # level 0: stored, not compressed
+    assert (outs["9"] / "temperature.nii.gz").stat().st_size < 0.9 * raw
+    import pytest
+    with pytest.raises(SystemExit) as exc:  # argparse: usage line and exit status 2
+        main(["run", "--magnitude", str(ph / "magnitude.nii.gz"), "--phase", str(ph / "phase.nii.gz"),
+              "--compress", "12", "--out", str(tmp_path / "bad"), "--quiet"])
+    assert exc.value.code == 2
