@@ -187,7 +187,8 @@ def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, 
     cold_alarm_c : float, optional
         Cold alarm of watched probes (cryoablation), C.
     gzip_level : int
-        Compression of the ``.nii.gz`` outputs, 0 (stored: fastest, largest) to 9 (:func:`mrtherm.io.niftiio.gzip_level`).
+        Compression of the ``.nii.gz`` outputs, 0 (stored: fastest, largest) to 9
+        (:func:`mrtherm.io.niftiio.gzip_level`).
     **kwargs
         Passed to :func:`process` (labels, drift_roi, backend, ...).
 
