@@ -23,6 +23,8 @@ from mrtherm.thermometry.engine import FLAG_MASK, FLAG_REF, EngineConfig
 from .kernels_loader import load_module
 
 BLOCK = 256
+# the kernels' block reductions shuffle with the full warp mask: every warp of a block must be complete
+assert BLOCK % 32 == 0, "BLOCK must be a multiple of the warp size (32) for the full-mask shuffles"
 PIXELS_PER_THREAD_REDUCE = 4
 
 
@@ -80,7 +82,9 @@ class FusedEngine:
                         for _ in range(2)]
         self._staged = [(cp.empty(self.shape, cp.float32), cp.empty(self.shape, cp.float32)) for _ in range(2)]
         self._copied = [None, None]
+        self._consumed = [None, None]  # per staged slot: the compute stream has finished reading it (pass1)
         self._slot = 0
+        self._last_slot = None
         self._events = None
 
     # ------------------------------------------------------------------ reference and state
@@ -148,11 +152,16 @@ class FusedEngine:
         np.copyto(pa, np.asarray(a, dtype=np.float32))
         np.copyto(pb, np.asarray(b, dtype=np.float32))
         da, db = self._staged[slot]
+        if self._consumed[slot] is not None:
+            # the kernels that read this device slot two frames ago must be done before it is overwritten; today
+            # pass1 also ends in a blocking copy to the host, but that must not be what keeps frames intact
+            self.copy_stream.wait_event(self._consumed[slot])
         da.set(pa, stream=self.copy_stream)
         db.set(pb, stream=self.copy_stream)
         ev = self.copy_stream.record()
         self._copied[slot] = ev
         cp.cuda.get_current_stream().wait_event(ev)  # kernels on the compute stream wait for the upload
+        self._last_slot = slot
         return da, db
 
     # ------------------------------------------------------------------ passes
@@ -164,6 +173,9 @@ class FusedEngine:
             a, b, np.int32(bool(polar)), self.s_ref, self.u, self.flags, self.prev_coeffs,
             np.int32(self.has_prev_phase), np.int32(self.auto), np.float64(self.outlier_rad), *self.dims,
             self.stats))
+        if self._last_slot is not None:  # the staged slot is free once this pass has read it
+            self._consumed[self._last_slot] = cp.cuda.get_current_stream().record()
+            self._last_slot = None
         self.has_prev_phase = True
         # (nz, 2, Q): the only per-frame transfer to the host; set 1 (no outlier exclusion) is kept
         # for fallback_stats, the kernel having reduced both sets in the same pass
