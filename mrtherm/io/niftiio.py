@@ -13,6 +13,8 @@ import contextvars
 import gzip
 import json
 import os
+import queue
+import threading
 import zlib
 
 import nibabel as nib
@@ -212,11 +214,19 @@ class FrameWriter:
 
     The header is written first; each frame's C-order bytes are appended, which
     is exactly NIfTI's F order for ``(x, y, z, t)``. Memory does not grow with
-    the number of frames.
+    the number of frames: a writer thread compresses and writes while the caller
+    computes the next frame (zlib releases the GIL), with at most
+    ``QUEUE_FRAMES`` frames waiting.
     """
 
-    def __init__(self, path, shape_zyx, n_frames, affine, frame_time_s=None):
+    QUEUE_FRAMES = 4
+
+    def __init__(self, path, shape_zyx, n_frames, affine, frame_time_s=None, raw_copy=None):
         self.path = os.fspath(path)
+        # an uncompressed copy of the frames beside the file, for reading a voxel's history without gunzipping
+        # the whole series (removed by the caller)
+        self.raw_copy = None if raw_copy is None else os.fspath(raw_copy)
+        self._raw = None if raw_copy is None else open(self.raw_copy, "wb")
         nz, ny, nx = shape_zyx
         self.n_frames = int(n_frames)
         self.frame_shape = (nz, ny, nx)
@@ -226,25 +236,53 @@ class FrameWriter:
         self._fh = _open_for_writing(self.path)
         hdr.write_to(self._fh)
         self._fh.write(b"\x00" * (352 - self._fh.tell()))
+        self._queue = queue.Queue(maxsize=self.QUEUE_FRAMES)
+        self._error = None
+        self._thread = threading.Thread(target=self._drain, name="mrtherm-frame-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self):
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            if self._error is None:
+                try:
+                    if self._raw is not None:
+                        self._raw.write(chunk)
+                    self._fh.write(chunk)
+                except BaseException as exc:  # handed to the caller at the next write or at close
+                    self._error = exc
 
     def write(self, frame_zyx: np.ndarray):
-        """Append one ``(z, y, x)`` frame."""
+        """Append one ``(z, y, x)`` frame (queued; compressed and written by the writer thread)."""
         frame = np.ascontiguousarray(frame_zyx, dtype="<f4")
         if frame.shape != self.frame_shape:
             raise ValueError(f"frame shape {frame.shape} != {self.frame_shape}")
-        self._fh.write(frame.tobytes())
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame.tobytes())
         self.written += 1
+
+    def _finish(self):
+        if self._fh is None:
+            return
+        self._queue.put(None)
+        self._thread.join()
+        self._fh.close()
+        self._fh = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
     def abort(self):
         """Close without the completeness check (the caller discards the file)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        self._finish()
 
     def close(self):
-        """Close the file; refuses a series with missing frames."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        """Close the file; refuses a series with missing frames or a failed write."""
+        self._finish()
+        if self._error is not None:
+            raise self._error
         if self.written != self.n_frames:
             raise RuntimeError(f"{self.path}: wrote {self.written} of {self.n_frames} frames")

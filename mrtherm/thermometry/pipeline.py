@@ -8,8 +8,10 @@ from the outputs, the loop holds the baseline frames and the Thermometer's
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
+import os
 
 import numpy as np
 
@@ -31,13 +33,20 @@ def _temperature_writer(path, exam):
         return
     times = exam.frame_times_s
     step = float(np.median(np.diff(times))) if len(times) > 1 else None
-    writer = niftiio.FrameWriter(path, exam.shape_zyx, exam.n_frames, exam.affine, step)
+    writer = niftiio.FrameWriter(path, exam.shape_zyx, exam.n_frames, exam.affine, step,
+                                 raw_copy=f"{os.fspath(path)}.frames.raw")
     try:
         yield writer
     except BaseException:
         writer.abort()
+        _remove(writer.raw_copy)
         raise
     writer.close()
+
+
+def _remove(path):
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def _frame_range(n, progress):
@@ -48,13 +57,25 @@ def _frame_range(n, progress):
 
 
 def _hottest_curve(th, temperature, temperature_path):
-    """Temperature over time at the voxel of the highest Tmax, from where the series went."""
+    """Temperature over time at the voxel of the highest Tmax, from where the series went (the writer's
+    uncompressed frame copy, then removed)."""
     tmax = to_numpy(th.tmax_c)
-    if temperature is not None or temperature_path is None or not np.isfinite(tmax).any():
+    if temperature is not None or temperature_path is None:
         return None
-    import nibabel as nib  # noqa: PLC0415
-    z, y, x = np.unravel_index(int(np.nanargmax(tmax)), tmax.shape)
-    return np.asarray(nib.load(str(temperature_path)).dataobj[x, y, z, :], dtype=np.float64)
+    raw = f"{os.fspath(temperature_path)}.frames.raw"
+    try:
+        if not np.isfinite(tmax).any():
+            return None
+        z, y, x = np.unravel_index(int(np.nanargmax(tmax)), tmax.shape)
+        if os.path.exists(raw):
+            frames = np.memmap(raw, dtype="<f4", mode="r", shape=(th.frames_processed,) + tuple(th.shape))
+            curve = np.array(frames[:, z, y, x], dtype=np.float64)
+            del frames
+            return curve
+        import nibabel as nib  # noqa: PLC0415
+        return np.asarray(nib.load(str(temperature_path)).dataobj[x, y, z, :], dtype=np.float64)
+    finally:
+        _remove(raw)
 
 
 def process(exam, params: ThermometryParams | None = None, *, labels=None, drift_roi=None, label_table=None,
@@ -112,16 +133,19 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     if profile:
         th.engine.enable_timing()
     temperature = th.xp.empty((nt,) + tuple(exam.shape_zyx), dtype=th.xp.float32) if keep_temperature else None
-    with _temperature_writer(temperature_path, exam) as writer:
+    with _temperature_writer(temperature_path, exam) as writer, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrtherm-read") as reader:
         watch = _cryo_watch(cryo, th)
         parts = baseline[0]
         upcoming = th.to_device(parts)
         for t in _frame_range(nt, progress):
+            # read (and gunzip: zlib releases the GIL) frame t + 1 in a thread while frame t is computed
+            ahead = reader.submit(exam.frame_parts, t + 1) if n_base <= t + 1 < nt else None
             temp = th.update(upcoming, exam.frame_times_s[t], respiration=resp[t])
             if watch is not None:
                 temp = watch.update(exam.frame_times_s[t], _magnitude(parts), to_numpy(temp))
-            if t + 1 < nt:  # the next read overlaps the device's work on frame t
-                parts = baseline[t + 1] if t + 1 < n_base else exam.frame_parts(t + 1)
+            if t + 1 < nt:  # the next upload overlaps the device's work on frame t
+                parts = baseline[t + 1] if ahead is None else ahead.result()
                 upcoming = th.to_device(parts)
             if temperature is not None:
                 temperature[t, ...] = temp
