@@ -2,9 +2,10 @@
 
 cudacpu lives in ../shared/tools/cudacpu beside the checkout; where it is absent (a fresh clone elsewhere) these
 tests skip. It proves kernel logic, not GPU rounding, stream concurrency or speed (see its README).
-Tolerances: temperature 1e-4 C, dose 1e-4 relative; normal equations 1 % of their largest entry (a voxel on the
-outlier cut can fall on either side in float32 against float64: one of ~600 per slice moves the sums 0.15 %, and the
-temperatures still agree to 1e-5 C).
+Tolerances: temperature 1e-4 C, dose 1e-4 relative; normal equations 1e-4 in units of the slice's weight sum (their
+right-hand side then differs by less than 1e-4 rad of mean phase) and voxel counts exactly. The frames' drift
+changes less per frame than the outlier cut, so no voxel sits on the cut (where float32 and float64 may decide
+differently).
 """
 
 import json
@@ -32,4 +33,4 @@ def test_fused_engine_matches_numpy_on_every_branch(order, polar, auto):
     assert run.returncode == 0, run.stderr[-3000:]
     d = json.loads(run.stdout.strip().splitlines()[-1])
     assert d["temperature"] < 1e-4 and d["tmax"] < 1e-4 and d["dose_rel"] < 1e-4, d
-    assert d["stats"] < 1e-2 and d["base_sum"] < 1e-4, d
+    assert d["stats"] < 1e-4 and d["base_sum"] < 1e-4, d

@@ -22,6 +22,7 @@ reliable, 2 drift-reference candidate, 4 heated earlier); this one keeps arrays.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -189,6 +190,7 @@ class ArrayEngine:
         self.mask = from_numpy(np.ascontiguousarray(c.mask), xp)
         self.ref = from_numpy(np.ascontiguousarray(c.ref, dtype=np.float64), xp)
         self.s_ref = self._on_device(c.s_ref, xp.complex64)
+        self._ref_phase = None
         self.auto, self.outlier_rad = bool(c.auto), float(c.outlier_rad)
         self.to_celsius, self.body_temp_c, self.heated_c = float(c.to_celsius), float(c.body_temp_c), float(c.heated_c)
         self.heated = xp.zeros(self.shape, dtype=xp.bool)
@@ -231,6 +233,7 @@ class ArrayEngine:
             Any array library; stored as complex64 in this engine's library.
         """
         self.s_ref = self._on_device(s_ref, self.xp.complex64)
+        self._ref_phase = None  # recomputed from the new reference on the next polar frame
 
     def enable_timing(self):
         """Kernel timing exists only for CUDA engines."""
@@ -268,6 +271,7 @@ class ArrayEngine:
         """
         for k in self._STATE:
             setattr(self, k, from_numpy(np.asarray(state[k]), self.xp) if k in state else None)
+        self._ref_phase = None
 
     def pass1(self, a, b, polar: bool):
         """Phase change, unwrapping and the drift fit's per-slice normal equations.
@@ -287,11 +291,14 @@ class ArrayEngine:
             ``(packed, rhs, count)`` on the host, shapes (z, n_pairs), (z, k), (z,).
         """
         xp = self.xp
-        s = signal_from_parts(a, b, polar, xp)
-        dphi = phase_difference(s, self.s_ref)
+        if polar:
+            dphi, w = self._polar_change(a, b)
+        else:
+            s = signal_from_parts(a, b, polar, xp)
+            dphi = phase_difference(s, self.s_ref)
+            w = xp.astype(xp.real(s) ** 2 + xp.imag(s) ** 2, xp.float64)
         u = dphi if self.u is None else unwrap_step(dphi, self.u)
         self.u = u
-        w = xp.astype(xp.real(s) ** 2 + xp.imag(s) ** 2, xp.float64)
         if self.auto:
             self._fallback_weight = w * self.ref * xp.astype(~self.heated, xp.float64)
             inlier = xp.astype(xp.abs(xp.astype(u, xp.float64) - self.drift_prev) < self.outlier_rad, xp.float64)
@@ -300,6 +307,24 @@ class ArrayEngine:
             self._fallback_weight = w * self.ref
             stats = self.model.normal_equations(u, self._fallback_weight)
         return tuple(to_numpy(v) for v in stats)
+
+    def _polar_change(self, mag, phase):
+        """Phase change and ``|S|^2`` of a (magnitude, phase) frame without forming complex numbers.
+
+        ``angle(S conj(S_ref))`` is the phase difference wrapped into [-pi, pi); where ``S`` or ``S_ref`` is 0 or
+        not finite the product is 0 and so is its angle (as :func:`signal_from_parts` would give).
+        """
+        xp = self.xp
+        if self._ref_phase is None:
+            self._ref_phase = xp.atan2(xp.imag(self.s_ref), xp.real(self.s_ref))
+            self._ref_live = xp.abs(self.s_ref) > 0
+        live = xp.isfinite(mag) & xp.isfinite(phase) & (mag != 0) & self._ref_live
+        mag = xp.where(live, mag, xp.zeros_like(mag))
+        d = xp.where(live, phase - self._ref_phase, xp.zeros_like(phase))
+        two_pi = 2.0 * math.pi
+        dphi = xp.astype(d - two_pi * xp.floor((d + math.pi) / two_pi), xp.float32)
+        m64 = xp.astype(mag, xp.float64)
+        return dphi, m64 * m64
 
     def fit_inputs(self):
         """The last :meth:`pass1`'s unwrapped phase change and its fit weights (no outlier exclusion).
