@@ -68,10 +68,16 @@ def _hottest_curve(th, temperature, temperature_path):
             return None
         z, y, x = np.unravel_index(int(np.nanargmax(tmax)), tmax.shape)
         if os.path.exists(raw):
-            frames = np.memmap(raw, dtype="<f4", mode="r", shape=(th.frames_processed,) + tuple(th.shape))
-            curve = np.array(frames[:, z, y, x], dtype=np.float64)
-            del frames
-            return curve
+            # 4 bytes per frame by seek and read: a memory map would fault in (and count) read-ahead around every
+            # frame, hundreds of MB for a long series
+            frame_bytes = 4 * int(np.prod(th.shape))
+            offset = 4 * int(np.ravel_multi_index((z, y, x), th.shape))
+            chunks = []
+            with open(raw, "rb", buffering=0) as fh:
+                for t in range(th.frames_processed):
+                    fh.seek(t * frame_bytes + offset)
+                    chunks.append(fh.read(4))
+            return np.frombuffer(b"".join(chunks), dtype="<f4").astype(np.float64)
         import nibabel as nib  # noqa: PLC0415
         return np.asarray(nib.load(str(temperature_path)).dataobj[x, y, z, :], dtype=np.float64)
     finally:
