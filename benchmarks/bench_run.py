@@ -46,6 +46,32 @@ def measure(args):
     return float(wall), float(rss_mb)
 
 
+def io_floor(mag, pha, shape, frames):
+    """Seconds to read both inputs whole, and to write the 4-D float32 temperature as .nii and as .nii.gz (level
+    1, the default): the floor any implementation pays for the chosen output format (``shape`` and ``frames`` name
+    the exam)."""
+    import time
+    import nibabel as nib
+    import numpy as np
+    from mrtherm.io import niftiio
+    t = time.perf_counter()
+    for path in (mag, pha):
+        np.asarray(nib.load(path).dataobj)
+    read = time.perf_counter() - t
+    # mrtherm's own temperature series (NaN where masked, noise elsewhere): compresses as a real one does
+    data = np.asarray(nib.load(os.path.join(WORK, "out_mrtherm", "temperature.nii.gz")).dataobj).transpose(3, 2, 1, 0)
+    out = {"read both inputs": read}
+    for name, level in (("write temperature .nii", None), ("write temperature .nii.gz level 1", 1)):
+        path = os.path.join(WORK, "floor.nii" if level is None else "floor.nii.gz")
+        t = time.perf_counter()
+        with niftiio.gzip_level(level or 1):
+            niftiio.save_volume(data, np.eye(4), path)
+        out[name] = time.perf_counter() - t
+        os.remove(path)
+    out["floor (.nii.gz level 1)"] = read + out["write temperature .nii.gz level 1"]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
@@ -80,15 +106,18 @@ def main():
             wall, rss = measure(cmd)
             best = (wall, rss) if best is None else (min(best[0], wall), min(best[1], rss))
         rows[name] = best
+    floor = io_floor(mag, pha, shape, args.frames)
     ref_wall, ref_rss = rows["naive NumPy script"]
     print(f"\nexam: {shape[2]}x{shape[1]}x{shape[0]} slices x {args.frames} frames, "
           f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"{'contender':30s} {'wall (s)':>9s} {'peak RSS (MiB)':>15s} {'time ratio':>11s} {'memory ratio':>13s}")
     for name, (wall, rss) in rows.items():
         print(f"{name:30s} {wall:9.2f} {rss:15.0f} {wall / ref_wall:11.2f} {rss / ref_rss:13.2f}")
+    for name, seconds in floor.items():
+        print(f"{'I/O floor: ' + name:44s} {seconds:6.2f} s")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"shape_zyx": shape, "frames": args.frames, "cpus": os.cpu_count(),
+            json.dump({"shape_zyx": shape, "frames": args.frames, "cpus": os.cpu_count(), "io_floor_s": floor,
                        "rows": {k: {"wall_s": v[0], "peak_rss_mib": v[1]} for k, v in rows.items()}}, fh, indent=2)
     if not args.keep:
         for d in ("out_naive", "out_mrtherm", "out_mrtherm_fig"):
