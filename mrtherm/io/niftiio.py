@@ -179,9 +179,46 @@ def gzip_level(level: int):
         _gzip_level.reset(token)
 
 
+def _isal_igzip():
+    """``isal.igzip`` (Intel ISA-L gzip, the ``fast`` extra) or None: the one place the optional import is guarded."""
+    try:
+        from isal import igzip  # noqa: PLC0415
+    except ImportError:
+        return None
+    return igzip
+
+
+def gzip_writer_name(level=None) -> str:
+    """Which implementation writes ``.nii.gz`` at ``level`` (default: the current :func:`gzip_level`).
+
+    Parameters
+    ----------
+    level : int, optional
+
+    Returns
+    -------
+    str
+    """
+    level = _gzip_level.get() if level is None else level
+    if level >= 1 and _isal_igzip() is not None:
+        return f"isal igzip level {_ISAL_LEVEL[level]} (for zlib level {level})"
+    return f"zlib level {level}"
+
+
+# zlib levels to ISA-L's 0-3: ISA-L level 1 compresses as well as zlib level 1 (58 % of a temperature series)
+# about 8x faster; 2 and 3 trade a little more time for a few per cent of size
+_ISAL_LEVEL = {1: 1, 2: 2, 3: 2, 4: 2, 5: 2, 6: 2, 7: 3, 8: 3, 9: 3}
+
+
 def _open_for_writing(path):
     path = os.fspath(path)
-    return Opener(path, "wb", compresslevel=_gzip_level.get()) if path.endswith(".gz") else Opener(path, "wb")
+    if not path.endswith(".gz"):
+        return Opener(path, "wb")
+    level = _gzip_level.get()
+    igzip = _isal_igzip() if level >= 1 else None
+    if igzip is not None:  # same gzip format, any reader opens it
+        return igzip.open(path, "wb", compresslevel=_ISAL_LEVEL[level])
+    return Opener(path, "wb", compresslevel=level)
 
 
 def save_volume(array_zyx, affine, path, frame_time_s=None):

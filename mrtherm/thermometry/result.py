@@ -283,6 +283,7 @@ class ThermometryResult:
                                                                    self.params, cold)]
         report = dict(self.report)
         report["outputs"] = sorted(written + ["report.json"])
+        report["nifti_gzip"] = niftiio.gzip_writer_name()
         with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as fh:
             json.dump(finite_json(report), fh, indent=2, allow_nan=False, default=json_default)
         written.append("report.json")
