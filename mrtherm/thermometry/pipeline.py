@@ -139,20 +139,9 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     if profile:
         th.engine.enable_timing()
     temperature = th.xp.empty((nt,) + tuple(exam.shape_zyx), dtype=th.xp.float32) if keep_temperature else None
-    with _temperature_writer(temperature_path, exam) as writer, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrtherm-read") as reader:
-        watch = _cryo_watch(cryo, th)
-        parts = baseline[0]
-        upcoming = th.to_device(parts)
-        for t in _frame_range(nt, progress):
-            # read (and gunzip: zlib releases the GIL) frame t + 1 in a thread while frame t is computed
-            ahead = reader.submit(exam.frame_parts, t + 1) if n_base <= t + 1 < nt else None
-            temp = th.update(upcoming, exam.frame_times_s[t], respiration=resp[t])
-            if watch is not None:
-                temp = watch.update(exam.frame_times_s[t], _magnitude(parts), to_numpy(temp))
-            if t + 1 < nt:  # the next upload overlaps the device's work on frame t
-                parts = baseline[t + 1] if ahead is None else ahead.result()
-                upcoming = th.to_device(parts)
+    watch = _cryo_watch(cryo, th)
+    with _temperature_writer(temperature_path, exam) as writer:
+        for t, temp in _frames(th, exam, baseline, resp, watch, progress):
             if temperature is not None:
                 temperature[t, ...] = temp
             if writer is not None:
@@ -166,6 +155,24 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     if watch is not None:
         result.apply_cryo(watch)
     return result
+
+
+def _frames(th, exam, baseline, resp, watch, progress):
+    """``(t, temperature)`` for every frame: each through the Thermometer (and the cryo watch), the next one read
+    (and gunzipped: zlib releases the GIL) in a thread and uploaded while the current one is computed."""
+    nt, n_base = exam.n_frames, len(baseline)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrtherm-read") as reader:
+        parts = baseline[0]
+        upcoming = th.to_device(parts)
+        for t in _frame_range(nt, progress):
+            ahead = reader.submit(exam.frame_parts, t + 1) if n_base <= t + 1 < nt else None
+            temp = th.update(upcoming, exam.frame_times_s[t], respiration=resp[t])
+            if watch is not None:
+                temp = watch.update(exam.frame_times_s[t], _magnitude(parts), to_numpy(temp))
+            if t + 1 < nt:
+                parts = baseline[t + 1] if ahead is None else ahead.result()
+                upcoming = th.to_device(parts)
+            yield t, temp
 
 
 def _cryo_watch(cryo, th):
