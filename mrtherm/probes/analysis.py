@@ -121,28 +121,33 @@ def sample_volume(volume_zyx, start, weights):
     return float(interpolate(_pad_block(np.asarray(volume_zyx)[z:z + 2, y:y + 2, x:x + 2]), weights))
 
 
-def sample_series(series, start, weights):
-    """Interpolated value per frame of a temperature series.
+def sample_series(series, placements):
+    """Interpolated value per frame of a temperature series at several probes.
 
     Parameters
     ----------
     series : ndarray of shape (t, z, y, x), or str
-        In memory, or the path of a 4-D NIfTI (x, y, z, t) -- only the corner block is read.
-    start : tuple of int
-    weights : ndarray, shape (2, 2, 2)
+        In memory, or the path of a 4-D NIfTI (x, y, z, t): read once, frame by frame through one open stream
+        (a gzip file cannot seek, so a read per probe would gunzip the series once per probe).
+    placements : list of (tuple of int, ndarray)
+        ``(start, weights)`` per probe, from :func:`corners`.
 
     Returns
     -------
-    ndarray of float64, shape (t,)
+    list of ndarray of float64, shape (t,)
     """
-    z, y, x = start
     if isinstance(series, str):
         import nibabel as nib  # noqa: PLC0415
-        block = np.asarray(nib.load(series).dataobj[x:x + 2, y:y + 2, z:z + 2, :], dtype=np.float64)
-        block = np.transpose(block, (3, 2, 1, 0))
+        proxy = nib.load(series, keep_file_open=True).dataobj
+        frames = (np.asarray(proxy[..., t]).T for t in range(proxy.shape[3]))  # (z, y, x) each
+        blocks = [[] for _ in placements]
+        for frame in frames:
+            for out, ((z, y, x), _) in zip(blocks, placements):
+                out.append(frame[z:z + 2, y:y + 2, x:x + 2])
+        blocks = [np.asarray(b, dtype=np.float64) for b in blocks]
     else:
-        block = np.asarray(series[:, z:z + 2, y:y + 2, x:x + 2], dtype=np.float64)
-    return interpolate(_pad_block(block), weights)
+        blocks = [np.asarray(series[:, z:z + 2, y:y + 2, x:x + 2], dtype=np.float64) for (z, y, x), _ in placements]
+    return [interpolate(_pad_block(b), w) for b, (_, w) in zip(blocks, placements)]
 
 
 def _pearson(a, b):

@@ -35,13 +35,14 @@ def analyse(probes: dict, params, *, series=None, sd_map=None, affine=None, fram
         For :func:`write_figures`.
     """
     entries, alarms, curves = [], [], []
+    mr_at = _mr_series(probes, series, sd_map, affine)
     for probe in probes.values():
         entry = {"name": probe.name, "watch": probe.watch,
                  "position_mm": None if probe.position_mm is None else [float(v) for v in probe.position_mm],
                  **readings_summary(probe)}
         curve = {"name": probe.name, "times_s": probe.times_s, "temperature_c": probe.temperature_c}
-        if series is not None and probe.position_mm is not None and probe.times_s.size:
-            entry["mr"], curve["mr"] = _mr_part(probe, series, sd_map, affine, frame_times_s, len(frame_times_s))
+        if probe.name in mr_at:
+            entry["mr"], curve["mr"] = _mr_part(probe, *mr_at[probe.name], sd_map, frame_times_s)
         probe_al = probe_alarms(probe, params, cold_alarm_c)
         entry["alarms"] = probe_al
         alarms += probe_al
@@ -53,13 +54,23 @@ def analyse(probes: dict, params, *, series=None, sd_map=None, affine=None, fram
     return {"rule": rule, "cold_alarm_c": cold_alarm_c, "probes": entries}, alarms, curves
 
 
-def _mr_part(probe, series, sd_map, affine, frame_times_s, n_frames):
+def _mr_series(probes, series, sd_map, affine):
+    """``{name: (placement or None, MR curve or None)}`` of the positioned probes, the series read once."""
+    if series is None:
+        return {}
     shape_zyx = np.shape(sd_map) if sd_map is not None else tuple(np.shape(series)[1:])
-    found = corners(affine, probe.position_mm, shape_zyx)
+    found = {p.name: corners(affine, p.position_mm, shape_zyx) for p in probes.values()
+             if p.position_mm is not None and p.times_s.size}
+    inside = [name for name, f in found.items() if f is not None]
+    curves = dict(zip(inside, sample_series(series, [found[n] for n in inside]))) if inside else {}
+    return {name: (f, curves.get(name)) for name, f in found.items()}
+
+
+def _mr_part(probe, found, mr, sd_map, frame_times_s):
     if found is None:
         return {"inside_grid": False}, None
     start, w = found
-    mr = sample_series(series, start, w)[:n_frames]
+    mr = mr[:len(frame_times_s)]
     sd = sample_volume(sd_map, start, w) if sd_map is not None else float("nan")
     times = np.asarray(frame_times_s, dtype=np.float64)
     stats = compare(times, mr, probe.times_s, probe.temperature_c)

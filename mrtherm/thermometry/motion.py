@@ -121,7 +121,7 @@ def estimate_shift(moving, reference, weight, xp, start=(0.0, 0.0), ref_gradient
     [1.3, -0.4]
     """
     moving = xp.astype(moving, xp.float64)
-    reference = xp.astype(reference, xp.float64)
+    reference = xp.astype(reference, xp.float64, copy=False)  # MotionRegistration keeps it float64: no copy per frame
     gy, gx = ref_gradients if ref_gradients is not None else _gradients(reference, xp)
     dy, dx = (float(v) for v in start)
     for _ in range(REGISTRATION_ITERATIONS):
@@ -255,12 +255,12 @@ class MotionRegistration:
 
     def __init__(self, reference_mag, weight, xp):
         self.xp = xp
-        self.reference_mag = reference_mag
+        self.reference_mag = xp.astype(reference_mag, xp.float64)
         self.weight = weight
         self.tissue = TissueDose(tuple(reference_mag.shape), xp)
         self.shifts_vox = []  # (dy, dx) per frame
         self.entry_shifts = None  # (n, 2): each library entry's shift, a starting point for frames matched to it
-        self._gradients = _gradients(xp.astype(reference_mag, xp.float64), xp)
+        self._gradients = _gradients(self.reference_mag, xp)
 
     def register_entries(self, magnitudes):
         """Shift of every library entry, so a frame matched to entries starts from theirs.

@@ -268,10 +268,14 @@ class BaselineLibrary:
         return ref, other, w, ratio
 
     def _mean_mag(self, entries):
+        return self._mean_over(self.mags, entries)
+
+    def _mean_over(self, stack, entries):
+        """Mean of ``stack[entries]`` along the entry axis (the entry itself for one)."""
         if len(entries) == 1:
-            return self.mags[entries[0], ...]
+            return stack[entries[0], ...]
         idx = from_numpy(np.asarray(entries, dtype=np.int64), self.xp)
-        return self.xp.mean(self.xp.take(self.mags, idx, axis=0), axis=0)
+        return self.xp.mean(self.xp.take(stack, idx, axis=0), axis=0)
 
     def reference(self, chosen):
         """Complex mean of the chosen entries (complex64 on the device).
@@ -284,8 +288,4 @@ class BaselineLibrary:
         -------
         complex array, shape (z, y, x)
         """
-        if len(chosen) == 1:
-            return self.entries[chosen[0], ...]
-        xp = self.xp
-        idx = from_numpy(np.asarray(chosen, dtype=np.int64), xp)
-        return xp.astype(xp.mean(xp.take(self.entries, idx, axis=0), axis=0), xp.complex64)
+        return self.xp.astype(self._mean_over(self.entries, chosen), self.xp.complex64, copy=False)
