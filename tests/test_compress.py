@@ -52,3 +52,33 @@ def test_isal_and_zlib_writers_give_the_same_standard_gzip_content(tmp_path, mon
     assert len(set(raw.values())) == 1
     for p in paths.values():
         np.testing.assert_array_equal(np.asarray(nib.load(p).dataobj).transpose(3, 2, 1, 0), data)
+
+
+def test_isal_reader_gives_nibabel_frames_and_names_a_truncated_file(tmp_path, monkeypatch):
+    """Inputs read through ISA-L (the ``fast`` extra) give the frames nibabel's own reader gives, header scaling
+    included, and a truncated ``.nii.gz`` is a one-line error naming the file on either path."""
+    import pytest
+    from mrtherm.errors import InputFileError
+    from mrtherm.io import niftiio
+    if niftiio._isal_igzip() is None:
+        pytest.skip("the fast extra (isal) is not installed")
+    stored = np.random.default_rng(1).integers(0, 4096, size=(5, 4, 6, 7)).astype(np.int16)  # (t, z, y, x)
+    path = tmp_path / "phase.nii.gz"
+    niftiio.save_stored_integers(stored, np.diag([2.0, 2.0, 3.0, 1.0]), path, 2.0, -4096.0, frame_time_s=3.0)
+    ref = nib.load(path)
+    img = niftiio.load_nifti(path)
+    assert type(img.dataobj.file_like).__module__.startswith("isal")  # the fast path is the one under test
+    assert niftiio.scaling_of(img) == (2.0, -4096.0)
+    assert niftiio.time_step_s(img) == 3.0
+    for t in range(5):  # hand calculation of the scaling, against nibabel's own reader
+        np.testing.assert_array_equal(niftiio.read_volume(img, str(path), t), stored[t] * 2.0 - 4096.0)
+        np.testing.assert_array_equal(niftiio.read_volume(img, str(path), t), niftiio.read_volume(ref, str(path), t))
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    for has_isal in (True, False):
+        if not has_isal:
+            monkeypatch.setattr(niftiio, "_isal_igzip", lambda: None)
+        with pytest.raises(InputFileError, match="cut.nii.gz"):
+            bad = niftiio.load_nifti(cut)
+            for t in range(5):
+                niftiio.read_volume(bad, str(cut), t)

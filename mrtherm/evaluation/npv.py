@@ -124,13 +124,10 @@ def write_figure(path, figure):
     figure : dict
         From :func:`evaluate`.
     """
-    import matplotlib  # noqa: PLC0415
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from mrtherm.thermometry.figures import show_slice, slice_extent_mm  # noqa: PLC0415
+    from mrtherm.thermometry.figures import new_figure, show_slice, slice_extent_mm  # noqa: PLC0415
     npv, affine = figure["npv"], figure["affine"]
     z = int(np.argmax(npv.sum(axis=(1, 2))))
-    fig, ax = plt.subplots(figsize=(6, 5.5))
+    fig, ax = new_figure((6, 5.5), dpi=100)
     im = show_slice(ax, npv[z].astype(float), affine, cmap="Greys", vmin=0, vmax=1.5)
     extent = slice_extent_mm(affine, npv[z].shape)
     for i, (name, pred) in enumerate(figure["preds"].items()):
@@ -139,7 +136,6 @@ def write_figure(path, figure):
         ax.plot([], [], color=f"C{i}", label=f"predicted {name}")
     ax.set_title(f"NPV (grey) and predicted ablation, slice {z}")
     ax.legend(fontsize=8, loc="upper right")
-    plt.colorbar(im, ax=ax, label="non-perfused (1)")
+    fig.colorbar(im, ax=ax, label="non-perfused (1)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path)

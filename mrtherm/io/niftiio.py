@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import threading
+import weakref
 import zlib
 
 import nibabel as nib
@@ -63,8 +64,9 @@ def load_nifti(path) -> nib.Nifti1Image:
     if os.path.isdir(path):
         raise InputFileError(path, "is a folder, expected a NIfTI file")
     try:
+        img = _load_gzip_fast(path) if path.endswith(".gz") else None
         # keep_file_open: frames are read in order through one open (gzip) stream
-        img = nib.load(path, keep_file_open=True)
+        img = img or nib.load(path, keep_file_open=True)
     except Exception as exc:  # nibabel raises several types for non-NIfTI or short files
         raise InputFileError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -74,6 +76,30 @@ def load_nifti(path) -> nib.Nifti1Image:
         need = int(img.header.get_data_offset()) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
         if os.path.getsize(path) < need:
             raise InputFileError(path, f"truncated: {os.path.getsize(path)} bytes, header needs {need}")
+    return img
+
+
+def _load_gzip_fast(path):
+    """A ``.nii.gz`` image whose frames decompress through ISA-L (the ``fast`` extra; about 1.8x zlib's speed),
+    or None without it (nibabel's own gzip reader then).
+
+    The image reads lazily from one open ``igzip`` stream, like ``nib.load(keep_file_open=True)``: frames read in
+    order cost one forward pass over the file.
+    """
+    igzip = _isal_igzip()
+    if igzip is None:
+        return None
+    fh = igzip.open(path, "rb")
+    try:
+        sizeof_hdr = int.from_bytes(fh.read(4), "little")
+        fh.seek(0)
+        # 348: NIfTI-1, 540: NIfTI-2 (either byte order; anything else is left to nibabel's own checks)
+        klass = nib.Nifti2Image if sizeof_hdr in (540, 0x1C020000) else nib.Nifti1Image
+        img = klass.from_stream(fh)
+    except BaseException:
+        fh.close()
+        raise
+    weakref.finalize(img, fh.close)  # the stream lives as long as the image that reads from it
     return img
 
 
@@ -99,7 +125,7 @@ def read_volume(img, path, index=None) -> np.ndarray:
                 data = data[..., 0]
         else:
             data = img.dataobj[..., index]
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError, *_isal_errors()) as exc:
         raise InputFileError(path, f"truncated or corrupt data ({type(exc).__name__}: {exc})") from None
     if data.ndim != 3:
         raise InputFileError(path, f"expected a 3-D volume per frame, got shape {data.shape}")
@@ -186,6 +212,12 @@ def _isal_igzip():
     except ImportError:
         return None
     return igzip
+
+
+def _isal_errors() -> tuple:
+    """ISA-L's decompression error class (not a ``zlib.error``), when the ``fast`` extra is installed."""
+    igzip = _isal_igzip()
+    return (igzip.isal_zlib.error,) if igzip is not None and hasattr(igzip, "isal_zlib") else ()
 
 
 def gzip_writer_name(level=None) -> str:

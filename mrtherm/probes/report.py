@@ -104,13 +104,11 @@ def write_figures(folder, curves, params, cold_alarm_c=None) -> list:
     list of str
         File names written.
     """
-    import matplotlib  # noqa: PLC0415
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from mrtherm.thermometry.figures import new_figure  # noqa: PLC0415
     os.makedirs(folder, exist_ok=True)
     names = []
     for c in curves:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = new_figure((7, 4), dpi=100)
         ax.plot(c["times_s"], c["temperature_c"], "-", color="k", lw=1.2, label="probe readings")
         mr = c.get("mr")
         if mr is not None:
@@ -127,7 +125,6 @@ def write_figures(folder, curves, params, cold_alarm_c=None) -> list:
         ax.legend(fontsize=8)
         fig.tight_layout()
         name = f"probe_{_safe(c['name'])}.png"
-        fig.savefig(os.path.join(folder, name), dpi=100)
-        plt.close(fig)
+        fig.savefig(os.path.join(folder, name))
         names.append(name)
     return names

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from mrtherm.backend import to_numpy
+from mrtherm.backend import single_threaded_blas, to_numpy
 from mrtherm.errors import ParameterError
 from mrtherm.io import niftiio
 from mrtherm.thermometry.params import ThermometryParams
@@ -161,7 +161,8 @@ def _frames(th, exam, baseline, resp, watch, progress):
     """``(t, temperature)`` for every frame: each through the Thermometer (and the cryo watch), the next one read
     (and gunzipped: zlib releases the GIL) in a thread and uploaded while the current one is computed."""
     nt, n_base = exam.n_frames, len(baseline)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrtherm-read") as reader:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrtherm-read") as reader, \
+            single_threaded_blas():
         parts = baseline[0]
         upcoming = th.to_device(parts)
         for t in _frame_range(nt, progress):
@@ -236,11 +237,15 @@ def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, 
     """
     import os  # noqa: PLC0415
     from mrtherm.io import atomic  # noqa: PLC0415
+    from mrtherm.thermometry import figures as figs  # noqa: PLC0415
+    warm_up = figs.start_warm_up() if figures else None  # matplotlib loads while the frames run
     with atomic.staged(out_dir) as stage, niftiio.gzip_level(gzip_level):
         result = process(exam, params, keep_temperature=False,
                          temperature_path=os.path.join(stage, "temperature.nii.gz"), **kwargs)
         if probes:
             _add_probes(result, probes, cold_alarm_c)
+        if warm_up is not None:
+            warm_up.join()
         result.write_into(stage, figures=figures)
     result.temperature_path = os.path.join(os.path.abspath(out_dir), "temperature.nii.gz")
     return result
