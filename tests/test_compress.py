@@ -73,6 +73,9 @@ def test_isal_reader_gives_nibabel_frames_and_names_a_truncated_file(tmp_path, m
     for t in range(5):  # hand calculation of the scaling, against nibabel's own reader
         np.testing.assert_array_equal(niftiio.read_volume(img, str(path), t), stored[t] * 2.0 - 4096.0)
         np.testing.assert_array_equal(niftiio.read_volume(img, str(path), t), niftiio.read_volume(ref, str(path), t))
+    # the data outlive the image object they came from (the stream stays open for them)
+    whole = np.asarray(niftiio.load_nifti(path).dataobj)
+    np.testing.assert_array_equal(whole.transpose(3, 2, 1, 0), stored * 2.0 - 4096.0)
     cut = tmp_path / "cut.nii.gz"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     for has_isal in (True, False):

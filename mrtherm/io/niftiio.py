@@ -15,7 +15,6 @@ import json
 import os
 import queue
 import threading
-import weakref
 import zlib
 
 import nibabel as nib
@@ -99,7 +98,8 @@ def _load_gzip_fast(path):
     except BaseException:
         fh.close()
         raise
-    weakref.finalize(img, fh.close)  # the stream lives as long as the image that reads from it
+    # no explicit close: the array proxy holds ``fh`` (and may outlive ``img``); the stream closes itself when
+    # the last reference goes, as io objects do
     return img
 
 

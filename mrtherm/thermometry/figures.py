@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -32,27 +33,6 @@ def new_figure(figsize, dpi=110):
     fig.subplots_adjust(left=0.8 / width_in, right=1 - 0.2 / width_in, bottom=0.6 / height_in,
                         top=1 - 0.4 / height_in)
     return fig, fig.subplots()
-
-
-def start_warm_up():
-    """Import matplotlib and load its fonts in a background thread; returns the thread.
-
-    The report figures are drawn after the last frame; importing matplotlib and reading the font files takes about
-    0.5 s, which a thread does while the frame loop runs (NumPy releases the GIL for most of each frame).
-    """
-    def warm():
-        try:
-            fig, ax = new_figure((2, 2), dpi=10)
-            ax.set_title("°C")
-            fig.savefig(io.BytesIO(), format="png")  # loads the Agg backend and the text font
-        except Exception:  # noqa: BLE001 -- best effort: the real figures report their own errors
-            pass
-
-    import io  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-    thread = threading.Thread(target=warm, name="mrtherm-figures-warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 def _axis_aligned(affine) -> bool:
@@ -221,6 +201,58 @@ def drift_figure(path, times_s, offsets_c):
     fig.savefig(path)
 
 
+def report_figure_inputs(result) -> dict:
+    """What the report figures need from a result, as host arrays and plain values (small enough to send to
+    :class:`FigureProcess`).
+
+    Parameters
+    ----------
+    result : ThermometryResult
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :func:`draw_report_figures`.
+    """
+    r = result
+    tmax = r.host("tmax_c")
+    z = int(r.hottest_voxel_zyx[0]) if r.hottest_voxel_zyx is not None else tmax.shape[0] // 2
+    return {"anatomy": r.host("anatomy"), "tmax_c": tmax, "dose": r.host("dose_cem43_min"),
+            "levels": list(r.params.dose_levels_cem43_min), "slice_index": z, "body_temp_c": r.params.body_temp_c,
+            "affine": np.asarray(r.affine), "times_s": np.asarray(r.frame_times_s),
+            "hottest_c": None if r.hottest_curve_c is None else np.asarray(r.hottest_curve_c),
+            "peak_c": np.asarray(r.peak_curve_c), "protected": list(r.protected), "alarms": list(r.alarms),
+            "drift_offsets_c": np.asarray(r.drift_coefficients[:, :, 0] * (r.params.phase_sign / r.k_rad_per_c))}
+
+
+def draw_report_figures(folder, anatomy, tmax_c, dose, levels, slice_index, body_temp_c, affine, times_s, hottest_c,
+                        peak_c, protected, alarms, drift_offsets_c) -> list[str]:
+    """Draw the three report figures into ``folder`` (created if needed); arguments from
+    :func:`report_figure_inputs`.
+
+    Parameters
+    ----------
+    folder : str
+    anatomy, tmax_c, dose, levels, slice_index, body_temp_c, affine
+        As for :func:`tmax_dose_figure`.
+    times_s, hottest_c, peak_c, protected, alarms
+        As for :func:`curves_figure`.
+    drift_offsets_c : ndarray, shape (t, z)
+        As for :func:`drift_figure`.
+
+    Returns
+    -------
+    list of str
+        File names written.
+    """
+    os.makedirs(folder, exist_ok=True)
+    tmax_dose_figure(os.path.join(folder, "tmax_dose.png"), anatomy, tmax_c, dose, levels, slice_index, body_temp_c,
+                     affine=affine)
+    curves_figure(os.path.join(folder, "temperature_curves.png"), times_s, hottest_c, peak_c, protected, alarms)
+    drift_figure(os.path.join(folder, "drift.png"), times_s, drift_offsets_c)
+    return ["tmax_dose.png", "temperature_curves.png", "drift.png"]
+
+
 def write_all(folder, result):
     """Write every report figure into ``folder``.
 
@@ -235,19 +267,4 @@ def write_all(folder, result):
     list of str
         File names written (PNG, colour bars and units on every map).
     """
-    os.makedirs(folder, exist_ok=True)
-    r = result
-    tmax = r.host("tmax_c")
-    dose = r.host("dose_cem43_min")
-    z = int(r.hottest_voxel_zyx[0]) if r.hottest_voxel_zyx is not None else tmax.shape[0] // 2
-    names = []
-    tmax_dose_figure(os.path.join(folder, "tmax_dose.png"), r.host("anatomy"), tmax, dose,
-                     r.params.dose_levels_cem43_min, z, r.params.body_temp_c, affine=r.affine)
-    names.append("tmax_dose.png")
-    curves_figure(os.path.join(folder, "temperature_curves.png"), r.frame_times_s, r.hottest_curve_c,
-                  r.peak_curve_c, r.protected, r.alarms)
-    names.append("temperature_curves.png")
-    drift_figure(os.path.join(folder, "drift.png"), r.frame_times_s,
-                 r.drift_coefficients[:, :, 0] * (r.params.phase_sign / r.k_rad_per_c))
-    names.append("drift.png")
-    return names
+    return draw_report_figures(folder, **report_figure_inputs(result))

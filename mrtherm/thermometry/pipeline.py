@@ -237,15 +237,11 @@ def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, 
     """
     import os  # noqa: PLC0415
     from mrtherm.io import atomic  # noqa: PLC0415
-    from mrtherm.thermometry import figures as figs  # noqa: PLC0415
-    warm_up = figs.start_warm_up() if figures else None  # matplotlib loads while the frames run
     with atomic.staged(out_dir) as stage, niftiio.gzip_level(gzip_level):
         result = process(exam, params, keep_temperature=False,
                          temperature_path=os.path.join(stage, "temperature.nii.gz"), **kwargs)
         if probes:
             _add_probes(result, probes, cold_alarm_c)
-        if warm_up is not None:
-            warm_up.join()
         result.write_into(stage, figures=figures)
     result.temperature_path = os.path.join(os.path.abspath(out_dir), "temperature.nii.gz")
     return result

@@ -274,8 +274,7 @@ class ThermometryResult:
             written.append(name)
         if figures:
             from mrtherm.thermometry import figures as figs
-            for n in figs.write_all(os.path.join(folder, "figures"), self):
-                written.append(f"figures/{n}")
+            written += [f"figures/{n}" for n in figs.write_all(os.path.join(folder, "figures"), self)]
             if self.probe_curves is not None:
                 from mrtherm.probes.report import write_figures  # noqa: PLC0415
                 curves, cold = self.probe_curves
