@@ -4,7 +4,8 @@ Scene: the phantom's labels (128 x 128 x 32 slices of 2 x 2 x 1 mm) and a
 1024-element spherical cap (R 100 mm, aperture 80 mm) aimed at the tumour. Foci: a
 32 x 32 x 32 grid at 1 mm spacing centred on the planned focus (32,768 foci,
 33.5 M rays). The NumPy traversal is timed on ``--numpy-foci`` foci and
-extrapolated (it is stated as such); the GPU kernel is timed on all of them.
+extrapolated (it is stated as such); the compiled CPU traversal (numba, the ``fast`` extra) and the GPU
+kernel are timed on all of them.
 
     python benchmarks/bench_window.py [--numpy-foci 256] [--out benchmarks/results]
 """
@@ -52,6 +53,32 @@ def main():
              f"= {rows['rays'] / 1e6:.1f} M rays through a {scene.shape[2]}x{scene.shape[1]}x{scene.shape[0]} label volume",
              f"NumPy: {t_np:.2f} s for {sub.shape[0]} foci -> {rows['numpy_s_extrapolated']:.0f} s extrapolated to all "
              f"({rows['rays'] / rows['numpy_s_extrapolated'] / 1e6:.2f} M rays/s)"]
+    from mrtherm.window import check_window
+    check_window(scene, tr, np.asarray(sug["focus_world_mm"]))
+    single = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        check_window(scene, tr, np.asarray(sug["focus_world_mm"]))
+        single.append(time.perf_counter() - t0)
+    rows["single_target_check_s"] = min(single)
+    lines.append(f"single-target check (check_window, every rule and per-element detail, NumPy): "
+                 f"{min(single):.3f} s best of 5, {tr.n_elements} elements")
+    from mrtherm.window.trace_compiled import active_fractions_compiled, numba_available
+    if numba_available():
+        t0 = time.perf_counter()
+        active_fractions_compiled(scene, tr, foci[:1])
+        rows["compiled_first_call_s"] = time.perf_counter() - t0  # numba compiles the kernel
+        t0 = time.perf_counter()
+        frac_c = active_fractions_compiled(scene, tr, foci)
+        rows["compiled_s"] = time.perf_counter() - t0
+        idx = np.linspace(0, n_foci - 1, sub.shape[0]).astype(int)
+        rows["compiled_numpy_max_abs_diff"] = float(np.max(np.abs(frac_c[idx] - frac_np)))
+        lines.append(f"compiled CPU traversal (numba, {os.cpu_count()} threads): {rows['compiled_s']:.1f} s for all "
+                     f"{n_foci} foci ({rows['rays'] / rows['compiled_s'] / 1e6:.2f} M rays/s) after "
+                     f"{rows['compiled_first_call_s']:.1f} s of compilation on the first call; "
+                     f"max |compiled - NumPy| on the measured foci {rows['compiled_numpy_max_abs_diff']:.1e}")
+    else:
+        lines.append("compiled CPU rows skipped: numba is not installed (pip install 'mrtherm[fast]')")
     device = "no usable GPU"
     if cupy_usable():
         import cupy as cp

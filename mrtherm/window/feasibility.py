@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from mrtherm.backend import gpu_plugin, resolve_backend
-from mrtherm.errors import ParameterError
+from mrtherm.errors import BackendUnavailableError, ParameterError
 from mrtherm.window.scene import STATUS_BLOCKED, Scene
 from mrtherm.window.trace import trace
+from mrtherm.window.trace_compiled import active_fractions_compiled, numba_available
 
 
 def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backend: str = "numpy",
-                    chunk_rays: int = 1 << 18, progress: bool = False) -> np.ndarray:
+                    chunk_rays: int = 1 << 18, progress: bool = False, compiled: bool | None = None) -> np.ndarray:
     """Active fraction if the focus were at each voxel of ``target_mask_zyx``.
 
     Parameters
@@ -26,6 +27,9 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
         (element, focus) rays traced at once on NumPy (memory bound).
     progress : bool
         Show a progress bar.
+    compiled : bool, optional
+        On the CPU, trace with the compiled traversal (numba, the ``fast`` extra: the same values, about 25x the
+        NumPy traversal's speed on 2 cores) rather than NumPy. Default: when numba is installed.
 
     Returns
     -------
@@ -36,6 +40,8 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
     ------
     ParameterError
         The mask is not on the scene's grid.
+    BackendUnavailableError
+        ``compiled=True`` without numba.
     """
     mask = np.asarray(target_mask_zyx, bool)
     if mask.shape != scene.shape:
@@ -47,6 +53,10 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
         return out
     if resolve_backend(backend) == "cupy":
         frac = gpu_plugin(required=True).active_fractions(scene, transducer, foci)
+    elif numba_available() if compiled is None else compiled:
+        if not numba_available():
+            raise BackendUnavailableError("compiled=True needs numba: pip install 'mrtherm[fast]'")
+        frac = active_fractions_compiled(scene, transducer, foci, progress=progress)
     else:
         frac = active_fractions_numpy(scene, transducer, foci, chunk_rays=chunk_rays, progress=progress)
     out[k, j, i] = frac
