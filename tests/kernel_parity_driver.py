@@ -26,6 +26,7 @@ yy, xx = np.mgrid[-1:1:16j, -1:1:40j]
 mag = 80 + 40 * rng.random((nt,) + shape)
 heat = np.zeros((nt,) + shape)
 heat[3:, :, 6:10, 15:22] = np.array([0.5, 2.0, 4.5])[:, None, None, None]  # rad, past one wrap at the end
+heat[3:, :, 12:15, 2:8] = 1.0  # inside the drift reference: an outlier the automatic fit excludes, every order
 phase = (0.1 * xx - 0.07 * yy + 0.03 * xx * yy)[None, None] * np.arange(1, nt + 1)[:, None, None, None] - heat
 phase = phase + 0.02 * rng.standard_normal(phase.shape)
 phase = np.angle(np.exp(1j * phase))
@@ -38,7 +39,7 @@ config = EngineConfig(mask=mask, ref=ref, s_ref=s_ref, auto=auto, outlier_rad=0.
                       body_temp_c=37.0, heated_c=3.0)
 engines = {"numpy": ArrayEngine(np, DriftModel(shape, order, np), config),
            "cuda": FusedEngine(None, DriftModel(shape, order, np), config)}
-diffs = {"stats": 0.0, "temperature": 0.0, "dose_rel": 0.0, "tmax": 0.0, "base_sum": 0.0}
+diffs = {"stats": 0.0, "fallback_stats": 0.0, "temperature": 0.0, "dose_rel": 0.0, "tmax": 0.0, "base_sum": 0.0}
 temps = {}
 for t in range(nt):
     if polar:
@@ -47,13 +48,24 @@ for t in range(nt):
         s = mag[t] * np.exp(1j * phase[t])
         a, b = s.real, s.imag
     a, b = a.astype(np.float32), b.astype(np.float32)
-    out = {}
+    out, fallback = {}, {}
     for name, eng in engines.items():
         fa, fb = (a, b) if (name == "numpy" or host) else (cp.asarray(a), cp.asarray(b))
         stats = eng.pass1(fa, fb, polar)
+        # the statistics without the outlier exclusion, asked (as the Thermometer asks) before pass2
+        fallback[name] = eng.fallback_stats() if auto else None
         coeffs, _ = solve_drift(*stats, eng.model.k if hasattr(eng, "model") else DriftModel(shape, order, np).k)
         temp = eng.pass2(coeffs, None if t == 0 else 0.05, t < 2)
         out[name] = (stats, np.array(cp.asnumpy(temp) if name == "cuda" else temp))
+    if auto:
+        fa, fb = fallback["numpy"], fallback["cuda"]
+        scale = np.maximum(fa[0][:, :1], 1.0)
+        diffs["fallback_stats"] = max(diffs["fallback_stats"], float(np.max(np.abs(fa[0] - fb[0]) / scale)),
+                                      float(np.max(np.abs(fa[1] - fb[1]) / scale)),
+                                      float(np.max(np.abs(fa[2] - fb[2]))))
+        # they differ from the fit's own wherever the exclusion removed a voxel (the heated spot)
+        differs = not np.array_equal(fa[2], out["numpy"][0][2])
+        diffs["fallback_differs"] = bool(diffs.get("fallback_differs") or differs)
     (sa, ta), (sb, tb) = out["numpy"], out["cuda"]
     # normal equations in units of the weight sum: packed / sum(w) is dimensionless, rhs / sum(w) a mean phase (rad)
     scale = np.maximum(sa[0][:, :1], 1.0)

@@ -33,4 +33,5 @@ def test_fused_engine_matches_numpy_on_every_branch(order, polar, auto):
     assert run.returncode == 0, run.stderr[-3000:]
     d = json.loads(run.stdout.strip().splitlines()[-1])
     assert d["temperature"] < 1e-4 and d["tmax"] < 1e-4 and d["dose_rel"] < 1e-4, d
-    assert d["stats"] < 1e-4 and d["base_sum"] < 1e-4, d
+    assert d["stats"] < 1e-4 and d["base_sum"] < 1e-4 and d["fallback_stats"] < 1e-4, d
+    assert d.get("fallback_differs", False) == auto  # automatic mode: a separate pass, and it excluded voxels

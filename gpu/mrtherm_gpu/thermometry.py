@@ -3,8 +3,11 @@
 Two kernels per frame (``kernels/thermometry.cu``):
 
 - ``unwrap_accumulate_o{order}``: phase change, temporal unwrap, and the drift
-  fit's normal equations reduced per slice (warp shuffles, shared and global
-  double atomics). Only ``nz * 2 * Q`` doubles (Q <= 28) go to the host.
+  fit's normal equations reduced per slice as weighted moments (warp shuffles,
+  shared and global double atomics). Only ``nz * Q`` doubles (Q <= 22) go to the
+  host, where the moments are spread into the packed normal matrix.
+  ``accumulate_fallback_o{order}`` gives the same without the outlier exclusion,
+  launched only for a frame whose automatic-reference fit falls back.
 - ``temperature_dose_o{order}``: drift subtraction, PRF, mask, exact CEM43
   increment, Tmax, baseline sums and heated flags, in one pass.
 
@@ -26,6 +29,21 @@ BLOCK = 256
 # the kernels' block reductions shuffle with the full warp mask: every warp of a block must be complete
 assert BLOCK % 32 == 0, "BLOCK must be a multiple of the warp size (32) for the full-mask shuffles"
 PIXELS_PER_THREAD_REDUCE = 4
+# the unwrap kernels are compiled with __launch_bounds__(256, ...): a larger block would not launch
+assert BLOCK <= 256, "BLOCK must not exceed the unwrap kernels' __launch_bounds__ (256)"
+
+# monomial exponents (of x, y) of the kernels' moments, in their order; the first K are the basis itself
+MOMENT_EXPONENTS = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2),
+                    (3, 0), (2, 1), (1, 2), (0, 3), (4, 0), (3, 1), (2, 2), (1, 3), (0, 4))
+N_MOMENTS = {1: 1, 3: 6, 6: 15}
+
+
+def pair_moment_index(k: int) -> np.ndarray:
+    """For each packed upper-triangle pair (i, j) of a K-term basis, the index of the moment ``a_i a_j``."""
+    index = {e: m for m, e in enumerate(MOMENT_EXPONENTS[:N_MOMENTS[k]])}
+    basis = MOMENT_EXPONENTS[:k]
+    return np.array([index[(basis[i][0] + basis[j][0], basis[i][1] + basis[j][1])]
+                     for i in range(k) for j in range(i, k)])
 
 
 class FusedEngine:
@@ -47,8 +65,10 @@ class FusedEngine:
         nz, ny, nx = (int(v) for v in mask.shape)
         self.shape = (nz, ny, nx)
         self.k = model.k
-        self.q = self.k * (self.k + 1) // 2 + self.k + 1
+        self.n_moments = N_MOMENTS[self.k]
+        self.q = self.n_moments + self.k + 1
         self.n_pairs = self.k * (self.k + 1) // 2
+        self._pair_moment = pair_moment_index(self.k)
         flags = (np.asarray(mask, bool).astype(np.uint8) * FLAG_MASK) | (np.asarray(ref, bool).astype(np.uint8) * FLAG_REF)
         self.flags = cp.asarray(np.ascontiguousarray(flags))
         self.set_reference(config.s_ref)
@@ -64,13 +84,15 @@ class FusedEngine:
         self.tmax = cp.empty(self.shape, dtype=cp.float32)
         self.base_sum = cp.zeros(self.shape, dtype=cp.float64)
         self.base_sumsq = cp.zeros(self.shape, dtype=cp.float64)
-        self.stats = cp.zeros((nz, 2, self.q), dtype=cp.float64)
+        self.stats = cp.zeros((nz, self.q), dtype=cp.float64)
         self.prev_coeffs = cp.zeros((nz, self.k), dtype=cp.float64)
         self.coeffs = cp.zeros((nz, self.k), dtype=cp.float64)
         self.has_prev_phase = False
         self.has_prev_temp = False
         mod = load_module("thermometry")
         self._pass1 = mod.get_function(f"unwrap_accumulate_o{model.order}")
+        self._fallback = mod.get_function(f"accumulate_fallback_o{model.order}")
+        self._fallback_args = None  # the last pass1's arguments (the fallback pass re-reads its frame)
         self._pass2 = mod.get_function(f"temperature_dose_o{model.order}")
         npix = ny * nx
         self.grid1 = (max(1, math.ceil(npix / (BLOCK * PIXELS_PER_THREAD_REDUCE))), nz)
@@ -169,27 +191,48 @@ class FusedEngine:
         cp = self.cp
         a, b = self.to_device(a, b)
         self.stats.fill(0)
-        self._launch("pass1", self._pass1, self.grid1, (
-            a, b, np.int32(bool(polar)), self.s_ref, self.u, self.flags, self.prev_coeffs,
-            np.int32(self.has_prev_phase), np.int32(self.auto), np.float64(self.outlier_rad), *self.dims,
-            self.stats))
-        if self._last_slot is not None:  # the staged slot is free once this pass has read it
-            self._consumed[self._last_slot] = cp.cuda.get_current_stream().record()
-            self._last_slot = None
+        args = (a, b, np.int32(bool(polar)), self.s_ref, self.u, self.flags, self.prev_coeffs,
+                np.int32(self.has_prev_phase), np.int32(self.auto), np.float64(self.outlier_rad), *self.dims,
+                self.stats)
+        self._launch("pass1", self._pass1, self.grid1, args)
+        self._release_staged()
         self.has_prev_phase = True
-        # (nz, 2, Q): the only per-frame transfer to the host; set 1 (no outlier exclusion) is kept
-        # for fallback_stats, the kernel having reduced both sets in the same pass
-        self._host_stats = cp.asnumpy(self.stats)
-        return self._unpack(0)
+        self._host_stats = cp.asnumpy(self.stats)  # (nz, Q): the only per-frame transfer to the host
+        self._fallback_args = args if self.auto else None
+        self._fallback_slot = self._staged_slot_of(a)
+        return self._unpack(self._host_stats)
 
     def fallback_stats(self):
-        return self._unpack(1)
+        """The last frame's statistics without the outlier exclusion: the same as :meth:`pass1`'s outside
+        automatic mode; in automatic mode one more pass over the frame (rare: a slice with too few inliers)."""
+        if self._fallback_args is None:
+            return self._unpack(self._host_stats)
+        cp = self.cp
+        slot = self._fallback_slot
+        self.stats.fill(0)
+        self._fallback((self.grid1[0], self.grid1[1]), (BLOCK,), self._fallback_args)
+        if slot is not None:  # the fallback re-read the staged frame: its slot is free only after this pass
+            self._consumed[slot] = cp.cuda.get_current_stream().record()
+        return self._unpack(cp.asnumpy(self.stats))
 
-    def _unpack(self, s):
-        st = self._host_stats
-        return (np.ascontiguousarray(st[:, s, :self.n_pairs]),
-                np.ascontiguousarray(st[:, s, self.n_pairs:self.n_pairs + self.k]),
-                np.ascontiguousarray(st[:, s, -1]))
+    def _release_staged(self):
+        """Mark the staged slot of the frame just read as free once the compute stream is past this point."""
+        if self._last_slot is not None:
+            self._consumed[self._last_slot] = self.cp.cuda.get_current_stream().record()
+            self._last_slot = None
+
+    def _staged_slot_of(self, a):
+        """The staging slot whose device buffer ``a`` is, or None (frames given on the device)."""
+        for slot, (da, _) in enumerate(self._staged):
+            if a is da:
+                return slot
+        return None
+
+    def _unpack(self, st):
+        """``(packed, rhs, count)`` from the kernels' ``(nz, Q)`` moments, as the drift model's normal equations."""
+        m, k = self.n_moments, self.k
+        return (np.ascontiguousarray(st[:, self._pair_moment]), np.ascontiguousarray(st[:, m:m + k]),
+                np.ascontiguousarray(st[:, -1]))
 
     def pass2(self, coeffs, dt_min, is_baseline: bool):
         self.coeffs.set(np.ascontiguousarray(coeffs, dtype=np.float64))

@@ -9,8 +9,9 @@
 // float64 drift, dose and statistics) so both paths agree to rounding:
 //   pass 1  unwrap_accumulate_o{0,1,2}: dphi = angle(S conj(S_ref)), temporal
 //           unwrap against the previous frame (round half to even, as NumPy),
-//           per-slice weighted normal equations of the drift polynomial, twice:
-//           set 0 with outlier rejection (automatic reference), set 1 without.
+//           per-slice weighted moments of the drift polynomial's normal equations,
+//           with outlier rejection in automatic mode; accumulate_fallback_o{0,1,2}
+//           the same without it, launched only for a frame whose fit falls back.
 //   pass 2  temperature_dose_o{0,1,2}: drift subtraction, PRF conversion, mask,
 //           exact CEM43 increment (linear temperature, split at 43 C), Tmax,
 //           baseline sums and heated flags.
@@ -40,27 +41,51 @@ __device__ __forceinline__ double poly_eval(const double* __restrict__ c, const 
     return s;
 }
 
-// Statistics per slice and set: K(K+1)/2 packed products, K right-hand sides, 1 count.
+// Statistics per slice: the M distinct monomials x^a y^b among the basis products (the normal matrix's entries
+// are sums of w times them: 15 for the quadratic basis instead of its 21 packed products), K right-hand sides,
+// 1 count. One set per launch: pass 1 reduces the fit's own weights (inliers in automatic mode); the fallback
+// launch reduces every reference voxel, only in the rare frame that needs it. Two sets in one pass held
+// 2 x 28 double accumulators per thread (158 registers at K = 6, one 256-thread block per SM).
 template <int K>
-struct NStats { static const int Q = K * (K + 1) / 2 + K + 1; };
+struct NStats {
+    static const int M = K == 1 ? 1 : (K == 3 ? 6 : 15);
+    static const int Q = M + K + 1;
+};
 
+// The moments in the order the host unpacks them (gpu/mrtherm_gpu/thermometry.py MOMENT_EXPONENTS); the first
+// K are the basis itself (1, x, y, x^2, xy, y^2).
 template <int K>
+__device__ __forceinline__ void moments(int x, int y, int nx, int ny, double* m) {
+    const double xn = nx > 1 ? -1.0 + x * (2.0 / (nx - 1)) : 0.0;
+    const double yn = ny > 1 ? -1.0 + y * (2.0 / (ny - 1)) : 0.0;
+    m[0] = 1.0;
+    if (K >= 3) { m[1] = xn; m[2] = yn; m[3] = xn * xn; m[4] = xn * yn; m[5] = yn * yn; }
+    if (K == 6) {
+        m[6] = m[3] * xn; m[7] = m[3] * yn; m[8] = xn * m[5]; m[9] = m[5] * yn;
+        m[10] = m[3] * m[3]; m[11] = m[3] * m[4]; m[12] = m[3] * m[5]; m[13] = m[4] * m[5]; m[14] = m[5] * m[5];
+    }
+}
+
+// FALLBACK = 0: pass 1 (phase change, unwrap into u, the fit's weights). FALLBACK = 1: the same frame again with
+// u as pass 1 left it and every reference voxel not yet heated (the statistics without outlier exclusion).
+template <int K, int FALLBACK>
 __device__ void unwrap_accumulate(
     const float* __restrict__ comp_a, const float* __restrict__ comp_b, int polar,
     const float2* __restrict__ s_ref, float* __restrict__ u, const unsigned char* __restrict__ flags,
     const double* __restrict__ prev_coeffs, int has_prev, int auto_mode, double outlier_rad,
     int nz, int ny, int nx, double* __restrict__ stats)
 {
+    const int M = NStats<K>::M;
     const int Q = NStats<K>::Q;
-    __shared__ double block_acc[2 * NStats<6>::Q];
+    __shared__ double block_acc[NStats<6>::Q];
     const int z = blockIdx.y;
     const int npix = ny * nx;
-    for (int q = threadIdx.x; q < 2 * Q; q += blockDim.x) block_acc[q] = 0.0;
+    for (int q = threadIdx.x; q < Q; q += blockDim.x) block_acc[q] = 0.0;
     __syncthreads();
 
-    double acc[2 * Q];
+    double acc[Q];
 #pragma unroll
-    for (int q = 0; q < 2 * Q; ++q) acc[q] = 0.0;
+    for (int q = 0; q < Q; ++q) acc[q] = 0.0;
     const double* pc = prev_coeffs + (long long)z * K;
     const float two_pi = 6.283185307179586f;
 
@@ -77,56 +102,55 @@ __device__ void unwrap_accumulate(
             si = comp_b[idx];
         }
         if (!isfinite(sr) || !isfinite(si)) { sr = 0.0f; si = 0.0f; }
-        const float2 r = s_ref[idx];
-        const float pr = sr * r.x + si * r.y;     // S * conj(S_ref)
-        const float pi = si * r.x - sr * r.y;
-        const float dphi = atan2f(pi, pr);
-        float uu = dphi;
-        if (has_prev) {
-            const float k = rintf((u[idx] - dphi) / two_pi);
-            uu = dphi + k * two_pi;
+        float uu;
+        if (FALLBACK) {
+            uu = u[idx];
+        } else {
+            const float2 r = s_ref[idx];
+            const float pr = sr * r.x + si * r.y;     // S * conj(S_ref)
+            const float pi = si * r.x - sr * r.y;
+            const float dphi = atan2f(pi, pr);
+            uu = dphi;
+            if (has_prev) {
+                const float k = rintf((u[idx] - dphi) / two_pi);
+                uu = dphi + k * two_pi;
+            }
+            u[idx] = uu;
         }
-        u[idx] = uu;
 
         const unsigned char f = flags[idx];
-        double a[6];
-        poly_basis<K>(p % nx, p / nx, nx, ny, a);
         const double w = (double)(sr * sr + si * si);
-        double w_all, w_in;
+        double m[M];
+        moments<K>(p % nx, p / nx, nx, ny, m);
+        double ws;
         if (auto_mode) {
-            w_all = ((f & FLAG_REF) && !(f & FLAG_HEATED)) ? w : 0.0;
-            const double drift_prev = poly_eval<K>(pc, a);
-            w_in = (fabs((double)uu - drift_prev) < outlier_rad) ? w_all : 0.0;
-        } else {
-            w_all = (f & FLAG_REF) ? w : 0.0;
-            w_in = w_all;
-        }
-        const double ws[2] = {w_in, w_all};
-#pragma unroll
-        for (int s = 0; s < 2; ++s) {
-            if (ws[s] > 0.0) {
-                int q = s * Q;
-#pragma unroll
-                for (int i = 0; i < K; ++i)
-#pragma unroll
-                    for (int j = i; j < K; ++j) acc[q++] += ws[s] * a[i] * a[j];
-#pragma unroll
-                for (int i = 0; i < K; ++i) acc[q++] += ws[s] * a[i] * (double)uu;
-                acc[q] += 1.0;
+            ws = ((f & FLAG_REF) && !(f & FLAG_HEATED)) ? w : 0.0;
+            if (!FALLBACK && ws > 0.0) {
+                const double drift_prev = poly_eval<K>(pc, m);
+                if (!(fabs((double)uu - drift_prev) < outlier_rad)) ws = 0.0;
             }
+        } else {
+            ws = (f & FLAG_REF) ? w : 0.0;
+        }
+        if (ws > 0.0) {
+#pragma unroll
+            for (int q = 0; q < M; ++q) acc[q] += ws * m[q];
+#pragma unroll
+            for (int i = 0; i < K; ++i) acc[M + i] += ws * m[i] * (double)uu;
+            acc[Q - 1] += 1.0;
         }
     }
     // warp reduction, then one shared atomic per warp, then one global atomic per block
     const unsigned full = 0xffffffffu;
 #pragma unroll
-    for (int q = 0; q < 2 * Q; ++q) {
+    for (int q = 0; q < Q; ++q) {
         double v = acc[q];
         for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(full, v, off);
         if ((threadIdx.x & 31) == 0 && v != 0.0) atomicAdd(&block_acc[q], v);
     }
     __syncthreads();
-    for (int q = threadIdx.x; q < 2 * Q; q += blockDim.x)
-        if (block_acc[q] != 0.0) atomicAdd(&stats[(long long)z * 2 * Q + q], block_acc[q]);
+    for (int q = threadIdx.x; q < Q; q += blockDim.x)
+        if (block_acc[q] != 0.0) atomicAdd(&stats[(long long)z * Q + q], block_acc[q]);
 }
 
 __device__ __forceinline__ double one_minus_exp_over(double d) {
@@ -189,13 +213,21 @@ __device__ void temperature_dose(
     }
 }
 
-#define UNWRAP_ENTRY(NAME, K)                                                                           \
-extern "C" __global__ void NAME(                                                                        \
+// 256 threads a block (BLOCK in thermometry.py); MIN_BLOCKS per SM bounds the registers: the quadratic basis
+// at 3 blocks fits 80 registers without spills (ptxas, sm_90), 24 resident warps (it had 158 registers, 8 warps)
+// (only where a CUDA compiler reads this: nvcc, NVRTC; the CPU emulation's kernel parser expects the name after void)
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define UNWRAP_BOUNDS(MIN_BLOCKS) __launch_bounds__(256, MIN_BLOCKS)
+#else
+#define UNWRAP_BOUNDS(MIN_BLOCKS)
+#endif
+#define UNWRAP_ENTRY(NAME, K, FALLBACK, MIN_BLOCKS)                                                     \
+extern "C" __global__ void UNWRAP_BOUNDS(MIN_BLOCKS) NAME(                                              \
     const float* comp_a, const float* comp_b, int polar, const float2* s_ref, float* u,                 \
     const unsigned char* flags, const double* prev_coeffs, int has_prev, int auto_mode,                 \
     double outlier_rad, int nz, int ny, int nx, double* stats) {                                        \
-    unwrap_accumulate<K>(comp_a, comp_b, polar, s_ref, u, flags, prev_coeffs, has_prev, auto_mode,      \
-                         outlier_rad, nz, ny, nx, stats);                                               \
+    unwrap_accumulate<K, FALLBACK>(comp_a, comp_b, polar, s_ref, u, flags, prev_coeffs, has_prev,       \
+                                   auto_mode, outlier_rad, nz, ny, nx, stats);                          \
 }
 
 #define DOSE_ENTRY(NAME, K)                                                                             \
@@ -209,9 +241,12 @@ extern "C" __global__ void NAME(                                                
                         nz, ny, nx);                                                                    \
 }
 
-UNWRAP_ENTRY(unwrap_accumulate_o0, 1)
-UNWRAP_ENTRY(unwrap_accumulate_o1, 3)
-UNWRAP_ENTRY(unwrap_accumulate_o2, 6)
+UNWRAP_ENTRY(unwrap_accumulate_o0, 1, 0, 1)
+UNWRAP_ENTRY(unwrap_accumulate_o1, 3, 0, 1)
+UNWRAP_ENTRY(unwrap_accumulate_o2, 6, 0, 3)
+UNWRAP_ENTRY(accumulate_fallback_o0, 1, 1, 1)
+UNWRAP_ENTRY(accumulate_fallback_o1, 3, 1, 1)
+UNWRAP_ENTRY(accumulate_fallback_o2, 6, 1, 3)
 DOSE_ENTRY(temperature_dose_o0, 1)
 DOSE_ENTRY(temperature_dose_o1, 3)
 DOSE_ENTRY(temperature_dose_o2, 6)
