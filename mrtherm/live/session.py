@@ -235,13 +235,15 @@ class LiveSession:
 
     # ------------------------------------------------------------------ frames
     def _work(self):
-        while not self.stopping.is_set():
-            self.wake.wait(0.25)
-            self.wake.clear()
-            try:
-                self._process(final=False)
-            except Exception:  # the service outlives any one failure (e.g. a full disk); the log says what
-                LOG.exception("frame processing failed; retrying with the next frame")
+        from mrtherm.backend import single_threaded_blas  # noqa: PLC0415
+        with single_threaded_blas():  # small per-slice products: BLAS threads would only spin (see there)
+            while not self.stopping.is_set():
+                self.wake.wait(0.25)
+                self.wake.clear()
+                try:
+                    self._process(final=False)
+                except Exception:  # the service outlives any one failure (e.g. a full disk); the log says what
+                    LOG.exception("frame processing failed; retrying with the next frame")
 
     def _process(self, final):
         with self.lock:
