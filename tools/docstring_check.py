@@ -13,7 +13,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUMPYDOC_PATHS = ("mrtherm/thermometry/", "mrtherm/window/", "mrtherm/live/", "mrtherm/probes/", "mrtherm/cryo/",
-                  "mrtherm/evaluation/", "mrtherm/geometry.py", "mrtherm/backend.py")
+                  "mrtherm/evaluation/", "mrtherm/cohort/", "mrtherm/geometry.py", "mrtherm/backend.py")
 
 
 def _public(tree):

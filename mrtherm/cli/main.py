@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from mrtherm import __version__
-from mrtherm.cli import demo, evaluate, live, phantom, probes, run, view, window
+from mrtherm.cli import batch, demo, evaluate, live, phantom, probes, run, view, window
 from mrtherm.cli.common import EXIT_USER_ERROR
 from mrtherm.errors import MrthermError
 
@@ -24,6 +24,7 @@ def build_parser():
     phantom.add_parser(sub)
     demo.add_parser(sub)
     run.add_parser(sub)
+    batch.add_parser(sub)
     live.add_parser(sub)
     probes.add_parser(sub)
     evaluate.add_parser(sub)
