@@ -160,3 +160,20 @@ def test_batch_command_and_folder_of_exams(cohort, tmp_path, capsys):
     assert main(["batch", str(cohort / "manifest.csv"), "--out", str(tmp_path / "m"), "--scheduler", "threads"]) == 1
     err = capsys.readouterr().out
     assert "3 ok" in err and "1 failed" in err and "failed: " in err
+
+
+def test_feasibility_map_in_dask_chunks_equals_one_machine(client):
+    from mrtherm.cohort import feasibility_map_dask
+    from mrtherm.window import Scene, feasibility_map
+    from mrtherm.window.transducer import spherical_cap
+    ph = mrtherm.make_phantom(shape_zyx=(12, 40, 40), voxel_mm=(3.0, 3.0, 3.0), n_frames=1)
+    scene = Scene(ph.labels, ph.affine)
+    sug = ph.info["transducer_suggestion"]
+    tr = spherical_cap(sug["radius_mm"], sug["aperture_mm"], 96, sug["focus_world_mm"], sug["axis"])
+    mask = np.zeros(scene.shape, bool)
+    mask[4:8, 10:30:2, 10:30:3] = True  # 280 foci over and around the target
+    one = feasibility_map(scene, tr, mask)
+    on_cluster = feasibility_map_dask(scene, tr, mask, client=client, chunk_foci=64)
+    np.testing.assert_array_equal(on_cluster, one)
+    np.testing.assert_array_equal(feasibility_map_dask(scene, tr, mask, chunk_foci=50, compiled=False), one)
+    assert np.nanmin(one) < np.nanmax(one)  # the foci differ (the map is not trivially uniform)

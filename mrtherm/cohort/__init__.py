@@ -4,8 +4,9 @@
 processes, or a dask.distributed cluster) and writes ``metrics.csv`` / ``metrics.parquet``.
 """
 
+from mrtherm.cohort.feasibility import feasibility_map_dask
 from mrtherm.cohort.manifest import Task, discover, load_tasks, read_manifest
 from mrtherm.cohort.runner import run_cohort
 from mrtherm.cohort.task import run_task
 
-__all__ = ["Task", "discover", "load_tasks", "read_manifest", "run_cohort", "run_task"]
+__all__ = ["Task", "discover", "feasibility_map_dask", "load_tasks", "read_manifest", "run_cohort", "run_task"]

@@ -43,24 +43,75 @@ def feasibility_map(scene: Scene, transducer, target_mask_zyx: np.ndarray, backe
     BackendUnavailableError
         ``compiled=True`` without numba.
     """
-    mask = np.asarray(target_mask_zyx, bool)
-    if mask.shape != scene.shape:
-        raise ParameterError(f"target mask shape {mask.shape} does not match the labels {scene.shape}")
-    k, j, i = np.nonzero(mask)
-    foci = np.stack([i, j, k], axis=1) @ scene.affine[:3, :3].T + scene.affine[:3, 3]
+    voxels, foci = target_foci(scene, target_mask_zyx)
     out = np.full(scene.shape, np.nan, dtype=np.float32)
     if foci.shape[0] == 0:
         return out
     if resolve_backend(backend) == "cupy":
         frac = gpu_plugin(required=True).active_fractions(scene, transducer, foci)
-    elif numba_available() if compiled is None else compiled:
+    else:
+        frac = active_fractions_cpu(scene, transducer, foci, compiled, chunk_rays=chunk_rays, progress=progress)
+    out[voxels] = frac
+    return out
+
+
+def target_foci(scene, target_mask_zyx):
+    """The candidate foci of a target mask: their voxel indices and world positions.
+
+    Parameters
+    ----------
+    scene : Scene
+    target_mask_zyx : ndarray of bool, shape (z, y, x)
+        On the scene's grid.
+
+    Returns
+    -------
+    voxels : tuple of ndarray
+        ``(k, j, i)`` indices of the mask's voxels (as ``numpy.nonzero``).
+    foci : ndarray, shape (n, 3)
+        World mm.
+
+    Raises
+    ------
+    ParameterError
+        The mask is not on the scene's grid.
+    """
+    mask = np.asarray(target_mask_zyx, bool)
+    if mask.shape != scene.shape:
+        raise ParameterError(f"target mask shape {mask.shape} does not match the labels {scene.shape}")
+    k, j, i = np.nonzero(mask)
+    return (k, j, i), np.stack([i, j, k], axis=1) @ scene.affine[:3, :3].T + scene.affine[:3, 3]
+
+
+def active_fractions_cpu(scene, transducer, foci, compiled=None, chunk_rays=1 << 18, progress=False):
+    """Active fraction per focus on the CPU: the compiled traversal when numba is installed (or asked), else
+    NumPy; the same values either way.
+
+    Parameters
+    ----------
+    scene : Scene
+    transducer : Transducer
+    foci : ndarray, shape (n, 3)
+        World mm.
+    compiled : bool, optional
+        As for :func:`feasibility_map`.
+    chunk_rays : int, optional
+    progress : bool, optional
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+
+    Raises
+    ------
+    BackendUnavailableError
+        ``compiled=True`` without numba.
+    """
+    if numba_available() if compiled is None else compiled:
         if not numba_available():
             raise BackendUnavailableError("compiled=True needs numba: pip install 'mrtherm[fast]'")
-        frac = active_fractions_compiled(scene, transducer, foci, progress=progress)
-    else:
-        frac = active_fractions_numpy(scene, transducer, foci, chunk_rays=chunk_rays, progress=progress)
-    out[k, j, i] = frac
-    return out
+        return active_fractions_compiled(scene, transducer, foci, progress=progress)
+    return active_fractions_numpy(scene, transducer, foci, chunk_rays=chunk_rays, progress=progress)
 
 
 def active_fractions_numpy(scene, transducer, foci, chunk_rays=1 << 18, progress=False):
