@@ -16,6 +16,7 @@ from mrtherm.io import atomic, niftiio
 from mrtherm.text import count
 from mrtherm.thermometry.watch import format_alarm
 from mrtherm.backend import to_numpy, from_numpy, namespace
+from mrtherm.errors import ParameterError
 
 CONVENTIONS = {
     "axes": "arrays (t, z, y, x); NIfTI (x, y, z, t) with the input affine unchanged",
@@ -213,6 +214,26 @@ class ThermometryResult:
             temperature_path=os.fspath(temperature_path) if temperature_path is not None else None, thermometer=th)
 
     # ------------------------------------------------------------------ access
+    def temperature_series(self):
+        """The ``(t, z, y, x)`` temperature series, C: the array kept in memory, else the written file opened
+        lazily as a dask array (one chunk per frame, read on demand; :mod:`mrtherm.io.lazy`).
+
+        Returns
+        -------
+        array or dask.array.Array
+
+        Raises
+        ------
+        ParameterError
+            Neither kept in memory nor written to a file.
+        """
+        if self.temperature_c is not None:
+            return self.temperature_c
+        if not self.temperature_path:
+            raise ParameterError("this result kept no temperature series (keep_temperature=False, no file)")
+        from mrtherm.io.lazy import lazy_series  # noqa: PLC0415
+        return lazy_series(self.temperature_path)
+
     def host(self, name: str) -> np.ndarray:
         """An attribute as a NumPy array (copied from the GPU if needed).
 

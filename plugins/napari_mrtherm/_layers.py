@@ -77,18 +77,43 @@ def labels_layer(data, nifti_aff, meta=None, name="labels"):
 
 
 def temperature_layer(temp_c, nifti_aff, meta=None, frame_times_s=None):
-    """4-D temperature (C) image; NaN shown transparent; the time axis in seconds."""
-    temp_c = np.asarray(temp_c, np.float32)
+    """4-D temperature (C) image; NaN shown transparent; the time axis in seconds.
+
+    ``temp_c`` may be a dask array (a large series opened lazily, :func:`open_temperature`): the layer then
+    reads frames as they are shown, and the per-frame peak and hottest point come from the run's report.
+    """
+    lazy = m.is_lazy(temp_c)
+    temp_c = temp_c if lazy else np.asarray(temp_c, np.float32)
     times = frame_times_s if frame_times_s is not None else (meta or {}).get("frame_times_s")
     times = list(times) if times is not None and len(times) == temp_c.shape[0] else list(range(temp_c.shape[0]))
-    with np.errstate(invalid="ignore"):
-        flat = temp_c.reshape(temp_c.shape[0], -1)
-        peak = [float(np.nanmax(f)) if np.isfinite(f).any() else None for f in flat]
-    return (m.display_temperature(temp_c), {
+    if lazy:
+        display, peak = temp_c.map_blocks(m.display_temperature, dtype=np.float32), m.FramePeaks(temp_c)
+        hottest = m.hottest_from_report((meta or {}).get("report"), times)
+    else:
+        display, peak, hottest = m.display_temperature(temp_c), m.frame_peaks(temp_c), m.hottest_index(temp_c)
+    return (display, {
         "name": "temperature (C)", "colormap": m.temperature_colormap(), "contrast_limits": m.TEMPERATURE_RANGE_C,
         "blending": "translucent", "opacity": 0.9, **m.placement(nifti_aff, times, series=True),
         "metadata": _meta("temperature", nifti_aff, meta, temperature_c=temp_c, frame_times_s=times,
-                          frame_peak_c=peak)}, "image")
+                          frame_peak_c=peak, hottest_tzyx=hottest)}, "image")
+
+
+def open_temperature(path, frame_times_s=None):
+    """A run's temperature series: in memory when it is small, else lazily (frames read as shown).
+
+    Returns
+    -------
+    temperature : ndarray or dask.array.Array, shape (t, z, y, x)
+    affine : ndarray, shape (4, 4)
+    cumulative_dose : callable
+        ``cumulative_dose(frame_times_s)``: the dose accumulated up to each frame, of the same kind.
+    """
+    if m.series_bytes(path) <= m.lazy_threshold_bytes():
+        temp, aff = m.load_zyx(path)
+        return temp, aff, lambda times: m.dose_per_frame(temp, times)
+    from mrtherm.io.lazy import FrameReader, lazy_cumulative_dose, series_from_reader
+    reader = FrameReader(path)
+    return series_from_reader(reader), reader.affine, lambda times: lazy_cumulative_dose(reader, times)
 
 
 def dose_layers(dose_tzyx, nifti_aff, levels, meta=None, frame_times_s=None, final_dose=None):
@@ -100,7 +125,8 @@ def dose_layers(dose_tzyx, nifti_aff, levels, meta=None, frame_times_s=None, fin
     times = frame_times_s if frame_times_s is not None else (meta or {}).get("frame_times_s")
     times = list(times) if times is not None and len(times) == dose_tzyx.shape[0] else list(range(dose_tzyx.shape[0]))
     where = m.placement(nifti_aff, times, series=True)
-    layers = [(m.display_dose(dose_tzyx), {
+    display = dose_tzyx.map_blocks(m.display_dose, dtype=np.float32) if m.is_lazy(dose_tzyx) else m.display_dose(dose_tzyx)
+    layers = [(display, {
         "name": "CEM43 dose (log10 min)", "colormap": m.dose_colormap(), "contrast_limits": m.DOSE_LOG10_RANGE,
         "blending": "translucent", "opacity": 0.45, **where,
         "metadata": _meta("dose", nifti_aff, meta, dose_per_frame_cem43_min=dose_tzyx, frame_times_s=times,
@@ -111,7 +137,10 @@ def dose_layers(dose_tzyx, nifti_aff, levels, meta=None, frame_times_s=None, fin
 
 def lesion_layer(dose_tzyx, level, nifti_aff, meta=None, frame_times_s=None):
     """Outline (napari labels contour) of dose >= level at each frame, in the level's fixed colour."""
-    mask = (np.nan_to_num(np.asarray(dose_tzyx), nan=0.0) >= level).astype(np.uint8)
+    def at_level(d):
+        return (np.nan_to_num(np.asarray(d), nan=0.0) >= level).astype(np.uint8)
+
+    mask = dose_tzyx.map_blocks(at_level, dtype=np.uint8) if m.is_lazy(dose_tzyx) else at_level(dose_tzyx)
     colour, colour_name = m.level_colour(level)
     series = mask.ndim == 4
     return (mask, {"name": f"lesion {level:g} CEM43 ({colour_name})", "opacity": 1.0,
@@ -140,9 +169,9 @@ def run_layers(folder) -> list:
         layers.append(labels_layer(*m.load_zyx(p), meta))
     p = os.path.join(folder, "temperature.nii.gz")
     if os.path.exists(p):
-        temp, aff = m.load_zyx(p)
+        temp, aff, cumulative_dose = open_temperature(p)
         grid, shape = aff, temp.shape[1:]
-        cumulative = m.dose_per_frame(temp, meta["frame_times_s"])
+        cumulative = cumulative_dose(meta["frame_times_s"] or list(range(temp.shape[0])))
         p = os.path.join(folder, "dose_cem43.nii.gz")
         final = m.load_zyx(p)[0] if os.path.exists(p) else None
         layers += dose_layers(cumulative, aff, levels, meta, final_dose=final)
@@ -164,12 +193,14 @@ def result_layers(result) -> list:
             "voxel_volume_ml": result.report["exam"]["voxel_volume_ml"], "dose_levels_cem43_min": levels}
     temp = result.host("temperature_c")
     if temp is None:
-        temp = m.load_zyx(result.temperature_path)[0]
+        temp, _, cumulative_dose = open_temperature(result.temperature_path)
+        cumulative = cumulative_dose(meta["frame_times_s"])
+    else:
+        cumulative = m.dose_per_frame(temp, meta["frame_times_s"])
     layers = [anatomy_layer(result.host("anatomy"), aff, meta)]
     if result.labels is not None:
         layers.append(labels_layer(np.asarray(result.labels), aff, meta))
-    layers += dose_layers(m.dose_per_frame(temp, meta["frame_times_s"]), aff, levels, meta,
-                          final_dose=result.host("dose_cem43_min"))
+    layers += dose_layers(cumulative, aff, levels, meta, final_dose=result.host("dose_cem43_min"))
     layers.insert(len(layers) - len(levels), temperature_layer(temp, aff, meta))
     return layers
 
@@ -271,10 +302,11 @@ def probe_layers(report, meta, scale_zyx) -> list:
 
 def map_layer(path) -> list:
     """One mrtherm NIfTI map as a layer, styled by its file name."""
-    data, aff = m.load_zyx(path)
     name = os.path.basename(os.fspath(path))
     if name == "temperature.nii.gz":
-        return [temperature_layer(data, aff)]
+        temp, aff, _ = open_temperature(path)
+        return [temperature_layer(temp, aff)]
+    data, aff = m.load_zyx(path)
     if name == "dose_cem43.nii.gz":
         return dose_layers(np.asarray(data, np.float32)[None], aff, [240.0])[:1]
     if name == "labels.nii.gz":

@@ -209,6 +209,66 @@ def load_zyx(path):
     return np.ascontiguousarray(data.transpose(tuple(range(data.ndim))[::-1])), np.asarray(img.affine)
 
 
+LAZY_SERIES_BYTES = 1 << 30  # series larger than this in memory (float32) open lazily
+
+
+def lazy_threshold_bytes() -> int:
+    """Bytes above which a temperature series opens lazily (``MRTHERM_NAPARI_LAZY_BYTES`` overrides)."""
+    return int(os.environ.get("MRTHERM_NAPARI_LAZY_BYTES", LAZY_SERIES_BYTES))
+
+
+def series_bytes(path) -> int:
+    """Size of a NIfTI series in memory as float32, from its header alone."""
+    import nibabel as nib
+    return int(np.prod(nib.load(os.fspath(path)).shape)) * 4
+
+
+def is_lazy(array) -> bool:
+    """True for a dask array (a series read on demand)."""
+    return hasattr(array, "dask") and hasattr(array, "compute")
+
+
+def frame_peaks(temp):
+    """Peak temperature of each frame (None for an all-NaN frame)."""
+    with np.errstate(invalid="ignore"):
+        flat = np.asarray(temp).reshape(temp.shape[0], -1)
+        return [float(np.nanmax(f)) if np.isfinite(f).any() else None for f in flat]
+
+
+class FramePeaks:
+    """Per-frame peaks of a lazy series, each computed (and kept) when first asked for."""
+
+    def __init__(self, series):
+        self.series, self._peaks = series, {}
+
+    def __len__(self):
+        return int(self.series.shape[0])
+
+    def __getitem__(self, t):
+        t = int(t)
+        if t not in self._peaks:
+            self._peaks[t] = frame_peaks(np.asarray(self.series[t : t + 1]))[0]
+        return self._peaks[t]
+
+
+def hottest_index(temp):
+    """(t, z, y, x) of the highest temperature, or None when all NaN."""
+    temp = np.asarray(temp)
+    if not np.isfinite(temp).any():
+        return None
+    return tuple(int(v) for v in np.unravel_index(np.nanargmax(temp), temp.shape))
+
+
+def hottest_from_report(report, times):
+    """(t, z, y, x) of the hottest voxel from a run's report (a lazy series is not scanned), or None."""
+    res = (report or {}).get("results") or {}
+    zyx, when = res.get("hottest_voxel_zyx"), res.get("time_of_peak_s")
+    if zyx is None or when is None or not len(times):
+        return None
+    t = int(np.argmin(np.abs(np.asarray(times, float) - float(when))))
+    return (t, *(int(v) for v in zyx))
+
+
 def display_temperature(temp):
     """NaN (masked) shown as transparent: replaced by 0 C, below the transparent cut."""
     return np.nan_to_num(np.asarray(temp, dtype=np.float32), nan=0.0)
@@ -226,16 +286,15 @@ def dose_per_frame(temperature_tzyx, frame_times_s) -> np.ndarray:
     Exact for temperatures linear between frames (the rule the pipeline uses), so the last frame
     equals the run's final dose up to float32 rounding.
     """
-    from mrtherm.thermometry.dose import cem43_segment
+    from mrtherm.io.lazy import as_display_float32, dose_start, dose_step  # the lazy series' own steps
     temp = np.asarray(temperature_tzyx)
     times = np.asarray(frame_times_s, float)
     out = np.empty(temp.shape, np.float32)
-    acc = np.where(np.isfinite(temp[0]), 0.0, np.nan)
+    acc = dose_start(temp[0])
     out[0] = acc
-    with np.errstate(over="ignore", invalid="ignore"):
-        for k in range(1, temp.shape[0]):
-            acc = acc + cem43_segment(temp[k - 1], temp[k], (times[k] - times[k - 1]) / 60.0)
-            out[k] = np.minimum(acc, np.finfo(np.float32).max)
+    for k in range(1, temp.shape[0]):
+        acc = dose_step(acc, temp[k - 1], temp[k], (times[k] - times[k - 1]) / 60.0)
+        out[k] = as_display_float32(acc)
     return out
 
 
@@ -266,11 +325,13 @@ def parse_levels(text: str) -> tuple[float, ...]:
 def roi_curves(temperature_tzyx, mask_zyx):
     """Mean and max temperature over a mask per frame (NaN-aware); (t,), (t,)."""
     import warnings
-    t = np.asarray(temperature_tzyx)
     m = np.asarray(mask_zyx, bool)
     if not m.any():
         raise ValueError("the ROI contains no voxel")
-    vals = t[:, m]
+    if is_lazy(temperature_tzyx):  # frame by frame: memory of one frame, one pass over the series
+        vals = np.stack([np.asarray(temperature_tzyx[k])[m] for k in range(temperature_tzyx.shape[0])])
+    else:
+        vals = np.asarray(temperature_tzyx)[:, m]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames (ROI outside the mask) give NaN
         return np.nanmean(vals, axis=1), np.nanmax(vals, axis=1)

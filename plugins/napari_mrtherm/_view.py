@@ -137,11 +137,10 @@ class OperatorView:
 
     @staticmethod
     def _hottest_point(layer):
-        temp = meta(layer)["temperature_c"]
-        if not np.isfinite(temp).any():
+        hottest = meta(layer).get("hottest_tzyx")
+        if hottest is None:
             return None
-        t, z, y, x = np.unravel_index(np.nanargmax(temp), temp.shape)
-        world = np.asarray(layer.data_to_world((t, z, y, x)))
+        world = np.asarray(layer.data_to_world(tuple(hottest)))
         return [(0, float(world[0])), (1, float(world[1]))]
 
     def temperature_layer(self):

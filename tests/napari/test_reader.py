@@ -306,3 +306,32 @@ def test_evaluation_folder_opens_as_an_overlay_on_the_npv_grid(make_napari_viewe
     z, y, x = np.argwhere(layer.data == 2)[0]  # predicted, perfused: rows 10-11
     assert 10 <= y < 12
     np.testing.assert_allclose(layer.data_to_world([z, y, x]), (affine @ [x, y, z, 1])[:3][::-1], atol=1e-6)
+
+
+def test_large_series_open_lazily_and_show_the_same(make_napari_viewer, run_folder, monkeypatch):
+    """Above the size threshold the temperature, the dose per frame and the outlines are dask arrays read frame by
+    frame, and the viewer shows what it shows for the series in memory."""
+    da = pytest.importorskip("dask.array")
+    eager_view = _open_run(make_napari_viewer, run_folder)
+    monkeypatch.setenv("MRTHERM_NAPARI_LAZY_BYTES", "1")  # every series counts as large
+    viewer = _open_run(make_napari_viewer, run_folder)
+    temp, dose = layer_named(viewer, "temperature"), layer_named(viewer, "CEM43 dose")
+    lesion = layer_named(viewer, "lesion 240")
+    assert all(isinstance(ly.data, da.Array) for ly in (temp, dose, lesion))
+    times = _report(run_folder)["exam"]["frame_times_s"]
+    last = len(times) - 1
+    for k in (last, 0, last // 2):
+        np.testing.assert_array_equal(np.asarray(temp.data[k]), layer_named(eager_view, "temperature").data[k])
+        np.testing.assert_array_equal(np.asarray(dose.data[k]), layer_named(eager_view, "CEM43 dose").data[k])
+        np.testing.assert_array_equal(np.asarray(lesion.data[k]), layer_named(eager_view, "lesion 240").data[k])
+    k = _report(run_folder)["alarms"][0]["frame"]
+    viewer.dims.set_point(0, times[k])
+    eager_view.dims.set_point(0, times[k])
+    assert _view.text_overlay(viewer).text == _view.text_overlay(eager_view).text  # frame, time, peak, alarm
+    view, eager = _view.install(viewer), _view.install(eager_view)
+    hot = _view.meta(layer_named(eager_view, "temperature"))["hottest_tzyx"]
+    assert _view.meta(temp)["hottest_tzyx"] == hot  # from the report: the series is not scanned
+    where = temp.data_to_world(hot)[-3:]
+    viewer.dims.set_point(0, times[hot[0]])
+    eager_view.dims.set_point(0, times[hot[0]])
+    assert view.readout_at(where) == eager.readout_at(where)

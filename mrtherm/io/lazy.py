@@ -1,0 +1,285 @@
+"""Large 4-D series read on demand: frames as dask chunks, and the dose accumulated up to any frame.
+
+A run's temperature series can be far larger than memory is comfortable with (256 x 256 x 32 x 400 float32 is
+3.4 GB). :func:`lazy_series` opens it as a dask array of one chunk per frame: opening reads the header only, and a
+frame is read when it is looked at. ``.nii`` files are memory-mapped; ``.nii.gz`` files are read through
+``indexed_gzip`` when it is installed (the napari extra), which remembers seek points as it decompresses, so going
+back to an earlier frame does not decompress from the start again; without it, nibabel's gzip stream is used
+(going back re-reads from the start). The last few frames are kept (hovering over the frame on screen reads
+nothing).
+
+:class:`CumulativeDose` is the CEM43 dose accumulated up to each frame (the napari dose layer), computed on demand
+from the series with checkpoints every ``checkpoint_every`` frames: frame ``t`` costs at most that many frame
+reads, and stepping forward one frame costs one.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+
+import numpy as np
+
+from mrtherm.errors import InputFileError
+
+
+def _open_random_access(path):
+    """A nibabel image of ``path`` whose frames can be read in any order (see the module docstring)."""
+    import nibabel as nib  # noqa: PLC0415
+    from mrtherm.io import niftiio  # noqa: PLC0415
+    if path.endswith(".gz"):
+        try:
+            import indexed_gzip  # noqa: PLC0415
+        except ImportError:
+            return niftiio.load_nifti(path)
+        fh = indexed_gzip.IndexedGzipFile(path, spacing=4 * 1024 * 1024)
+        try:
+            return nib.Nifti1Image.from_stream(fh)
+        except Exception as exc:  # noqa: BLE001 -- nibabel raises several types for non-NIfTI data
+            fh.close()
+            raise InputFileError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    return niftiio.load_nifti(path)
+
+
+class FrameReader:
+    """Frames of a 4-D NIfTI as ``(z, y, x)`` float32 arrays, read on demand, the last ``keep`` kept.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        4-D NIfTI (``.nii`` or ``.nii.gz``).
+    keep : int, optional
+        Frames kept in memory.
+
+    Raises
+    ------
+    InputFileError
+        Not a readable 4-D NIfTI.
+    """
+
+    def __init__(self, path, keep: int = 4):
+        from mrtherm.io import niftiio  # noqa: PLC0415
+        self.path = os.fspath(path)
+        self.image = _open_random_access(self.path)
+        if self.image.ndim != 4:
+            raise InputFileError(self.path, f"expected a 4-D series, got shape {self.image.shape}")
+        x, y, z, t = self.image.shape
+        self.shape_tzyx = (t, z, y, x)
+        self.affine = np.asarray(self.image.affine, dtype=np.float64)
+        self.time_step_s = niftiio.time_step_s(self.image)
+        self._keep = max(1, int(keep))
+        self._cache = collections.OrderedDict()
+        self._lock = threading.Lock()  # one file position: frames are read one at a time
+
+    def frame(self, t: int) -> np.ndarray:
+        """Frame ``t`` as ``(z, y, x)`` float32 (read-only; do not modify).
+
+        Parameters
+        ----------
+        t : int
+
+        Returns
+        -------
+        ndarray of float32, shape (z, y, x)
+        """
+        from mrtherm.io import niftiio  # noqa: PLC0415
+        t = int(t)
+        with self._lock:
+            if t in self._cache:
+                self._cache.move_to_end(t)
+                return self._cache[t]
+            data = niftiio.read_volume(self.image, self.path, t)
+            data.setflags(write=False)
+            self._cache[t] = data
+            while len(self._cache) > self._keep:
+                self._cache.popitem(last=False)
+            return data
+
+
+class _Frames:
+    """Array-like ``(t, z, y, x)`` view of a :class:`FrameReader` for ``dask.array.from_array``."""
+
+    def __init__(self, frame, shape, dtype):
+        self.frame, self.shape, self.dtype, self.ndim = frame, tuple(shape), np.dtype(dtype), 4
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        t_key, rest = key[0], key[1:]
+        ts = range(self.shape[0])[t_key]
+        if isinstance(ts, int):
+            return self.frame(ts)[rest]
+        if len(ts) == 0:
+            return np.empty((0,) + np.empty(self.shape[1:])[rest].shape, self.dtype)
+        return np.stack([self.frame(t)[rest] for t in ts])
+
+
+def lazy_series(path, keep: int = 4):
+    """A 4-D NIfTI as a dask array ``(t, z, y, x)`` float32, one chunk per frame, read on demand.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    keep : int, optional
+        Frames kept in memory by the reader.
+
+    Returns
+    -------
+    dask.array.Array
+        (:class:`FrameReader` gives the affine and the time step.)
+    """
+    return series_from_reader(FrameReader(path, keep=keep))
+
+
+def series_from_reader(reader):
+    """The dask array of a :class:`FrameReader` (see :func:`lazy_series`).
+
+    Parameters
+    ----------
+    reader : FrameReader
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    import dask.array as da  # noqa: PLC0415
+    t, z, y, x = reader.shape_tzyx
+    frames = _Frames(reader.frame, reader.shape_tzyx, np.float32)
+    return da.from_array(frames, chunks=(1, z, y, x), lock=False, asarray=False,
+                         name=f"mrtherm-series-{os.path.abspath(reader.path)}",
+                         meta=np.empty((0, 0, 0, 0), np.float32))
+
+
+def dose_step(acc, t_prev, t_next, dt_min):
+    """Dose accumulated to the next frame: ``acc`` plus the exact CEM43 segment between two frames.
+
+    Parameters
+    ----------
+    acc : ndarray of float64, shape (z, y, x)
+        Dose up to the previous frame, CEM43 min (NaN where masked).
+    t_prev, t_next : ndarray, shape (z, y, x)
+        Temperatures, C.
+    dt_min : float
+        Minutes between the frames.
+
+    Returns
+    -------
+    ndarray of float64
+    """
+    from mrtherm.thermometry.dose import cem43_segment  # noqa: PLC0415
+    with np.errstate(over="ignore", invalid="ignore"):
+        return acc + cem43_segment(t_prev, t_next, dt_min)
+
+
+def dose_start(first_frame):
+    """Dose at the first frame: 0 where the temperature is finite, NaN where masked.
+
+    Parameters
+    ----------
+    first_frame : ndarray, shape (z, y, x)
+
+    Returns
+    -------
+    ndarray of float64
+    """
+    return np.where(np.isfinite(first_frame), 0.0, np.nan)
+
+
+def as_display_float32(acc):
+    """A float64 dose as float32, capped at float32's largest value (as the eager dose per frame).
+
+    Parameters
+    ----------
+    acc : ndarray of float64
+
+    Returns
+    -------
+    ndarray of float32
+    """
+    return np.minimum(acc, np.finfo(np.float32).max).astype(np.float32)
+
+
+class CumulativeDose:
+    """CEM43 dose accumulated up to each frame of a series, ``(t, z, y, x)`` float32, computed on demand.
+
+    Parameters
+    ----------
+    reader : FrameReader
+        The temperature series (C).
+    frame_times_s : sequence of float
+        Time of each frame, s.
+    checkpoint_every : int, optional
+        Frames between kept float64 doses: the most frames one look-up reads.
+    """
+
+    def __init__(self, reader, frame_times_s, checkpoint_every: int = 50):
+        self.reader = reader
+        self.times = np.asarray(frame_times_s, dtype=np.float64)
+        if self.times.shape[0] != reader.shape_tzyx[0]:
+            raise InputFileError(reader.path, f"{reader.shape_tzyx[0]} frames but {self.times.shape[0]} frame times")
+        self.shape, self.dtype, self.ndim = reader.shape_tzyx, np.dtype(np.float32), 4
+        self.every = max(1, int(checkpoint_every))
+        self._checkpoints = {}  # frame -> float64 dose there (frames that are multiples of ``every``)
+        self._last = None  # (frame, float64 dose): stepping forward one frame costs one read
+        self._lock = threading.Lock()
+
+    def dose64(self, t: int) -> np.ndarray:
+        """Dose up to frame ``t`` in float64.
+
+        Parameters
+        ----------
+        t : int
+
+        Returns
+        -------
+        ndarray of float64, shape (z, y, x)
+        """
+        t = int(t)
+        with self._lock:
+            start, acc = self._nearest(t)
+            for k in range(start + 1, t + 1):
+                acc = dose_step(acc, self.reader.frame(k - 1), self.reader.frame(k),
+                                (self.times[k] - self.times[k - 1]) / 60.0)
+                if k % self.every == 0:
+                    self._checkpoints.setdefault(k, acc)
+            self._last = (t, acc)
+            return acc
+
+    def _nearest(self, t):
+        """The latest known dose at or before frame ``t``: the last one computed, a checkpoint or frame 0."""
+        known = [(k, v) for k, v in self._checkpoints.items() if k <= t]
+        if self._last is not None and self._last[0] <= t:
+            known.append(self._last)
+        if known:
+            return max(known, key=lambda kv: kv[0])
+        return 0, dose_start(self.reader.frame(0))
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        ts = range(self.shape[0])[key[0]]
+        rest = key[1:]
+        if isinstance(ts, int):
+            return as_display_float32(self.dose64(ts))[rest]
+        if len(ts) == 0:
+            return np.empty((0,) + np.empty(self.shape[1:])[rest].shape, self.dtype)
+        return np.stack([as_display_float32(self.dose64(t))[rest] for t in ts])
+
+
+def lazy_cumulative_dose(reader, frame_times_s, checkpoint_every: int = 50):
+    """:class:`CumulativeDose` as a dask array, one chunk per frame.
+
+    Parameters
+    ----------
+    reader : FrameReader
+    frame_times_s : sequence of float
+    checkpoint_every : int, optional
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    import dask.array as da  # noqa: PLC0415
+    t, z, y, x = reader.shape_tzyx
+    dose = CumulativeDose(reader, frame_times_s, checkpoint_every)
+    return da.from_array(dose, chunks=(1, z, y, x), lock=False, asarray=False,
+                         name=f"mrtherm-dose-{os.path.abspath(reader.path)}", meta=np.empty((0, 0, 0, 0), np.float32))
