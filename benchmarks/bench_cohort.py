@@ -1,6 +1,6 @@
 """Benchmark: a 16-exam phantom cohort through ``mrtherm batch`` on Dask (printed, not asserted).
 
-Exams: the phantom at 8 x 64 x 64 x 40 frames, 16 seeds. Each scheduler runs every task (``force``) into a fresh
+Exams: the phantom at 8 x 128 x 128 x 40 frames, 16 seeds. Each scheduler runs every task (``force``) into a fresh
 folder: ``sync`` (one after another, the reference), local ``threads`` and ``processes`` with one worker per CPU,
 and a dask.distributed ``LocalCluster`` (one single-threaded worker process per CPU). Also checks that every
 scheduler gives the same metrics table.
@@ -27,7 +27,7 @@ def write_cohort(n):
     for i in range(n):
         folder = os.path.join(WORK, f"exam{i:02d}")
         if not os.path.exists(os.path.join(folder, "phase.nii.gz")):
-            mrtherm.write_phantom(folder, shape_zyx=(8, 64, 64), voxel_mm=(3.0, 2.0, 2.0), n_frames=40, seed=100 + i)
+            mrtherm.write_phantom(folder, shape_zyx=(8, 128, 128), voxel_mm=(3.0, 2.0, 2.0), n_frames=40, seed=100 + i)
         rows.append([f"exam{i:02d}", f"exam{i:02d}/magnitude.nii.gz", f"exam{i:02d}/phase.nii.gz", "8", "true"])
     manifest = os.path.join(WORK, "manifest.csv")
     with open(manifest, "w", newline="") as fh:
@@ -63,7 +63,7 @@ def main():
         results[scheduler] = time.perf_counter() - t0
         tables[scheduler] = [(r["exam"], r["status"], r["peak_temperature_c"], r.get("lesion_240_ml")) for r in rows]
     same = all(t == tables["sync"] for t in tables.values())
-    lines = [f"host: {platform.machine()}, {os.cpu_count()} CPUs; {args.exams} phantom exams of 64x64x8 x 40 frames",
+    lines = [f"host: {platform.machine()}, {os.cpu_count()} CPUs; {args.exams} phantom exams of 128x128x8 x 40 frames",
              f"{'scheduler':34s} {'wall (s)':>9s} {'speed-up':>9s}"]
     for name, wall in results.items():
         lines.append(f"{name:34s} {wall:9.2f} {results['sync'] / wall:9.2f}")
