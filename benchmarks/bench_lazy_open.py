@@ -93,7 +93,8 @@ def main():
     nz, ny, nx = shape
     lines = [f"host: {platform.machine()}, {os.cpu_count()} CPUs; series {nx}x{ny}x{nz} x {args.frames} frames "
              f"float32 = {nx * ny * nz * args.frames * 4 / 1e9:.1f} GB in memory, {size_gb:.1f} GB .nii.gz",
-             f"open (every layer built, lazy={r['lazy']}): {r['open_s']:.2f} s, peak RSS {r['rss_after_open_mib']:.0f} MiB",
+             f"open (every layer built, lazy={r['lazy']}): {r['open_s']:.2f} s, "
+             f"peak RSS {r['rss_after_open_mib']:.0f} MiB",
              f"frame 0: {r['frame_0_s']:.3f} s; last frame, first time: {r['last_frame_first_time_s']:.2f} s; "
              f"middle frame after it: {r['middle_frame_s']:.3f} s; last frame again: {r['last_frame_again_s']:.3f} s",
              f"dose accumulated up to the last frame (first time): {r['dose_up_to_last_frame_s']:.2f} s; "

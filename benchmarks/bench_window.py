@@ -21,6 +21,40 @@ import time
 import numpy as np
 
 
+def single_target(scene, tr, focus, rows):
+    """Best of 5 single-target checks (every rule and per-element detail, NumPy); the line to print."""
+    from mrtherm.window import check_window
+    check_window(scene, tr, focus)
+    single = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        check_window(scene, tr, focus)
+        single.append(time.perf_counter() - t0)
+    rows["single_target_check_s"] = min(single)
+    return (f"single-target check (check_window, every rule and per-element detail, NumPy): "
+            f"{min(single):.3f} s best of 5, {tr.n_elements} elements")
+
+
+def compiled_map(scene, tr, foci, sub, frac_np, rows):
+    """The whole map by the compiled CPU traversal (numba), against NumPy on the measured foci; the line."""
+    from mrtherm.window.trace_compiled import active_fractions_compiled, numba_available
+    if not numba_available():
+        return "compiled CPU rows skipped: numba is not installed (pip install 'mrtherm[fast]')"
+    n_foci = foci.shape[0]
+    t0 = time.perf_counter()
+    active_fractions_compiled(scene, tr, foci[:1])
+    rows["compiled_first_call_s"] = time.perf_counter() - t0  # numba compiles the kernel
+    t0 = time.perf_counter()
+    frac_c = active_fractions_compiled(scene, tr, foci)
+    rows["compiled_s"] = time.perf_counter() - t0
+    idx = np.linspace(0, n_foci - 1, sub.shape[0]).astype(int)
+    rows["compiled_numpy_max_abs_diff"] = float(np.max(np.abs(frac_c[idx] - frac_np)))
+    return (f"compiled CPU traversal (numba, {os.cpu_count()} threads): {rows['compiled_s']:.1f} s for all "
+            f"{n_foci} foci ({rows['rays'] / rows['compiled_s'] / 1e6:.2f} M rays/s) after "
+            f"{rows['compiled_first_call_s']:.1f} s of compilation on the first call; "
+            f"max |compiled - NumPy| on the measured foci {rows['compiled_numpy_max_abs_diff']:.1e}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--numpy-foci", type=int, default=256)
@@ -50,35 +84,12 @@ def main():
     rows["numpy_foci_measured"] = int(sub.shape[0])
     rows["numpy_s_extrapolated"] = t_np * n_foci / sub.shape[0]
     lines = [f"host: {platform.machine()}, {os.cpu_count()} CPUs; {tr.n_elements} elements x {n_foci} foci "
-             f"= {rows['rays'] / 1e6:.1f} M rays through a {scene.shape[2]}x{scene.shape[1]}x{scene.shape[0]} label volume",
+             f"= {rows['rays'] / 1e6:.1f} M rays through a {scene.shape[2]}x{scene.shape[1]}x{scene.shape[0]} "
+             "label volume",
              f"NumPy: {t_np:.2f} s for {sub.shape[0]} foci -> {rows['numpy_s_extrapolated']:.0f} s extrapolated to all "
              f"({rows['rays'] / rows['numpy_s_extrapolated'] / 1e6:.2f} M rays/s)"]
-    from mrtherm.window import check_window
-    check_window(scene, tr, np.asarray(sug["focus_world_mm"]))
-    single = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        check_window(scene, tr, np.asarray(sug["focus_world_mm"]))
-        single.append(time.perf_counter() - t0)
-    rows["single_target_check_s"] = min(single)
-    lines.append(f"single-target check (check_window, every rule and per-element detail, NumPy): "
-                 f"{min(single):.3f} s best of 5, {tr.n_elements} elements")
-    from mrtherm.window.trace_compiled import active_fractions_compiled, numba_available
-    if numba_available():
-        t0 = time.perf_counter()
-        active_fractions_compiled(scene, tr, foci[:1])
-        rows["compiled_first_call_s"] = time.perf_counter() - t0  # numba compiles the kernel
-        t0 = time.perf_counter()
-        frac_c = active_fractions_compiled(scene, tr, foci)
-        rows["compiled_s"] = time.perf_counter() - t0
-        idx = np.linspace(0, n_foci - 1, sub.shape[0]).astype(int)
-        rows["compiled_numpy_max_abs_diff"] = float(np.max(np.abs(frac_c[idx] - frac_np)))
-        lines.append(f"compiled CPU traversal (numba, {os.cpu_count()} threads): {rows['compiled_s']:.1f} s for all "
-                     f"{n_foci} foci ({rows['rays'] / rows['compiled_s'] / 1e6:.2f} M rays/s) after "
-                     f"{rows['compiled_first_call_s']:.1f} s of compilation on the first call; "
-                     f"max |compiled - NumPy| on the measured foci {rows['compiled_numpy_max_abs_diff']:.1e}")
-    else:
-        lines.append("compiled CPU rows skipped: numba is not installed (pip install 'mrtherm[fast]')")
+    lines.append(single_target(scene, tr, np.asarray(sug["focus_world_mm"]), rows))
+    lines.append(compiled_map(scene, tr, foci, sub, frac_np, rows))
     device = "no usable GPU"
     if cupy_usable():
         import cupy as cp

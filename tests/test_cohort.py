@@ -177,3 +177,14 @@ def test_feasibility_map_in_dask_chunks_equals_one_machine(client):
     np.testing.assert_array_equal(on_cluster, one)
     np.testing.assert_array_equal(feasibility_map_dask(scene, tr, mask, chunk_foci=50, compiled=False), one)
     assert np.nanmin(one) < np.nanmax(one)  # the foci differ (the map is not trivially uniform)
+
+
+def test_batch_command_on_a_scheduler_address(cohort, client, tmp_path, capsys):
+    address = client.scheduler.address
+    assert main(["batch", str(cohort / "manifest.csv"), "--out", str(tmp_path / "o"), "--scheduler", address]) == 1
+    captured = capsys.readouterr()
+    assert "dask dashboard: " in captured.err and "3 ok (0 reused), 1 failed" in captured.out
+    assert main(["batch", str(cohort / "manifest.csv"), "--out", str(tmp_path / "x"), "--scheduler",
+                 "tcp://127.0.0.1:9", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mrtherm: error: --scheduler tcp://127.0.0.1:9: cannot connect") and "\n" not in err

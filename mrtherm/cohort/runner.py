@@ -92,7 +92,7 @@ def _on_cluster(run_task, tasks, out_dir, force, progress, client, address):
     own = client is None
     if own:
         try:
-            client = Client(address, timeout="10s")
+            client = Client(address, timeout="5s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise ParameterError(f"--scheduler {address}: cannot connect ({exc})") from None
     try:

@@ -98,7 +98,8 @@ def _ray_blocked(c0, c1, length, unit, nx, ny, nz, roles, normals, role_bits, su
                 remaining = (1.0 - t) * length
                 if not bone_seen:
                     bone_seen = True
-                    nvx, nvy, nvz = np.float64(normals[idx, 0]), np.float64(normals[idx, 1]), np.float64(normals[idx, 2])
+                    nvx, nvy = np.float64(normals[idx, 0]), np.float64(normals[idx, 1])
+                    nvz = np.float64(normals[idx, 2])
                     if np.sqrt(nvx * nvx + nvy * nvy + nvz * nvz) > 0.5 and remaining <= surface_mm:
                         c = abs(nvx * unit[0] + nvy * unit[1] + nvz * unit[2])
                         if np.degrees(np.arccos(min(max(c, 0.0), 1.0))) > angle_deg:

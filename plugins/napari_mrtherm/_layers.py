@@ -125,12 +125,14 @@ def dose_layers(dose_tzyx, nifti_aff, levels, meta=None, frame_times_s=None, fin
     times = frame_times_s if frame_times_s is not None else (meta or {}).get("frame_times_s")
     times = list(times) if times is not None and len(times) == dose_tzyx.shape[0] else list(range(dose_tzyx.shape[0]))
     where = m.placement(nifti_aff, times, series=True)
-    display = dose_tzyx.map_blocks(m.display_dose, dtype=np.float32) if m.is_lazy(dose_tzyx) else m.display_dose(dose_tzyx)
+    lazy = m.is_lazy(dose_tzyx)
+    display = dose_tzyx.map_blocks(m.display_dose, dtype=np.float32) if lazy else m.display_dose(dose_tzyx)
     layers = [(display, {
         "name": "CEM43 dose (log10 min)", "colormap": m.dose_colormap(), "contrast_limits": m.DOSE_LOG10_RANGE,
         "blending": "translucent", "opacity": 0.45, **where,
         "metadata": _meta("dose", nifti_aff, meta, dose_per_frame_cem43_min=dose_tzyx, frame_times_s=times,
-                          dose_cem43_min=dose_tzyx[-1] if final_dose is None else final_dose, dose_levels_cem43_min=list(levels))}, "image")]
+                          dose_cem43_min=dose_tzyx[-1] if final_dose is None else final_dose,
+                          dose_levels_cem43_min=list(levels))}, "image")]
     layers += [lesion_layer(dose_tzyx, lev, nifti_aff, meta, times) for lev in levels]
     return layers
 
