@@ -71,3 +71,15 @@ def test_result_temperature_series_is_lazy_when_not_kept(run, tmp_path):
     series = res.temperature_series()
     assert isinstance(series, da.Array)
     np.testing.assert_array_equal(np.asarray(series[-1]), _eager(str(run / "temperature.nii.gz"))[-1])
+
+
+def test_background_pass_lays_every_checkpoint_with_the_same_values(run):
+    path = str(run / "temperature.nii.gz")
+    reader = FrameReader(path)
+    times = np.arange(30) * reader.time_step_s
+    dose = CumulativeDose(reader, times, checkpoint_every=7)
+    dose.start_background().join(timeout=120)
+    assert sorted(dose._checkpoints) == [7, 14, 21, 28]
+    alone = CumulativeDose(FrameReader(path), times, checkpoint_every=30)  # straight from frame 0, no checkpoint
+    for t in (29, 13, 2):
+        np.testing.assert_array_equal(dose.dose64(t), alone.dose64(t))

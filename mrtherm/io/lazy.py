@@ -10,7 +10,8 @@ nothing).
 
 :class:`CumulativeDose` is the CEM43 dose accumulated up to each frame (the napari dose layer), computed on demand
 from the series with checkpoints every ``checkpoint_every`` frames: frame ``t`` costs at most that many frame
-reads, and stepping forward one frame costs one.
+reads, and stepping forward one frame costs one. A background pass can lay every checkpoint at once (a viewer
+stays responsive meanwhile).
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ class CumulativeDose:
         Frames between kept float64 doses: the most frames one look-up reads.
     """
 
-    def __init__(self, reader, frame_times_s, checkpoint_every: int = 50):
+    def __init__(self, reader, frame_times_s, checkpoint_every: int = 25):
         self.reader = reader
         self.times = np.asarray(frame_times_s, dtype=np.float64)
         if self.times.shape[0] != reader.shape_tzyx[0]:
@@ -245,6 +246,22 @@ class CumulativeDose:
             self._last = (t, acc)
             return acc
 
+    def start_background(self):
+        """Walk every frame once in a daemon thread, one frame per lock hold, leaving the checkpoints behind: a
+        viewer stays responsive meanwhile, and afterwards any frame is at most ``checkpoint_every`` steps away.
+
+        Returns
+        -------
+        threading.Thread
+        """
+        def walk():
+            for t in range(1, self.shape[0]):
+                self.dose64(t)
+
+        thread = threading.Thread(target=walk, name="mrtherm-dose-checkpoints", daemon=True)
+        thread.start()
+        return thread
+
     def _nearest(self, t):
         """The latest known dose at or before frame ``t``: the last one computed, a checkpoint or frame 0."""
         known = [(k, v) for k, v in self._checkpoints.items() if k <= t]
@@ -265,7 +282,7 @@ class CumulativeDose:
         return np.stack([as_display_float32(self.dose64(t))[rest] for t in ts])
 
 
-def lazy_cumulative_dose(reader, frame_times_s, checkpoint_every: int = 50):
+def lazy_cumulative_dose(reader, frame_times_s, checkpoint_every: int = 25, background: bool = False):
     """:class:`CumulativeDose` as a dask array, one chunk per frame.
 
     Parameters
@@ -273,6 +290,8 @@ def lazy_cumulative_dose(reader, frame_times_s, checkpoint_every: int = 50):
     reader : FrameReader
     frame_times_s : sequence of float
     checkpoint_every : int, optional
+    background : bool, optional
+        Lay the checkpoints in a background thread at once (:meth:`CumulativeDose.start_background`).
 
     Returns
     -------
@@ -281,5 +300,7 @@ def lazy_cumulative_dose(reader, frame_times_s, checkpoint_every: int = 50):
     import dask.array as da  # noqa: PLC0415
     t, z, y, x = reader.shape_tzyx
     dose = CumulativeDose(reader, frame_times_s, checkpoint_every)
+    if background:
+        dose.start_background()
     return da.from_array(dose, chunks=(1, z, y, x), lock=False, asarray=False,
                          name=f"mrtherm-dose-{os.path.abspath(reader.path)}", meta=np.empty((0, 0, 0, 0), np.float32))

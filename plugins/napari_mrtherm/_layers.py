@@ -112,8 +112,9 @@ def open_temperature(path, frame_times_s=None):
         temp, aff = m.load_zyx(path)
         return temp, aff, lambda times: m.dose_per_frame(temp, times)
     from mrtherm.io.lazy import FrameReader, lazy_cumulative_dose, series_from_reader
-    reader = FrameReader(path)
-    return series_from_reader(reader), reader.affine, lambda times: lazy_cumulative_dose(reader, times)
+    reader = FrameReader(path, keep=8)
+    return (series_from_reader(reader), reader.affine,
+            lambda times: lazy_cumulative_dose(reader, times, background=True))
 
 
 def dose_layers(dose_tzyx, nifti_aff, levels, meta=None, frame_times_s=None, final_dose=None):
