@@ -247,16 +247,29 @@ class CumulativeDose:
             return acc
 
     def start_background(self):
-        """Walk every frame once in a daemon thread, one frame per lock hold, leaving the checkpoints behind: a
-        viewer stays responsive meanwhile, and afterwards any frame is at most ``checkpoint_every`` steps away.
+        """Walk every frame once in a daemon thread, leaving the checkpoints behind: a viewer stays responsive
+        meanwhile (the thread holds the lock only to lay a checkpoint), and afterwards any frame is at most
+        ``checkpoint_every`` steps away.
 
         Returns
         -------
         threading.Thread
         """
-        def walk():
-            for t in range(1, self.shape[0]):
-                self.dose64(t)
+        def walk():  # its own running sum; the lock only to read and lay checkpoints
+            t, acc = 0, dose_start(self.reader.frame(0))
+            while t < self.shape[0] - 1:
+                with self._lock:
+                    ahead = [k for k in self._checkpoints if k > t]
+                    if ahead:  # a look-up went further: every checkpoint up to there is laid, continue from it
+                        t = max(ahead)
+                        acc = self._checkpoints[t]
+                        continue
+                acc = dose_step(acc, self.reader.frame(t), self.reader.frame(t + 1),
+                                (self.times[t + 1] - self.times[t]) / 60.0)
+                t += 1
+                if t % self.every == 0:
+                    with self._lock:
+                        self._checkpoints.setdefault(t, acc)
 
         thread = threading.Thread(target=walk, name="mrtherm-dose-checkpoints", daemon=True)
         thread.start()
