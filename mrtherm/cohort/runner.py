@@ -50,6 +50,7 @@ def run_cohort(tasks, out_dir, scheduler: str = "processes", workers: int | None
     list of dict
         The metrics rows, in task order.
     """
+    out_dir = os.path.abspath(out_dir)  # workers elsewhere do not share this process's working folder
     os.makedirs(out_dir, exist_ok=True)
     dask = _dask()
     from mrtherm.cohort.metrics import write_table  # noqa: PLC0415
