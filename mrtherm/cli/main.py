@@ -33,6 +33,12 @@ def build_parser():
     return p
 
 
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one command (``run``: what a cohort manifest's columns are checked and parsed against)."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
 def main(argv=None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv``); returns the exit status (2 for user errors)."""
     args = build_parser().parse_args(argv)

@@ -26,8 +26,8 @@ INPUT_COLUMNS = ("magnitude", "phase", "real", "imag", "dicom")
 # options whose values are paths (resolved against the manifest's folder)
 PATH_OPTIONS = INPUT_COLUMNS + ("drift_roi", "labels", "label_table", "respiration", "probes", "probe_positions",
                                 "treatment_grid")
-# run options a cohort sets itself or that make no sense per row
-RESERVED = ("out", "quiet", "exam", "variant")
+# run options the cohort sets itself
+RESERVED = ("out", "quiet")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -83,10 +83,8 @@ def _safe(text: str) -> str:
 
 def _run_actions():
     """``{dest: argparse action}`` of ``mrtherm run``."""
-    from mrtherm.cli.main import build_parser  # noqa: PLC0415
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return {a.dest: a for a in sub.choices["run"]._actions if a.dest != "help"}
+    from mrtherm.cli.main import command_parser  # noqa: PLC0415
+    return {a.dest: a for a in command_parser("run")._actions if a.dest != "help"}
 
 
 def _option_argv(source, column, value, base, actions):
@@ -133,9 +131,8 @@ def read_manifest(path) -> list[Task]:
     if "exam" not in columns:
         raise InputFileError(path, "the manifest needs a header with an 'exam' column")
     actions = _run_actions()
-    unknown = [c for c in columns if c not in actions and c not in ("exam", "variant")]
-    if unknown or any(c in RESERVED[:2] for c in columns):
-        bad = unknown or [c for c in columns if c in RESERVED[:2]]
+    bad = [c for c in columns if c not in ("exam", "variant") and (c not in actions or c in RESERVED)]
+    if bad:
         raise InputFileError(path, f"column {bad[0]!r} is not a mrtherm run option a manifest can set")
     option_columns = [c for c in columns if c not in ("exam", "variant")]
     base = os.path.dirname(os.path.abspath(path))

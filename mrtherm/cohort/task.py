@@ -44,15 +44,14 @@ def parse_run_argv(argv):
     ParameterError
         The parser's one-line message.
     """
-    from mrtherm.cli.main import build_parser  # noqa: PLC0415
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    from mrtherm.cli.main import command_parser  # noqa: PLC0415
+    parser = command_parser("run")
 
     def refuse(message):
         raise _RunParserError(message)
 
-    sub.choices["run"].error = refuse
-    return parser.parse_args(["run", *argv])
+    parser.error = refuse
+    return parser.parse_args(list(argv))
 
 
 def fingerprint(task) -> str:

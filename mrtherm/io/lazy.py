@@ -25,24 +25,6 @@ import numpy as np
 from mrtherm.errors import InputFileError
 
 
-def _open_random_access(path):
-    """A nibabel image of ``path`` whose frames can be read in any order (see the module docstring)."""
-    import nibabel as nib  # noqa: PLC0415
-    from mrtherm.io import niftiio  # noqa: PLC0415
-    if path.endswith(".gz"):
-        try:
-            import indexed_gzip  # noqa: PLC0415
-        except ImportError:
-            return niftiio.load_nifti(path)
-        fh = indexed_gzip.IndexedGzipFile(path, spacing=4 * 1024 * 1024)
-        try:
-            return nib.Nifti1Image.from_stream(fh)
-        except Exception as exc:  # noqa: BLE001 -- nibabel raises several types for non-NIfTI data
-            fh.close()
-            raise InputFileError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
-    return niftiio.load_nifti(path)
-
-
 class FrameReader:
     """Frames of a 4-D NIfTI as ``(z, y, x)`` float32 arrays, read on demand, the last ``keep`` kept.
 
@@ -62,7 +44,7 @@ class FrameReader:
     def __init__(self, path, keep: int = 4):
         from mrtherm.io import niftiio  # noqa: PLC0415
         self.path = os.fspath(path)
-        self.image = _open_random_access(self.path)
+        self.image = niftiio.load_nifti(self.path, random_access=True)
         if self.image.ndim != 4:
             raise InputFileError(self.path, f"expected a 4-D series, got shape {self.image.shape}")
         x, y, z, t = self.image.shape
@@ -98,6 +80,17 @@ class FrameReader:
             return data
 
 
+def _take(frame, shape, dtype, key):
+    """``array[key]`` of a ``(t, z, y, x)`` array given frame by frame by ``frame(t)`` (what dask asks of a chunk)."""
+    key = key if isinstance(key, tuple) else (key,)
+    ts, rest = range(shape[0])[key[0]], key[1:]
+    if isinstance(ts, int):
+        return frame(ts)[rest]
+    if len(ts) == 0:
+        return np.empty((0,) + np.empty(shape[1:])[rest].shape, dtype)
+    return np.stack([frame(t)[rest] for t in ts])
+
+
 class _Frames:
     """Array-like ``(t, z, y, x)`` view of a :class:`FrameReader` for ``dask.array.from_array``."""
 
@@ -105,14 +98,7 @@ class _Frames:
         self.frame, self.shape, self.dtype, self.ndim = frame, tuple(shape), np.dtype(dtype), 4
 
     def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        t_key, rest = key[0], key[1:]
-        ts = range(self.shape[0])[t_key]
-        if isinstance(ts, int):
-            return self.frame(ts)[rest]
-        if len(ts) == 0:
-            return np.empty((0,) + np.empty(self.shape[1:])[rest].shape, self.dtype)
-        return np.stack([self.frame(t)[rest] for t in ts])
+        return _take(self.frame, self.shape, self.dtype, key)
 
 
 def lazy_series(path, keep: int = 4):
@@ -239,8 +225,7 @@ class CumulativeDose:
         with self._lock:
             start, acc = self._nearest(t)
             for k in range(start + 1, t + 1):
-                acc = dose_step(acc, self.reader.frame(k - 1), self.reader.frame(k),
-                                (self.times[k] - self.times[k - 1]) / 60.0)
+                acc = self._step(acc, k)
                 if k % self.every == 0:
                     self._checkpoints.setdefault(k, acc)
             self._last = (t, acc)
@@ -264,9 +249,8 @@ class CumulativeDose:
                         t = max(ahead)
                         acc = self._checkpoints[t]
                         continue
-                acc = dose_step(acc, self.reader.frame(t), self.reader.frame(t + 1),
-                                (self.times[t + 1] - self.times[t]) / 60.0)
                 t += 1
+                acc = self._step(acc, t)
                 if t % self.every == 0:
                     with self._lock:
                         self._checkpoints.setdefault(t, acc)
@@ -274,6 +258,11 @@ class CumulativeDose:
         thread = threading.Thread(target=walk, name="mrtherm-dose-checkpoints", daemon=True)
         thread.start()
         return thread
+
+    def _step(self, acc, k):
+        """Dose up to frame ``k`` from the dose ``acc`` up to frame ``k - 1``."""
+        dt_min = (self.times[k] - self.times[k - 1]) / 60.0
+        return dose_step(acc, self.reader.frame(k - 1), self.reader.frame(k), dt_min)
 
     def _nearest(self, t):
         """The latest known dose at or before frame ``t``: the last one computed, a checkpoint or frame 0."""
@@ -285,14 +274,7 @@ class CumulativeDose:
         return 0, dose_start(self.reader.frame(0))
 
     def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        ts = range(self.shape[0])[key[0]]
-        rest = key[1:]
-        if isinstance(ts, int):
-            return as_display_float32(self.dose64(ts))[rest]
-        if len(ts) == 0:
-            return np.empty((0,) + np.empty(self.shape[1:])[rest].shape, self.dtype)
-        return np.stack([as_display_float32(self.dose64(t))[rest] for t in ts])
+        return _take(lambda t: as_display_float32(self.dose64(t)), self.shape, self.dtype, key)
 
 
 def lazy_cumulative_dose(reader, frame_times_s, checkpoint_every: int = 25, background: bool = False):

@@ -8,7 +8,7 @@ import numpy as np
 from mrtherm.backend import gpu_plugin, resolve_backend
 from mrtherm.errors import BackendUnavailableError, ParameterError
 from mrtherm.window.scene import STATUS_BLOCKED, Scene
-from mrtherm.window.trace import trace
+from mrtherm.window.trace import area_fraction, trace
 from mrtherm.window.trace_compiled import active_fractions_compiled, numba_available
 
 
@@ -149,5 +149,5 @@ def active_fractions_numpy(scene, transducer, foci, chunk_rays=1 << 18, progress
         ends = np.repeat(fc, n_el, axis=0)
         res = trace(scene, starts, ends, focus_edt_mm=np.repeat(edts[s:s + per_chunk], n_el))
         ok = (res["status"] != STATUS_BLOCKED).reshape(m, n_el)
-        frac[s:s + m] = (ok * areas[None, :]).sum(axis=1) / areas.sum()
+        frac[s:s + m] = area_fraction(ok, areas)
     return frac

@@ -165,6 +165,22 @@ class _Rays:
         return out
 
 
+def area_fraction(ok, areas):
+    """Fraction of the element area whose rays are ``ok``, per focus (both CPU traversals sum it this way, so they
+    agree bit for bit).
+
+    Parameters
+    ----------
+    ok : ndarray of bool, shape (foci, elements)
+    areas : ndarray of float64, shape (elements,)
+
+    Returns
+    -------
+    ndarray of float64, shape (foci,)
+    """
+    return (ok * areas[None, :]).sum(axis=1) / areas.sum()
+
+
 def reason_codes(bits: int) -> list[str]:
     """Names of the reason bits set in ``bits``, in the README's order, each once.
 

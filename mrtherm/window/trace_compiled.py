@@ -15,6 +15,7 @@ import functools
 
 import numpy as np
 
+from mrtherm.window.trace import area_fraction
 from mrtherm.window.scene import (BONE_PREFOCAL, CRITICAL_ANGLE, CRITICAL_CROSS, GAS, METAL, NO_PASS_ZONE,
                                   ROLE_BONE, ROLE_CRITICAL, ROLE_GAS, ROLE_METAL, ROLE_NOPASS, ROLE_SCAR, SCAR,
                                   ZERO_SEGMENT_MM)
@@ -195,7 +196,7 @@ def active_fractions_compiled(scene, transducer, foci, chunk_foci=64, progress=F
     def run(s):
         ok = np.empty((min(chunk_foci, foci.shape[0] - s), elements.shape[0]), dtype=np.bool_)
         kernel(c_el, elements, c_fo[s:s + ok.shape[0]], foci[s:s + ok.shape[0]], *args, ok)
-        frac[s:s + ok.shape[0]] = (ok * areas[None, :]).sum(axis=1) / areas.sum()  # as the NumPy traversal sums
+        frac[s:s + ok.shape[0]] = area_fraction(ok, areas)
 
     starts = range(0, foci.shape[0], chunk_foci)
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
