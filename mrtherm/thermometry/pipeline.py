@@ -127,27 +127,25 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         One-line messages naming the argument or file.
     """
     params = dataclasses.replace(params or ThermometryParams(), **overrides).validate(exam.n_frames)
-    nt, n_base = exam.n_frames, params.baseline_frames
-    baseline = [exam.frame_parts(t) for t in range(n_base)]
-    resp = [None] * nt if respiration is None else [float(v) for v in respiration]
-    if len(resp) != nt:
-        raise ParameterError(f"respiration has {len(resp)} values for {nt} frames")
+    baseline = [exam.frame_parts(t) for t in range(params.baseline_frames)]
+    resp = _respiration_per_frame(respiration, exam.n_frames)
     th = Thermometer(exam.shape_zyx, exam.affine, exam.te_s, exam.b0_t, baseline, params, labels=labels,
                      drift_roi=drift_roi, label_table=label_table, backend=backend,
-                     baseline_respiration=None if respiration is None else resp[:n_base])
+                     baseline_respiration=None if respiration is None else resp[:params.baseline_frames])
     th.warnings = list(exam.warnings) + th.warnings
     if profile:
         th.engine.enable_timing()
-    temperature = th.xp.empty((nt,) + tuple(exam.shape_zyx), dtype=th.xp.float32) if keep_temperature else None
+    temperature = th.xp.empty((exam.n_frames,) + tuple(exam.shape_zyx), dtype=th.xp.float32) \
+        if keep_temperature else None
     watch = _cryo_watch(cryo, th)
     with _temperature_writer(temperature_path, exam) as writer:
         for t, temp in _frames(th, exam, baseline, resp, watch, progress):
-            if temperature is not None:
-                temperature[t, ...] = temp
-            if writer is not None:
-                writer.write(to_numpy(temp))
-            if progress_callback is not None:
-                progress_callback(t + 1, nt)
+            _store(t, temp, temperature, writer, progress_callback, exam.n_frames)
+    return _result(th, exam, temperature, temperature_path, profile, watch)
+
+
+def _result(th, exam, temperature, temperature_path, profile, watch):
+    """The finished Thermometer's :class:`ThermometryResult`, with the cryo watch's maps when there is one."""
     result = ThermometryResult.from_thermometer(
         th, exam, temperature=temperature, temperature_path=temperature_path,
         hottest_curve=_hottest_curve(th, temperature, temperature_path), out_xp=exam.in_memory_namespace,
@@ -155,6 +153,24 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     if watch is not None:
         result.apply_cryo(watch)
     return result
+
+
+def _respiration_per_frame(respiration, n_frames):
+    """One respiratory value (or None) per frame."""
+    resp = [None] * n_frames if respiration is None else [float(v) for v in respiration]
+    if len(resp) != n_frames:
+        raise ParameterError(f"respiration has {len(resp)} values for {n_frames} frames")
+    return resp
+
+
+def _store(t, temp, temperature, writer, progress_callback, n_frames):
+    """Frame ``t``'s temperature into the kept series and the streaming writer; progress reported."""
+    if temperature is not None:
+        temperature[t, ...] = temp
+    if writer is not None:
+        writer.write(to_numpy(temp))
+    if progress_callback is not None:
+        progress_callback(t + 1, n_frames)
 
 
 def _frames(th, exam, baseline, resp, watch, progress):
