@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from mrtherm.io.atomic import atomic_file
 from mrtherm.thermometry.result import level_name
 
 # the columns every table starts with, in this order; the rest follow sorted
@@ -116,9 +117,8 @@ def write_table(rows, out_dir) -> list[str]:
     for name, write in (("metrics.parquet", lambda t, p: pq.write_table(t, p)),
                         ("metrics.csv", lambda t, p: pacsv.write_csv(t, p))):
         path = os.path.join(out_dir, name)
-        tmp = os.path.join(out_dir, f".{name}.partial")
-        write(table, tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as fh:
+            write(table, fh)
         paths.append(path)
     return paths
 

@@ -19,6 +19,7 @@ import warnings
 
 from mrtherm import __version__
 from mrtherm.errors import MrthermError, ParameterError
+from mrtherm.io.atomic import atomic_file
 
 MARKER = "batch_task.json"
 
@@ -100,10 +101,8 @@ def _done_rows(out, fp):
 
 
 def _write_marker(out, doc):
-    tmp = os.path.join(out, f".{MARKER}.partial")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(os.path.join(out, MARKER), "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=2)
-    os.replace(tmp, os.path.join(out, MARKER))
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from mrtherm.cryo.model import CryoParams, temperature_in_ice_c
+from mrtherm.io.atomic import atomic_file
 from mrtherm.phantom import NO_PRF_LABELS, make_phantom
 from mrtherm.thermometry.prf import radians_per_celsius
 
@@ -141,8 +142,6 @@ def write_cryo_extras(out_dir, ph):
     for key, write in (("probe_positions", lambda fh: json.dump(probes, fh, indent=2)),
                        ("probe_log", lambda fh: fh.write("time_s,probe,temperature_c\n" + "".join(
                            f"{t:.1f},root,{v:.3f}\n" for t, v in zip(times, temps))))):
-        tmp = paths[key] + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_file(paths[key], "w", encoding="utf-8") as fh:
             write(fh)
-        os.replace(tmp, paths[key])
     return paths

@@ -1,4 +1,4 @@
-"""All-or-nothing output folders: write into a hidden staging folder, then move into place."""
+"""All-or-nothing outputs: a file under a hidden temporary name renamed into place, a folder staged then moved."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 
 
 def staging_dir(out_dir) -> str:
@@ -50,3 +51,38 @@ def staged(out_dir):
         discard(stage)
         raise
     commit(stage, out_dir)
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode: str = "wb", **open_kwargs):
+    """``with atomic_file(path, "w") as fh:`` write a file completely or not at all.
+
+    The data go to a hidden temporary file beside ``path`` (same folder, so the
+    rename is atomic; hidden, so folder watchers and globs skip it), renamed over
+    ``path`` once the block ends; on an error the temporary file is removed and
+    ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Final file name.
+    mode : str
+        Write mode for :func:`open` (``"wb"`` or ``"w"``).
+    **open_kwargs
+        Passed to :func:`open` (``encoding=...``).
+
+    Yields
+    ------
+    file object
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, mode, **open_kwargs) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise

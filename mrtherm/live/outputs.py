@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from mrtherm.io import niftiio
+from mrtherm.io.atomic import atomic_file
 from mrtherm.thermometry.result import CONVENTIONS, DOSE_CAP_CEM43_MIN, cap_dose, finite_json, json_default, level_name
 
 # Live maps are gzip containers without compression (level 0): a readable .nii.gz in a few ms, where gzip
@@ -37,17 +38,10 @@ def replace_nifti(array_zyx, affine, path):
     path : str
         Ends ``.nii.gz``.
     """
-    folder, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    try:
-        data = niftiio.volume_image(array_zyx, affine).to_bytes()
-        with gzip.open(tmp, "wb", compresslevel=LIVE_GZIP_LEVEL) as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    data = niftiio.volume_image(array_zyx, affine).to_bytes()
+    with atomic_file(path) as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh,
+                                                compresslevel=LIVE_GZIP_LEVEL) as gz:
+        gz.write(data)
 
 
 def replace_json(obj, path):
@@ -58,10 +52,8 @@ def replace_json(obj, path):
     obj : dict
     path : str
     """
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(path, "w", encoding="utf-8") as fh:
         json.dump(finite_json(obj), fh, indent=1, allow_nan=False, default=json_default)
-    os.replace(tmp, path)
 
 
 def start_maps(folder, maps: dict):

@@ -12,6 +12,8 @@ import hashlib
 import os
 import re
 
+from mrtherm.io.atomic import atomic_file
+
 _NAME = re.compile(r"^(\d{8})-[0-9a-f]{20}\.(dcm|nii|nii\.gz)$")
 
 
@@ -53,13 +55,10 @@ class Spool:
         """
         digest = hashlib.sha1(sop_uid.encode("utf-8", "replace")).hexdigest()[:20]
         stem = os.path.join(self.folder, f"{self.next_number:08d}-{digest}")
-        tmp = os.path.join(self.folder, f".incoming-{self.next_number:08d}")
         if sidecar is not None:  # the sidecar first: an image is replayed only with it
-            with open(tmp, "wb") as fh:
+            with atomic_file(stem + ".json") as fh:
                 fh.write(sidecar)
-            os.replace(tmp, stem + ".json")
-        with open(tmp, "wb") as fh:
+        with atomic_file(stem + suffix) as fh:
             fh.write(data)
-        os.replace(tmp, stem + suffix)
         self.next_number += 1
         return stem + suffix

@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from mrtherm.errors import MrthermError
+from mrtherm.io.atomic import atomic_file
 from mrtherm.live import outputs
 from mrtherm.live.treatment import (CumulativeDose, Sonication, TreatmentGrid, cumulative_alarms, cumulative_figures,
                                     labels_on_grid, sonication_figures)
@@ -231,10 +232,8 @@ class TreatmentState:
         if th is not None:
             th.save_state(os.path.join(folder, th_name))
         cum_name = f"cumulative-{seq:08d}.npz"
-        tmp = os.path.join(folder, f".{cum_name}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_file(os.path.join(folder, cum_name)) as fh:
             np.savez(fh, **self.cumulative.state())
-        os.replace(tmp, os.path.join(folder, cum_name))
         kept = {s.index: s for s in self.sonications.values() if s.finished or s.th is not None}
         state = {"version": CHECKPOINT_VERSION, "seq": seq, "fingerprint": fingerprint(self.options),
                  "grid": self.grid.describe(), "current": self.current, "thermometer": th_name,

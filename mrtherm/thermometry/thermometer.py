@@ -31,6 +31,7 @@ import numpy as np
 from mrtherm.backend import (compute_namespace, cupy_module, from_numpy, gpu_plugin, is_cupy_namespace, namespace,
                              resolve_backend, to_numpy)
 from mrtherm.errors import ParameterError
+from mrtherm.io.atomic import atomic_file
 from mrtherm.io import labels as labels_mod
 from mrtherm.thermometry import masks
 from mrtherm.thermometry.drift import DriftModel, solve_drift
@@ -431,10 +432,8 @@ class Thermometer:
                 "reference_decision": self.reference_decision,
                 "warnings": self.warnings}
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as fh:
+        with atomic_file(path) as fh:
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mrtherm.errors import InputFileError, ParameterError
+from mrtherm.io.atomic import atomic_file
 
 GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 
@@ -63,10 +64,8 @@ class Transducer:
         ----------
         path : str or PathLike
         """
-        tmp = os.fspath(path) + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_file(path, "w", encoding="utf-8") as fh:
             json.dump(self.to_json(), fh, indent=1)
-        os.replace(tmp, path)
 
 
 def load_transducer(path) -> Transducer:

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from mrtherm.geometry import voxel_size_zyx_mm
 from mrtherm.thermometry.dose import COMMERCIAL_LEVELS_CEM43_MIN
 
 MRTHERM_MAPS = ("temperature.nii.gz", "dose_cem43.nii.gz", "tmax.nii.gz", "temperature_sd.nii.gz",
@@ -81,8 +82,8 @@ def layer_nifti_affine(layer) -> np.ndarray:
 
 
 def voxel_sizes_zyx(nifti_affine) -> np.ndarray:
-    """Voxel sizes (z, y, x) in mm: lengths of the affine's columns."""
-    return np.linalg.norm(np.asarray(nifti_affine, float)[:3, :3], axis=0)[::-1]
+    """Voxel sizes (z, y, x) in mm, as an array for napari's ``scale`` (:func:`mrtherm.geometry.voxel_size_zyx_mm`)."""
+    return np.asarray(voxel_size_zyx_mm(nifti_affine), dtype=float)
 
 
 def time_axis(frame_times_s):
