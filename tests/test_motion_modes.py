@@ -219,25 +219,34 @@ def test_auto_picks_hybrid_for_free_breathing():
     assert th.registration is not None
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "referenceless"])
-def test_state_resumes_bit_identically(tmp_path, mode):
+@pytest.mark.parametrize("mode, navigator", [("hybrid", False), ("referenceless", False), ("library", True)])
+def test_state_resumes_bit_identically(tmp_path, mode, navigator):
     ph = mrtherm.make_phantom(shape_zyx=(2, 48, 48), voxel_mm=(4.0, 4.0, 4.0), n_frames=14, baseline_frames=6,
                               sonication_s=(18.0, 30.0), motion_mm=4.0)
     frames = [(ph.magnitude[t], ph.phase_rad[t], True) for t in range(14)]
     params = mrtherm.ThermometryParams(baseline_frames=6, reference=mode, register_motion="on")
+    # navigator: the bellows signal, shifted so that image matching would pick other entries than the bellows
+    resp = [float(v) for v in np.roll(ph.respiration, 1)] if navigator else [None] * 14
 
     def fresh():
-        return mrtherm.Thermometer(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t, frames[:6], params)
+        return mrtherm.Thermometer(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t, frames[:6], params,
+                                   baseline_respiration=resp[:6] if navigator else None)
 
     whole = fresh()
-    for f, t in zip(frames, ph.frame_times_s):
-        whole.update(f, t)
+    for f, t, r in zip(frames, ph.frame_times_s, resp):
+        whole.update(f, t, respiration=r)
     part = fresh()
-    for f, t in zip(frames[:9], ph.frame_times_s[:9]):
-        part.update(f, t)
+    for f, t, r in zip(frames[:9], ph.frame_times_s[:9], resp[:9]):
+        part.update(f, t, respiration=r)
     resumed = mrtherm.Thermometer.load_state(part.save_state(os.path.join(tmp_path, "state.npz")))
-    for f, t in zip(frames[9:], ph.frame_times_s[9:]):
-        resumed.update(f, t)
+    for f, t, r in zip(frames[9:], ph.frame_times_s[9:], resp[9:]):
+        resumed.update(f, t, respiration=r)
+    if navigator:  # the resumed library still matches on the bellows, not on the images
+        image_only = mrtherm.Thermometer.load_state(part.save_state(os.path.join(tmp_path, "state.npz")))
+        image_only.frame_reference.library.respiration = None
+        for f, t in zip(frames[9:], ph.frame_times_s[9:]):
+            image_only.update(f, t)
+        assert image_only.frame_reference.choices != whole.frame_reference.choices
     np.testing.assert_array_equal(np.asarray(resumed.dose_cem43_min), np.asarray(whole.dose_cem43_min))
     np.testing.assert_array_equal(np.asarray(resumed.dose_image_cem43_min), np.asarray(whole.dose_image_cem43_min))
     assert resumed.frame_reference.choices == whole.frame_reference.choices

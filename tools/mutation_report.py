@@ -3,7 +3,11 @@
     make mutation          # mutmut run, then this script
 
 Notes on survivors (why a mutant is equivalent, or which test now kills it) live in
-``docs/mutation_notes.json`` as ``{"<mutant name>": "note"}``; survivors without a note are listed as open.
+``docs/mutation_notes.json`` as ``{"<mutant name>": {"note": "...", "diff": "<the mutant's diff>"}}``. mutmut numbers
+the mutants of a function in order, so a name can point at another mutant once the function changes: a note
+applies only while its recorded diff is the mutant's diff. Survivors without a matching note are listed as open.
+
+    python tools/mutation_report.py --record NAME "note"   # store a note with the mutant's current diff
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MUTMUT = [sys.executable, "-m", "mutmut"]
-DIFFS_PER_MODULE = 12
 
 
 def results():
@@ -36,6 +39,23 @@ def diff_of(name: str) -> str:
     out = subprocess.run(MUTMUT + ["show", name], cwd=ROOT, capture_output=True, text=True).stdout
     return "\n".join(line for line in out.splitlines()
                      if line.startswith(("-", "+")) and not line.startswith(("---", "+++")))
+
+
+def note_for(entry, diff: str) -> str:
+    """The survivor's note if it was written for this very mutant, else why it is open."""
+    if entry is None:
+        return "open: no test kills it yet"
+    if entry["diff"] != diff:
+        return "open: the note on record was written for another mutant of this name (the function changed)"
+    return entry["note"]
+
+
+def record(name: str, note: str) -> None:
+    """Store ``note`` for mutant ``name`` together with its current diff."""
+    path = ROOT / "docs" / "mutation_notes.json"
+    notes = json.loads(path.read_text()) if path.exists() else {}
+    notes[name] = {"note": note, "diff": diff_of(name)}
+    path.write_text(json.dumps(notes, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def main():
@@ -66,15 +86,10 @@ def main():
     if status.exists():
         lines += ["", status.read_text(encoding="utf-8").strip()]
     lines += ["", "## Survivors", ""]
-    shown = collections.Counter()
     for module, name, status in rows:
         if status in ("survived", "no tests"):
-            note = notes.get(name, "open: no test kills it yet")
-            shown[module] += 1
-            if shown[module] <= DIFFS_PER_MODULE:  # `mutmut show` takes about a second per mutant
-                lines += [f"- `{name}` ({status}): {note}", "", "```diff", diff_of(name), "```", ""]
-            else:
-                lines.append(f"- `{name}` ({status}): {note} (`mutmut show {name}`)")
+            diff = diff_of(name)
+            lines += [f"- `{name}` ({status}): {note_for(notes.get(name), diff)}", "", "```diff", diff, "```", ""]
     (ROOT / "docs" / "mutation.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"{tk} killed, {tsv} survived of {tt}; docs/mutation.md written")
 
@@ -88,4 +103,7 @@ def _version():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--record"]:
+        record(sys.argv[2], sys.argv[3])
+    else:
+        main()

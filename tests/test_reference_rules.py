@@ -1,0 +1,234 @@
+"""The reference rules of README "Free breathing" (mrtherm.thermometry.reference) on hand-made cases.
+
+Every expected value is worked out by hand in the comments: magnitude SDs, match ratios, the tolerance
+3 sqrt(4 / n), the navigator window of 3 % of the baseline range and the blend's closed-form weight.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from mrtherm.thermometry.frame_reference import FrameReference
+from mrtherm.thermometry.params import ThermometryParams
+from mrtherm.thermometry.reference import BaselineLibrary, choose_reference, moving_fraction
+
+
+def _frames(values, shape=(1, 1, 4)):
+    """Baseline magnitudes (n, z, y, x): voxel 0 takes ``values`` over the frames, the others stay at 10."""
+    base = np.full((len(values),) + shape, 10.0)
+    base[:, 0, 0, 0] = values
+    return base
+
+
+# ---------------------------------------------------------------- moving voxels and the auto choice
+
+def test_a_voxel_moves_when_its_sample_sd_exceeds_three_noise_sds():
+    mask = np.ones((1, 1, 4), bool)
+    # [0, 0, 6]: mean 2, squares 4 + 4 + 16 = 24, sample SD sqrt(24 / 2) = 3.46 > 3: 1 voxel of 4 moves
+    assert moving_fraction(_frames([0.0, 0.0, 6.0]), mask, 1.0) == 0.25
+    # [0, 0, 5]: mean 5/3, squares 25/9 + 25/9 + 100/9 = 150/9, SD sqrt(75/9) = 2.89 < 3: none
+    # ([0, 0, 6] with the population SD, sqrt(24 / 3) = 2.83, would not move either)
+    assert moving_fraction(_frames([0.0, 0.0, 5.0]), mask, 1.0) == 0.0
+    assert moving_fraction(_frames([0.0, 0.0, 6.0]), mask, 1.2) == 0.0  # 3.46 < 3 x 1.2 = 3.6
+
+
+def test_moving_fraction_counts_reliable_voxels_only_and_needs_three_frames():
+    mask = np.array([[[True, True, False, False]]])
+    assert moving_fraction(_frames([0.0, 0.0, 6.0]), mask, 1.0) == 0.5  # 1 of the 2 reliable voxels
+    assert moving_fraction(_frames([0.0, 0.0, 6.0]), ~mask, 1.0) == 0.0  # the moving voxel is not reliable
+    assert moving_fraction(_frames([0.0, 60.0]), np.ones((1, 1, 4), bool), 1.0) == 0.0  # 2 frames: no SD
+    assert moving_fraction(_frames([0.0, 0.0, 6.0]), np.zeros((1, 1, 4), bool), 1.0) == 0.0
+
+
+def test_auto_takes_hybrid_above_one_percent_moving_and_the_mean_at_or_below():
+    # 100 reliable voxels; moving ones alternate 0 / 60 over 4 frames (sample SD 34.6 >> 3)
+    def exam(n_moving):
+        base = np.full((4, 1, 10, 10), 100.0)
+        base[::2, 0, 0, :n_moving] += 60.0
+        return base
+    mask = np.ones((1, 10, 10), bool)
+    used, why = choose_reference("auto", exam(1), mask, 1.0)  # 1 % exactly: not more than 1 %
+    assert used == "mean" and why["motion_detected"] is False and why["moving_voxel_fraction"] == 0.01
+    assert why["why"].startswith("1.00% of the reliable voxels") and "not more than 1%" in why["why"]
+    used, why = choose_reference("auto", exam(2), mask, 1.0)
+    assert (used, why["used"], why["asked"], why["motion_detected"]) == ("hybrid", "hybrid", "auto", True)
+    assert "2.00%" in why["why"] and "above 3 x the noise" in why["why"] and why["why"].endswith("hybrid")
+
+
+def test_auto_with_two_baseline_frames_keeps_the_mean_and_an_asked_mode_is_kept():
+    base = np.zeros((2, 1, 10, 10))
+    base[1] = 60.0
+    used, why = choose_reference("auto", base, np.ones((1, 10, 10), bool), 1.0)
+    assert used == "mean" and why["why"] == "2 baseline frame(s): a library needs 3 or more"
+    moving = np.full((4, 1, 10, 10), 100.0)
+    moving[::2] += 60.0
+    used, why = choose_reference("library", moving, np.ones((1, 10, 10), bool), 1.0)
+    assert used == "library"
+    assert why == {"asked": "library", "used": "library", "why": "asked for", "moving_voxel_fraction": 1.0,
+                   "motion_detected": True}
+
+
+# ---------------------------------------------------------------- the library's match
+
+def _library(levels, n_vox=4, sigma=0.5, respiration=None, outside=None):
+    """Entries of constant magnitude ``levels[k]`` (phase k/10 rad) on ``n_vox`` reliable voxels of 5;
+    the fifth voxel, outside the mask, takes ``outside[k]`` when given."""
+    shape = (1, 1, n_vox + 1)
+    mask = np.zeros(shape, bool)
+    mask[..., :n_vox] = True
+    entries = []
+    for k, level in enumerate(levels):
+        e = np.full(shape, level * np.exp(1j * k / 10), dtype=np.complex64)
+        if outside is not None:
+            e[..., -1] = outside[k]
+        entries.append(e)
+    return BaselineLibrary(entries, mask, sigma, np, respiration), shape
+
+
+def test_match_ratio_is_the_ssd_over_twice_sigma_squared_per_reliable_voxel():
+    lib, shape = _library([1.0, 2.0, 4.0], outside=[100.0, -50.0, 7.0])
+    assert lib.noise_ssd == pytest.approx(2 * 0.25 * 4)  # 2 sigma^2 n = 2
+    assert lib.ratio_tolerance == pytest.approx(3 * math.sqrt(4 / 4))  # 3
+    assert _library([1.0, 2.0], n_vox=1)[0].ratio_tolerance == pytest.approx(6.0)  # 3 sqrt(4 / 1)
+    frame = np.full(shape, 1.5, dtype=np.complex64)
+    frame[..., -1] = 1e6  # outside the mask: not compared
+    # SSD per entry: 4 x 0.5^2 = 1, 4 x 0.5^2 = 1, 4 x 2.5^2 = 25; over 2
+    np.testing.assert_allclose(lib.ratios(frame), [0.5, 0.5, 12.5], rtol=1e-6)
+
+
+def test_match_keeps_every_entry_within_the_tolerance_of_the_best_and_leaves_the_frame_itself_out():
+    lib, shape = _library([1.0, 1.2, 2.0, 4.0], n_vox=64, sigma=0.5)
+    # n = 64: noise SSD 2 x 0.25 x 64 = 32, tolerance 3 sqrt(4 / 64) = 0.75
+    frame = np.full(shape, 1.0, dtype=np.complex64)
+    # ratios: 0, 64 x 0.04 / 32 = 0.08, 64 / 32 = 2, 64 x 9 / 32 = 18
+    chosen, ratio = lib.match(frame)
+    assert chosen == [0, 1] and ratio == 0.0
+    chosen, ratio = lib.match(frame, exclude=0)  # best is now 0.08: 2 is 1.92 above, beyond 0.75
+    assert chosen == [1] and ratio == pytest.approx(0.08, rel=1e-6)
+    chosen, _ = lib.match(np.full(shape, 1.55, dtype=np.complex64))
+    # ratios 64 x (0.3025, 0.1225, 0.2025, 6.0025) / 32 = 0.605, 0.245, 0.405, 12.005: within 0.75 of 0.245,
+    # best first
+    assert chosen == [1, 2, 0]
+
+
+def test_a_one_entry_library_matches_its_only_entry_even_when_it_is_excluded():
+    lib, shape = _library([3.0])
+    assert lib.match(np.full(shape, 3.0, dtype=np.complex64), exclude=0)[0] == [0]
+
+
+def test_a_two_entry_library_pairs_a_baseline_frame_with_the_other_entry():
+    lib, shape = _library([3.0, 8.0])
+    assert lib.match(np.full(shape, 3.0, dtype=np.complex64), exclude=0)[0] == [1]
+
+
+def test_a_library_without_a_respiratory_signal_matches_images_even_when_the_frame_has_one():
+    lib, shape = _library([1.0, 2.0, 4.0])
+    assert lib.match(np.full(shape, 3.9, dtype=np.complex64), respiration=0.5)[0] == [2]
+
+
+def test_navigator_matching_takes_entries_within_three_percent_of_the_baseline_range():
+    lib, shape = _library([1.0, 1.0, 1.0, 1.0, 1.0], respiration=[0.0, 10.0, 10.2, 10.4, 20.0])
+    frame = np.full(shape, 1.0, dtype=np.complex64)
+    # range 20: window 0.6; gaps to 10.1 are 10.1, 0.1, 0.1, 0.3, 9.9 -> all three within 0.6, nearest first
+    assert lib.match(frame, respiration=10.1)[0] == [1, 2, 3]
+    # gaps to 10.9: 0.9, 0.7, 0.5, -- the nearest (0.5) is beyond 0.6? no: 0.5, 0.7 and 0.9 -> only <= 0.6
+    assert lib.match(frame, respiration=10.9)[0] == [3]
+    # far from every entry: the nearest one still (gap 4.6 > window)
+    assert lib.match(frame, respiration=15.4)[0] == [4]
+    # a baseline frame leaves itself out
+    assert lib.match(frame, respiration=10.2, exclude=2)[0] == [1, 3]
+    # no respiratory value for the frame: image matching
+    assert sorted(lib.match(frame)[0]) == [0, 1, 2, 3, 4]  # equal magnitudes: every entry
+
+
+def test_navigator_with_a_flat_signal_keeps_the_nearest_entries():
+    lib, shape = _library([1.0, 1.0, 1.0], respiration=[5.0, 5.0, 5.0])
+    # range 0 counts as 1 (window 0.03); every gap to 5.02 is 0.02
+    assert lib.match(np.full(shape, 1.0, dtype=np.complex64), respiration=5.02)[0] == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- the hybrid blend
+
+def test_blend_weight_is_the_closed_form_least_squares_fraction():
+    lib, shape = _library([2.0, 6.0, 18.0], outside=[50.0, -20.0, 3.0])
+    a, b = 2.0, 6.0 * np.exp(0.1j)
+    frame = np.full(shape, 3.0, dtype=np.complex64)
+    frame[..., -1] = 1000.0
+    # A = entry 0 (|A| = 2), B = entry 1 (|B| = 6, ratio 4 x 9 / 2 = 18 vs entry 2's 4 x 225 / 2 = 450):
+    # w = sum (3 - 2)(6 - 2) / sum (6 - 2)^2 = 0.25 over the reliable voxels; residual 0
+    ref, other, w, ratio = lib.blend(frame, [0])
+    assert other == [1] and w == pytest.approx(0.25) and ratio == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(ref[..., :4], 0.75 * a + 0.25 * b, rtol=1e-6)
+    assert ref.dtype == np.complex64
+
+
+def test_blend_with_a_small_magnitude_step():
+    lib, shape = _library([1.0, 1.2])
+    # step 0.2: sum of squares 4 x 0.04 = 0.16 (below 1); |S| = 1.1: w = 4 x 0.1 x 0.2 / 0.16 = 0.5
+    _, other, w, _ = lib.blend(np.full(shape, 1.1, dtype=np.complex64), [0])
+    assert other == [1] and w == pytest.approx(0.5, rel=1e-5)
+
+
+def test_no_blend_between_entries_of_equal_magnitude():
+    shape = (1, 1, 4)
+    # magnitude exactly 2 for both (2 and 2j): the magnitudes cannot place the frame between them
+    lib = BaselineLibrary([np.full(shape, 2.0, np.complex64), np.full(shape, 2.0j, np.complex64)],
+                          np.ones(shape, bool), 0.5, np)
+    ref, other, w, ratio = lib.blend(np.full(shape, 2.5, dtype=np.complex64), [0])
+    assert (other, w) == ([], 0.0) and ratio == pytest.approx(4 * 0.25 / 2)  # residual 0.5 per voxel, SSD 2
+    np.testing.assert_allclose(ref, np.full(shape, 2.0), rtol=1e-6)
+
+
+def test_blend_weight_is_clamped_to_zero_and_one():
+    lib, shape = _library([1.0, 3.0])
+    # |S| = 5: w = (4 x 2) / (4 x 4)... unclamped 2 -> 1; residual 5 - 3 = 2 per voxel: 4 x 4 / 2 = 8
+    ref, other, w, ratio = lib.blend(np.full(shape, 5.0, dtype=np.complex64), [0])
+    assert (other, w) == ([1], 1.0) and ratio == pytest.approx(8.0)
+    np.testing.assert_allclose(ref, 3.0 * np.exp(0.1j) * np.ones(shape), rtol=1e-6)
+    # |S| = 0.5: unclamped -0.25 -> 0, the matched group alone; residual 0.5: 4 x 0.25 / 2 = 0.5
+    ref, other, w, ratio = lib.blend(np.full(shape, 0.5, dtype=np.complex64), [0])
+    assert (other, w) == ([], 0.0) and ratio == pytest.approx(0.5)
+    np.testing.assert_allclose(ref, np.ones(shape), rtol=1e-6)
+
+
+def test_blend_with_no_entry_left_returns_the_match_and_its_ratio():
+    lib, shape = _library([1.0, 3.0])
+    frame = np.full(shape, 1.5, dtype=np.complex64)
+    ref, other, w, ratio = lib.blend(frame, [0], exclude=1)
+    assert (other, w) == ([], 0.0) and ratio == pytest.approx(0.5)  # 4 x 0.25 / 2
+    np.testing.assert_allclose(ref, np.ones(shape), rtol=1e-6)
+
+
+def test_the_reference_of_several_entries_is_their_complex_mean():
+    lib, shape = _library([1.0, 3.0, 5.0])
+    want = (1.0 + 3.0 * np.exp(0.1j) + 5.0 * np.exp(0.2j)) / 3
+    got = lib.reference([0, 1, 2])
+    np.testing.assert_allclose(got, np.full(shape, want), rtol=1e-6)
+    assert got.dtype == np.complex64
+    np.testing.assert_allclose(lib.reference([2]), np.full(shape, 5.0 * np.exp(0.2j)), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- the hybrid composition
+
+def test_hybrid_keeps_the_library_phase_where_tissue_moves_and_its_smooth_turn_elsewhere():
+    ny = nx = 8
+    entries = [np.full((1, ny, nx), 10.0, dtype=np.complex64)] * 2  # mean reference: 10, phase 0
+    still = np.ones((1, ny, nx), bool)
+    still[0, 3, 3] = False  # an edge slides through this voxel
+    y, x = np.meshgrid(np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
+    turn = 0.2 + 0.05 * x - 0.03 * y  # the breathing B0 state: a plane
+    turn[3, 3] = 1.0  # the moving voxel's own phase
+    turn[5, 6] += 0.04  # noise on a still voxel: the fit smooths it away
+    fr = FrameReference("hybrid", entries, np.ones((1, ny, nx), bool), 1.0,
+                        ThermometryParams(baseline_frames=2, referenceless_order=1), np, still=still)
+    out = fr._compose((10.0 * np.exp(1j * turn))[None].astype(np.complex64))
+    # the least-squares plane through the still voxels (equal weights |S_mean|^2 = 100), by hand with lstsq
+    keep = still[0].ravel()
+    design = np.stack([np.ones(ny * nx), x.ravel(), y.ravel()], axis=1)
+    coef = np.linalg.lstsq(design[keep], turn.ravel()[keep], rcond=None)[0]
+    want = (design @ coef).reshape(ny, nx)
+    want[3, 3] = 1.0
+    assert abs(want[5, 6] - turn[5, 6]) > 0.03  # the still voxel's noise is not kept
+    np.testing.assert_allclose(np.angle(out[0]), want, atol=2e-6)
+    np.testing.assert_allclose(np.abs(out[0]), 10.0, rtol=1e-6)
