@@ -6,7 +6,7 @@ import mrtherm
 import pytest
 
 from mrtherm import ParameterError
-from mrtherm.thermometry.drift import DriftModel, basis, fit_drift, solve_drift
+from mrtherm.thermometry.drift import DriftModel, basis, fit_drift, harmonic_basis, solve_drift
 
 
 @pytest.mark.parametrize("order", [0, 1, 2])
@@ -146,3 +146,14 @@ def test_a_singular_slice_falls_back():
     weight[0, 4, :] = 1.0
     coeffs, fallback = solve_drift(*DriftModel(phase.shape, 1, np).normal_equations(phase, weight), 3)
     assert fallback[0] and coeffs[0].tolist() == pytest.approx([0.3, 0.0, 0.0])
+
+
+def test_harmonic_basis_columns_are_the_real_and_imaginary_parts_of_powers_of_x_plus_iy():
+    b = harmonic_basis(3, 3, 2)  # rows in C order of (y, x), both scaled to -1, 0, 1
+    assert b.shape == (9, 5)  # 1 + 2 x order columns
+    # corner y = 1, x = 1: z = 1 + i, z^2 = 2i; corner y = -1, x = 1: z = 1 - i, z^2 = -2i
+    np.testing.assert_allclose(b[8], [1.0, 1.0, 1.0, 0.0, 2.0], atol=1e-12)
+    np.testing.assert_allclose(b[2], [1.0, 1.0, -1.0, 0.0, -2.0], atol=1e-12)
+    # edge y = 1, x = 0: z = i, z^2 = -1
+    np.testing.assert_allclose(b[7], [1.0, 0.0, 1.0, -1.0, 0.0], atol=1e-12)
+    assert harmonic_basis(4, 5, 3).shape == (20, 7)

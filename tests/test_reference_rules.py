@@ -232,3 +232,100 @@ def test_hybrid_keeps_the_library_phase_where_tissue_moves_and_its_smooth_turn_e
     assert abs(want[5, 6] - turn[5, 6]) > 0.03  # the still voxel's noise is not kept
     np.testing.assert_allclose(np.angle(out[0]), want, atol=2e-6)
     np.testing.assert_allclose(np.abs(out[0]), 10.0, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- FrameReference: record, consistency, heat fit
+
+def _frame_reference(mode, entries, sigma=0.1, still=None, **params):
+    mask = np.ones(entries[0].shape, bool)
+    return FrameReference(mode, entries, mask, sigma, ThermometryParams(baseline_frames=len(entries), **params), np,
+                          still=still)
+
+
+def test_report_records_every_frame_choice():
+    entries = [np.full((1, 4, 4), 10.0, np.complex64)] * 4
+    fr = _frame_reference("hybrid", entries, referenceless_order=3, referenceless_basis="harmonic")
+    fr.choices, fr.ratios = [[1, 2], [0], []], [0.9, 1.3, float("nan")]
+    fr.blends, fr.iterations = [([3], 0.25), ([], 0.0), ([], 0.0)], [2, 3, 5]
+    assert fr.report() == {
+        "mode": "hybrid", "entries": 4, "navigator": False, "entries_per_frame": [[1, 2], [0], []],
+        "entry_per_frame": [1, 0, None], "match_ratio_per_frame": [0.9, 1.3, pytest.approx(float("nan"), nan_ok=True)],
+        "median_match_ratio": pytest.approx(1.1), "second_entries_per_frame": [[3], [], []],
+        "second_weight_per_frame": [0.25, 0.0, 0.0], "referenceless_frames": [2], "referenceless_order": 3,
+        "referenceless_basis": "harmonic", "sparse_iterations_per_frame": [2, 3, 5]}
+
+
+def test_report_of_the_library_and_referenceless_modes():
+    entries = [np.full((1, 4, 4), 10.0, np.complex64)] * 3
+    lib = FrameReference("library", entries, np.ones((1, 4, 4), bool), 0.1, ThermometryParams(baseline_frames=3),
+                         np, respiration=[0.0, 0.5, 1.0])
+    lib.choices, lib.ratios = [[2]], [float("nan")]
+    assert lib.report() == {"mode": "library", "entries": 3, "navigator": True, "entries_per_frame": [[2]],
+                            "entry_per_frame": [2], "match_ratio_per_frame": [pytest.approx(float("nan"), nan_ok=True)],
+                            "median_match_ratio": None}
+    free = _frame_reference("referenceless", entries)
+    free.choices, free.ratios, free.blends, free.iterations = [[], []], [float("nan")] * 2, [([], 0.0)] * 2, [1, 4]
+    assert free.report() == {"mode": "referenceless", "second_entries_per_frame": [[], []],
+                             "second_weight_per_frame": [0.0, 0.0], "referenceless_frames": [0, 1],
+                             "referenceless_order": 2, "referenceless_basis": "polynomial",
+                             "sparse_iterations_per_frame": [1, 4]}
+
+
+def test_leave_one_out_consistency_fails_voxels_beyond_three_noise_predictions():
+    # 4 entries of magnitude 10, sigma 0.1: the limit is 3 sqrt(2) 0.1 / 10 = 0.0424 rad. A voxel whose phase
+    # alternates +a, -a over the entries is referenced from the mean of the other three, (2 e^-ia + e^ia) / 3 for
+    # a +a entry: residual a + atan(tan(a) / 3), about 4a/3, in every frame (the smooth fit over 16 x 16 voxels
+    # takes a few % of it)
+    limit = 3 * math.sqrt(2) * 0.1 / 10
+
+    def residual(a):
+        return a + math.atan(math.tan(a) / 3)
+
+    a_out = 1.15 * limit * 0.75  # residual about 1.15 x the limit: fails
+    a_in = 0.85 * limit * 0.75  # about 0.85 x: passes
+    assert residual(a_out) > 1.1 * limit and residual(a_in) < 0.9 * limit
+    entries = []
+    for k in range(4):
+        phase = np.zeros((3, 16, 16))
+        s = 1 if k % 2 == 0 else -1
+        phase[0, 8, 8], phase[1, 5, 9], phase[2, 10, 4] = s * a_out, s * a_in, s * 0.5
+        entries.append((10.0 * np.exp(1j * phase)).astype(np.complex64))
+    ok = _frame_reference("library", entries).consistent(entries)
+    want = np.ones((3, 16, 16), bool)
+    want[0, 8, 8] = want[2, 10, 4] = False
+    np.testing.assert_array_equal(ok, want)
+
+
+def test_the_sparse_heat_fit_uses_three_noise_sds_the_heating_sign_and_only_still_voxels():
+    from mrtherm.thermometry.background import sparse_background_fit
+    from mrtherm.thermometry.drift import DriftModel
+
+    rng = np.random.default_rng(3)
+    shape = (2, 12, 12)
+    mag = 5.0 + rng.random(shape)
+    u = 0.3 + 0.02 * rng.standard_normal(shape)
+    u[:, 5:7, 5:7] -= 0.8  # heat: negative phase change (alpha < 0)
+    weight = mag ** 2
+    still = np.ones(shape, bool)
+    still[:, 0, :] = False
+
+    class Engine:  # what FrameReference.background reads from the engine after its first pass
+        model = DriftModel(shape, 2, np)
+        to_celsius = -8.0
+
+        def fit_inputs(self):
+            return u, weight
+
+    entries = [np.full(shape, 5.0, np.complex64)] * 2
+    fr = _frame_reference("referenceless", entries, sigma=0.05, still=still)
+    fr._referenceless_now = True
+    coeffs, fallback = fr.background(Engine(), mag.astype(np.complex64))
+    tau = 3 * math.sqrt(2) * 0.05 / mag  # three SDs of the phase change, sqrt(2) sigma / |S|
+    want, want_fallback, iterations = sparse_background_fit(Engine.model, u, weight * still, tau, -1.0)
+    np.testing.assert_allclose(coeffs, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(fallback, want_fallback)
+    assert fr.iterations == [iterations]
+    other_sign = sparse_background_fit(Engine.model, u, weight * still, tau, 1.0)[0]
+    assert np.abs(other_sign - want).max() > 1e-3  # the sign matters on this frame
+    all_voxels = sparse_background_fit(Engine.model, u, weight, tau, -1.0)[0]
+    assert np.abs(all_voxels - want).max() > 1e-6  # and so does leaving moving voxels out

@@ -362,6 +362,9 @@ def test_protected_structure_table_and_alarms_by_hand():
     assert format_alarm(temp_alarm, celsius="°C") == "ALARM spinal cord: temperature 47 °C >= 45 °C at t = 20.0 s"
     assert format_alarm(dose_alarm := next(a for a in alarms if a["quantity"] == "dose")).startswith(
         "ALARM spinal cord: dose ") and " CEM43 min >= 1 CEM43 min at t = " in format_alarm(dose_alarm)
+    cold = {"structure": "nerve root", "quantity": "temperature", "value": 9.6, "threshold": 10.0, "unit": "C",
+            "time_s": 84.0, "comparison": "<="}  # a cryoablation cold alarm
+    assert format_alarm(cold) == "ALARM nerve root: temperature 9.6 C <= 10 C at t = 84.0 s"
     dose_alarm = next(a for a in alarms if a["quantity"] == "dose")
     assert dose_alarm["unit"] == "CEM43 min" and dose_alarm["threshold"] == 1.0
     assert dose_alarm["value"] == pytest.approx(max_dose[first_dose], rel=1e-4)
