@@ -240,14 +240,14 @@ class FrameReference:
         return out
 
     @classmethod
-    def from_state(cls, state: dict, mode, mask, sigma, params, xp, still=None):
+    def from_state(cls, state: dict, mode, sigma, params, xp, still=None):
         """Continue from :meth:`state`.
 
         Parameters
         ----------
         state : dict of str to ndarray
-        mode, mask, sigma, params, xp, still
-            As for the constructor; ``mask`` gives the device (the saved mask is used).
+        mode, sigma, params, xp, still
+            As for the constructor; the mask is the one saved in ``state``.
 
         Returns
         -------

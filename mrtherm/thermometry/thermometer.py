@@ -505,7 +505,7 @@ class Thermometer:
         self._make_engine(arrays["engine_s_ref"])
         used = self.reference_decision["used"]
         fr_state = {k[9:]: v for k, v in arrays.items() if k.startswith("frameref_")}
-        self.frame_reference = FrameReference.from_state(fr_state, used, self.mask_device, self.reliability.sigma,
+        self.frame_reference = FrameReference.from_state(fr_state, used, self.reliability.sigma,
                                                          self.params, self.xp, from_numpy(self.still, self.xp)) \
             if fr_state else None
         motion = {k[7:]: v for k, v in arrays.items() if k.startswith("motion_")}
