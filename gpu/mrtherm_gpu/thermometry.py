@@ -188,6 +188,12 @@ class FusedEngine:
 
     # ------------------------------------------------------------------ passes
     def pass1(self, a, b, polar: bool):
+        """Phase change, unwrapping and the drift fit's per-slice normal equations, in one kernel.
+
+        Parameters and return as :meth:`mrtherm.thermometry.engine.Engine.pass1`: ``a``, ``b`` are one frame's
+        (z, y, x) magnitude/phase (``polar``) or real/imaginary parts; returns ``(packed, rhs, count)`` of the
+        drift fit's normal equations on the host.
+        """
         cp = self.cp
         a, b = self.to_device(a, b)
         self.stats.fill(0)
@@ -235,6 +241,12 @@ class FusedEngine:
                 np.ascontiguousarray(st[:, -1]))
 
     def pass2(self, coeffs, dt_min, is_baseline: bool):
+        """Drift subtraction, PRF, mask, dose and Tmax in one kernel; returns the frame's temperature in °C.
+
+        As :meth:`mrtherm.thermometry.engine.Engine.pass2`: ``coeffs`` (z, P) drift coefficients, ``dt_min`` the
+        minutes since the previous frame (None for the first), ``is_baseline`` adds the frame to the baseline
+        statistics. The (z, y, x) float32 result stays on the device.
+        """
         self.coeffs.set(np.ascontiguousarray(coeffs, dtype=np.float64))
         out = self.temp_buffers[self.current]
         prev = self.temp_buffers[1 - self.current]
