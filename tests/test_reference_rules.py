@@ -134,6 +134,8 @@ def test_navigator_matching_takes_entries_within_three_percent_of_the_baseline_r
     assert lib.match(frame, respiration=10.1)[0] == [1, 2, 3]
     # gaps to 10.9: 0.9, 0.7, 0.5, -- the nearest (0.5) is beyond 0.6? no: 0.5, 0.7 and 0.9 -> only <= 0.6
     assert lib.match(frame, respiration=10.9)[0] == [3]
+    # gaps to 10.35: 0.35, 0.15, 0.05 -> all within 0.6, the nearest first (it names the frame's entry)
+    assert lib.match(frame, respiration=10.35)[0] == [3, 2, 1]
     # far from every entry: the nearest one still (gap 4.6 > window)
     assert lib.match(frame, respiration=15.4)[0] == [4]
     # a baseline frame leaves itself out
@@ -296,36 +298,194 @@ def test_leave_one_out_consistency_fails_voxels_beyond_three_noise_predictions()
     np.testing.assert_array_equal(ok, want)
 
 
-def test_the_sparse_heat_fit_uses_three_noise_sds_the_heating_sign_and_only_still_voxels():
+@pytest.mark.parametrize("to_celsius", [-8.0, 0.5])  # alpha < 0: heat lowers the phase; a flipped sign, below 1
+def test_the_sparse_heat_fit_uses_three_noise_sds_the_heating_sign_and_only_still_voxels(to_celsius):
     from mrtherm.thermometry.background import sparse_background_fit
     from mrtherm.thermometry.drift import DriftModel
 
     rng = np.random.default_rng(3)
     shape = (2, 12, 12)
     mag = 5.0 + rng.random(shape)
+    mag[:, 9:11, 1:4] = 0.6  # voxels below 1: tau follows |S| there too
+    heat_sign = 1.0 if to_celsius > 0 else -1.0
     u = 0.3 + 0.02 * rng.standard_normal(shape)
-    u[:, 5:7, 5:7] -= 0.8  # heat: negative phase change (alpha < 0)
+    u[:, 5:7, 5:7] += heat_sign * 0.8  # heat: a phase change of the sign of to_celsius
     weight = mag ** 2
     still = np.ones(shape, bool)
     still[:, 0, :] = False
+    signal = (mag * np.exp(1j * rng.uniform(-np.pi, np.pi, shape))).astype(np.complex64)  # |S|, any phase
 
     class Engine:  # what FrameReference.background reads from the engine after its first pass
         model = DriftModel(shape, 2, np)
-        to_celsius = -8.0
 
         def fit_inputs(self):
             return u, weight
 
+    engine = Engine()
+    engine.to_celsius = to_celsius
     entries = [np.full(shape, 5.0, np.complex64)] * 2
     fr = _frame_reference("referenceless", entries, sigma=0.05, still=still)
     fr._referenceless_now = True
-    coeffs, fallback = fr.background(Engine(), mag.astype(np.complex64))
-    tau = 3 * math.sqrt(2) * 0.05 / mag  # three SDs of the phase change, sqrt(2) sigma / |S|
-    want, want_fallback, iterations = sparse_background_fit(Engine.model, u, weight * still, tau, -1.0)
-    np.testing.assert_allclose(coeffs, want, rtol=1e-12, atol=1e-12)
+    coeffs, fallback = fr.background(engine, signal)
+    tau = 3 * math.sqrt(2) * 0.05 / np.abs(signal.astype(np.complex128))  # three SDs: sqrt(2) sigma / |S|
+    want, want_fallback, iterations = sparse_background_fit(Engine.model, u, weight * still, tau, heat_sign)
+    np.testing.assert_allclose(coeffs, want, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(fallback, want_fallback)
     assert fr.iterations == [iterations]
-    other_sign = sparse_background_fit(Engine.model, u, weight * still, tau, 1.0)[0]
+    other_sign = sparse_background_fit(Engine.model, u, weight * still, tau, -heat_sign)[0]
     assert np.abs(other_sign - want).max() > 1e-3  # the sign matters on this frame
-    all_voxels = sparse_background_fit(Engine.model, u, weight, tau, -1.0)[0]
+    all_voxels = sparse_background_fit(Engine.model, u, weight, tau, heat_sign)[0]
     assert np.abs(all_voxels - want).max() > 1e-6  # and so does leaving moving voxels out
+    no_small = sparse_background_fit(Engine.model, u, weight * still, np.maximum(tau, 3 * math.sqrt(2) * 0.05), heat_sign)[0]
+    assert np.abs(no_small - want).max() > 1e-6  # and |S| below 1
+
+
+# ---------------------------------------------------------------- FrameReference.choose: the reference per frame
+
+class _ChoiceEngine:
+    """What FrameReference.choose reads from the engine (drift-reference voxels, heated voxels) and sets on it."""
+
+    def __init__(self, ref, heated):
+        self.ref, self.heated, self.s_ref = ref, heated, None
+
+    def set_reference(self, s_ref):
+        self.s_ref = s_ref
+
+
+def _referenceless_frame(shape=(1, 16, 16)):
+    """A frame whose phase is a plane plus noise, with heat, a non-reference row and a moving row off the plane;
+    the engine and the still map that mark them."""
+    rng = np.random.default_rng(11)
+    _, iy, ix = np.indices(shape)
+    phase = 0.4 + 0.05 * ix - 0.03 * iy + 0.05 * rng.standard_normal(shape)
+    heated = np.zeros(shape, bool)
+    heated[:, 4:8, 4:8] = True
+    phase[heated] += 0.6
+    ref = np.ones(shape)
+    ref[:, 12, :] = 0.0
+    phase[:, 12, :] -= 0.5
+    still = np.ones(shape, bool)
+    still[:, 14, :] = False
+    phase[:, 14, :] += 0.7
+    mag = 2.0 + 18.0 * rng.random(shape)
+    return (mag * np.exp(1j * phase)).astype(np.complex64), _ChoiceEngine(ref, heated), still
+
+
+def _fit_weight_by_hand(signal, engine, still):
+    """|S|^2 on reference voxels that are neither heated nor moving, 0 elsewhere."""
+    return np.abs(signal.astype(np.complex128)) ** 2 * engine.ref * ~engine.heated * still
+
+
+def _fits_differ_for_each_factor(fit, signal, engine, still):
+    """Each factor of the fit weight changes the fitted background on this frame."""
+    want = fit(_fit_weight_by_hand(signal, engine, still))
+    mag2 = np.abs(signal.astype(np.complex128)) ** 2
+    for other in (mag2 * engine.ref * still, mag2 * ~engine.heated * still, mag2 * engine.ref * ~engine.heated,
+                  np.sqrt(mag2) * engine.ref * ~engine.heated * still):
+        assert np.abs(fit(other) - want).max() > 1e-4
+    return want
+
+
+def test_referenceless_reference_is_the_smooth_fit_of_the_frame_on_unheated_still_reference_voxels():
+    from mrtherm.thermometry.background import smooth_phase_fit
+    from mrtherm.thermometry.drift import DriftModel
+
+    signal, engine, still = _referenceless_frame()
+    model = DriftModel(signal.shape, 1, np)
+    fr = _frame_reference("referenceless", [signal] * 2, still=still, referenceless_order=1)
+    fr.choose(engine, signal, t=5)
+    bg = _fits_differ_for_each_factor(lambda w: smooth_phase_fit(signal, w, model)[1], signal, engine, still)
+    _, iy, ix = np.indices(signal.shape)
+    np.testing.assert_allclose(bg, 0.4 + 0.05 * ix - 0.03 * iy, atol=0.05)  # the plane, within the noise
+    np.testing.assert_allclose(engine.s_ref, np.exp(1j * bg.astype(np.float32)), atol=1e-6)
+    assert fr.choices == [[]] and math.isnan(fr.ratios[0]) and fr.blends == [([], 0.0)]
+    assert fr._referenceless_now  # the background fit then keeps to still voxels
+
+
+def test_an_unmatched_hybrid_frame_turns_the_entries_mean_by_the_smooth_fit_of_its_change():
+    from mrtherm.thermometry.background import smooth_phase_fit
+    from mrtherm.thermometry.drift import DriftModel
+    from mrtherm.thermometry.reference import UNMATCHED_RATIO
+
+    signal, engine, still = _referenceless_frame()
+    rough = np.random.default_rng(5).uniform(-1.0, 1.0, signal.shape)  # the entries' own (non-smooth) phase
+    entries = [(10.0 * np.exp(1j * (rough + d))).astype(np.complex64) for d in (0.0, 0.1)]
+    mean_ref = ((entries[0].astype(np.complex128) + entries[1]) / 2).astype(np.complex64)
+    model = DriftModel(signal.shape, 1, np)
+    fr = _frame_reference("hybrid", entries, still=still, referenceless_order=1)
+    fr.choose(engine, signal, t=5)
+    change = signal * np.conj(mean_ref)
+    bg = _fits_differ_for_each_factor(lambda w: smooth_phase_fit(change, w, model)[1], signal, engine, still)
+    want = (mean_ref * np.exp(1j * bg.astype(np.float32))).astype(np.complex64)
+    np.testing.assert_allclose(engine.s_ref, want, atol=2e-5)
+    assert fr.ratios[0] > UNMATCHED_RATIO and fr.choices == [[]] and fr.blends == [([], 0.0)]
+    assert fr._referenceless_now
+
+
+def test_a_baseline_frame_is_matched_to_the_other_entries_and_a_dynamic_frame_to_all():
+    # magnitudes 10, 11, 12 on 16 voxels, sigma 0.1: an entry one unit away has ratio 16 x 1 / (2 x 0.01 x 16) = 50
+    entries = [np.full((1, 4, 4), m, np.complex64) for m in (10.0, 11.0, 12.0)]
+    fr = _frame_reference("library", entries)
+    engine = _ChoiceEngine(np.ones((1, 4, 4)), np.zeros((1, 4, 4), bool))
+    fr.choose(engine, entries[1], t=1)  # baseline frame 1: entries 0 and 2, equally near
+    np.testing.assert_allclose(engine.s_ref, 11.0, rtol=1e-6)
+    fr.choose(engine, entries[1], t=3)  # a dynamic frame equal to entry 1
+    np.testing.assert_allclose(engine.s_ref, 11.0, rtol=1e-6)
+    assert fr.choices == [[0, 2], [1]]
+    assert fr.ratios == [pytest.approx(50.0), pytest.approx(0.0, abs=1e-9)]
+    assert fr.blends == [([], 0.0), ([], 0.0)] and not fr._referenceless_now
+
+
+def test_a_matched_hybrid_frame_records_its_blend():
+    # entries of magnitude 10 and 12, frame 10.5: entry 0 and a quarter of entry 1 (w = 0.5 x 2 / 4); residual 0
+    entries = [np.full((1, 4, 4), m, np.complex64) for m in (10.0, 12.0)]
+    fr = _frame_reference("hybrid", entries)
+    engine = _ChoiceEngine(np.ones((1, 4, 4)), np.zeros((1, 4, 4), bool))
+    fr.choose(engine, np.full((1, 4, 4), 10.5, np.complex64), t=4)
+    assert fr.choices == [[0]] and fr.blends == [([1], pytest.approx(0.25))]
+    assert fr.ratios == [pytest.approx(0.0, abs=1e-9)] and not fr._referenceless_now
+    # every voxel is still: the mean of all entries (11), turned by the blend's phase change (none here)
+    np.testing.assert_allclose(engine.s_ref, 11.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("basis", "columns"), [("harmonic", 5), ("polynomial", 6)])
+def test_the_referenceless_basis_parameter_picks_harmonic_or_all_polynomials(basis, columns):
+    # order 2: 1, Re z, Im z, Re z^2, Im z^2 (harmonic) against 1, x, y, x^2, xy, y^2
+    entries = [np.full((1, 6, 6), 10.0, np.complex64)] * 2
+    fr = _frame_reference("referenceless", entries, referenceless_order=2, referenceless_basis=basis)
+    assert fr.model.k == columns
+
+
+# ---------------------------------------------------------------- the Thermometer's free-breathing mask rules
+
+def _breathing_exam():
+    """Three baseline frames (1, 16, 16): magnitude 100 with noise SD ~1 everywhere, phase 0.3 rad, except
+    voxel A (dark, 0.5, in the third frame: an edge slid off it) and voxel B (100, 60, 100: an edge slides
+    through, but it never goes dark)."""
+    rng = np.random.default_rng(7)
+    mag = 100.0 + rng.normal(0.0, 1.0, (3, 1, 16, 16))
+    mag[:, 0, 4, 4] = [100.0, 100.0, 0.5]   # A: mean 66.8 (SNR ~67), minimum 0.5 (SNR ~0.5)
+    mag[:, 0, 9, 9] = [100.0, 60.0, 100.0]  # B: minimum 60, sample SD 23.1 (~23 noise SDs)
+    return [(m * np.exp(0.3j)).astype(np.complex64) for m in mag]
+
+
+@pytest.mark.parametrize("mode, a_kept, b_kept", [
+    ("mean", True, True),            # one averaged reference: neither free-breathing rule applies
+    ("library", False, True),        # every entry must see signal: A goes; B matches its own entry
+    ("hybrid", False, True),
+    ("referenceless", False, False),  # no matching baseline: the sliding edge at B goes too
+])
+def test_free_breathing_rules_mask_dark_and_sliding_voxels_per_mode(mode, a_kept, b_kept):
+    from mrtherm.thermometry.thermometer import Thermometer
+    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, _breathing_exam(),
+                     ThermometryParams(baseline_frames=3, reference=mode, register_motion="off"))
+    sigma = th.reliability.sigma
+    assert 0.7 < sigma < 1.3  # the noise added: A's minimum 0.5 < 5 sigma and B's SD 23.1 > 3 sigma
+    mask = th.reliability.mask
+    assert (bool(mask[0, 4, 4]), bool(mask[0, 9, 9])) == (a_kept, b_kept)
+    assert mask.sum() == 256 - (not a_kept) - (not b_kept)  # every other voxel is bright, still and consistent
+    assert bool(th.still[0, 9, 9]) is False and th.still.sum() == 254  # A's SD (57.4) marks it moving too
+    rules = " | ".join(th.reliability.rules)
+    assert ("SNR >= 5 in every baseline frame (free breathing)" in rules) == (mode != "mean")
+    assert ("baseline magnitude SD <= 3 sigma (no sliding edge)" in rules) == (mode == "referenceless")
+    assert ("leave-one-out phase residual" in rules) == (mode in ("library", "hybrid"))
