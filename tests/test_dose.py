@@ -109,3 +109,42 @@ def test_segment_is_computed_in_float64_for_float32_maps():
 def test_time_above_is_strictly_above():
     # README: time above 45 C counts time *strictly above*; a voxel resting exactly at 45 C adds nothing
     assert float(time_above_segment(np.array(45.0), np.array(45.0), 10.0, 45.0)) == 0.0
+
+
+def _segments_by_hand():
+    """Five one-minute ramps and their doses: integral of R**(43 - T(t)) dt, R = 0.25 below, 0.5 above 43 C."""
+    ln2, ln4 = math.log(2.0), math.log(4.0)
+    t0 = np.array([40.0, 42.5, 44.0, 41.0, 30.0])
+    t1 = np.array([41.0, 43.5, 46.0, 45.0, 31.0])
+    dose = [3.0 / (64.0 * ln4),                                     # 0.25^3 int_0^1 4^t dt
+            0.5 / ln4 + (math.sqrt(2.0) - 1.0) / ln2,               # 0.5 min each side; span exactly 1 C
+            3.0 / ln2,                                              # int_0^1 2^(1 + 2t) dt
+            0.25 * (1.0 - 0.0625) / ln4 + 0.75 / ln2,               # 41 -> 43 in 0.5 min, then 43 -> 45
+            0.25 ** 13 * 3.0 / ln4]
+    return t0, t1, np.array(dose)
+
+
+def test_only_segments_through_43_are_split_and_durations_may_vary_per_voxel(monkeypatch):
+    import array_api_strict
+
+    import mrtherm.thermometry.dose as dose_mod
+    sizes, real = [], dose_mod._regime_piece
+
+    def spy(t0, t1, *args):
+        sizes.append(int(np.prod(t0.shape)))
+        return real(t0, t1, *args)
+
+    monkeypatch.setattr(dose_mod, "_regime_piece", spy)
+    t0, t1, expected = _segments_by_hand()
+    np.testing.assert_allclose(cem43_segment(t0, t1, 1.0), expected, rtol=1e-12)
+    assert sizes == [2, 2]  # NumPy: only the two segments through 43 C are split (both regimes)
+    sizes.clear()
+    np.testing.assert_allclose(cem43_segment(t0, t1, np.full(5, 1.0)), expected, rtol=1e-12)
+    assert sizes == [5, 5]  # a duration per voxel: the general path (where) over every voxel
+    sizes.clear()
+    np.testing.assert_allclose(cem43_segment(t0[:, None], t1[:, None], 1.0)[:, 0], expected, rtol=1e-12)
+    assert sizes == [2, 2]  # any number of dimensions
+    sizes.clear()
+    got = cem43_segment(array_api_strict.asarray(t0), array_api_strict.asarray(t1), 1.0)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12)
+    assert sizes == [5, 5]  # no boolean-mask assignment in the array API: where over every voxel

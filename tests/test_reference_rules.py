@@ -60,7 +60,20 @@ def test_auto_with_two_baseline_frames_keeps_the_mean_and_an_asked_mode_is_kept(
     base = np.zeros((2, 1, 10, 10))
     base[1] = 60.0
     used, why = choose_reference("auto", base, np.ones((1, 10, 10), bool), 1.0)
-    assert used == "mean" and why["why"] == "2 baseline frame(s): a library needs 3 or more"
+    # 2 frames: no sample SD, so no motion either (moving fraction 0)
+    assert (used, why) == ("mean", {"asked": "auto", "used": "mean", "moving_voxel_fraction": 0.0,
+                                    "motion_detected": False,
+                                    "why": "2 baseline frame(s): a library needs 3 or more"})
+    # 3 frames are enough for a library: [0, 60, 0] has sample SD 34.6 > 3 in every voxel
+    three = np.zeros((3, 1, 10, 10))
+    three[1] = 60.0
+    used, why = choose_reference("auto", three, np.ones((1, 10, 10), bool), 1.0)
+    assert (used, why["asked"], why["used"], why["moving_voxel_fraction"]) == ("hybrid", "auto", "hybrid", 1.0)
+    assert why["why"] == ("100.00% of the reliable voxels have a baseline magnitude SD above 3 x the noise "
+                          "(more than 1%): the baseline frames move (breathing): hybrid")
+    used, why = choose_reference("auto", np.full((3, 1, 10, 10), 50.0), np.ones((1, 10, 10), bool), 1.0)
+    assert (used, why["why"]) == ("mean", "0.00% of the reliable voxels have a baseline magnitude SD above 3 x "
+                                          "the noise (not more than 1%): a still exam")
     moving = np.full((4, 1, 10, 10), 100.0)
     moving[::2] += 60.0
     used, why = choose_reference("library", moving, np.ones((1, 10, 10), bool), 1.0)
@@ -310,6 +323,7 @@ def test_the_sparse_heat_fit_uses_three_noise_sds_the_heating_sign_and_only_stil
     heat_sign = 1.0 if to_celsius > 0 else -1.0
     u = 0.3 + 0.02 * rng.standard_normal(shape)
     u[:, 5:7, 5:7] += heat_sign * 0.8  # heat: a phase change of the sign of to_celsius
+    u[:, 10, 1:4] += heat_sign * 0.8  # heat where |S| = 0.6: tau = 3 sqrt(2) 0.05 / 0.6 = 0.35 < 0.8 excludes it
     weight = mag ** 2
     still = np.ones(shape, bool)
     still[:, 0, :] = False
@@ -338,6 +352,8 @@ def test_the_sparse_heat_fit_uses_three_noise_sds_the_heating_sign_and_only_stil
     assert np.abs(all_voxels - want).max() > 1e-6  # and so does leaving moving voxels out
     no_small = sparse_background_fit(Engine.model, u, weight * still, np.maximum(tau, 3 * math.sqrt(2) * 0.05), heat_sign)[0]
     assert np.abs(no_small - want).max() > 1e-6  # and |S| below 1
+    no_heat_cut = sparse_background_fit(Engine.model, u, weight * still, np.where(mag < 1, 1e15, tau), heat_sign)[0]
+    assert np.abs(no_heat_cut - want).max() > 1e-4  # the heat at |S| = 0.6 (weight 0.36) is cut by its tau
 
 
 # ---------------------------------------------------------------- FrameReference.choose: the reference per frame
@@ -489,3 +505,41 @@ def test_free_breathing_rules_mask_dark_and_sliding_voxels_per_mode(mode, a_kept
     assert ("SNR >= 5 in every baseline frame (free breathing)" in rules) == (mode != "mean")
     assert ("baseline magnitude SD <= 3 sigma (no sliding edge)" in rules) == (mode == "referenceless")
     assert ("leave-one-out phase residual" in rules) == (mode in ("library", "hybrid"))
+
+
+def test_leave_one_out_removes_each_frames_smooth_field_and_scales_with_the_signal():
+    # the entries of the test above, each with its own B0 ramp (breathing, drift) of up to 0.1 rad across the
+    # slice and all magnitudes (and sigma) scaled by 1e-3: the smooth fit takes the ramps, and the limit
+    # 3 sqrt(2) sigma / |S| is scale free, so the same two voxels fail
+    limit = 3 * math.sqrt(2) * 0.1 / 10
+    a_out, a_in = 1.15 * limit * 0.75, 0.85 * limit * 0.75
+    xx = np.linspace(-1.0, 1.0, 16)[None, None, :]
+    entries = []
+    for k in range(4):
+        phase = np.zeros((3, 16, 16)) + 0.1 * (k - 1.5) / 1.5 * xx
+        s = 1 if k % 2 == 0 else -1
+        phase[0, 8, 8] += s * a_out
+        phase[1, 5, 9] += s * a_in
+        phase[2, 10, 4] += s * 0.5
+        entries.append((0.01 * np.exp(1j * phase)).astype(np.complex64))
+    ok = _frame_reference("library", entries, sigma=1e-4).consistent(entries)
+    want = np.ones((3, 16, 16), bool)
+    want[0, 8, 8] = want[2, 10, 4] = False
+    np.testing.assert_array_equal(ok, want)
+
+
+def test_leave_one_out_references_each_baseline_frame_by_its_navigator_value():
+    # entries 0 and 2 hold phase +0.3 rad at one voxel, entries 1 and 3 -0.3 rad (two breathing states), equal
+    # magnitudes. Navigator 0, 1, 0.01, 1.01: window 3 % of 1.01 = 0.03, so each entry is referenced from its
+    # twin (residual 0). Without the navigator every other entry matches (equal magnitudes): entry 0 is referenced
+    # from the mean of +0.3, -0.3, -0.3, a residual of about 0.3 + atan(tan(0.3) / 3) ~ 0.4 rad >> 0.042.
+    entries = []
+    for k in range(4):
+        phase = np.zeros((1, 16, 16))
+        phase[0, 7, 7] = 0.3 if k % 2 == 0 else -0.3
+        entries.append((10.0 * np.exp(1j * phase)).astype(np.complex64))
+    nav = [0.0, 1.0, 0.01, 1.01]
+    fr = FrameReference("library", entries, np.ones((1, 16, 16), bool), 0.1, ThermometryParams(baseline_frames=4),
+                        np, respiration=nav)
+    assert fr.consistent(entries, nav).all()
+    assert not fr.consistent(entries)[0, 7, 7]

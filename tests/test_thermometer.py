@@ -307,3 +307,41 @@ def test_structure_table_before_and_after_the_first_frame(small_phantom, params)
         inside = temp[small_phantom.labels == r["label"]]  # NaN where not reliable
         assert r["max_c_curve"] == [pytest.approx(float(np.nanmax(inside)))]
         assert r["mean_c_curve"] == [pytest.approx(float(np.nanmean(inside)), rel=1e-5)]
+
+
+def _engine_voxels():
+    """One slice of six voxels: reference magnitude 1, 0.5, 0, 1, 1, 1 (phase -3 rad at voxel 3, else 0) and a
+    frame of magnitude 2, 3, 1, 1.5, 0, 2 and phase 0.5, -0.25, 1, 3, 0.7, NaN rad."""
+    from mrtherm.thermometry.drift import DriftModel
+    from mrtherm.thermometry.engine import ArrayEngine, EngineConfig
+    ref_mag = np.array([1.0, 0.5, 0.0, 1.0, 1.0, 1.0])
+    ref_phase = np.array([0.0, 0.0, 0.0, -3.0, 0.0, 0.0])
+    s_ref = (ref_mag * np.exp(1j * ref_phase)).astype(np.complex64).reshape(1, 1, 6)
+    ones = np.ones((1, 1, 6), bool)
+    config = EngineConfig(mask=ones, ref=ones, s_ref=s_ref, auto=False, outlier_rad=1.0, to_celsius=1.0,
+                          body_temp_c=37.0, heated_c=10.0)
+    engine = ArrayEngine(np, DriftModel((1, 1, 6), 0, np), config)
+    mag = np.array([2.0, 3.0, 1.0, 1.5, 0.0, 2.0], np.float32).reshape(1, 1, 6)
+    phase = np.array([0.5, -0.25, 1.0, 3.0, 0.7, np.nan], np.float32).reshape(1, 1, 6)
+    return engine, mag, phase
+
+
+def test_drift_fit_inputs_by_hand_for_polar_and_complex_frames():
+    # phase change wrapped into [-pi, pi): voxel 3 is 3 - (-3) = 6 rad -> 6 - 2 pi; 0 where the frame is 0 or
+    # not finite (voxels 4, 5) and, for polar frames, where the reference is 0 (voxel 2); weight |S|^2
+    wrapped = 6.0 - 2.0 * np.pi
+    engine, mag, phase = _engine_voxels()
+    packed, rhs, count = engine.pass1(mag, phase, True)
+    u, weight = engine.fit_inputs()
+    np.testing.assert_allclose(u.ravel(), [0.5, -0.25, 0.0, wrapped, 0.0, 0.0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(weight.ravel(), [4.0, 9.0, 0.0, 2.25, 0.0, 0.0])
+    assert (packed.ravel()[0], count.ravel()[0]) == (15.25, 3.0)  # order 0: sum of the weights, voxels in the fit
+    assert rhs.ravel()[0] == pytest.approx(4 * 0.5 - 9 * 0.25 + 2.25 * wrapped, rel=1e-6)
+
+    engine, mag, phase = _engine_voxels()
+    s = (mag * np.exp(1j * phase.astype(np.float64))).astype(np.complex64)
+    engine.pass1(np.real(s), np.imag(s), False)
+    u, weight = engine.fit_inputs()
+    keep = [0, 1, 3, 4, 5]  # voxel 2: the complex path weighs |S|^2 whatever the reference
+    np.testing.assert_allclose(u.ravel()[keep], [0.5, -0.25, wrapped, 0.0, 0.0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(weight.ravel()[keep], [4.0, 9.0, 2.25, 0.0, 0.0], rtol=1e-6)
