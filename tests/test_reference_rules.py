@@ -12,6 +12,7 @@ import pytest
 from mrtherm.thermometry.frame_reference import FrameReference
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.reference import BaselineLibrary, choose_reference, moving_fraction
+from mrtherm.thermometry.thermometer import Thermometer
 
 
 def _frames(values, shape=(1, 1, 4)):
@@ -492,7 +493,6 @@ def _breathing_exam():
     ("referenceless", False, False),  # no matching baseline: the sliding edge at B goes too
 ])
 def test_free_breathing_rules_mask_dark_and_sliding_voxels_per_mode(mode, a_kept, b_kept):
-    from mrtherm.thermometry.thermometer import Thermometer
     th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, _breathing_exam(),
                      ThermometryParams(baseline_frames=3, reference=mode, register_motion="off"))
     sigma = th.reliability.sigma
@@ -543,3 +543,57 @@ def test_leave_one_out_references_each_baseline_frame_by_its_navigator_value():
                         np, respiration=nav)
     assert fr.consistent(entries, nav).all()
     assert not fr.consistent(entries)[0, 7, 7]
+
+
+def _exact_noise_exam(extra):
+    """Three baseline frames (1, 16, 16), phase 0.3 rad: every voxel 99.8, 100, 100.2 (sample SD 0.2 exactly, so
+    the median-based noise sigma is the same for every voxel added), ``extra`` maps a voxel to its magnitudes."""
+    mag = np.empty((3, 1, 16, 16))
+    mag[:] = np.array([99.8, 100.0, 100.2])[:, None, None, None]
+    for (y, x), values in extra.items():
+        mag[:, 0, y, x] = values
+    return [(m * np.exp(0.3j)).astype(np.complex64) for m in mag]
+
+
+# C: 99.2, 100, 100.8 -> sample SD 0.8, population SD 0.653; D: dark in one frame at 3.0
+_C, _D, _HOT = (3, 12), (12, 3), (8, 8)
+
+
+@pytest.mark.parametrize("mode", ["mean", "library", "hybrid", "referenceless"])
+def test_free_breathing_thresholds_use_the_sample_sd_and_sigma_and_every_mode_measures_heat(mode):
+    frames = _exact_noise_exam({_C: [99.2, 100.0, 100.8], _D: [100.0, 100.0, 3.0]})
+    params = ThermometryParams(baseline_frames=3, reference=mode, register_motion="off")
+    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, frames, params)
+    sigma = th.reliability.sigma
+    # 3 sigma lies between C's population SD (0.653) and its sample SD (0.8); 5 sigma (1.2) below D's 3.0
+    assert 0.653 / 3 < sigma < 0.8 / 3 and 5 * sigma < 3.0
+    assert (bool(th.still[0][_C]), bool(th.still[0][_D])) == (False, False)
+    assert th.still.sum() == 254
+    mask = th.reliability.mask[0]
+    assert (bool(mask[_C]), bool(mask[_D])) == ((mode != "referenceless"),) * 2
+    assert mask.sum() == (254 if mode == "referenceless" else 256)
+    # a frame like the second baseline frame, with +0.4 rad at one voxel: 0.4 / |2 pi 42.577 MHz/T
+    # x -0.01 ppm/C x 3 T x 10 ms| = 4.984 C of heat there, none elsewhere
+    dyn = frames[1].copy()
+    dyn[0][_HOT] *= np.exp(0.4j)
+    for t, f in enumerate(frames + [dyn]):
+        temp = np.asarray(th.update(f, 10.0 * t))
+    rise = np.abs(temp[0] - 37.0)
+    k = 2 * np.pi * 42.577478e6 * 0.01e-6 * 3.0 * 0.01
+    assert rise[_HOT] == pytest.approx(0.4 / k, abs=0.02)
+    rise[_HOT] = 0.0
+    assert np.nanmax(rise) < 0.02
+
+
+def test_referenceless_frames_whose_slice_is_too_small_for_the_background_fit_are_counted():
+    # a drift ROI of 2 voxels in slice 1: fewer than the fit's minimum, so every frame falls back there
+    frames = _exact_noise_exam({})
+    frames = [np.concatenate([f, f]) for f in frames]
+    roi = np.zeros((2, 16, 16), np.uint8)
+    roi[0] = 1
+    roi[1, 8, 8:10] = 1
+    params = ThermometryParams(baseline_frames=3, reference="referenceless", register_motion="off")
+    th = Thermometer((2, 16, 16), np.eye(4), 0.01, 3.0, frames, params, drift_roi=roi)
+    for t, f in enumerate(frames + [frames[1]]):
+        th.update(f, 10.0 * t)
+    assert th.fallback_frames == 4
