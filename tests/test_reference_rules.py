@@ -578,6 +578,8 @@ def test_free_breathing_thresholds_use_the_sample_sd_and_sigma_and_every_mode_me
     dyn[0][_HOT] *= np.exp(0.4j)
     for t, f in enumerate(frames + [dyn]):
         temp = np.asarray(th.update(f, 10.0 * t))
+    dyn_polar = (np.abs(dyn), np.angle(dyn), True)  # the same frame as (magnitude, phase rad)
+    np.testing.assert_allclose(np.asarray(th.update(dyn_polar, 40.0)), temp, atol=1e-4)
     rise = np.abs(temp[0] - 37.0)
     k = 2 * np.pi * 42.577478e6 * 0.01e-6 * 3.0 * 0.01
     assert rise[_HOT] == pytest.approx(0.4 / k, abs=0.02)
@@ -597,3 +599,11 @@ def test_referenceless_frames_whose_slice_is_too_small_for_the_background_fit_ar
     for t, f in enumerate(frames + [frames[1]]):
         th.update(f, 10.0 * t)
     assert th.fallback_frames == 4
+
+
+def test_two_baseline_frames_mark_no_voxel_as_moving():
+    # the SD of two frames says little: with fewer than 3 every voxel counts as still (B: 100 then 60)
+    frames = _exact_noise_exam({(9, 9): [100.0, 60.0, 100.0]})[:2]
+    params = ThermometryParams(baseline_frames=2, reference="referenceless", register_motion="off")
+    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, frames, params)
+    assert th.still.all() and th.reliability.mask[0, 9, 9]
