@@ -607,3 +607,23 @@ def test_two_baseline_frames_mark_no_voxel_as_moving():
     params = ThermometryParams(baseline_frames=2, reference="referenceless", register_motion="off")
     th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, frames, params)
     assert th.still.all() and th.reliability.mask[0, 9, 9]
+
+
+def test_registration_measures_each_library_entry_and_frame_shift():
+    # a bright blob on a 20 background, moved 0, 1.5 and 3 voxels along y in the three baseline frames
+    yy, xx = np.mgrid[0:32, 0:32]
+    rng = np.random.default_rng(0)
+
+    def frame(dy):
+        mag = 20.0 + 80.0 * np.exp(-(((yy - 16 - dy) / 5.0) ** 2 + ((xx - 16) / 6.0) ** 2))
+        return ((mag + rng.normal(0.0, 0.3, mag.shape)) * np.exp(0.3j)).astype(np.complex64)[None]
+
+    frames = [frame(dy) for dy in (0.0, 1.5, 3.0)]
+    params = ThermometryParams(baseline_frames=3, reference="library", register_motion="on")
+    th = Thermometer((1, 32, 32), np.eye(4), 0.01, 3.0, frames, params)
+    np.testing.assert_allclose(th.registration.entry_shifts, [[0.0, 0.0], [1.5, 0.0], [3.0, 0.0]], atol=0.05)
+    np.testing.assert_array_equal(th.anatomy, np.abs(frames[0]).astype(np.float32))  # maps sit on frame 0
+    for t, f in enumerate(frames + [frames[2]]):
+        th.update(f, 10.0 * t)
+    np.testing.assert_allclose(th.registration.shifts_vox, [(0.0, 0.0), (1.5, 0.0), (3.0, 0.0), (3.0, 0.0)],
+                               atol=0.05)
