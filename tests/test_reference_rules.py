@@ -627,3 +627,7 @@ def test_registration_measures_each_library_entry_and_frame_shift():
         th.update(f, 10.0 * t)
     np.testing.assert_allclose(th.registration.shifts_vox, [(0.0, 0.0), (1.5, 0.0), (3.0, 0.0), (3.0, 0.0)],
                                atol=0.05)
+    # a mean reference has no library: registration without entry shifts
+    still = Thermometer((1, 32, 32), np.eye(4), 0.01, 3.0, frames,
+                        ThermometryParams(baseline_frames=3, reference="mean", register_motion="on"))
+    assert still.registration.entry_shifts is None and still.registration.start_for([0]) is None
