@@ -12,7 +12,6 @@ import pytest
 from mrtherm.thermometry.frame_reference import FrameReference
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.reference import BaselineLibrary, choose_reference, moving_fraction
-from mrtherm.thermometry.thermometer import Thermometer
 
 
 def _frames(values, shape=(1, 1, 4)):
@@ -287,29 +286,68 @@ def test_report_of_the_library_and_referenceless_modes():
                              "sparse_iterations_per_frame": [1, 4]}
 
 
-def test_leave_one_out_consistency_fails_voxels_beyond_three_noise_predictions():
-    # 4 entries of magnitude 10, sigma 0.1: the limit is 3 sqrt(2) 0.1 / 10 = 0.0424 rad. A voxel whose phase
-    # alternates +a, -a over the entries is referenced from the mean of the other three, (2 e^-ia + e^ia) / 3 for
-    # a +a entry: residual a + atan(tan(a) / 3), about 4a/3, in every frame (the smooth fit over 16 x 16 voxels
-    # takes a few % of it)
-    limit = 3 * math.sqrt(2) * 0.1 / 10
+# 4 entries of magnitude 10, sigma 0.1: the limit is 3 sqrt(2) 0.1 / 10 = 0.0424 rad. A voxel whose phase alternates
+# +a, -a over the entries is referenced from the mean of the other three, (2 e^-ia + e^ia) / 3 for a +a entry:
+# residual a + atan(tan(a) / 3), about 4a/3, in every frame (the smooth fit over 16 x 16 voxels takes a few % of it)
+_LIMIT = 3 * math.sqrt(2) * 0.1 / 10
+_A_OUT = 1.15 * _LIMIT * 0.75  # residual about 1.15 x the limit: fails
+_A_IN = 0.85 * _LIMIT * 0.75  # about 0.85 x: passes
 
+
+def _alternating_entries(scale=1.0, ramp_rad=0.0):
+    """4 entries (3, 16, 16) of magnitude 10 x ``scale``; phase +-_A_OUT at (0, 8, 8), +-_A_IN at (1, 5, 9) and
+    +-0.5 at (2, 10, 4), alternating over the entries, on a B0 ramp along x of up to ``ramp_rad`` per entry."""
+    xx = np.linspace(-1.0, 1.0, 16)[None, None, :]
+    entries = []
+    for k in range(4):
+        phase = np.zeros((3, 16, 16)) + ramp_rad * (k - 1.5) / 1.5 * xx
+        s = 1 if k % 2 == 0 else -1
+        phase[0, 8, 8] += s * _A_OUT
+        phase[1, 5, 9] += s * _A_IN
+        phase[2, 10, 4] += s * 0.5
+        entries.append((10.0 * scale * np.exp(1j * phase)).astype(np.complex64))
+    return entries
+
+
+def _outer_two_fail():
+    want = np.ones((3, 16, 16), bool)
+    want[0, 8, 8] = want[2, 10, 4] = False
+    return want
+
+
+def test_leave_one_out_consistency_fails_voxels_beyond_three_noise_predictions():
     def residual(a):
         return a + math.atan(math.tan(a) / 3)
 
-    a_out = 1.15 * limit * 0.75  # residual about 1.15 x the limit: fails
-    a_in = 0.85 * limit * 0.75  # about 0.85 x: passes
-    assert residual(a_out) > 1.1 * limit and residual(a_in) < 0.9 * limit
+    assert residual(_A_OUT) > 1.1 * _LIMIT and residual(_A_IN) < 0.9 * _LIMIT
+    entries = _alternating_entries()
+    np.testing.assert_array_equal(_frame_reference("library", entries).consistent(entries), _outer_two_fail())
+
+
+def test_leave_one_out_removes_each_frames_smooth_field_and_scales_with_the_signal():
+    # each entry with its own B0 ramp (breathing, drift) of up to 0.1 rad across the slice and all magnitudes (and
+    # sigma) scaled by 1e-3: the smooth fit takes the ramps, and the limit 3 sqrt(2) sigma / |S| is scale free,
+    # so the same two voxels fail
+    entries = _alternating_entries(scale=1e-3, ramp_rad=0.1)
+    ok = _frame_reference("library", entries, sigma=1e-4).consistent(entries)
+    np.testing.assert_array_equal(ok, _outer_two_fail())
+
+
+def test_leave_one_out_references_each_baseline_frame_by_its_navigator_value():
+    # entries 0 and 2 hold phase +0.3 rad at one voxel, entries 1 and 3 -0.3 rad (two breathing states), equal
+    # magnitudes. Navigator 0, 1, 0.01, 1.01: window 3 % of 1.01 = 0.03, so each entry is referenced from its
+    # twin (residual 0). Without the navigator every other entry matches (equal magnitudes): entry 0 is referenced
+    # from the mean of +0.3, -0.3, -0.3, a residual of about 0.3 + atan(tan(0.3) / 3) ~ 0.4 rad >> 0.042.
     entries = []
     for k in range(4):
-        phase = np.zeros((3, 16, 16))
-        s = 1 if k % 2 == 0 else -1
-        phase[0, 8, 8], phase[1, 5, 9], phase[2, 10, 4] = s * a_out, s * a_in, s * 0.5
+        phase = np.zeros((1, 16, 16))
+        phase[0, 7, 7] = 0.3 if k % 2 == 0 else -0.3
         entries.append((10.0 * np.exp(1j * phase)).astype(np.complex64))
-    ok = _frame_reference("library", entries).consistent(entries)
-    want = np.ones((3, 16, 16), bool)
-    want[0, 8, 8] = want[2, 10, 4] = False
-    np.testing.assert_array_equal(ok, want)
+    nav = [0.0, 1.0, 0.01, 1.01]
+    fr = FrameReference("library", entries, np.ones((1, 16, 16), bool), 0.1, ThermometryParams(baseline_frames=4),
+                        np, respiration=nav)
+    assert fr.consistent(entries, nav).all()
+    assert not fr.consistent(entries)[0, 7, 7]
 
 
 @pytest.mark.parametrize("to_celsius", [-8.0, 0.5])  # alpha < 0: heat lowers the phase; a flipped sign, below 1
@@ -471,163 +509,3 @@ def test_the_referenceless_basis_parameter_picks_harmonic_or_all_polynomials(bas
     entries = [np.full((1, 6, 6), 10.0, np.complex64)] * 2
     fr = _frame_reference("referenceless", entries, referenceless_order=2, referenceless_basis=basis)
     assert fr.model.k == columns
-
-
-# ---------------------------------------------------------------- the Thermometer's free-breathing mask rules
-
-def _breathing_exam():
-    """Three baseline frames (1, 16, 16): magnitude 100 with noise SD ~1 everywhere, phase 0.3 rad, except
-    voxel A (dark, 0.5, in the third frame: an edge slid off it) and voxel B (100, 60, 100: an edge slides
-    through, but it never goes dark)."""
-    rng = np.random.default_rng(7)
-    mag = 100.0 + rng.normal(0.0, 1.0, (3, 1, 16, 16))
-    mag[:, 0, 4, 4] = [100.0, 100.0, 0.5]   # A: mean 66.8 (SNR ~67), minimum 0.5 (SNR ~0.5)
-    mag[:, 0, 9, 9] = [100.0, 60.0, 100.0]  # B: minimum 60, sample SD 23.1 (~23 noise SDs)
-    return [(m * np.exp(0.3j)).astype(np.complex64) for m in mag]
-
-
-@pytest.mark.parametrize("mode, a_kept, b_kept", [
-    ("mean", True, True),            # one averaged reference: neither free-breathing rule applies
-    ("library", False, True),        # every entry must see signal: A goes; B matches its own entry
-    ("hybrid", False, True),
-    ("referenceless", False, False),  # no matching baseline: the sliding edge at B goes too
-])
-def test_free_breathing_rules_mask_dark_and_sliding_voxels_per_mode(mode, a_kept, b_kept):
-    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, _breathing_exam(),
-                     ThermometryParams(baseline_frames=3, reference=mode, register_motion="off"))
-    sigma = th.reliability.sigma
-    assert 0.7 < sigma < 1.3  # the noise added: A's minimum 0.5 < 5 sigma and B's SD 23.1 > 3 sigma
-    mask = th.reliability.mask
-    assert (bool(mask[0, 4, 4]), bool(mask[0, 9, 9])) == (a_kept, b_kept)
-    assert mask.sum() == 256 - (not a_kept) - (not b_kept)  # every other voxel is bright, still and consistent
-    assert bool(th.still[0, 9, 9]) is False and th.still.sum() == 254  # A's SD (57.4) marks it moving too
-    rules = " | ".join(th.reliability.rules)
-    assert ("SNR >= 5 in every baseline frame (free breathing)" in rules) == (mode != "mean")
-    assert ("baseline magnitude SD <= 3 sigma (no sliding edge)" in rules) == (mode == "referenceless")
-    assert ("leave-one-out phase residual" in rules) == (mode in ("library", "hybrid"))
-
-
-def test_leave_one_out_removes_each_frames_smooth_field_and_scales_with_the_signal():
-    # the entries of the test above, each with its own B0 ramp (breathing, drift) of up to 0.1 rad across the
-    # slice and all magnitudes (and sigma) scaled by 1e-3: the smooth fit takes the ramps, and the limit
-    # 3 sqrt(2) sigma / |S| is scale free, so the same two voxels fail
-    limit = 3 * math.sqrt(2) * 0.1 / 10
-    a_out, a_in = 1.15 * limit * 0.75, 0.85 * limit * 0.75
-    xx = np.linspace(-1.0, 1.0, 16)[None, None, :]
-    entries = []
-    for k in range(4):
-        phase = np.zeros((3, 16, 16)) + 0.1 * (k - 1.5) / 1.5 * xx
-        s = 1 if k % 2 == 0 else -1
-        phase[0, 8, 8] += s * a_out
-        phase[1, 5, 9] += s * a_in
-        phase[2, 10, 4] += s * 0.5
-        entries.append((0.01 * np.exp(1j * phase)).astype(np.complex64))
-    ok = _frame_reference("library", entries, sigma=1e-4).consistent(entries)
-    want = np.ones((3, 16, 16), bool)
-    want[0, 8, 8] = want[2, 10, 4] = False
-    np.testing.assert_array_equal(ok, want)
-
-
-def test_leave_one_out_references_each_baseline_frame_by_its_navigator_value():
-    # entries 0 and 2 hold phase +0.3 rad at one voxel, entries 1 and 3 -0.3 rad (two breathing states), equal
-    # magnitudes. Navigator 0, 1, 0.01, 1.01: window 3 % of 1.01 = 0.03, so each entry is referenced from its
-    # twin (residual 0). Without the navigator every other entry matches (equal magnitudes): entry 0 is referenced
-    # from the mean of +0.3, -0.3, -0.3, a residual of about 0.3 + atan(tan(0.3) / 3) ~ 0.4 rad >> 0.042.
-    entries = []
-    for k in range(4):
-        phase = np.zeros((1, 16, 16))
-        phase[0, 7, 7] = 0.3 if k % 2 == 0 else -0.3
-        entries.append((10.0 * np.exp(1j * phase)).astype(np.complex64))
-    nav = [0.0, 1.0, 0.01, 1.01]
-    fr = FrameReference("library", entries, np.ones((1, 16, 16), bool), 0.1, ThermometryParams(baseline_frames=4),
-                        np, respiration=nav)
-    assert fr.consistent(entries, nav).all()
-    assert not fr.consistent(entries)[0, 7, 7]
-
-
-def _exact_noise_exam(extra):
-    """Three baseline frames (1, 16, 16), phase 0.3 rad: every voxel 99.8, 100, 100.2 (sample SD 0.2 exactly, so
-    the median-based noise sigma is the same for every voxel added), ``extra`` maps a voxel to its magnitudes."""
-    mag = np.empty((3, 1, 16, 16))
-    mag[:] = np.array([99.8, 100.0, 100.2])[:, None, None, None]
-    for (y, x), values in extra.items():
-        mag[:, 0, y, x] = values
-    return [(m * np.exp(0.3j)).astype(np.complex64) for m in mag]
-
-
-# C: 99.2, 100, 100.8 -> sample SD 0.8, population SD 0.653; D: dark in one frame at 3.0
-_C, _D, _HOT = (3, 12), (12, 3), (8, 8)
-
-
-@pytest.mark.parametrize("mode", ["mean", "library", "hybrid", "referenceless"])
-def test_free_breathing_thresholds_use_the_sample_sd_and_sigma_and_every_mode_measures_heat(mode):
-    frames = _exact_noise_exam({_C: [99.2, 100.0, 100.8], _D: [100.0, 100.0, 3.0]})
-    params = ThermometryParams(baseline_frames=3, reference=mode, register_motion="off")
-    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, frames, params)
-    sigma = th.reliability.sigma
-    # 3 sigma lies between C's population SD (0.653) and its sample SD (0.8); 5 sigma (1.2) below D's 3.0
-    assert 0.653 / 3 < sigma < 0.8 / 3 and 5 * sigma < 3.0
-    assert (bool(th.still[0][_C]), bool(th.still[0][_D])) == (False, False)
-    assert th.still.sum() == 254
-    mask = th.reliability.mask[0]
-    assert (bool(mask[_C]), bool(mask[_D])) == ((mode != "referenceless"),) * 2
-    assert mask.sum() == (254 if mode == "referenceless" else 256)
-    # a frame like the second baseline frame, with +0.4 rad at one voxel: 0.4 / |2 pi 42.577 MHz/T
-    # x -0.01 ppm/C x 3 T x 10 ms| = 4.984 C of heat there, none elsewhere
-    dyn = frames[1].copy()
-    dyn[0][_HOT] *= np.exp(0.4j)
-    for t, f in enumerate(frames + [dyn]):
-        temp = np.asarray(th.update(f, 10.0 * t))
-    dyn_polar = (np.abs(dyn), np.angle(dyn), True)  # the same frame as (magnitude, phase rad)
-    np.testing.assert_allclose(np.asarray(th.update(dyn_polar, 40.0)), temp, atol=1e-4)
-    rise = np.abs(temp[0] - 37.0)
-    k = 2 * np.pi * 42.577478e6 * 0.01e-6 * 3.0 * 0.01
-    assert rise[_HOT] == pytest.approx(0.4 / k, abs=0.02)
-    rise[_HOT] = 0.0
-    assert np.nanmax(rise) < 0.02
-
-
-def test_referenceless_frames_whose_slice_is_too_small_for_the_background_fit_are_counted():
-    # a drift ROI of 2 voxels in slice 1: fewer than the fit's minimum, so every frame falls back there
-    frames = _exact_noise_exam({})
-    frames = [np.concatenate([f, f]) for f in frames]
-    roi = np.zeros((2, 16, 16), np.uint8)
-    roi[0] = 1
-    roi[1, 8, 8:10] = 1
-    params = ThermometryParams(baseline_frames=3, reference="referenceless", register_motion="off")
-    th = Thermometer((2, 16, 16), np.eye(4), 0.01, 3.0, frames, params, drift_roi=roi)
-    for t, f in enumerate(frames + [frames[1]]):
-        th.update(f, 10.0 * t)
-    assert th.fallback_frames == 4
-
-
-def test_two_baseline_frames_mark_no_voxel_as_moving():
-    # the SD of two frames says little: with fewer than 3 every voxel counts as still (B: 100 then 60)
-    frames = _exact_noise_exam({(9, 9): [100.0, 60.0, 100.0]})[:2]
-    params = ThermometryParams(baseline_frames=2, reference="referenceless", register_motion="off")
-    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, frames, params)
-    assert th.still.all() and th.reliability.mask[0, 9, 9]
-
-
-def test_registration_measures_each_library_entry_and_frame_shift():
-    # a bright blob on a 20 background, moved 0, 1.5 and 3 voxels along y in the three baseline frames
-    yy, xx = np.mgrid[0:32, 0:32]
-    rng = np.random.default_rng(0)
-
-    def frame(dy):
-        mag = 20.0 + 80.0 * np.exp(-(((yy - 16 - dy) / 5.0) ** 2 + ((xx - 16) / 6.0) ** 2))
-        return ((mag + rng.normal(0.0, 0.3, mag.shape)) * np.exp(0.3j)).astype(np.complex64)[None]
-
-    frames = [frame(dy) for dy in (0.0, 1.5, 3.0)]
-    params = ThermometryParams(baseline_frames=3, reference="library", register_motion="on")
-    th = Thermometer((1, 32, 32), np.eye(4), 0.01, 3.0, frames, params)
-    np.testing.assert_allclose(th.registration.entry_shifts, [[0.0, 0.0], [1.5, 0.0], [3.0, 0.0]], atol=0.05)
-    np.testing.assert_array_equal(th.anatomy, np.abs(frames[0]).astype(np.float32))  # maps sit on frame 0
-    for t, f in enumerate(frames + [frames[2]]):
-        th.update(f, 10.0 * t)
-    np.testing.assert_allclose(th.registration.shifts_vox, [(0.0, 0.0), (1.5, 0.0), (3.0, 0.0), (3.0, 0.0)],
-                               atol=0.05)
-    # a mean reference has no library: registration without entry shifts
-    still = Thermometer((1, 32, 32), np.eye(4), 0.01, 3.0, frames,
-                        ThermometryParams(baseline_frames=3, reference="mean", register_motion="on"))
-    assert still.registration.entry_shifts is None and still.registration.start_for([0]) is None

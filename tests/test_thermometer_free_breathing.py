@@ -1,0 +1,132 @@
+"""The Thermometer's free-breathing rules end to end (README "Free breathing"): masks per reference mode on
+exact noise, heat in every mode, fallback counting and registration shifts.
+
+The baseline magnitudes are built so the noise sigma is known exactly (every voxel's sample SD is the same), so
+each threshold (3 sigma on the SD, 5 sigma on the minimum) can be straddled on purpose.
+"""
+
+import numpy as np
+import pytest
+
+from mrtherm.thermometry.params import ThermometryParams
+from mrtherm.thermometry.thermometer import Thermometer
+
+
+def _breathing_exam():
+    """Three baseline frames (1, 16, 16): magnitude 100 with noise SD ~1 everywhere, phase 0.3 rad, except
+    voxel A (dark, 0.5, in the third frame: an edge slid off it) and voxel B (100, 60, 100: an edge slides
+    through, but it never goes dark)."""
+    rng = np.random.default_rng(7)
+    mag = 100.0 + rng.normal(0.0, 1.0, (3, 1, 16, 16))
+    mag[:, 0, 4, 4] = [100.0, 100.0, 0.5]   # A: mean 66.8 (SNR ~67), minimum 0.5 (SNR ~0.5)
+    mag[:, 0, 9, 9] = [100.0, 60.0, 100.0]  # B: minimum 60, sample SD 23.1 (~23 noise SDs)
+    return [(m * np.exp(0.3j)).astype(np.complex64) for m in mag]
+
+
+@pytest.mark.parametrize("mode, a_kept, b_kept", [
+    ("mean", True, True),            # one averaged reference: neither free-breathing rule applies
+    ("library", False, True),        # every entry must see signal: A goes; B matches its own entry
+    ("hybrid", False, True),
+    ("referenceless", False, False),  # no matching baseline: the sliding edge at B goes too
+])
+def test_free_breathing_rules_mask_dark_and_sliding_voxels_per_mode(mode, a_kept, b_kept):
+    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, _breathing_exam(),
+                     ThermometryParams(baseline_frames=3, reference=mode, register_motion="off"))
+    sigma = th.reliability.sigma
+    assert 0.7 < sigma < 1.3  # the noise added: A's minimum 0.5 < 5 sigma and B's SD 23.1 > 3 sigma
+    mask = th.reliability.mask
+    assert (bool(mask[0, 4, 4]), bool(mask[0, 9, 9])) == (a_kept, b_kept)
+    assert mask.sum() == 256 - (not a_kept) - (not b_kept)  # every other voxel is bright, still and consistent
+    assert bool(th.still[0, 9, 9]) is False and th.still.sum() == 254  # A's SD (57.4) marks it moving too
+    rules = " | ".join(th.reliability.rules)
+    assert ("SNR >= 5 in every baseline frame (free breathing)" in rules) == (mode != "mean")
+    assert ("baseline magnitude SD <= 3 sigma (no sliding edge)" in rules) == (mode == "referenceless")
+    assert ("leave-one-out phase residual" in rules) == (mode in ("library", "hybrid"))
+
+
+def _exact_noise_exam(extra):
+    """Three baseline frames (1, 16, 16), phase 0.3 rad: every voxel 99.8, 100, 100.2 (sample SD 0.2 exactly, so
+    the median-based noise sigma is the same for every voxel added), ``extra`` maps a voxel to its magnitudes."""
+    mag = np.empty((3, 1, 16, 16))
+    mag[:] = np.array([99.8, 100.0, 100.2])[:, None, None, None]
+    for (y, x), values in extra.items():
+        mag[:, 0, y, x] = values
+    return [(m * np.exp(0.3j)).astype(np.complex64) for m in mag]
+
+
+# C: 99.2, 100, 100.8 -> sample SD 0.8, population SD 0.653; D: dark in one frame at 3.0
+_C, _D, _HOT = (3, 12), (12, 3), (8, 8)
+
+
+@pytest.mark.parametrize("mode", ["mean", "library", "hybrid", "referenceless"])
+def test_free_breathing_thresholds_use_the_sample_sd_and_sigma_and_every_mode_measures_heat(mode):
+    frames = _exact_noise_exam({_C: [99.2, 100.0, 100.8], _D: [100.0, 100.0, 3.0]})
+    params = ThermometryParams(baseline_frames=3, reference=mode, register_motion="off")
+    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, frames, params)
+    sigma = th.reliability.sigma
+    # 3 sigma lies between C's population SD (0.653) and its sample SD (0.8); 5 sigma (1.2) below D's 3.0
+    assert 0.653 / 3 < sigma < 0.8 / 3 and 5 * sigma < 3.0
+    assert (bool(th.still[0][_C]), bool(th.still[0][_D])) == (False, False)
+    assert th.still.sum() == 254
+    mask = th.reliability.mask[0]
+    assert (bool(mask[_C]), bool(mask[_D])) == ((mode != "referenceless"),) * 2
+    assert mask.sum() == (254 if mode == "referenceless" else 256)
+    # a frame like the second baseline frame, with +0.4 rad at one voxel: 0.4 / |2 pi 42.577 MHz/T
+    # x -0.01 ppm/C x 3 T x 10 ms| = 4.984 C of heat there, none elsewhere
+    dyn = frames[1].copy()
+    dyn[0][_HOT] *= np.exp(0.4j)
+    for t, f in enumerate(frames + [dyn]):
+        temp = np.asarray(th.update(f, 10.0 * t))
+    dyn_polar = (np.abs(dyn), np.angle(dyn), True)  # the same frame as (magnitude, phase rad)
+    np.testing.assert_allclose(np.asarray(th.update(dyn_polar, 40.0)), temp, atol=1e-4)
+    rise = np.abs(temp[0] - 37.0)
+    k = 2 * np.pi * 42.577478e6 * 0.01e-6 * 3.0 * 0.01
+    assert rise[_HOT] == pytest.approx(0.4 / k, abs=0.02)
+    rise[_HOT] = 0.0
+    assert np.nanmax(rise) < 0.02
+
+
+def test_referenceless_frames_whose_slice_is_too_small_for_the_background_fit_are_counted():
+    # a drift ROI of 2 voxels in slice 1: fewer than the fit's minimum, so every frame falls back there
+    frames = _exact_noise_exam({})
+    frames = [np.concatenate([f, f]) for f in frames]
+    roi = np.zeros((2, 16, 16), np.uint8)
+    roi[0] = 1
+    roi[1, 8, 8:10] = 1
+    params = ThermometryParams(baseline_frames=3, reference="referenceless", register_motion="off")
+    th = Thermometer((2, 16, 16), np.eye(4), 0.01, 3.0, frames, params, drift_roi=roi)
+    for t, f in enumerate(frames + [frames[1]]):
+        th.update(f, 10.0 * t)
+    assert th.fallback_frames == 4
+
+
+def test_two_baseline_frames_mark_no_voxel_as_moving():
+    # the SD of two frames says little: with fewer than 3 every voxel counts as still (B: 100 then 60)
+    frames = _exact_noise_exam({(9, 9): [100.0, 60.0, 100.0]})[:2]
+    params = ThermometryParams(baseline_frames=2, reference="referenceless", register_motion="off")
+    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, frames, params)
+    assert th.still.all() and th.reliability.mask[0, 9, 9]
+
+
+def test_registration_measures_each_library_entry_and_frame_shift():
+    # a bright blob on a 20 background, moved 0, 1.5 and 3 voxels along y in the three baseline frames
+    yy, xx = np.mgrid[0:32, 0:32]
+    rng = np.random.default_rng(0)
+
+    def frame(dy):
+        mag = 20.0 + 80.0 * np.exp(-(((yy - 16 - dy) / 5.0) ** 2 + ((xx - 16) / 6.0) ** 2))
+        return ((mag + rng.normal(0.0, 0.3, mag.shape)) * np.exp(0.3j)).astype(np.complex64)[None]
+
+    frames = [frame(dy) for dy in (0.0, 1.5, 3.0)]
+    params = ThermometryParams(baseline_frames=3, reference="library", register_motion="on")
+    th = Thermometer((1, 32, 32), np.eye(4), 0.01, 3.0, frames, params)
+    np.testing.assert_allclose(th.registration.entry_shifts, [[0.0, 0.0], [1.5, 0.0], [3.0, 0.0]], atol=0.05)
+    np.testing.assert_array_equal(th.anatomy, np.abs(frames[0]).astype(np.float32))  # maps sit on frame 0
+    for t, f in enumerate(frames + [frames[2]]):
+        th.update(f, 10.0 * t)
+    np.testing.assert_allclose(th.registration.shifts_vox, [(0.0, 0.0), (1.5, 0.0), (3.0, 0.0), (3.0, 0.0)],
+                               atol=0.05)
+    # a mean reference has no library: registration without entry shifts
+    still = Thermometer((1, 32, 32), np.eye(4), 0.01, 3.0, frames,
+                        ThermometryParams(baseline_frames=3, reference="mean", register_motion="on"))
+    assert still.registration.entry_shifts is None and still.registration.start_for([0]) is None
