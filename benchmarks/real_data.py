@@ -1,4 +1,4 @@
-"""Figures on the vendored real DICOM sets (tests/data/dicom): roles, scaling, dcm2niix agreement, unheated pair.
+"""Figures on the public real DICOM sets (../shared/data/dcm_qa_dicom): roles, scaling, dcm2niix agreement, unheated pair.
 
     python benchmarks/real_data.py [--out benchmarks/results]
 
@@ -24,7 +24,7 @@ from mrtherm.errors import MrthermError
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from dicom_tools import plain_copy, run_dcm2niix  # noqa: E402  (the tests' dcm2niix runner)
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "dicom")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "dcm_qa_dicom")
 SETS = [("siemens_fmap", None, [("2_e2", "3_e2_ph"), ("5_e2", "4_e2_ph")]),
         ("siemens_xa30_fmap", None, [("8_e2", "9_e2_ph")]),
         ("philips_fmap_classic", 2, [("2001_e2", "2001_e2_ph")]),
@@ -98,7 +98,7 @@ def main():
     ap.add_argument("--out")
     args = ap.parse_args()
     rows = [one_set(*s) for s in SETS]
-    lines = [f"mrtherm {mrtherm.__version__} on {platform.node()} ({platform.machine()}), real DICOM in tests/data"]
+    lines = [f"mrtherm {mrtherm.__version__} on {platform.node()} ({platform.machine()}), real DICOM in ../shared/data/dcm_qa_dicom"]
     for r in rows:
         lines.append(f"\n{r['set']}")
         if "refused" in r:

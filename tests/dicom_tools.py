@@ -10,7 +10,10 @@ import sys
 import nibabel as nib
 import numpy as np
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "dicom")
+# Public real DICOM lives beside the checkout, never in the project (../shared/data/README.md)
+DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+                                     "dcm_qa_dicom"))
+DATA_MISSING = None if os.path.isdir(DATA) else f"real DICOM folder {DATA} is absent (../shared/data not beside the checkout)"
 
 
 def dcm2niix_exe():

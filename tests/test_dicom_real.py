@@ -1,4 +1,4 @@
-"""Real scanner DICOM (tests/data/dicom, see PROVENANCE.md): roles, scaling, TE/B0, geometry, dcm2niix agreement,
+"""Real scanner DICOM (../shared/data/dcm_qa_dicom, see its PROVENANCE.md): roles, scaling, TE/B0, geometry, dcm2niix agreement,
 and no false heating on an unheated real pair.
 
 Expected values are read from the DICOM headers (PROVENANCE.md) or produced by dcm2niix on the same files.
@@ -18,7 +18,9 @@ from mrtherm import InputFileError
 from mrtherm.cli import main
 
 from conftest import tree_digest
-from dicom_tools import DATA, plain_copy, run_dcm2niix, world_resample
+from dicom_tools import DATA, DATA_MISSING, plain_copy, run_dcm2niix, world_resample
+
+pytestmark = pytest.mark.skipif(DATA_MISSING is not None, reason=DATA_MISSING or "")
 
 SIEMENS = os.path.join(DATA, "siemens_fmap")
 XA30 = os.path.join(DATA, "siemens_xa30_fmap")

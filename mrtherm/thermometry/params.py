@@ -27,7 +27,7 @@ class ThermometryParams:
         Temperature of the baseline, C.
     drift_order : {0, 1, 2}
         In-plane polynomial order of the per-slice drift fit. Default 2: on a real
-        unheated Siemens pair 85 s apart (tests/data, dcm_qa_fmap) order 1 left a
+        unheated Siemens pair 85 s apart (../shared/data, dcm_qa_fmap) order 1 left a
         field residual of 2.2 C robust SD against 0.48 C of noise, order 2 0.52 C;
         on the phantom both give the same error.
     drift_correction : bool

@@ -1,6 +1,6 @@
 """Vendor conventions in MR DICOM: image component, value units, phase scaling, phase differences.
 
-Facts used (each checked on the vendored test data, see tests/data/PROVENANCE.md):
+Facts used (each checked on the vendored test data, see ../shared/data/dcm_qa_dicom/PROVENANCE.md):
 
 - **Siemens** classic and XA enhanced: ``ImageType`` third value ``M``/``P``/``R``/``I``;
   phase stored 0..4095 with ``RescaleSlope 2``, ``RescaleIntercept -4096``, so
