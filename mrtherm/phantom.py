@@ -71,6 +71,7 @@ class Phantom:
     info: dict
     respiration: np.ndarray | None = None  # (t,) bellows signal 0 (exhale) .. 1 (inhale); None when static
     truth_dose_tissue_cem43_min: np.ndarray | None = None  # dose in tissue coordinates (reference position)
+    truth_temperature_tissue_c: np.ndarray | None = None  # (t, z, y, x) C on tissue points (reference position)
 
 
 def _ellipse(x, y, cx, cy, ax, ay):
@@ -258,7 +259,8 @@ def make_phantom(shape_zyx=(8, 128, 128), voxel_mm=(4.0, 2.0, 2.0), n_frames=40,
         info["motion"] = _motion_info(motion_mm, breath_period_s, b0_breath_rad, tissue_dose, voxel_mm)
     return Phantom(magnitude=mag, phase_rad=phase, truth_temperature_c=truth, truth_dose_cem43_min=dose,
                    labels=labels, affine=affine, te_s=te_s, b0_t=b0_t, frame_times_s=times, info=info,
-                   respiration=breath, truth_dose_tissue_cem43_min=tissue_dose)
+                   respiration=breath, truth_dose_tissue_cem43_min=tissue_dose,
+                   truth_temperature_tissue_c=tissue_truth)
 
 
 MOTION_DEFAULTS = dict(n_frames=50, baseline_frames=16, sonication_s=(51.0, 71.0), motion_mm=4.0,

@@ -30,16 +30,26 @@ heat[3:, :, 12:15, 2:8] = 1.0  # inside the drift reference: an outlier the auto
 phase = (0.1 * xx - 0.07 * yy + 0.03 * xx * yy)[None, None] * np.arange(1, nt + 1)[:, None, None, None] - heat
 phase = phase + 0.02 * rng.standard_normal(phase.shape)
 phase = np.angle(np.exp(1j * phase))
+# per-frame validity: a patch inside the heated spot goes dark (below the floor) in frames 3-4 and comes back in
+# frame 5 past a wrap (re-anchored to its tracked neighbours); a patch drops to a fifth of its reference (the
+# fraction rule) in frame 2; a patch is dark in the reference itself (never valid); a patch with no tracked
+# neighbour in its 5 x 5 window goes dark and comes back (re-anchored to no wrap)
+mag[3:5, :, 7:9, 17:19] = 4.0
+mag[2, :, 2:4, 30:33] *= 0.2
+mag[4, :, 0:6, 34:40] = 2.0
+mag[5, :, 2:3, 36:37] = 90.0
 mask = np.ones(shape, bool)
 mask[:, 0, :] = False
 ref = mask.copy()
 ref[:, 5:11, 13:24] = False
 s_ref = (mag[0] * np.exp(1j * phase[0])).astype(np.complex64)
+s_ref[:, 13:15, 30:34] *= 0.05  # dark reference: never valid
 config = EngineConfig(mask=mask, ref=ref, s_ref=s_ref, auto=auto, outlier_rad=0.3, to_celsius=-8.7,
-                      body_temp_c=37.0, heated_c=3.0)
+                      body_temp_c=37.0, heated_c=3.0, valid_floor=10.0, valid_fraction=0.3)
 engines = {"numpy": ArrayEngine(np, DriftModel(shape, order, np), config),
            "cuda": FusedEngine(None, DriftModel(shape, order, np), config)}
-diffs = {"stats": 0.0, "fallback_stats": 0.0, "temperature": 0.0, "dose_rel": 0.0, "tmax": 0.0, "base_sum": 0.0}
+diffs = {"stats": 0.0, "fallback_stats": 0.0, "temperature": 0.0, "dose_rel": 0.0, "tmax": 0.0, "base_sum": 0.0,
+         "validity_mismatch": 0, "invalid_voxel_frames": 0, "reanchored_voxel_frames": 0}
 temps = {}
 for t in range(nt):
     if polar:
@@ -66,6 +76,11 @@ for t in range(nt):
         # they differ from the fit's own wherever the exclusion removed a voxel (the heated spot)
         differs = not np.array_equal(fa[2], out["numpy"][0][2])
         diffs["fallback_differs"] = bool(diffs.get("fallback_differs") or differs)
+    (va, ra), (vb, rb) = (engines["numpy"].frame_validity(),
+                          tuple(cp.asnumpy(v) for v in engines["cuda"].frame_validity()))
+    diffs["validity_mismatch"] += int(np.sum(np.asarray(va) != vb) + np.sum(np.asarray(ra) != rb))
+    diffs["invalid_voxel_frames"] += int(np.sum(mask & ~np.asarray(va)))
+    diffs["reanchored_voxel_frames"] += int(np.sum(np.asarray(ra)))
     (sa, ta), (sb, tb) = out["numpy"], out["cuda"]
     # normal equations in units of the weight sum: packed / sum(w) is dimensionless, rhs / sum(w) a mean phase (rad)
     scale = np.maximum(sa[0][:, :1], 1.0)
@@ -76,6 +91,15 @@ for t in range(nt):
     diffs["temperature"] = max(diffs["temperature"], float(np.max(np.abs(ta[ok] - tb[ok]))))
 dn, dc = np.asarray(engines["numpy"].dose), cp.asnumpy(engines["cuda"].dose)
 diffs["dose_rel"] = float(np.max(np.abs(dn - dc)[mask] / np.maximum(dn[mask], 1e-12)))
-diffs["tmax"] = float(np.nanmax(np.abs(np.asarray(engines["numpy"].tmax) - cp.asnumpy(engines["cuda"].tmax))[mask]))
+tn, tc = np.asarray(engines["numpy"].tmax), cp.asnumpy(engines["cuda"].tmax)
+assert np.array_equal(np.isnan(tn), np.isnan(tc))
+diffs["tmax"] = float(np.nanmax(np.abs(tn - tc)[mask]))
+diffs["never_valid"] = int(np.sum(mask & np.isnan(tn)))
+for name in ("valid_frames", "base_count"):
+    diffs[f"{name}_mismatch"] = int(np.sum(np.asarray(getattr(engines["numpy"], name))
+                                           != cp.asnumpy(getattr(engines["cuda"], name))))
+# the dark patch came back past a wrap: its final temperature agrees with its tracked neighbours'
+final = np.asarray(out["numpy"][1])
+diffs["patch_vs_neighbours_c"] = float(abs(np.mean(final[:, 7:9, 17:19]) - np.mean(final[:, 6:10, 15:17])))
 diffs["base_sum"] = float(np.max(np.abs(np.asarray(engines["numpy"].base_sum) - cp.asnumpy(engines["cuda"].base_sum))))
 print(json.dumps(diffs))

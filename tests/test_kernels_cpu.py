@@ -35,3 +35,8 @@ def test_fused_engine_matches_numpy_on_every_branch(order, polar, auto):
     assert d["temperature"] < 1e-4 and d["tmax"] < 1e-4 and d["dose_rel"] < 1e-4, d
     assert d["stats"] < 1e-4 and d["base_sum"] < 1e-4 and d["fallback_stats"] < 1e-4, d
     assert d.get("fallback_differs", False) == auto  # automatic mode: a separate pass, and it excluded voxels
+    # per-frame validity: the same voxels valid and re-anchored in every frame, the same counts
+    assert d["validity_mismatch"] == 0 and d["valid_frames_mismatch"] == 0 and d["base_count_mismatch"] == 0, d
+    assert d["invalid_voxel_frames"] > 0 and d["reanchored_voxel_frames"] > 0 and d["never_valid"] == 2 * 2 * 4, d
+    # heat 4.5 rad (past a wrap) when the dark patch comes back: re-anchored, not a wrap off (8.7 C/rad x 2 pi)
+    assert d["patch_vs_neighbours_c"] < 5.0, d

@@ -147,7 +147,7 @@ def test_state_from_another_version_or_engine_is_refused_in_one_line(small_phant
     path = _tampered_state(th, tmp_path, version=99)
     with pytest.raises(mrtherm.InputFileError) as err:
         Thermometer.load_state(path)
-    assert str(err.value) == f"{path}: state version 99 is not 1"
+    assert str(err.value) == f"{path}: state version 99 is not 2"
     path = _tampered_state(th, tmp_path, engine="cuda-fused")
     with pytest.raises(ParameterError) as err:
         Thermometer.load_state(path)

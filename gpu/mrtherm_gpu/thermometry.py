@@ -8,8 +8,12 @@ Two kernels per frame (``kernels/thermometry.cu``):
   host, where the moments are spread into the packed normal matrix.
   ``accumulate_fallback_o{order}`` gives the same without the outlier exclusion,
   launched only for a frame whose automatic-reference fit falls back.
-- ``temperature_dose_o{order}``: drift subtraction, PRF, mask, exact CEM43
-  increment, Tmax, baseline sums and heated flags, in one pass.
+- ``reanchor``: voxels valid again after a gap (per-frame validity, see
+  :mod:`mrtherm.thermometry.engine`) take the 2 pi multiple nearest their
+  tracked neighbours' mean.
+- ``temperature_dose_o{order}``: drift subtraction, PRF, per-frame validity,
+  exact CEM43 increment between valid frames, Tmax, baseline sums and changed
+  flags, in one pass.
 
 Frames read from files are copied into pinned host buffers and uploaded on a
 separate stream, so the upload of frame t+1 overlaps the kernels of frame t.
@@ -22,6 +26,8 @@ import math
 import numpy as np
 
 from mrtherm.thermometry.engine import FLAG_MASK, FLAG_REF, EngineConfig
+
+FLAG_VALID, FLAG_BACK = 8, 32  # kernels/thermometry.cu: valid in this frame; re-anchored in this frame
 
 from .kernels_loader import load_module
 
@@ -77,6 +83,8 @@ class FusedEngine:
         self.to_celsius = float(config.to_celsius)
         self.body_temp_c = float(config.body_temp_c)
         self.heated_c = float(config.heated_c)
+        self.floor2 = float(config.valid_floor) ** 2
+        self.fraction2 = float(config.valid_fraction) ** 2
         self.u = cp.zeros(self.shape, dtype=cp.float32)
         self.temp_buffers = [cp.empty(self.shape, dtype=cp.float32) for _ in range(2)]
         self.current = 0
@@ -84,6 +92,8 @@ class FusedEngine:
         self.tmax = cp.empty(self.shape, dtype=cp.float32)
         self.base_sum = cp.zeros(self.shape, dtype=cp.float64)
         self.base_sumsq = cp.zeros(self.shape, dtype=cp.float64)
+        self.base_count = cp.zeros(self.shape, dtype=cp.int32)
+        self.valid_frames = cp.zeros(self.shape, dtype=cp.int32)
         self.stats = cp.zeros((nz, self.q), dtype=cp.float64)
         self.prev_coeffs = cp.zeros((nz, self.k), dtype=cp.float64)
         self.coeffs = cp.zeros((nz, self.k), dtype=cp.float64)
@@ -94,6 +104,7 @@ class FusedEngine:
         self._fallback = mod.get_function(f"accumulate_fallback_o{model.order}")
         self._fallback_args = None  # the last pass1's arguments (the fallback pass re-reads its frame)
         self._pass2 = mod.get_function(f"temperature_dose_o{model.order}")
+        self._reanchor = mod.get_function("reanchor")
         npix = ny * nx
         self.grid1 = (max(1, math.ceil(npix / (BLOCK * PIXELS_PER_THREAD_REDUCE))), nz)
         self.grid2 = (max(1, math.ceil(npix / BLOCK)), nz)
@@ -116,10 +127,11 @@ class FusedEngine:
         self.s_ref = cp.ascontiguousarray(cp.asarray(s_ref).astype(cp.complex64, copy=False))
 
     def state(self) -> dict:
-        """Host copies of everything that carries over between frames (flags hold the heated bits)."""
+        """Host copies of everything that carries over between frames (flags hold the changed and validity bits)."""
         cp = self.cp
         out = {"s_ref": self.s_ref, "flags": self.flags, "u": self.u, "dose": self.dose,
-               "base_sum": self.base_sum, "base_sumsq": self.base_sumsq, "prev_coeffs": self.prev_coeffs}
+               "base_sum": self.base_sum, "base_sumsq": self.base_sumsq, "base_count": self.base_count,
+               "valid_frames": self.valid_frames, "prev_coeffs": self.prev_coeffs}
         out = {k: cp.asnumpy(v) for k, v in out.items()}
         if self.has_prev_temp:
             out["tmax"] = cp.asnumpy(self.tmax)
@@ -130,7 +142,8 @@ class FusedEngine:
     def restore(self, state: dict):
         """Continue from :meth:`state` of an engine built with the same configuration."""
         cp = self.cp
-        for k in ("s_ref", "flags", "u", "dose", "base_sum", "base_sumsq", "prev_coeffs"):
+        for k in ("s_ref", "flags", "u", "dose", "base_sum", "base_sumsq", "base_count", "valid_frames",
+                  "prev_coeffs"):
             getattr(self, k)[...] = cp.asarray(state[k])
         self.has_prev_phase = bool(state["has_prev_phase"])
         self.has_prev_temp = "temp_prev" in state
@@ -138,6 +151,10 @@ class FusedEngine:
         if self.has_prev_temp:
             self.tmax[...] = cp.asarray(state["tmax"])
             self.temp_buffers[1][...] = cp.asarray(state["temp_prev"])
+
+    def frame_validity(self):
+        """The last frame's validity: ``(valid, reanchored)`` bool (z, y, x) device arrays (see ``Engine``)."""
+        return (self.flags & FLAG_VALID) != 0, (self.flags & FLAG_BACK) != 0
 
     # ------------------------------------------------------------------ timing
     def enable_timing(self):
@@ -198,9 +215,11 @@ class FusedEngine:
         a, b = self.to_device(a, b)
         self.stats.fill(0)
         args = (a, b, np.int32(bool(polar)), self.s_ref, self.u, self.flags, self.prev_coeffs,
-                np.int32(self.has_prev_phase), np.int32(self.auto), np.float64(self.outlier_rad), *self.dims,
-                self.stats)
+                np.int32(self.has_prev_phase), np.int32(self.auto), np.float64(self.outlier_rad),
+                np.float64(self.floor2), np.float64(self.fraction2), *self.dims, self.stats)
         self._launch("pass1", self._pass1, self.grid1, args)
+        if self.has_prev_phase:  # voxels back from a gap, once every tracked voxel's phase is written
+            self._launch("pass1", self._reanchor, self.grid2, (self.u, self.flags, *self.dims))
         self._release_staged()
         self.has_prev_phase = True
         self._host_stats = cp.asnumpy(self.stats)  # (nz, Q): the only per-frame transfer to the host
@@ -255,7 +274,7 @@ class FusedEngine:
             np.float32(self.heated_c), out, prev, np.int32(self.has_prev_temp),
             np.float64(dt_min if dt_min is not None else 0.0), self.dose, self.tmax,
             np.int32(not self.has_prev_temp), np.int32(bool(is_baseline)), self.base_sum, self.base_sumsq,
-            *self.dims))
+            self.base_count, self.valid_frames, *self.dims))
         self.has_prev_temp = True
         self.current ^= 1
         # this frame's coefficients become the outlier reference of the next frame

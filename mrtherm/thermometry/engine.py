@@ -10,14 +10,29 @@ two passes as two CUDA kernels. Per frame the pipeline calls
    slices where too few inliers remain;
 2. :meth:`pass2` -- drift subtraction with the solved coefficients, PRF
    conversion, masking, exact CEM43 increment, Tmax, baseline statistics and
-   the "already heated" flags of the automatic drift reference.
+   the "already changed" flags of the automatic drift reference.
+
+**Per-frame validity.** A reliable voxel is measured in a frame only while its
+signal is there: ``|S_t| >= valid_floor`` (the SNR threshold times the noise
+SD), ``|S_t| >= valid_fraction |S_ref|`` (a gas pocket or a signal void that
+slides in darkens it far below its reference) and ``|S_ref| >= valid_floor``
+(the reference itself holds signal: a library entry in another breathing state
+may not). An invalid voxel is NaN in that frame's temperature, adds no dose
+(CEM43 accrues only over segments between two valid frames) and leaves Tmax as
+it was. Its wrap count does not cross the gap: a voxel valid again after one
+or more invalid frames (or valid for the first time) is *re-anchored*: it takes
+the multiple of 2 pi that brings its phase change nearest the mean of the
+continuously tracked voxels within two voxels in-plane (a 5 x 5 window), or
+none when no such neighbour exists (counted). Re-anchored and invalid voxels
+stay out of that frame's drift fit.
 
 Every engine satisfies the :class:`Engine` protocol: besides the two passes it
 uploads frames (:meth:`to_device`), accepts a new complex reference per frame
 (:meth:`set_reference`, for baseline libraries) and exports / restores its whole
 state as host arrays (:meth:`state`, :meth:`restore`) so a run resumes
 bit-identically. The CUDA engine keeps its flags in one byte per voxel (bit 1
-reliable, 2 drift-reference candidate, 4 heated earlier); this one keeps arrays.
+reliable, 2 drift-reference candidate, 4 changed earlier, 8 valid in this frame, 16 tracked
+continuously, 32 re-anchored in this frame); this one keeps arrays.
 """
 
 from __future__ import annotations
@@ -33,6 +48,10 @@ from mrtherm.thermometry.dose import cem43_segment
 from mrtherm.thermometry.prf import phase_difference, unwrap_step
 
 FLAG_MASK, FLAG_REF = 1, 2
+ANCHOR_RADIUS_VOX = 2
+"""Re-anchoring window half-width, in-plane voxels (5 x 5): wide enough that a returning voxel next to a small gas
+pocket finds tracked tissue, narrow enough that heat gradients (< 39 C per voxel at 3 T, TE 10 ms) cannot push
+the neighbours' mean half a wrap away."""
 
 
 @dataclass
@@ -43,10 +62,12 @@ class EngineConfig:
     ----------
     mask, ref : (z, y, x) bool NumPy arrays: reliable voxels; drift-reference candidates
     s_ref : (z, y, x) complex64 array (any library): the complex baseline reference
-    auto : bool, automatic reference (the per-frame heated and outlier exclusions apply)
+    auto : bool, automatic reference (the per-frame changed and outlier exclusions apply)
     outlier_rad : float, outlier cut of the automatic reference, rad
     to_celsius : float, C per rad (``phase_sign / (2 pi gammabar alpha B0 TE)``)
-    body_temp_c : float; heated_c : float, rise that excludes a voxel from the reference for good
+    body_temp_c : float; heated_c : float, change (either sign) that excludes a voxel from the reference for good
+    valid_floor : float, magnitude below which a voxel is not measured in a frame (SNR threshold x sigma)
+    valid_fraction : float, fraction of ``|S_ref|`` below which a voxel is not measured in a frame
     """
 
     mask: np.ndarray
@@ -57,6 +78,8 @@ class EngineConfig:
     to_celsius: float
     body_temp_c: float
     heated_c: float
+    valid_floor: float = 0.0
+    valid_fraction: float = 0.0
 
 
 @runtime_checkable
@@ -68,6 +91,17 @@ class Engine(Protocol):
     tmax: Any  # (z, y, x) float32, C, or None before the first frame
     base_sum: Any  # (z, y, x) float64: sum of baseline delta_T
     base_sumsq: Any  # (z, y, x) float64: sum of squares
+    base_count: Any  # (z, y, x) int32: baseline frames in which the voxel was valid
+    valid_frames: Any  # (z, y, x) int32: frames in which the voxel was valid
+
+    def frame_validity(self) -> tuple:
+        """The last frame's validity on the device.
+
+        Returns
+        -------
+        valid, reanchored : bool arrays, shape (z, y, x)
+            Measured in the last frame; re-anchored in it (valid again after a gap, or for the first time).
+        """
 
     def to_device(self, a, b) -> tuple:
         """The two frame components on the engine's device.
@@ -191,14 +225,21 @@ class ArrayEngine:
         self.ref = from_numpy(np.ascontiguousarray(c.ref, dtype=np.float64), xp)
         self.s_ref = self._on_device(c.s_ref, xp.complex64)
         self._ref_phase = None
+        self._ref_mag2 = None
         self.auto, self.outlier_rad = bool(c.auto), float(c.outlier_rad)
         self.to_celsius, self.body_temp_c, self.heated_c = float(c.to_celsius), float(c.body_temp_c), float(c.heated_c)
-        self.heated = xp.zeros(self.shape, dtype=xp.bool)
+        self.floor2, self.fraction2 = float(c.valid_floor) ** 2, float(c.valid_fraction) ** 2
+        self.changed = xp.zeros(self.shape, dtype=xp.bool)
         self.dose = xp.zeros(self.shape, dtype=xp.float64)
         self.tmax = None
         self.base_sum = xp.zeros(self.shape, dtype=xp.float64)
         self.base_sumsq = xp.zeros(self.shape, dtype=xp.float64)
+        self.base_count = xp.zeros(self.shape, dtype=xp.int32)
+        self.valid_frames = xp.zeros(self.shape, dtype=xp.int32)
         self.u = None
+        self.valid = None  # this frame's validity
+        self.reanchored = None
+        self.fit_valid = None  # voxels this frame's drift fit may use: tracked continuously (or valid, first frame)
         self.temp_prev = None
         self.drift_prev = xp.zeros(self.shape, dtype=xp.float64)
         self._fallback_weight = None
@@ -230,10 +271,12 @@ class ArrayEngine:
         Parameters
         ----------
         s_ref : complex array, shape (z, y, x)
-            Any array library; stored as complex64 in this engine's library.
+            Any array library; stored as complex64 in this engine's library. Its magnitude is the voxel's
+            reference signal for the validity rule (module docstring).
         """
         self.s_ref = self._on_device(s_ref, self.xp.complex64)
         self._ref_phase = None  # recomputed from the new reference on the next polar frame
+        self._ref_mag2 = None
 
     def enable_timing(self):
         """Kernel timing exists only for CUDA engines."""
@@ -248,7 +291,8 @@ class ArrayEngine:
         """
         return {}
 
-    _STATE = ("s_ref", "heated", "dose", "tmax", "base_sum", "base_sumsq", "u", "temp_prev", "drift_prev")
+    _STATE = ("s_ref", "changed", "dose", "tmax", "base_sum", "base_sumsq", "base_count", "valid_frames", "u",
+              "valid", "temp_prev", "drift_prev")
 
     def state(self) -> dict:
         """Every array that carries over between frames, as host arrays.
@@ -256,8 +300,8 @@ class ArrayEngine:
         Returns
         -------
         dict of str to ndarray
-            Reference, heated flags, dose, Tmax, baseline sums, last unwrapped phase, temperature and drift;
-            arrays not yet set (before the first frame) are absent.
+            Reference, changed flags, dose, Tmax, baseline sums and counts, valid-frame counts, last unwrapped phase
+            and validity, temperature and drift; arrays not yet set (before the first frame) are absent.
         """
         return {k: to_numpy(getattr(self, k)) for k in self._STATE if getattr(self, k) is not None}
 
@@ -272,9 +316,19 @@ class ArrayEngine:
         for k in self._STATE:
             setattr(self, k, from_numpy(np.asarray(state[k]), self.xp) if k in state else None)
         self._ref_phase = None
+        self._ref_mag2 = None
+
+    def frame_validity(self):
+        """The last frame's validity (see :class:`Engine`).
+
+        Returns
+        -------
+        valid, reanchored : bool arrays, shape (z, y, x)
+        """
+        return self.valid, self.reanchored
 
     def pass1(self, a, b, polar: bool):
-        """Phase change, unwrapping and the drift fit's per-slice normal equations.
+        """Phase change, validity, unwrapping (re-anchoring after gaps) and the drift fit's normal equations.
 
         In automatic mode the reference excludes this frame's outliers; see
         :meth:`fallback_stats` for the statistics without that exclusion.
@@ -297,16 +351,51 @@ class ArrayEngine:
             s = signal_from_parts(a, b, polar, xp)
             dphi = phase_difference(s, self.s_ref)
             w = xp.astype(xp.real(s) ** 2 + xp.imag(s) ** 2, xp.float64)
-        u = dphi if self.u is None else unwrap_step(dphi, self.u)
-        self.u = u
+        valid = self._validity(w)
+        self._unwrap(dphi, valid)
+        fit = w * self.ref * xp.astype(self.fit_valid, xp.float64)
         if self.auto:
-            self._fallback_weight = w * self.ref * xp.astype(~self.heated, xp.float64)
-            inlier = xp.astype(xp.abs(xp.astype(u, xp.float64) - self.drift_prev) < self.outlier_rad, xp.float64)
-            stats = self.model.normal_equations(u, self._fallback_weight * inlier)
+            self._fallback_weight = fit * xp.astype(~self.changed, xp.float64)
+            inlier = xp.astype(xp.abs(xp.astype(self.u, xp.float64) - self.drift_prev) < self.outlier_rad, xp.float64)
+            stats = self.model.normal_equations(self.u, self._fallback_weight * inlier)
         else:
-            self._fallback_weight = w * self.ref
-            stats = self.model.normal_equations(u, self._fallback_weight)
+            self._fallback_weight = fit
+            stats = self.model.normal_equations(self.u, self._fallback_weight)
         return tuple(to_numpy(v) for v in stats)
+
+    def _validity(self, mag2):
+        """Reliable voxels whose signal is there in this frame (module docstring); ``mag2`` is ``|S_t|^2``."""
+        xp = self.xp
+        if self._ref_mag2 is None:
+            self._ref_mag2 = xp.astype(xp.real(self.s_ref) ** 2 + xp.imag(self.s_ref) ** 2, xp.float64)
+        return self.mask & (mag2 >= self.floor2) & (mag2 >= self.fraction2 * self._ref_mag2) & \
+            (self._ref_mag2 >= self.floor2)
+
+    def _unwrap(self, dphi, valid):
+        """Temporal unwrapping of voxels tracked since the last frame; re-anchoring of voxels back from a gap."""
+        xp = self.xp
+        if self.u is None:  # first frame: the phase change itself
+            self.u, self.valid, self.fit_valid = dphi, valid, valid
+            self.reanchored = xp.zeros(self.shape, dtype=xp.bool)
+            return
+        tracked = valid & self.valid
+        back = valid & ~self.valid
+        u = xp.where(tracked, unwrap_step(dphi, self.u), dphi)
+        if bool(xp.any(back)):
+            u = xp.where(back, self._anchor(dphi, u, tracked), u)
+        self.u, self.valid, self.fit_valid, self.reanchored = xp.astype(u, xp.float32), valid, tracked, back
+
+    def _anchor(self, dphi, u, tracked):
+        """``dphi`` plus the multiple of 2 pi nearest the mean ``u`` of the tracked voxels in the 5 x 5 window
+        (``dphi`` itself where the window holds none)."""
+        xp = self.xp
+        weight = xp.astype(tracked, xp.float64)
+        total = box_sum_inplane(xp.where(tracked, xp.astype(u, xp.float64), 0.0), ANCHOR_RADIUS_VOX, xp)
+        n = box_sum_inplane(weight, ANCHOR_RADIUS_VOX, xp)
+        mean = total / xp.where(n > 0, n, 1.0)
+        two_pi = 2.0 * math.pi
+        k = xp.where(n > 0, xp.round((mean - xp.astype(dphi, xp.float64)) / two_pi), 0.0)
+        return xp.astype(xp.astype(dphi, xp.float64) + two_pi * k, xp.float32)
 
     def _polar_change(self, mag, phase):
         """Phase change and ``|S|^2`` of a (magnitude, phase) frame without forming complex numbers.
@@ -334,7 +423,8 @@ class ArrayEngine:
         u : array of float, shape (z, y, x)
             rad.
         weight : array of float64, shape (z, y, x)
-            ``|S|^2`` in the drift reference region (heated voxels out in automatic mode), 0 elsewhere.
+            ``|S|^2`` in the drift reference region on voxels tracked since the last frame (changed voxels out
+            in automatic mode), 0 elsewhere.
         """
         return self.u, self._fallback_weight
 
@@ -363,22 +453,64 @@ class ArrayEngine:
         Returns
         -------
         array of float32, shape (z, y, x)
-            Temperature, C, NaN outside the mask. Dose (exact piecewise-linear CEM43 from the previous frame),
-            Tmax and the heated flags are updated.
+            Temperature, C, NaN where not valid in this frame. Dose (exact piecewise-linear CEM43 over the
+            segment from the previous frame, where both ends are valid), Tmax (over valid frames) and the
+            changed flags are updated.
         """
         xp = self.xp
         drift = self.model.evaluate(coeffs)
         delta = xp.astype((xp.astype(self.u, xp.float64) - drift) * self.to_celsius, xp.float32)
-        temp = xp.where(self.mask, delta + self.body_temp_c, self._nan)
+        temp = xp.where(self.valid, delta + self.body_temp_c, self._nan)
         if self.temp_prev is not None:
-            with np.errstate(over="ignore"):  # R**(43-T) overflows float64 only above ~1067 C; capped in the result
-                self.dose = self.dose + cem43_segment(self.temp_prev, temp, float(dt_min))
-        self.tmax = temp if self.tmax is None else xp.maximum(self.tmax, temp)
-        self.heated = self.heated | (delta > self.heated_c)
+            with np.errstate(over="ignore", invalid="ignore"):  # R**(43-T) overflows only above ~1067 C (capped)
+                seg = cem43_segment(self.temp_prev, temp, float(dt_min))
+            self.dose = self.dose + xp.where(xp.isnan(seg), 0.0, seg)  # no dose across an invalid frame
+        self.tmax = temp if self.tmax is None else \
+            xp.where(xp.isnan(self.tmax), temp, xp.where(xp.isnan(temp), self.tmax, xp.maximum(self.tmax, temp)))
+        self.changed = self.changed | (self.valid & (xp.abs(delta) > self.heated_c))
+        self.valid_frames = self.valid_frames + xp.astype(self.valid, xp.int32)
         if is_baseline:
-            d64 = xp.astype(delta, xp.float64)
+            d64 = xp.where(self.valid, xp.astype(delta, xp.float64), 0.0)
             self.base_sum = self.base_sum + d64
             self.base_sumsq = self.base_sumsq + d64 * d64
+            self.base_count = self.base_count + xp.astype(self.valid, xp.int32)
         self.temp_prev = temp
         self.drift_prev = drift
         return temp
+
+
+def box_sum_inplane(vol, radius: int, xp):
+    """Sum over the ``(2 radius + 1)^2`` in-plane window around every voxel (zero outside the slice).
+
+    Parameters
+    ----------
+    vol : real array, shape (z, y, x)
+    radius : int
+        Half-width, voxels.
+    xp : array namespace
+
+    Returns
+    -------
+    array, shape (z, y, x), the dtype of ``vol``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> box_sum_inplane(np.ones((1, 3, 4)), 1, np)[0].tolist()
+    [[4.0, 6.0, 6.0, 4.0], [6.0, 9.0, 9.0, 6.0], [4.0, 6.0, 6.0, 4.0]]
+    """
+    out = vol
+    for axis in (2, 1):
+        n = vol.shape[axis]
+        pad_shape = list(out.shape)
+        pad_shape[axis] = radius
+        pad = xp.zeros(tuple(pad_shape), dtype=out.dtype)
+        padded = xp.concat([pad, out, pad], axis=axis)
+        acc = None
+        for off in range(2 * radius + 1):
+            index = [slice(None)] * 3
+            index[axis] = slice(off, off + n)
+            term = padded[tuple(index)]
+            acc = term if acc is None else acc + term
+        out = acc
+    return out

@@ -35,6 +35,7 @@ from mrtherm.thermometry.reference import LIBRARY_MODES, UNMATCHED_RATIO, Baseli
 
 SPARSE_THRESHOLD_SD = 3.0  # the heat prior's soft threshold: 3 noise SDs of the phase change
 LEAVE_ONE_OUT_FACTOR = 3.0  # library consistency: leave-one-out phase RMS within 3 x the noise prediction
+FIELD_RESIDUAL_FACTOR = 3.0  # hybrid: the mean of all entries is turned smoothly only where entries differ smoothly
 
 
 class FrameReference:
@@ -57,11 +58,22 @@ class FrameReference:
         Voxels whose magnitude stays within noise over the baseline frames. A referenceless frame fits its
         background only there: where an edge slides through a voxel (tissue against fat, whose chemical
         shift adds its own phase) the voxel's phase is not the smooth background's.
+    match_magnitudes : sequence of arrays, shape (z, y, x), optional
+        With motion registration: the baseline frames' image-position magnitudes, which the library matches
+        frames on (``signals`` are then the registered entries, in tissue coordinates).
+    match_mask : bool array, shape (z, y, x), optional
+        The image-position voxels compared in matching (default ``mask``).
     """
 
-    def __init__(self, mode, signals, mask, sigma, params, xp, respiration=None, still=None):
+    def __init__(self, mode, signals, mask, sigma, params, xp, respiration=None, still=None, match_magnitudes=None,
+                 match_mask=None):
         self.mode, self.xp, self.sigma, self.mask = mode, xp, float(sigma), mask
-        self.library = BaselineLibrary(signals, mask, sigma, xp, respiration) if mode in LIBRARY_MODES else None
+        self.match_magnitudes = match_magnitudes
+        self.match_mask = mask if match_mask is None else match_mask
+        self.floor2 = (params.snr_threshold * float(sigma)) ** 2
+        self.fraction2 = float(params.min_signal_fraction) ** 2
+        self.library = BaselineLibrary(signals, self.match_mask, sigma, xp, respiration, match_magnitudes) \
+            if mode in LIBRARY_MODES else None
         self.sparse = mode in ("referenceless", "hybrid")
         self.baseline_frames = params.baseline_frames
         self.still = xp.ones(tuple(mask.shape), dtype=xp.float64) if still is None else xp.astype(still, xp.float64)
@@ -72,36 +84,95 @@ class FrameReference:
             total = signals[0]
             for sig in signals[1:]:
                 total = total + sig
-            self.mean_ref = xp.astype(total / len(signals), xp.complex64)
-            self.mean_weight = xp.astype(xp.abs(self.mean_ref), xp.float64) ** 2 * xp.astype(mask, xp.float64)
-            self._still_weight = self.mean_weight * self.still
+            self._set_mean(xp.astype(total / len(signals), xp.complex64))
+            if mode == "hybrid":
+                self._smooth_here = (self.still > 0) & self._field_is_smooth(signals)
         self._referenceless_now = False
         self.choices = []  # per frame: library entries averaged ([] for a referenceless frame)
         self.ratios = []  # per frame: best entry's match ratio (NaN for pure referenceless)
         self.iterations = []  # per frame: sparse-fit iterations (sparse modes)
         self.blends = []  # per frame: (second group of entries, its weight) of the hybrid interpolation
 
-    def choose(self, engine, signal, t: int, respiration=None):
+    def _set_mean(self, mean_ref):
+        """The complex mean of the baseline frames and the fit weights drawn from it."""
+        xp = self.xp
+        self.mean_ref = mean_ref
+        self.mean_weight = xp.astype(xp.abs(self.mean_ref), xp.float64) ** 2 * xp.astype(self.mask, xp.float64)
+        self._still_weight = self.mean_weight * self.still
+
+    def _field_is_smooth(self, signals):
+        """Voxels where every entry's phase departs from the mean of all entries by a smooth field only.
+
+        The hybrid reference turns the mean of all entries by a smooth fit of the matched state's phase change;
+        that holds for the breathing B0 change but not where a localised field moves past the voxel (the
+        susceptibility field of a bone the tissue slides along, in tissue coordinates): there each entry's
+        residual after the smooth fit exceeds noise (RMS above ``FIELD_RESIDUAL_FACTOR`` x the noise of a phase
+        difference against the mean, ``sqrt(1 + 1/N) sigma / |S|``), and the library's own phase is kept.
+        """
+        xp = self.xp
+        sumsq = xp.zeros(tuple(self.mask.shape), dtype=xp.float64)
+        for sig in signals:
+            turn = phase_difference(sig, self.mean_ref)
+            coeffs, _ = solve_drift(*(to_numpy(v) for v in self.model.normal_equations(turn, self._still_weight)),
+                                    self.model.k)
+            sumsq = sumsq + (xp.astype(turn, xp.float64) - self.model.evaluate(coeffs)) ** 2
+        rms = xp.sqrt(sumsq / len(signals))
+        mag = xp.astype(xp.abs(self.mean_ref), xp.float64)
+        noise = math.sqrt(1.0 + 1.0 / len(signals)) * self.sigma / xp.where(mag > 0, mag, 1e-30)
+        return rms <= FIELD_RESIDUAL_FACTOR * noise
+
+    def match(self, t: int, respiration=None, match=None):
+        """The library entries frame ``t`` matches, before :meth:`choose` (a starting point for registration).
+
+        Parameters
+        ----------
+        t : int
+        respiration : float, optional
+        match : complex or real array, shape (z, y, x)
+            The frame in image position (its magnitude is compared).
+
+        Returns
+        -------
+        chosen : list of int
+        blend : (list of int, float)
+            The hybrid blend's second group and weight (empty and 0 otherwise).
+        """
+        if self.library is None:
+            return [], ([], 0.0)
+        exclude = t if t < self.baseline_frames else None
+        ratios = self.library.ratios(match)
+        chosen, _ = self.library.match(match, exclude=exclude, respiration=respiration, ratios=ratios)
+        if self.mode != "hybrid":
+            return chosen, ([], 0.0)
+        _, other, weight, _ = self.library.blend(match, chosen, exclude, ratios)
+        return chosen, (other, weight)
+
+    def choose(self, engine, signal, t: int, respiration=None, match=None):
         """Set frame ``t``'s reference on ``engine``.
 
         Parameters
         ----------
         engine : ArrayEngine
         signal : complex array, shape (z, y, x)
+            The frame (in tissue coordinates with motion registration).
         t : int
             Frame index (baseline frames match other entries only).
         respiration : float, optional
             The frame's respiratory signal.
+        match : complex or real array, shape (z, y, x), optional
+            The frame in image position, for the library matching (default ``signal``).
         """
         exclude = t if t < self.baseline_frames else None
-        reference, chosen, ratio, other, weight = self._library_reference(signal, exclude, respiration)
+        reference, chosen, ratio, other, weight = self._library_reference(
+            signal if match is None else match, exclude, respiration)
         if reference is None:
             xp = self.xp
             fit_weight = xp.astype(xp.real(signal) ** 2 + xp.imag(signal) ** 2, xp.float64) * engine.ref \
-                * xp.astype(~engine.heated, xp.float64) * self.still
+                * xp.astype(~engine.changed, xp.float64) * self.still
             if self.library is None:  # referenceless: the frame's own smooth phase
                 _, bg = smooth_phase_fit(signal, fit_weight, self.model)
-                reference = xp.exp(1j * xp.astype(bg, xp.float32))
+                # the baseline magnitude under the fitted phase: the validity rule compares |S_t| with |S_ref|
+                reference = xp.astype(xp.abs(self.mean_ref) * xp.exp(1j * xp.astype(bg, xp.float32)), xp.complex64)
             else:
                 # hybrid, no entry matches: the same fit on the change against the mean of the entries, so the
                 # phase stays continuous with the library frames around it (temporal unwrapping)
@@ -127,19 +198,19 @@ class FrameReference:
         return self._compose(reference), chosen, ratio, other, weight
 
     def _compose(self, library_ref):
-        """Hybrid: the library's phase where the anatomy moves; elsewhere the mean of all entries, turned by the
-        smooth part of the library's phase change against it (the breathing B0 state), which is
-        ``sqrt(M)`` times less noisy than M matched entries."""
+        """Hybrid: the library's phase where the anatomy or a localised field moves; elsewhere the mean of all
+        entries, turned by the smooth part of the library's phase change against it (the breathing B0 state),
+        which is ``sqrt(M)`` times less noisy than M matched entries."""
         xp = self.xp
         turn = phase_difference(library_ref, self.mean_ref)
         # Both are baseline frames: the turn is the breathing B0 change plus noise, well inside (-pi, pi), so a
         # direct weighted fit needs no wrap-free detour.
         coeffs, _ = solve_drift(*(to_numpy(v) for v in self.model.normal_equations(turn, self._still_weight)),
                                 self.model.k)
-        rel = xp.where(self.still > 0, xp.astype(self.model.evaluate(coeffs), xp.float32), turn)
+        rel = xp.where(self._smooth_here, xp.astype(self.model.evaluate(coeffs), xp.float32), turn)
         return xp.astype(self.mean_ref * xp.exp(1j * rel), xp.complex64)
 
-    def consistent(self, signals, respiration=None):
+    def consistent(self, signals, respiration=None, match_magnitudes=None):
         """Voxels whose phase the library reproduces within noise, by leave-one-out over the baseline frames.
 
         Each baseline frame is referenced as a dynamic frame would be, from the *other* entries; after a
@@ -148,11 +219,16 @@ class FrameReference:
         Where a sliding edge puts tissues of different phase in one voxel (fat against water), a frame between
         sampled breathing states has a phase no entry holds: such voxels fail and are masked.
 
+        Only frames where the voxel holds signal in the frame and in its reference count (the per-frame
+        validity of :mod:`mrtherm.thermometry.engine`); a voxel needs two such frames.
+
         Parameters
         ----------
         signals : sequence of complex arrays, shape (z, y, x)
             The baseline frames (the library's entries).
         respiration : sequence of float, optional
+        match_magnitudes : sequence of arrays, shape (z, y, x), optional
+            Their image-position magnitudes, for the matching (motion registration).
 
         Returns
         -------
@@ -161,20 +237,30 @@ class FrameReference:
         """
         xp = self.xp
         sumsq = xp.zeros(tuple(self.still.shape), dtype=xp.float64)
+        count = xp.zeros(tuple(self.still.shape), dtype=xp.float64)
         for i, s in enumerate(signals):
             r_i = None if respiration is None else respiration[i]
-            ref = self._library_reference(s, i, r_i)[0]
+            ref = self._library_reference(s if match_magnitudes is None else match_magnitudes[i], i, r_i)[0]
             if ref is None:
                 ref = self.mean_ref
             prod = s * xp.conj(ref)
             _, bg = smooth_phase_fit(prod, self.mean_weight, self.model)
             r = phase_difference(prod, xp.astype(xp.exp(1j * bg), prod.dtype))
-            sumsq = sumsq + xp.astype(r, xp.float64) ** 2
-        rms = to_numpy(xp.sqrt(sumsq / len(signals)))
+            ok = xp.astype(self._valid_pair(s, ref), xp.float64)
+            sumsq = sumsq + ok * xp.astype(r, xp.float64) ** 2
+            count = count + ok
+        rms = to_numpy(xp.sqrt(sumsq / xp.where(count > 0, count, 1.0)))
         mag = np.maximum(to_numpy(xp.sqrt(self.mean_weight)), 1e-30)
-        return rms <= LEAVE_ONE_OUT_FACTOR * math.sqrt(2.0) * self.sigma / mag
+        return (rms <= LEAVE_ONE_OUT_FACTOR * math.sqrt(2.0) * self.sigma / mag) & (to_numpy(count) >= 2)
 
-    def background(self, engine, signal):
+    def _valid_pair(self, signal, ref):
+        """Voxels with signal in the frame and in its reference (the engines' per-frame validity)."""
+        xp = self.xp
+        m2 = xp.astype(xp.real(signal) ** 2 + xp.imag(signal) ** 2, xp.float64)
+        r2 = xp.astype(xp.real(ref) ** 2 + xp.imag(ref) ** 2, xp.float64)
+        return (m2 >= self.floor2) & (r2 >= self.floor2) & (m2 >= self.fraction2 * r2)
+
+    def background(self, engine, signal):  # signal: in tissue coordinates with motion registration
         """Drift-model coefficients from the sparse-heat fit of the engine's last phase change.
 
         Parameters
@@ -230,11 +316,14 @@ class FrameReference:
         -------
         dict of str to ndarray
         """
-        out = {"mask": to_numpy(self.mask), "ratios": np.asarray(self.ratios, dtype=np.float64),
-               "iterations": np.asarray(self.iterations, dtype=np.int64),
+        out = {"mask": to_numpy(self.mask), "match_mask": to_numpy(self.match_mask),
+               "ratios": np.asarray(self.ratios, dtype=np.float64),
+               "iterations": np.asarray(self.iterations, dtype=np.int64), "mean_ref": to_numpy(self.mean_ref),
                "choices_json": np.frombuffer(repr([self.choices, self.blends]).encode("ascii"), dtype=np.uint8)}
         if self.library is not None:
             out["library"] = to_numpy(self.library.entries)
+            if self.match_magnitudes is not None:
+                out["match_magnitudes"] = to_numpy(self.library.mags)
             if self.library.respiration is not None:
                 out["respiration"] = self.library.respiration
         return out
@@ -255,7 +344,10 @@ class FrameReference:
         """
         import ast  # noqa: PLC0415
         signals = [from_numpy(e, xp) for e in state["library"]] if "library" in state else []
-        self = cls(mode, signals, from_numpy(state["mask"], xp), sigma, params, xp, state.get("respiration"), still)
+        match = [from_numpy(m, xp) for m in state["match_magnitudes"]] if "match_magnitudes" in state else None
+        self = cls(mode, signals, from_numpy(state["mask"], xp), sigma, params, xp, state.get("respiration"), still,
+                   match_magnitudes=match, match_mask=from_numpy(state["match_mask"], xp))
+        self._set_mean(from_numpy(state["mean_ref"], xp))
         self.ratios = [float(v) for v in state["ratios"]]
         self.iterations = [int(v) for v in state["iterations"]]
         self.choices, self.blends = ast.literal_eval(state["choices_json"].tobytes().decode("ascii"))

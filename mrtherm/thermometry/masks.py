@@ -124,7 +124,8 @@ class Reliability:
     warnings: list
 
 
-def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels=None, table=None) -> Reliability:
+def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels=None, table=None,
+                     noise=None) -> Reliability:
     """Voxels where PRF temperature is reliable.
 
     Rules (all must hold): SNR >= ``params.snr_threshold``; noise-predicted SD <=
@@ -143,13 +144,17 @@ def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels
     labels : ndarray of int, shape (z, y, x), optional
     table : LabelTable, optional
         Needed with ``labels``.
+    noise : (float, str, list of str), optional
+        ``(sigma, method, warnings)`` estimated elsewhere (the image-position frames, when these magnitudes
+        are resampled into tissue coordinates and interpolation has smoothed their noise); estimated from
+        ``baseline_magnitudes`` when omitted.
 
     Returns
     -------
     Reliability
         Mask, SNR, predicted SD (C), noise sigma and method, the rules applied (report.json) and warnings.
     """
-    sigma, method, warnings = estimate_noise_sigma(baseline_magnitudes)
+    sigma, method, warnings = estimate_noise_sigma(baseline_magnitudes) if noise is None else noise
     mean_mag = np.asarray(baseline_magnitudes).mean(axis=0)
     snr = (mean_mag / sigma).astype(np.float32)
     theory = theoretical_sigma_celsius(np.maximum(snr, 1e-12), n_baseline, te_s, b0_t,

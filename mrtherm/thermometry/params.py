@@ -58,6 +58,12 @@ class ThermometryParams:
         All monomials up to that order (default), or harmonic polynomials only (near-harmonic: a background
         with no susceptibility source in the region solves Laplace's equation; fewer terms, steadier
         extrapolation into the heated region).
+    min_signal_fraction : float
+        Per-frame validity (:mod:`mrtherm.thermometry.engine`): a reliable voxel is measured in a frame only
+        while its magnitude is at least this fraction of its reference's (default 0.3) and at least
+        ``snr_threshold`` x sigma. 0.3: heating to 90 C lowers a gradient-echo magnitude by well under half
+        (T1 lengthening, about 1 % per C), while a gas pocket or a signal void that slides in leaves noise;
+        0 disables the fraction rule (the SNR floor stays).
     register_motion : {"auto", "on", "off"}
         Dose and Tmax in tissue coordinates (:mod:`mrtherm.thermometry.motion`): ``auto`` (default) when the
         baseline frames move beyond noise.
@@ -82,6 +88,7 @@ class ThermometryParams:
     referenceless_order: int = 2
     referenceless_basis: str = "polynomial"
     register_motion: str = "auto"
+    min_signal_fraction: float = 0.3
 
     def validate(self, n_frames: int | None = None):
         """Check every field (one-line errors naming it).
@@ -141,5 +148,7 @@ class ThermometryParams:
             raise ParameterError("body_temp_c must be finite")
         if self.snr_threshold < 0:
             raise ParameterError("snr_threshold must be >= 0")
+        if not 0.0 <= self.min_signal_fraction < 1.0:
+            raise ParameterError(f"min_signal_fraction must be in [0, 1), got {self.min_signal_fraction!r}")
         if not self.max_sd_theory_c > 0:
             raise ParameterError(f"max_sd_theory_c must be positive, got {self.max_sd_theory_c!r}")

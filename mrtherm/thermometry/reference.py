@@ -132,12 +132,18 @@ class BaselineLibrary:
     xp : array namespace
     respiration : sequence of float, optional
         Respiratory signal (bellows, navigator) of each baseline frame: entries are then matched on it.
+    match_magnitudes : sequence of arrays, shape (z, y, x), optional
+        Magnitudes the matching compares, one per entry, when they are not the entries' own: with motion
+        registration the entries are resampled into tissue coordinates (:mod:`mrtherm.thermometry.motion`)
+        while the breathing state is read from the image-position magnitudes. ``mask`` is then the
+        image-position mask of the compared voxels.
     """
 
-    def __init__(self, signals, mask, sigma, xp, respiration=None):
+    def __init__(self, signals, mask, sigma, xp, respiration=None, match_magnitudes=None):
         self.xp = xp
         self.entries = xp.stack([xp.astype(s, xp.complex64) for s in signals])
-        self.mags = xp.abs(self.entries)
+        self.mags = xp.abs(self.entries) if match_magnitudes is None else \
+            xp.stack([xp.astype(m, xp.float32) for m in match_magnitudes])
         self.mask = mask
         # (entries, reliable voxels): matching touches only these (integer indices work in every array library)
         self._voxels = from_numpy(np.flatnonzero(to_numpy(mask)).astype(np.int64), xp)
@@ -156,7 +162,8 @@ class BaselineLibrary:
 
         Parameters
         ----------
-        signal : complex array, shape (z, y, x)
+        signal : complex or real array, shape (z, y, x)
+            The frame (its magnitude is compared; a real array is taken as the magnitude).
 
         Returns
         -------

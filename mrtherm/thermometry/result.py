@@ -384,6 +384,7 @@ def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve,
                   "median_sd_theory_c": _median_in(th.reliability.sd_theory_c, mask),
                   "median_sd_baseline_c": _median_in(sd, mask)},
         "reference": _reference_report(th),
+        "validity": _validity_report(th),
         "drift": {**th.drift_rule, "order": p.drift_order, "frames_with_fallback_fit": int(th.fallback_frames),
                   "max_abs_offset_c": float(np.abs(drift_c).max()) if drift_c.size else 0.0,
                   "min_reference_voxels_per_slice": int(np.min(th.reference_voxels)) if th.reference_voxels else 0},
@@ -410,6 +411,9 @@ def _reference_report(th) -> dict:
         out = {"mode": "mean", "rule": "complex mean of the baseline frames", "decision": decision}
     else:
         out = {**th.frame_reference.report(), "decision": decision, "rule": REFERENCE_RULES[decision["used"]]}
+        if th.registration is not None and th.frame_reference.library is not None:
+            out["rule"] += ("; with motion registration the library matches on the image-position magnitudes (the "
+                            "breathing state) and averages the registered entries (tissue coordinates)")
     reg = th.registration
     if reg is None:
         out["registration"] = {"applied": False, "why": "no motion detected" if th.params.register_motion == "auto"
@@ -417,15 +421,32 @@ def _reference_report(th) -> dict:
     else:
         dz, dy, dx = voxel_size_zyx_mm(th.affine)
         shifts = np.asarray(reg.shifts_vox, dtype=np.float64).reshape(-1, 2)
-        lost = to_numpy(reg.tissue.lost) & th.reliability.mask
         out["registration"] = {
             "applied": True, "method": "in-plane translation common to all slices, Gauss-Newton on the magnitude "
-            "against the first baseline frame (rotation and through-plane motion not estimated); dose and Tmax "
-            "accumulate in that frame's position",
+            "against the first baseline frame (rotation and through-plane motion not estimated); every frame and "
+            "every library entry is resampled into that frame's position (tissue coordinates) before the "
+            "thermometry, so masks, unwrapping, temperature, dose and Tmax live on tissue points",
             "shift_mm_per_frame": [[float(a * dy), float(b * dx)] for a, b in shifts],
-            "max_shift_mm": float(np.abs(shifts * [dy, dx]).max()) if shifts.size else 0.0,
-            "reliable_voxels_not_measured_in_every_frame": int(lost.sum())}
+            "entry_shift_mm": None if reg.entry_shifts is None else
+            [[float(a * dy), float(b * dx)] for a, b in np.asarray(reg.entry_shifts)],
+            "max_shift_mm": float(np.abs(shifts * [dy, dx]).max()) if shifts.size else 0.0}
     return out
+
+
+def _validity_report(th) -> dict:
+    """Per-frame validity (report.json ``validity``): how many reliable voxels each frame could not measure."""
+    p, mask = th.params, th.reliability.mask
+    measured = to_numpy(th.measured_frames)[mask]
+    return {"rule": "a reliable voxel is measured in a frame only while |S_t| >= snr_threshold x sigma, "
+                    "|S_t| >= min_signal_fraction x |S_ref| and |S_ref| >= snr_threshold x sigma; otherwise NaN in "
+                    "that frame, no dose over the segments next to it, Tmax unchanged, and its unwrapping "
+                    "re-anchored to the tracked voxels within 2 voxels in-plane when it comes back",
+            "signal_floor": th.params.snr_threshold * th.reliability.sigma,
+            "min_signal_fraction": p.min_signal_fraction,
+            "invalid_voxels_per_frame": list(th.invalid_voxels),
+            "reanchored_voxels_per_frame": list(th.reanchored_voxels),
+            "reliable_voxels_measured_in_every_frame": int(np.sum(measured == th.frames_processed)),
+            "reliable_voxels_never_measured": int(np.sum(measured == 0))}
 
 
 REFERENCE_RULES = {
@@ -436,6 +457,7 @@ REFERENCE_RULES = {
                      "differences), then the drift-model correction with a sparse one-signed heat prior",
     "hybrid": "library as above, then the drift-model correction with a sparse one-signed heat prior; a frame "
               "whose best match ratio exceeds 2 is referenceless",
+
 }
 
 

@@ -7,12 +7,16 @@ exact CEM43 dose, Tmax, the baseline statistics of the uncertainty, and the
 protected-structure watch. :func:`mrtherm.process` (files), ``mrtherm live``
 (scanner stream) and ``mrtherm batch`` are loops around it.
 
-Per frame ``t``: phase change against the reference ``S_ref`` (complex mean of
-the baseline frames, or one given to :meth:`update`), temporal unwrapping
-against frame ``t - 1``, drift fit (per-slice polynomial, weighted by
-``|S_t|^2``, in the reference region; the automatic region drops voxels that
-rose more than ``auto_ref_heated_c`` and this frame's outliers), PRF conversion,
-masking, exact CEM43 for temperature linear between frames, Tmax, watch.
+Per frame ``t``: with motion registration the frame is first resampled into
+tissue coordinates (:mod:`mrtherm.thermometry.motion`); then the phase change
+against the reference ``S_ref`` (complex mean of the baseline frames, a
+library's match, or one given to :meth:`update`), per-frame validity (a voxel
+whose signal is gone in this frame is not measured in it), temporal unwrapping
+against frame ``t - 1`` (re-anchored to tracked neighbours after a gap), drift
+fit (per-slice polynomial, weighted by ``|S_t|^2``, in the reference region;
+the automatic region drops voxels that changed more than ``auto_ref_heated_c``
+either way and this frame's outliers), PRF conversion, masking, exact CEM43 for
+temperature linear between valid frames, Tmax, watch.
 
 :meth:`save_state` writes everything that carries over between frames to one
 ``.npz`` file (written to a temporary name, then renamed); :meth:`load_state`
@@ -39,11 +43,11 @@ from mrtherm.thermometry.engine import ArrayEngine, EngineConfig, signal_from_pa
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.prf import radians_per_celsius
 from mrtherm.thermometry.frame_reference import LEAVE_ONE_OUT_FACTOR, FrameReference
-from mrtherm.thermometry.motion import MotionRegistration, moving_tissue_weight
+from mrtherm.thermometry.motion import MotionRegistration, moving_tissue_weight, warp_complex
 from mrtherm.thermometry.reference import LIBRARY_MODES, MOVING_SD_FACTOR, choose_reference
 from mrtherm.thermometry.watch import ProtectedWatch
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def _parts(frame):
@@ -103,18 +107,12 @@ class Thermometer:
         self.xp, self.backend_used = self._choose_namespace(baseline, backend)
         self.labels, self.label_info = labels_mod.load_on_grid(labels, self.shape, self.affine, "labels", self.table)
         roi, self.roi_info = labels_mod.load_on_grid(drift_roi, self.shape, self.affine, "drift ROI")
-        signals = [self._signal(f) for f in baseline]
-        s_ref = signals[0]
-        for s in signals[1:]:
-            s_ref = s_ref + s
-        s_ref = s_ref / len(signals)
-        self._setup_masks(signals, roi, baseline_respiration)
-        self._make_engine(s_ref)
-        self.registration = self._make_registration(signals[0])
-        if self.registration is not None:  # maps in the first frame's position: show them over that frame
-            self.anatomy = to_numpy(self.registration.reference_mag).astype(np.float32)
-            if self.frame_reference is not None and self.frame_reference.library is not None:
-                self.registration.register_entries([self.xp.abs(s) for s in signals])
+        signals = [self._signal(f) for f in baseline]  # image position
+        tissue = self._setup_masks(signals, roi, baseline_respiration)
+        s_ref = tissue[0]
+        for sig in tissue[1:]:
+            s_ref = s_ref + sig
+        self._make_engine(s_ref / len(tissue))
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
         self.warnings = list(self.reliability.warnings) + list(self.watch.warnings)
         self._reset_history()
@@ -139,53 +137,71 @@ class Thermometer:
         return signal_from_parts(self._device(a), self._device(b), polar, self.xp)
 
     def _setup_masks(self, signals, roi, respiration=None):
+        """Reliability, reference choice, registration and library; returns the baseline frames on the grid the
+        thermometry runs on (tissue coordinates with motion registration, else as given)."""
         p = self.params
-        base_mag = np.stack([to_numpy(self.xp.abs(s)) for s in signals]).astype(np.float64)
-        self.reliability = masks.reliability_mask(base_mag, len(signals), self.te_s, self.b0_t, p, self.labels,
-                                                  self.table)
-        used, self.reference_decision = choose_reference(p.reference, base_mag, self.reliability.mask,
-                                                         self.reliability.sigma)
+        image_mag = np.stack([to_numpy(self.xp.abs(s)) for s in signals]).astype(np.float64)
+        image_rel = masks.reliability_mask(image_mag, len(signals), self.te_s, self.b0_t, p, self.labels, self.table)
+        used, self.reference_decision = choose_reference(p.reference, image_mag, image_rel.mask, image_rel.sigma)
+        self.registration = self._make_registration(signals[0], image_rel)
+        tissue, base_mag = signals, image_mag
+        self.reliability = image_rel
+        if self.registration is not None:
+            tissue, base_mag = self._register_baseline(signals, image_rel)
         # voxels whose magnitude stays within noise over the baseline frames: no edge slides through them
         self.still = base_mag.std(axis=0, ddof=1) <= MOVING_SD_FACTOR * self.reliability.sigma \
             if len(signals) >= 3 else np.ones(self.shape, dtype=bool)
-        self._motion_mask_rules(used, base_mag)
+        self._motion_mask_rules(used)
+        registered = self.registration is not None
         self.frame_reference = None if used == "mean" else FrameReference(
-            used, signals, from_numpy(self.reliability.mask, self.xp), self.reliability.sigma, p, self.xp,
-            respiration, still=from_numpy(self.still, self.xp))
+            used, tissue, from_numpy(self.reliability.mask, self.xp), self.reliability.sigma, p, self.xp,
+            respiration, still=from_numpy(self.still, self.xp),
+            match_magnitudes=[self.xp.abs(s) for s in signals] if registered else None,
+            match_mask=from_numpy(image_rel.mask, self.xp) if registered else None)
         if used in LIBRARY_MODES:
             rel = self.reliability
-            rel.mask = rel.mask & self.frame_reference.consistent(signals, respiration)
+            rel.mask = rel.mask & self.frame_reference.consistent(
+                tissue, respiration, match_magnitudes=[self.xp.abs(s) for s in signals] if registered else None)
             rel.rules.append(f"{used}: leave-one-out phase residual over the baseline frames <= "
-                             f"{LEAVE_ONE_OUT_FACTOR:g} x the noise prediction (the library reproduces the voxel)")
+                             f"{LEAVE_ONE_OUT_FACTOR:g} x the noise prediction (the library reproduces the voxel; "
+                             "frames where the voxel or its reference lacks signal left out, two needed)")
         if not self.reliability.mask.any():
             raise ParameterError("no voxel passes the reliability mask (signal too low or all labels PRF-invalid)")
         self.drift_ref, self.drift_rule, self.auto_ref = masks.drift_reference(
             self.reliability.mask, p, self.affine, self.labels, roi, self.roi_info)
         self.anatomy = base_mag.mean(axis=0).astype(np.float32)
         self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, p.alpha_ppm_per_c)
+        return tissue
 
-    def _motion_mask_rules(self, used, base_mag):
-        rel, p = self.reliability, self.params
-        if used == "mean":
-            return
-        # A voxel dark in any breathing state (tissue sliding off bone) has noise for phase in that state:
-        # its wraps would accumulate frame after frame. Every library entry must see signal there.
-        rel.mask = rel.mask & (base_mag.min(axis=0) >= p.snr_threshold * rel.sigma)
-        rel.rules.append(f"{used}: SNR >= {p.snr_threshold:g} in every baseline frame (free breathing)")
+    def _register_baseline(self, signals, image_rel):
+        """The baseline frames resampled into tissue coordinates and the reliability drawn from them."""
+        xp, p = self.xp, self.params
+        shifts = self.registration.register_entries([xp.abs(s) for s in signals])
+        tissue = [warp_complex(s, float(dy), float(dx), xp) for s, (dy, dx) in zip(signals, shifts)]
+        base_mag = np.stack([to_numpy(xp.abs(s)) for s in tissue]).astype(np.float64)
+        self.reliability = masks.reliability_mask(
+            base_mag, len(signals), self.te_s, self.b0_t, p, self.labels, self.table,
+            noise=(image_rel.sigma, image_rel.sigma_method, image_rel.warnings))
+        self.reliability.rules.insert(0, "tissue coordinates: every baseline frame resampled to the first one's "
+                                         "position (in-plane registration) before these rules")
+        return tissue, base_mag
+
+    def _motion_mask_rules(self, used):
+        rel = self.reliability
         if used == "referenceless" and not self.still.all():
             # Where an edge slides through a voxel, its phase mixes tissues (fat's chemical shift included) in
             # proportions that change per frame; without a matching baseline nothing separates that from heat.
             rel.mask = rel.mask & self.still
             rel.rules.append(f"referenceless: baseline magnitude SD <= {MOVING_SD_FACTOR:g} sigma (no sliding edge)")
 
-    def _make_registration(self, first):
+    def _make_registration(self, first, image_rel):
         """Registration to the first baseline frame's position when motion is detected (or asked for)."""
         p = self.params
         on = p.register_motion == "on" or (p.register_motion == "auto" and self.reference_decision["motion_detected"])
         if not on:
             return None
         ref = self.xp.abs(first)
-        weight = moving_tissue_weight(to_numpy(ref), self.labels, p.snr_threshold * self.reliability.sigma)
+        weight = moving_tissue_weight(to_numpy(ref), self.labels, p.snr_threshold * image_rel.sigma)
         return MotionRegistration(ref, from_numpy(weight, self.xp), self.xp)
 
     def _make_engine(self, s_ref):
@@ -194,7 +210,8 @@ class Thermometer:
         config = EngineConfig(mask=self.reliability.mask, ref=self.drift_ref, s_ref=s_ref, auto=self.auto_ref,
                               outlier_rad=abs(p.auto_ref_outlier_c * self.k_rad_per_c),
                               to_celsius=p.phase_sign / self.k_rad_per_c, body_temp_c=p.body_temp_c,
-                              heated_c=p.auto_ref_heated_c)
+                              heated_c=p.auto_ref_heated_c, valid_floor=p.snr_threshold * self.reliability.sigma,
+                              valid_fraction=p.min_signal_fraction)
         # The fused CUDA engine keeps its phase inside the kernels; the sparse background fit needs it, so the
         # referenceless and hybrid modes run the array engine (on CuPy arrays when the GPU is used).
         sparse = self.reference_decision["used"] in ("referenceless", "hybrid")
@@ -211,6 +228,8 @@ class Thermometer:
         self.reference_voxels = []
         self.fallback_frames = 0
         self.peak_curve_c = []
+        self.invalid_voxels = []  # per frame: reliable voxels not measured (signal gone)
+        self.reanchored_voxels = []  # per frame: voxels back from a gap, re-anchored
         self._temp_prev = None
 
     # ------------------------------------------------------------------ per frame
@@ -243,7 +262,8 @@ class Thermometer:
         time_s : float
             s, strictly after the previous frame's time.
         reference : complex array, shape (z, y, x), optional
-            Replaces ``S_ref`` from this frame on (a reference chosen outside).
+            Replaces ``S_ref`` from this frame on (a reference chosen outside; image position: it is registered
+            with the frame).
         respiration : float, optional
             The frame's respiratory signal (bellows, navigator): library entries are matched on it when the
             baseline frames' values were given (``baseline_respiration``).
@@ -251,8 +271,9 @@ class Thermometer:
         Returns
         -------
         array of float32, shape (z, y, x)
-            Temperature, C, NaN where masked. It may live in a buffer the next update reuses (CUDA): copy it
-            to keep it.
+            Temperature, C, NaN where masked or not measured in this frame (signal gone: per-frame validity).
+            With motion registration in tissue coordinates (the first baseline frame's position), like the dose.
+            It may live in a buffer the next update reuses (CUDA): copy it to keep it.
 
         Raises
         ------
@@ -266,20 +287,35 @@ class Thermometer:
                                  f"{self.times_s[-1]:g} s")
         a, b, polar = self.to_device(frame)  # no copy for frames already uploaded
         fr = self.frame_reference
-        signal = signal_from_parts(a, b, polar, self.xp) if fr is not None or self.registration is not None else None
+        match = None
+        if self.registration is not None:  # into tissue coordinates before anything else
+            match = signal_from_parts(a, b, polar, self.xp)
+            signal, shift = self._register(match, t, respiration)
+            a, b, polar = self.xp.real(signal), self.xp.imag(signal), False
+            if reference is not None:
+                reference = warp_complex(self._device(reference), *shift, self.xp)
+        else:
+            signal = signal_from_parts(a, b, polar, self.xp) if fr is not None else None
         if reference is not None:
             self.engine.set_reference(reference)
         elif fr is not None:
-            fr.choose(self.engine, signal, t, respiration)
+            fr.choose(self.engine, signal, t, respiration, match=match)
         coeffs, counts = self._drift(a, b, polar, signal)
         dt_min = (time_s - self.times_s[-1]) / 60.0 if self.times_s else None
         temp = self.engine.pass2(coeffs, dt_min, t < self.params.baseline_frames)
-        if self.registration is not None:
-            start = None if fr is None or not fr.choices else \
-                self.registration.start_for(fr.choices[-1], fr.blends[-1])
-            self.registration.update(self.xp.abs(signal), temp, dt_min, start)
         self._record(temp, coeffs, counts, time_s)
         return temp
+
+    def _register(self, image, t, respiration):
+        """The frame resampled into tissue coordinates, and its shift; registration starts from the shifts of
+        the library entries the frame matches."""
+        fr, reg = self.frame_reference, self.registration
+        start = None
+        if fr is not None and fr.library is not None:
+            chosen, blend = fr.match(t, respiration, image)
+            start = reg.start_for(chosen, blend)
+        shift = reg.register(self.xp.abs(image), start)
+        return warp_complex(image, *shift, self.xp), shift
 
     def _drift(self, a, b, polar, signal):
         stats = self.engine.pass1(a, b, polar)
@@ -302,11 +338,16 @@ class Thermometer:
     def _record(self, temp, coeffs, counts, time_s):
         xp = self.xp
         dt_s = time_s - self.times_s[-1] if self.times_s else 0.0
-        parts = [xp.reshape(xp.max(xp.where(self.mask_device, temp, self._neg_inf)), (1,))]
+        valid, back = self.engine.frame_validity()
+        parts = [xp.reshape(xp.max(xp.where(self.mask_device & valid, temp, self._neg_inf)), (1,)),
+                 xp.reshape(xp.astype(xp.sum(xp.astype(self.mask_device & ~valid, xp.int64)), xp.float32), (1,)),
+                 xp.reshape(xp.astype(xp.sum(xp.astype(back, xp.int64)), xp.float32), (1,))]
         parts += self.watch.device_stats(temp, self._temp_prev, self.engine.dose, dt_s)
         small = to_numpy(xp.concat(parts)).astype(np.float64)  # one small transfer per frame
         self.peak_curve_c.append(float(small[0]))
-        self.watch.record(small[1:])
+        self.invalid_voxels.append(int(small[1]))
+        self.reanchored_voxels.append(int(small[2]))
+        self.watch.record(small[3:])
         self.drift_coefficients.append(np.asarray(coeffs, dtype=np.float64))
         self.reference_voxels.append(counts)
         self.times_s.append(time_s)
@@ -316,27 +357,28 @@ class Thermometer:
     # ------------------------------------------------------------------ current maps
     @property
     def dose_cem43_min(self):
-        """CEM43 minutes so far, ``(z, y, x)`` float64, NaN where masked.
+        """CEM43 minutes so far, ``(z, y, x)`` float64, NaN where masked or never measured.
 
-        With motion registration: in tissue coordinates (the first baseline frame's position), NaN where a
-        tissue voxel was not measured in every frame (:mod:`mrtherm.thermometry.motion`).
+        Accumulated over the segments between two frames in which the voxel was valid (a lower bound where
+        frames were lost: :attr:`measured_frames`). With motion registration in tissue coordinates (the first
+        baseline frame's position).
         """
-        if self.registration is not None:
-            return self.registration.tissue.maps()[0]
-        return self.dose_image_cem43_min
+        xp = self.xp
+        measured = self.mask_device & (self.engine.valid_frames > 0)
+        return xp.where(measured, self.engine.dose, xp.asarray(float("nan"), dtype=xp.float64))
 
     @property
-    def dose_image_cem43_min(self):
-        """CEM43 minutes accumulated at fixed image positions, ``(z, y, x)`` float64, NaN where masked."""
-        return self.xp.where(self.mask_device, self.engine.dose, self.xp.asarray(float("nan"), dtype=self.xp.float64))
+    def measured_frames(self):
+        """Frames in which each voxel was measured, ``(z, y, x)`` int32 (0 outside the mask)."""
+        return self.engine.valid_frames
 
     @property
     def tmax_c(self):
-        """Maximum temperature so far, ``(z, y, x)`` float32 C (None before the first frame); tissue
-        coordinates with motion registration."""
+        """Maximum temperature so far over the frames where the voxel was measured, ``(z, y, x)`` float32 C
+        (NaN where never measured; None before the first frame); tissue coordinates with motion registration."""
         if not self.frames_processed:
             return None
-        return self.registration.tissue.maps()[1] if self.registration is not None else self.engine.tmax
+        return self.engine.tmax
 
     def temperature_sd_c(self):
         """Empirical temperature SD over the baseline frames x sqrt(1 + 1/N).
@@ -349,11 +391,15 @@ class Thermometer:
         xp, n = self.xp, self.params.baseline_frames
         if n < 2 or self.frames_processed < n:
             return xp.full(self.shape, float("nan"), dtype=xp.float32)
-        mean = self.engine.base_sum / n
-        var = xp.maximum(self.engine.base_sumsq - n * mean * mean, 0.0) / (n - 1)
+        # each voxel over the baseline frames in which it was valid (NaN with fewer than 2)
+        count = xp.astype(self.engine.base_count, xp.float64)
+        enough = count >= 2
+        safe = xp.where(enough, count, 2.0)
+        mean = self.engine.base_sum / safe
+        var = xp.maximum(self.engine.base_sumsq - safe * mean * mean, 0.0) / (safe - 1.0)
         # sqrt(1 + 1/N): the SD of one frame's temperature once the noisy N-frame reference is subtracted.
         sd = xp.astype(xp.sqrt(var) * math.sqrt(1.0 + 1.0 / n), xp.float32)
-        return xp.where(self.mask_device, sd, xp.asarray(float("nan"), dtype=xp.float32))
+        return xp.where(self.mask_device & enough, sd, xp.asarray(float("nan"), dtype=xp.float32))
 
     def temperature_sd_theory_c(self) -> np.ndarray:
         """Noise-predicted temperature SD.
@@ -413,6 +459,8 @@ class Thermometer:
                       drift_ref=self.drift_ref, anatomy=self.anatomy, still=self.still,
                       times_s=np.asarray(self.times_s),
                       peak_curve=np.asarray(self.peak_curve_c),
+                      invalid_voxels=np.asarray(self.invalid_voxels, dtype=np.int64),
+                      reanchored_voxels=np.asarray(self.reanchored_voxels, dtype=np.int64),
                       drift_coefficients=np.asarray(self.drift_coefficients).reshape(-1, self.shape[0], self.model.k),
                       reference_voxels=np.asarray(self.reference_voxels, dtype=np.int64).reshape(-1, self.shape[0]),
                       affine=self.affine)
@@ -518,6 +566,8 @@ class Thermometer:
         self.fallback_frames = int(meta["fallback_frames"])
         self.times_s = [float(v) for v in arrays["times_s"]]
         self.peak_curve_c = [float(v) for v in arrays["peak_curve"]]
+        self.invalid_voxels = [int(v) for v in arrays["invalid_voxels"]]
+        self.reanchored_voxels = [int(v) for v in arrays["reanchored_voxels"]]
         self.drift_coefficients = list(arrays["drift_coefficients"])
         self.reference_voxels = list(arrays["reference_voxels"])
         prev = arrays.get("engine_temp_prev")

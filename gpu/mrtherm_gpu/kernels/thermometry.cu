@@ -3,22 +3,31 @@
 // Layout: one frame is (z, y, x) C-contiguous; a slice is ny*nx pixels.
 // Grid: blockIdx.y = slice z; blocks in x stride over the pixels of that slice.
 // Flag bits per voxel: 1 = reliable (mask), 2 = drift-reference candidate,
-// 4 = heated earlier (rise above heated_c).
+// 4 = changed earlier (|rise| above heated_c), 8 = valid in this frame (signal there),
+// 16 = tracked (valid in this and the previous frame: unwrapped in time),
+// 32 = back (valid after a gap or for the first time: re-anchored to tracked neighbours).
 //
 // The arithmetic mirrors mrtherm.engine.ArrayEngine step by step (float32 phase,
 // float64 drift, dose and statistics) so both paths agree to rounding:
-//   pass 1  unwrap_accumulate_o{0,1,2}: dphi = angle(S conj(S_ref)), temporal
-//           unwrap against the previous frame (round half to even, as NumPy),
+//   pass 1  unwrap_accumulate_o{0,1,2}: dphi = angle(S conj(S_ref)), per-frame validity
+//           (|S|^2 >= floor^2, |S|^2 >= fraction^2 |S_ref|^2, |S_ref|^2 >= floor^2), temporal
+//           unwrap of tracked voxels against the previous frame (round half to even, as NumPy),
 //           per-slice weighted moments of the drift polynomial's normal equations,
 //           with outlier rejection in automatic mode; accumulate_fallback_o{0,1,2}
 //           the same without it, launched only for a frame whose fit falls back.
+//   reanchor: voxels back from a gap take the 2 pi multiple nearest the mean of the tracked
+//           voxels in their 5 x 5 in-plane window (after pass 1 has written every tracked u).
 //   pass 2  temperature_dose_o{0,1,2}: drift subtraction, PRF conversion, mask,
-//           exact CEM43 increment (linear temperature, split at 43 C), Tmax,
-//           baseline sums and heated flags.
+//           exact CEM43 increment over segments between valid frames (linear temperature,
+//           split at 43 C), Tmax over valid frames, baseline sums and changed flags.
 
 #define FLAG_MASK 1
 #define FLAG_REF 2
-#define FLAG_HEATED 4
+#define FLAG_CHANGED 4
+#define FLAG_VALID 8
+#define FLAG_TRACKED 16
+#define FLAG_BACK 32
+#define ANCHOR_RADIUS 2
 
 __device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
 __device__ __forceinline__ double nan_d() { return __longlong_as_double(0x7ff8000000000000LL); }
@@ -71,9 +80,9 @@ __device__ __forceinline__ void moments(int x, int y, int nx, int ny, double* m)
 template <int K, int FALLBACK>
 __device__ void unwrap_accumulate(
     const float* __restrict__ comp_a, const float* __restrict__ comp_b, int polar,
-    const float2* __restrict__ s_ref, float* __restrict__ u, const unsigned char* __restrict__ flags,
+    const float2* __restrict__ s_ref, float* __restrict__ u, unsigned char* __restrict__ flags,
     const double* __restrict__ prev_coeffs, int has_prev, int auto_mode, double outlier_rad,
-    int nz, int ny, int nx, double* __restrict__ stats)
+    double floor2, double fraction2, int nz, int ny, int nx, double* __restrict__ stats)
 {
     const int M = NStats<K>::M;
     const int Q = NStats<K>::Q;
@@ -103,6 +112,8 @@ __device__ void unwrap_accumulate(
         }
         if (!isfinite(sr) || !isfinite(si)) { sr = 0.0f; si = 0.0f; }
         float uu;
+        unsigned char f = flags[idx];
+        const double w = (double)(sr * sr + si * si);
         if (FALLBACK) {
             uu = u[idx];
         } else {
@@ -110,27 +121,35 @@ __device__ void unwrap_accumulate(
             const float pr = sr * r.x + si * r.y;     // S * conj(S_ref)
             const float pi = si * r.x - sr * r.y;
             const float dphi = atan2f(pi, pr);
+            const double ref2 = (double)(r.x * r.x + r.y * r.y);
+            const bool valid = (f & FLAG_MASK) && w >= floor2 && w >= fraction2 * ref2 && ref2 >= floor2;
+            const bool was_valid = (f & FLAG_VALID) != 0;
+            unsigned char nf = f & (FLAG_MASK | FLAG_REF | FLAG_CHANGED);
+            if (valid) nf |= FLAG_VALID;
+            if (has_prev && valid && was_valid) nf |= FLAG_TRACKED;
+            if (has_prev && valid && !was_valid) nf |= FLAG_BACK;
             uu = dphi;
-            if (has_prev) {
+            if (nf & FLAG_TRACKED) {
                 const float k = rintf((u[idx] - dphi) / two_pi);
                 uu = dphi + k * two_pi;
             }
             u[idx] = uu;
+            flags[idx] = nf;
+            f = nf;
         }
-
-        const unsigned char f = flags[idx];
-        const double w = (double)(sr * sr + si * si);
+        // the drift fit takes voxels tracked since the last frame (every valid voxel in the first frame)
+        const bool fit = has_prev ? (f & FLAG_TRACKED) != 0 : (f & FLAG_VALID) != 0;
         double m[M];
         moments<K>(p % nx, p / nx, nx, ny, m);
         double ws;
         if (auto_mode) {
-            ws = ((f & FLAG_REF) && !(f & FLAG_HEATED)) ? w : 0.0;
+            ws = (fit && (f & FLAG_REF) && !(f & FLAG_CHANGED)) ? w : 0.0;
             if (!FALLBACK && ws > 0.0) {
                 const double drift_prev = poly_eval<K>(pc, m);
                 if (!(fabs((double)uu - drift_prev) < outlier_rad)) ws = 0.0;
             }
         } else {
-            ws = (f & FLAG_REF) ? w : 0.0;
+            ws = (fit && (f & FLAG_REF)) ? w : 0.0;
         }
         if (ws > 0.0) {
 #pragma unroll
@@ -151,6 +170,34 @@ __device__ void unwrap_accumulate(
     __syncthreads();
     for (int q = threadIdx.x; q < Q; q += blockDim.x)
         if (block_acc[q] != 0.0) atomicAdd(&stats[(long long)z * Q + q], block_acc[q]);
+}
+
+// Voxels back from a gap: the multiple of 2 pi that brings the phase change (u as pass 1 left it) nearest the
+// mean u of the tracked voxels in the 5 x 5 in-plane window; unchanged where the window holds none. Only back
+// voxels write and only tracked voxels are read, so there is no race.
+extern "C" __global__ void reanchor(float* u, const unsigned char* flags, int nz, int ny, int nx) {
+    const int z = blockIdx.y;
+    const int npix = ny * nx;
+    const double two_pi = 6.283185307179586;
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < npix; p += gridDim.x * blockDim.x) {
+        const long long idx = (long long)z * npix + p;
+        if (!(flags[idx] & FLAG_BACK)) continue;
+        const int x = p % nx, y = p / nx;
+        double total = 0.0, n = 0.0;
+        for (int yy = y - ANCHOR_RADIUS; yy <= y + ANCHOR_RADIUS; ++yy) {
+            if (yy < 0 || yy >= ny) continue;
+            for (int xx = x - ANCHOR_RADIUS; xx <= x + ANCHOR_RADIUS; ++xx) {
+                if (xx < 0 || xx >= nx) continue;
+                const long long j = (long long)z * npix + (long long)yy * nx + xx;
+                if (flags[j] & FLAG_TRACKED) { total += (double)u[j]; n += 1.0; }
+            }
+        }
+        if (n > 0.0) {
+            const double d = (double)u[idx];
+            const double k = rint((total / n - d) / two_pi);
+            u[idx] = (float)(d + two_pi * k);
+        }
+    }
 }
 
 __device__ __forceinline__ double one_minus_exp_over(double d) {
@@ -183,7 +230,7 @@ __device__ void temperature_dose(
     float* __restrict__ temp_out, const float* __restrict__ temp_prev, int has_prev, double dt_min,
     double* __restrict__ dose, float* __restrict__ tmax, int first,
     int is_baseline, double* __restrict__ base_sum, double* __restrict__ base_sumsq,
-    int nz, int ny, int nx)
+    int* __restrict__ base_count, int* __restrict__ valid_frames, int nz, int ny, int nx)
 {
     const int z = blockIdx.y;
     const int npix = ny * nx;
@@ -195,20 +242,26 @@ __device__ void temperature_dose(
         const double drift = poly_eval<K>(c, a);
         const float delta = (float)(((double)u[idx] - drift) * to_celsius);
         unsigned char f = flags[idx];
-        const float t = (f & FLAG_MASK) ? delta + body_temp_c : nan_f();
+        const bool valid = (f & FLAG_VALID) != 0;  // implies FLAG_MASK
+        const float t = valid ? delta + body_temp_c : nan_f();
         temp_out[idx] = t;
-        if (has_prev) dose[idx] += cem43_segment(temp_prev[idx], t, dt_min);
+        if (has_prev) {
+            const double seg = cem43_segment(temp_prev[idx], t, dt_min);
+            if (!isnan(seg)) dose[idx] += seg;  // no dose across an invalid frame
+        }
         if (first) {
             tmax[idx] = t;
         } else {
             const float m = tmax[idx];
-            tmax[idx] = (isnan(m) || isnan(t)) ? nan_f() : fmaxf(m, t);
+            tmax[idx] = isnan(m) ? t : (isnan(t) ? m : fmaxf(m, t));
         }
-        if (delta > heated_c) flags[idx] = f | FLAG_HEATED;
-        if (is_baseline) {
+        if (valid && fabsf(delta) > heated_c) flags[idx] = f | FLAG_CHANGED;
+        if (valid) valid_frames[idx] += 1;
+        if (is_baseline && valid) {
             const double d = (double)delta;
             base_sum[idx] += d;
             base_sumsq[idx] += d * d;
+            base_count[idx] += 1;
         }
     }
 }
@@ -224,10 +277,10 @@ __device__ void temperature_dose(
 #define UNWRAP_ENTRY(NAME, K, FALLBACK, MIN_BLOCKS)                                                     \
 extern "C" __global__ void UNWRAP_BOUNDS(MIN_BLOCKS) NAME(                                              \
     const float* comp_a, const float* comp_b, int polar, const float2* s_ref, float* u,                 \
-    const unsigned char* flags, const double* prev_coeffs, int has_prev, int auto_mode,                 \
-    double outlier_rad, int nz, int ny, int nx, double* stats) {                                        \
+    unsigned char* flags, const double* prev_coeffs, int has_prev, int auto_mode,                       \
+    double outlier_rad, double floor2, double fraction2, int nz, int ny, int nx, double* stats) {       \
     unwrap_accumulate<K, FALLBACK>(comp_a, comp_b, polar, s_ref, u, flags, prev_coeffs, has_prev,       \
-                                   auto_mode, outlier_rad, nz, ny, nx, stats);                          \
+                                   auto_mode, outlier_rad, floor2, fraction2, nz, ny, nx, stats);       \
 }
 
 #define DOSE_ENTRY(NAME, K)                                                                             \
@@ -235,10 +288,10 @@ extern "C" __global__ void NAME(                                                
     const float* u, unsigned char* flags, const double* coeffs, double to_celsius, float body_temp_c,   \
     float heated_c, float* temp_out, const float* temp_prev, int has_prev, double dt_min,               \
     double* dose, float* tmax, int first, int is_baseline, double* base_sum, double* base_sumsq,        \
-    int nz, int ny, int nx) {                                                                           \
+    int* base_count, int* valid_frames, int nz, int ny, int nx) {                                       \
     temperature_dose<K>(u, flags, coeffs, to_celsius, body_temp_c, heated_c, temp_out, temp_prev,       \
-                        has_prev, dt_min, dose, tmax, first, is_baseline, base_sum, base_sumsq,          \
-                        nz, ny, nx);                                                                    \
+                        has_prev, dt_min, dose, tmax, first, is_baseline, base_sum, base_sumsq,         \
+                        base_count, valid_frames, nz, ny, nx);                                          \
 }
 
 UNWRAP_ENTRY(unwrap_accumulate_o0, 1, 0, 1)
