@@ -98,6 +98,24 @@ def subsamples_per_axis(src_affine, dst_affine) -> tuple:
     return tuple(out)
 
 
+def _coded(mask, a):
+    """The mask zero-padded, its code (1 inside, 0 outside, 2 near the boundary: sub-points needed) and the
+    padding per source axis (x, y, z)."""
+    # source voxels a destination voxel's sub-points can reach from its centre's, per source axis (x, y, z)
+    reach = np.floor(0.5 * np.abs(a).sum(axis=1) + 1e-9).astype(np.int64) + 1
+    # zero padding: the band (below) of a voxel that touches the mask lies within `reach` of the grid, and
+    # its sub-points within `reach` of that, so they never leave the padded array
+    pad_xyz = 2 * reach + 1
+    from scipy import ndimage  # noqa: PLC0415
+    padded = np.pad(mask, [(int(p), int(p)) for p in pad_xyz[::-1]])
+    size = tuple(int(2 * r + 1) for r in reach[::-1])
+    band = ndimage.maximum_filter(padded, size=size, mode="constant", cval=0) != \
+        ndimage.minimum_filter(padded, size=size, mode="constant", cval=0)
+    code = padded.astype(np.uint8)
+    code[band] = 2
+    return padded, code.ravel(), pad_xyz
+
+
 def occupancy_counts(mask_zyx, src_affine, shape_zyx, dst_affine, n_sub_xyz=None):
     """How many of each destination voxel's sub-points land in the mask.
 
@@ -130,19 +148,8 @@ def occupancy_counts(mask_zyx, src_affine, shape_zyx, dst_affine, n_sub_xyz=None
     counts = np.zeros(shape_zyx, dtype=np.int32)
     if not mask.any():
         return counts, total
-    # source voxels a destination voxel's sub-points can reach from its centre's, per source axis (x, y, z)
-    reach = np.floor(0.5 * np.abs(a).sum(axis=1) + 1e-9).astype(np.int64) + 1
-    # zero padding: the band (below) of a voxel that touches the mask lies within `reach` of the grid, and
-    # its sub-points within `reach` of that, so they never leave the padded array
-    pad_xyz = 2 * reach + 1
-    from scipy import ndimage  # noqa: PLC0415
-    padded = np.pad(mask, [(int(p), int(p)) for p in pad_xyz[::-1]])
-    size = tuple(int(2 * r + 1) for r in reach[::-1])
-    band = ndimage.maximum_filter(padded, size=size, mode="constant", cval=0) != \
-        ndimage.minimum_filter(padded, size=size, mode="constant", cval=0)
-    code = padded.astype(np.uint8)  # 1 in the mask, 0 outside, 2 near its boundary (sub-points needed)
-    code[band] = 2
-    code_flat, table = code.ravel(), padded.ravel()
+    padded, code_flat, pad_xyz = _coded(mask, a)
+    table = padded.ravel()
     pshape_xyz = np.array(padded.shape[::-1], dtype=np.int64)
     stride_y, stride_z = float(padded.shape[2]), float(padded.shape[2] * padded.shape[1])
 

@@ -3,8 +3,9 @@
 Decisions recorded here (also in the README):
 
 - **Noise SD** (per channel, sigma): see :mod:`mrtherm.thermometry.noise` (temporal SD of
-  the magnitude over several baseline frames; the Rayleigh air background of
-  one frame; neighbour differences when one frame has no background).
+  the magnitude over several baseline frames; for one frame a Rayleigh or chi
+  background fit cross-checked against a tissue estimate, blanked backgrounds set
+  aside, the larger taken when they disagree).
 - **Reliable voxels**: SNR (mean baseline magnitude / sigma) at or above
   ``snr_threshold`` and, with labels, a class where PRF works.
 - **Automatic drift reference** (no ``drift_roi``): reliable voxels, minus the
@@ -25,7 +26,7 @@ from scipy import ndimage
 from mrtherm.errors import InputFileError
 from mrtherm.geometry import voxel_size_zyx_mm
 from mrtherm.io.labels import TARGET, prf_valid_mask
-from mrtherm.thermometry.noise import estimate_noise_sigma
+from mrtherm.thermometry.noise import noise_estimate
 from mrtherm.thermometry.prf import theoretical_sigma_celsius
 
 
@@ -113,6 +114,7 @@ class Reliability:
     sd_theory_c : (z, y, x) float32, noise-predicted temperature SD, C (every voxel)
     sigma : float, noise SD per channel; sigma_method : str
     rules : list of str (report.json); warnings : list of str
+    noise_info : dict, :func:`mrtherm.thermometry.noise.noise_estimate` (method, why, candidates, blanked fraction)
     """
 
     mask: np.ndarray
@@ -122,6 +124,7 @@ class Reliability:
     sigma_method: str
     rules: list
     warnings: list
+    noise_info: dict | None = None
 
 
 def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels=None, table=None,
@@ -144,17 +147,18 @@ def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels
     labels : ndarray of int, shape (z, y, x), optional
     table : LabelTable, optional
         Needed with ``labels``.
-    noise : (float, str, list of str), optional
-        ``(sigma, method, warnings)`` estimated elsewhere (the image-position frames, when these magnitudes
-        are resampled into tissue coordinates and interpolation has smoothed their noise); estimated from
-        ``baseline_magnitudes`` when omitted.
+    noise : dict, optional
+        :func:`mrtherm.thermometry.noise.noise_estimate` of other frames (the image-position frames, when these
+        magnitudes are resampled into tissue coordinates and interpolation has smoothed their noise); estimated
+        from ``baseline_magnitudes`` when omitted.
 
     Returns
     -------
     Reliability
         Mask, SNR, predicted SD (C), noise sigma and method, the rules applied (report.json) and warnings.
     """
-    sigma, method, warnings = estimate_noise_sigma(baseline_magnitudes) if noise is None else noise
+    noise = noise_estimate(baseline_magnitudes) if noise is None else noise
+    sigma, method, warnings = noise["sigma"], f"{noise['description']}: {noise['why']}", list(noise["warnings"])
     mean_mag = np.asarray(baseline_magnitudes).mean(axis=0)
     snr = (mean_mag / sigma).astype(np.float32)
     theory = theoretical_sigma_celsius(np.maximum(snr, 1e-12), n_baseline, te_s, b0_t,
@@ -171,7 +175,7 @@ def reliability_mask(baseline_magnitudes, n_baseline, te_s, b0_t, params, labels
         mask &= prf_valid_mask(labels, table)
         rules.append("labels where PRF works (excluded: " +
                      ", ".join(table.name(v) for v in table.prf_invalid_values()) + ")")
-    return Reliability(mask, snr, theory, float(sigma), method, rules, list(warnings))
+    return Reliability(mask, snr, theory, float(sigma), method, rules, list(warnings), noise)
 
 
 def drift_reference(mask, params, affine, labels=None, roi=None, roi_info=None):

@@ -380,6 +380,7 @@ def _report(th, exam, warnings, dose, tmax, sd, volumes, hottest, hottest_curve,
         "mask": {"rules": th.reliability.rules, "reliable_voxels": int(mask.sum()), "labels": th.label_info,
                  "label_table": th.table.to_json() if th.labels is not None else None},
         "noise": {"sigma": th.reliability.sigma, "method": th.reliability.sigma_method,
+                  **_noise_details(th.reliability.noise_info),
                   "median_snr_in_mask": _median_in(th.reliability.snr, mask),
                   "median_sd_theory_c": _median_in(th.reliability.sd_theory_c, mask),
                   "median_sd_baseline_c": _median_in(sd, mask)},
@@ -429,8 +430,23 @@ def _reference_report(th) -> dict:
             "shift_mm_per_frame": [[float(a * dy), float(b * dx)] for a, b in shifts],
             "entry_shift_mm": None if reg.entry_shifts is None else
             [[float(a * dy), float(b * dx)] for a, b in np.asarray(reg.entry_shifts)],
-            "max_shift_mm": float(np.abs(shifts * [dy, dx]).max()) if shifts.size else 0.0}
+            "max_shift_mm": float(np.abs(shifts * [dy, dx]).max()) if shifts.size else 0.0,
+            "bone": {"model": reg.bone["model"],
+                     "rule": "the labelled bone (5, 6) registered on its own: 'static' when its median shift over "
+                             "the baseline frames is under half the tissue's; static bone is then left out of the "
+                             "resampling, so a tissue point sliding next to it is not mixed with it (measured where "
+                             "supported image voxels carry at least half its interpolation weight)",
+                     "shift_mm_per_entry": None if reg.bone["shifts_vox"] is None else
+                     [[float(a * dy), float(b * dx)] for a, b in reg.bone["shifts_vox"]]}}
     return out
+
+
+def _noise_details(info) -> dict:
+    """report.json ``noise``: which estimator, why, what the others said, how much was blanked."""
+    if not info:
+        return {}
+    return {"estimator": info.get("method"), "why": info.get("why"), "candidates": info.get("candidates"),
+            "blanked_fraction": info.get("blanked_fraction"), "details": info.get("details")}
 
 
 def _validity_report(th) -> dict:

@@ -43,7 +43,7 @@ from mrtherm.thermometry.engine import ArrayEngine, EngineConfig, signal_from_pa
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.prf import radians_per_celsius
 from mrtherm.thermometry.frame_reference import LEAVE_ONE_OUT_FACTOR, FrameReference
-from mrtherm.thermometry.motion import MotionRegistration, moving_tissue_weight, warp_complex
+from mrtherm.thermometry.motion import MotionRegistration, moving_tissue_weight
 from mrtherm.thermometry.reference import LIBRARY_MODES, MOVING_SD_FACTOR, choose_reference
 from mrtherm.thermometry.watch import ProtectedWatch
 
@@ -176,12 +176,14 @@ class Thermometer:
     def _register_baseline(self, signals, image_rel):
         """The baseline frames resampled into tissue coordinates and the reliability drawn from them."""
         xp, p = self.xp, self.params
-        shifts = self.registration.register_entries([xp.abs(s) for s in signals])
-        tissue = [warp_complex(s, float(dy), float(dx), xp) for s, (dy, dx) in zip(signals, shifts)]
+        mags = [xp.abs(s) for s in signals]
+        shifts = self.registration.register_entries(mags)
+        self.registration.find_static_bone(self.labels, mags)
+        tissue = [self.registration.warp(s, d) for s, d in zip(signals, shifts)]
         base_mag = np.stack([to_numpy(xp.abs(s)) for s in tissue]).astype(np.float64)
         self.reliability = masks.reliability_mask(
             base_mag, len(signals), self.te_s, self.b0_t, p, self.labels, self.table,
-            noise=(image_rel.sigma, image_rel.sigma_method, image_rel.warnings))
+            noise=image_rel.noise_info)
         self.reliability.rules.insert(0, "tissue coordinates: every baseline frame resampled to the first one's "
                                          "position (in-plane registration) before these rules")
         return tissue, base_mag
@@ -293,7 +295,7 @@ class Thermometer:
             signal, shift = self._register(match, t, respiration)
             a, b, polar = self.xp.real(signal), self.xp.imag(signal), False
             if reference is not None:
-                reference = warp_complex(self._device(reference), *shift, self.xp)
+                reference = self.registration.warp(self._device(reference), shift)
         else:
             signal = signal_from_parts(a, b, polar, self.xp) if fr is not None else None
         if reference is not None:
@@ -315,7 +317,7 @@ class Thermometer:
             chosen, blend = fr.match(t, respiration, image)
             start = reg.start_for(chosen, blend)
         shift = reg.register(self.xp.abs(image), start)
-        return warp_complex(image, *shift, self.xp), shift
+        return reg.warp(image, shift), shift
 
     def _drift(self, a, b, polar, signal):
         stats = self.engine.pass1(a, b, polar)
@@ -474,6 +476,7 @@ class Thermometer:
                 "te_s": self.te_s, "b0_t": self.b0_t, "backend": self.backend_used, "engine": self.engine.name,
                 "frames_processed": self.frames_processed, "fallback_frames": self.fallback_frames,
                 "sigma": self.reliability.sigma, "sigma_method": self.reliability.sigma_method,
+                "noise_info": self.reliability.noise_info,
                 "mask_rules": self.reliability.rules,
                 "mask_warnings": self.reliability.warnings, "drift_rule": self.drift_rule, "auto_ref": self.auto_ref,
                 "label_info": self.label_info, "roi_info": self.roi_info, "table": self.table.to_json(),
@@ -544,7 +547,7 @@ class Thermometer:
         self.label_info, self.roi_info = meta["label_info"], meta["roi_info"]
         self.reliability = masks.Reliability(arrays["mask"], arrays["snr"], arrays["sd_theory"], meta["sigma"],
                                              meta["sigma_method"], meta["mask_rules"],
-                                             list(meta["mask_warnings"]))
+                                             list(meta["mask_warnings"]), meta.get("noise_info"))
         self.drift_ref, self.drift_rule, self.auto_ref = arrays["drift_ref"], meta["drift_rule"], meta["auto_ref"]
         self.anatomy = arrays["anatomy"]
         self.still = arrays["still"]
