@@ -210,7 +210,6 @@ def test_dose_accumulates_in_tissue_coordinates():
     dice = 2 * (lesion & truth).sum() / (lesion.sum() + truth.sum())
     print("dice tissue", dice, "tissue", lesion.sum())
     assert dice >= 0.85
-    assert reg["bone"]["model"] == "static"  # this phantom's bone stays while the tissue slides
 
 
 def test_static_exam_keeps_todays_figures_with_auto():

@@ -19,6 +19,16 @@ def float_list(text: str):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def target_point(text: str):
+    """``X,Y,Z`` (world mm) as a tuple, or a path to a window report / transducer JSON (argparse type)."""
+    if os.path.exists(text) or text.lower().endswith(".json"):
+        return text
+    values = float_list(text)
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected X,Y,Z in world mm or a JSON file, got {text!r}")
+    return tuple(values)
+
+
 def frame_times(text: str):
     """Comma-separated times, or a text file with one time (s) per line or comma-separated."""
     if os.path.exists(text):

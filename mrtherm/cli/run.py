@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from mrtherm.cli.common import BACKENDS, check_out_dir, float_list, frame_times
+from mrtherm.cli.common import BACKENDS, check_out_dir, float_list, frame_times, target_point
 from mrtherm.errors import ParameterError
 
 PARAM_FLAGS = ("baseline_frames", "alpha_ppm_per_c", "phase_sign", "body_temp_c", "drift_order", "snr_threshold",
                "max_sd_theory_c", "reference", "register_motion", "referenceless_order",
-               "referenceless_basis")
+               "referenceless_basis", "min_signal_fraction", "target_margin_mm")
 
 
 def params_from_args(args):
@@ -22,6 +22,8 @@ def params_from_args(args):
             setattr(p, name, v)
     if getattr(args, "dose_levels", None) is not None:
         p.dose_levels_cem43_min = tuple(args.dose_levels)
+    if getattr(args, "target", None) is not None:
+        p.target_mm = args.target
     return p
 
 
@@ -139,6 +141,14 @@ def add_processing_arguments(r):
     r.add_argument("--drift-roi", metavar="MASK.nii.gz")
     r.add_argument("--drift-order", type=int, choices=(0, 1, 2))
     r.add_argument("--labels", metavar="LABELS.nii.gz")
+    r.add_argument("--target", type=target_point, metavar="X,Y,Z|FILE.json",
+                   help="treatment target in world mm, or a window check's report.json / a transducer JSON (its "
+                        "focus); default: the TARGET label's centroid. report.json says per frame whether it and "
+                        "--target-margin-mm around it are measured, and warns where they are not")
+    r.add_argument("--target-margin-mm", type=float, help="margin around the target, mm (default 5)")
+    r.add_argument("--min-signal-fraction", type=float,
+                   help="a voxel is not measured in a frame whose magnitude falls below this fraction of its "
+                        "reference's (default 0.3; gas pockets, signal voids)")
     r.add_argument("--label-table", metavar="TABLE.json")
     r.add_argument("--dose-levels", type=float_list, metavar="240,...", help="CEM43 levels for lesion masks")
     r.add_argument("--snr-threshold", type=float, help="mask voxels below this baseline SNR (default 5)")

@@ -291,6 +291,10 @@ class LiveSession:
         if measure:  # not the frame that completes a baseline (all baseline frames are processed then)
             self.latencies_ms.append(latency_ms)
         checkpoint.result()
+        target = son.th.target
+        if target is not None and target.measured and not target.measured[-1]:
+            LOG.warning("sonication %d frame %d: the target at %s mm is not measured in this frame (no signal there)",
+                        son.index + 1, son.th.frames_processed, tuple(round(v, 1) for v in target.target_mm))
         for alarm in st.new_alarms(alarms):
             LOG.warning("sonication %d: %s", alarm.get("sonication", 0), format_alarm(alarm))
             self.alarm_command(alarm)
@@ -308,7 +312,7 @@ class LiveSession:
             ignored, pending = dict(self.assembler.ignored), self.assembler.pending()
         current = {"sonication": son.index + 1, "repetition": frame.rep,
                    "frame": son.th.frames_processed, "time_s": son.th.times_s[-1],
-                   "peak_temperature_c": son.th.peak_curve_c[-1]}
+                   "peak_temperature_c": son.th.peak_curve_c[-1], **_measured_now(son.th)}
         extra = {"current": current, "images": {**counts, "ignored": ignored}, "incomplete_frames": pending,
                  "skipped_frames": self.skipped, "resumed": self.resumed,
                  "latency_ms": {"frames": int(lat.size), "median": float(np.median(lat)) if lat.size else None,
@@ -346,3 +350,14 @@ class LiveSession:
             LOG.warning("%d incomplete frames at shutdown (kept in received/; a restart completes them if the rest "
                         "arrives)", len(pending))
         LOG.info("stopped: %d frames processed", self.state.frames_processed)
+
+
+def _measured_now(th) -> dict:
+    """The current frame's per-frame validity and target coverage (report.json ``current``)."""
+    out = {"reliable_voxels_not_measured": th.invalid_voxels[-1] if th.invalid_voxels else 0}
+    target = th.target
+    if target is not None and target.measured:
+        out["target"] = {"world_mm": list(target.target_mm), "source": target.source, "measured": target.measured[-1],
+                         "margin_mm": target.margin_mm,
+                         "margin_measured_fraction": target.margin_measured[-1] / max(int(target.margin.sum()), 1)}
+    return out

@@ -29,6 +29,12 @@ the temperature is the whole residual ``u - A c``: ``theta`` only keeps the
 heat out of the background fit, so the l1 shrinkage does not bias the
 temperature.
 
+Two-signed (``sign = 0``, what the reference modes use): ``theta`` may take
+either sign (a two-sided soft threshold, no anti-heat outliers), so a region
+that cools below its baseline -- cryoablation, or tissue heated before the
+baseline cooling back -- is kept out of the background as heat is, instead of
+being absorbed into it.
+
 Both functions work in the array library of their inputs (NumPy or CuPy: the
 GPU twin is the same code on CuPy arrays; per-slice solves of a few unknowns run
 on the host).
@@ -150,14 +156,17 @@ def smooth_phase_fit(signal, weight, model):
 
 
 def _heat_and_weight(r, weight, tau, sign, xp):
-    """One-sided soft threshold of the residual (the heat) and the weights without the anti-heat outliers."""
+    """Soft threshold of the residual (the heat: one-sided, or two-sided for ``sign`` 0) and the weights without
+    the anti-heat outliers (one-sided only)."""
+    if sign == 0:
+        return xp.where(r > 0, 1.0, -1.0) * xp.maximum(xp.abs(r) - tau, 0.0), weight
     theta = sign * xp.maximum(sign * r - tau, 0.0)
     outlier = sign * r < -ANTI_HEAT_CUT * tau
     return theta, xp.where(outlier, 0.0, weight)
 
 
 def sparse_background_fit(model, u, weight, tau, sign):
-    """Smooth background of ``u`` with a one-signed sparse heat kept out of the fit (see the module docstring).
+    """Smooth background of ``u`` with a sparse heat kept out of the fit (see the module docstring).
 
     Parameters
     ----------
@@ -168,8 +177,8 @@ def sparse_background_fit(model, u, weight, tau, sign):
         Fit weights (``|S|^2`` in the reference region), 0 elsewhere.
     tau : real array, shape (z, y, x), or float
         Soft threshold per voxel, rad (a few noise SDs of ``u``).
-    sign : {1, -1}
-        Sign of the phase change of heating.
+    sign : {1, -1, 0}
+        Sign of the phase change of heating; 0: either sign (heating and cooling).
 
     Returns
     -------

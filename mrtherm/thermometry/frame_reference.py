@@ -281,8 +281,8 @@ class FrameReference:
         mag2 = xp.astype(xp.real(signal) ** 2 + xp.imag(signal) ** 2, xp.float64)
         # noise SD of the phase change ~ sigma sqrt(1/|S_t|^2 + 1/|S_ref|^2) ~ sqrt(2) sigma / |S_t|
         tau = SPARSE_THRESHOLD_SD * math.sqrt(2.0) * self.sigma / xp.sqrt(xp.where(mag2 > 0, mag2, 1e-30))
-        sign = 1.0 if engine.to_celsius > 0 else -1.0
-        coeffs, fallback, iterations = sparse_background_fit(engine.model, u, weight, tau, sign)
+        # two-signed: a region that cools below its baseline is kept out of the background as heat is
+        coeffs, fallback, iterations = sparse_background_fit(engine.model, u, weight, tau, 0)
         self.iterations.append(iterations)
         return coeffs, fallback
 

@@ -894,11 +894,9 @@ def _temporal_estimate(mags: np.ndarray) -> dict:
     sigma, text = temporal_sigma(mags, blanked)
     why = f"{mags.shape[0]} baseline frames: temporal statistics decide (per-voxel SD; B0 drift does not enter)"
     fraction = float(blanked.mean()) if blanked.size else 0.0
-    warnings = []
+    warnings = []  # blanking is reported (why, blanked_fraction), not warned about: nothing for the user to do
     if fraction > 0:
         why += f"; {100 * fraction:.1f}% of the voxels are constant plateaus over the frames (blanked) and left out"
-        warnings.append(f"{100 * fraction:.1f}% of the voxels are blanked (exactly constant over the baseline "
-                        "frames in plateaus): not noise, left out of the noise estimate")
     return {"sigma": sigma, "method": "temporal", "why": why, "description": text,
             "candidates": {**_empty_candidates(), "temporal": sigma}, "blanked_fraction": fraction,
             "warnings": warnings, "details": {"frames": int(mags.shape[0])}}
@@ -923,7 +921,6 @@ def _one_frame_estimate(frame: np.ndarray) -> dict:
         note = (f"{100 * binfo['fraction']:.1f}% of the voxels set aside as blanked (not noise: blank values "
                 f"{what}; {binfo['near_zero']} numerically zero voxels)")
         out["why"] = note + "; " + out["why"]
-        out["warnings"].insert(0, note)
     if step > 0:
         out["why"] += f"; values quantised in steps of {step:.6g} (dithered, variance step^2/6 subtracted)"
     if out["method"] == "none":

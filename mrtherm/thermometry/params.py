@@ -64,6 +64,12 @@ class ThermometryParams:
         ``snr_threshold`` x sigma. 0.3: heating to 90 C lowers a gradient-echo magnitude by well under half
         (T1 lengthening, about 1 % per C), while a gas pocket or a signal void that slides in leaves noise;
         0 disables the fraction rule (the SNR floor stays).
+    target_mm : (x, y, z) world mm, str path, or None
+        The treatment target (:mod:`mrtherm.thermometry.target`): a point, a window check's report.json or a
+        transducer JSON (its geometric focus); None: the TARGET label's centroid when labels have one.
+        report.json then says per frame whether it and ``target_margin_mm`` around it are measured.
+    target_margin_mm : float
+        Margin around the target whose measurement is reported, mm (default 5).
     register_motion : {"auto", "on", "off"}
         Dose and Tmax in tissue coordinates (:mod:`mrtherm.thermometry.motion`): ``auto`` (default) when the
         baseline frames move beyond noise.
@@ -89,6 +95,8 @@ class ThermometryParams:
     referenceless_basis: str = "polynomial"
     register_motion: str = "auto"
     min_signal_fraction: float = 0.3
+    target_mm: object = None
+    target_margin_mm: float = 5.0
 
     def validate(self, n_frames: int | None = None):
         """Check every field (one-line errors naming it).
@@ -148,6 +156,8 @@ class ThermometryParams:
             raise ParameterError("body_temp_c must be finite")
         if self.snr_threshold < 0:
             raise ParameterError("snr_threshold must be >= 0")
+        if not (self.target_margin_mm >= 0 and math.isfinite(self.target_margin_mm)):
+            raise ParameterError(f"target_margin_mm must be a finite number >= 0, got {self.target_margin_mm!r}")
         if not 0.0 <= self.min_signal_fraction < 1.0:
             raise ParameterError(f"min_signal_fraction must be in [0, 1), got {self.min_signal_fraction!r}")
         if not self.max_sd_theory_c > 0:

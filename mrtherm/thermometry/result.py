@@ -189,9 +189,16 @@ class ThermometryResult:
                 hottest_curve = to_numpy(temperature[(slice(None),) + hottest])
         hottest_curve = None if hottest_curve is None else np.asarray(hottest_curve, dtype=np.float64)
         rows, alarms = th.protected_structures()
+        trust = _trust(th, tmax_np, dose_np)
+        warnings += trust["warnings"]
         sd = to_numpy(th.temperature_sd_c())
         report = _report(th, exam, warnings, dose_np, tmax_np, sd, volumes, hottest, hottest_curve, rows, alarms,
                          capped)
+        report["trust"] = trust
+        if th.target is not None:
+            report["target"] = {**th.target.report(th.reliability.mask),
+                                "coordinates": "tissue (the first baseline frame's position)"
+                                if th.registration is not None else "image"}
         if kernel_seconds:
             report["kernel_seconds"] = kernel_seconds
 
@@ -430,15 +437,27 @@ def _reference_report(th) -> dict:
             "shift_mm_per_frame": [[float(a * dy), float(b * dx)] for a, b in shifts],
             "entry_shift_mm": None if reg.entry_shifts is None else
             [[float(a * dy), float(b * dx)] for a, b in np.asarray(reg.entry_shifts)],
-            "max_shift_mm": float(np.abs(shifts * [dy, dx]).max()) if shifts.size else 0.0,
-            "bone": {"model": reg.bone["model"],
-                     "rule": "the labelled bone (5, 6) registered on its own: 'static' when its median shift over "
-                             "the baseline frames is under half the tissue's; static bone is then left out of the "
-                             "resampling, so a tissue point sliding next to it is not mixed with it (measured where "
-                             "supported image voxels carry at least half its interpolation weight)",
-                     "shift_mm_per_entry": None if reg.bone["shifts_vox"] is None else
-                     [[float(a * dy), float(b * dx)] for a, b in reg.bone["shifts_vox"]]}}
+            "max_shift_mm": float(np.abs(shifts * [dy, dx]).max()) if shifts.size else 0.0}
     return out
+
+
+def _trust(th, tmax, dose) -> dict:
+    """report.json ``trust``: blind spots (heating or the target next to unmeasured voxels) and implausible heating
+    (:mod:`mrtherm.thermometry.plausibility`)."""
+    from mrtherm.thermometry import plausibility as pl  # noqa: PLC0415
+    from mrtherm.thermometry.masks import air_threshold  # noqa: PLC0415
+    if not th.frames_processed:
+        return {"warnings": []}
+    p = th.params
+    blind = pl.blind_spot_warnings(tmax, to_numpy(th.measured_frames), th.frames_processed, th.affine,
+                                   p.body_temp_c, th.target)
+    anatomy = np.asarray(th.anatomy)
+    body = (np.asarray(th.labels) != 0) if th.labels is not None else \
+        pl.body_outline(anatomy, p.snr_threshold * th.reliability.sigma)
+    false = pl.implausible_heating_warnings(tmax, dose, anatomy, body, air_threshold(anatomy)[0], th.affine,
+                                            p.body_temp_c, min(p.dose_levels_cem43_min))
+    return {"rules": pl.__doc__.split("\n\n", 1)[1].replace("\n", " ").strip(),
+            "blind_spots": blind, "implausible_heating": false, "warnings": blind + false}
 
 
 def _noise_details(info) -> dict:
@@ -470,8 +489,8 @@ REFERENCE_RULES = {
                "within noise (or nearest in the respiratory signal); baseline frames leave themselves out; match "
                "ratio = least squared magnitude difference over the noise expectation 2 sigma^2 per voxel",
     "referenceless": "per frame a per-slice polynomial fitted to the frame's own phase (wrap-free neighbour "
-                     "differences), then the drift-model correction with a sparse one-signed heat prior",
-    "hybrid": "library as above, then the drift-model correction with a sparse one-signed heat prior; a frame "
+                     "differences), then the drift-model correction with a sparse two-signed heat prior (heating and cooling)",
+    "hybrid": "library as above, then the drift-model correction with a sparse two-signed heat prior (heating and cooling); a frame "
               "whose best match ratio exceeds 2 is referenceless",
 
 }

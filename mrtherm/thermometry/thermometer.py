@@ -45,6 +45,7 @@ from mrtherm.thermometry.prf import radians_per_celsius
 from mrtherm.thermometry.frame_reference import LEAVE_ONE_OUT_FACTOR, FrameReference
 from mrtherm.thermometry.motion import MotionRegistration, moving_tissue_weight
 from mrtherm.thermometry.reference import LIBRARY_MODES, MOVING_SD_FACTOR, choose_reference
+from mrtherm.thermometry.target import TargetWatch, resolve_target
 from mrtherm.thermometry.watch import ProtectedWatch
 
 STATE_VERSION = 2
@@ -114,8 +115,14 @@ class Thermometer:
             s_ref = s_ref + sig
         self._make_engine(s_ref / len(tissue))
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
+        self.target = self._make_target(*resolve_target(self.params.target_mm, self.labels, self.affine))
         self.warnings = list(self.reliability.warnings) + list(self.watch.warnings)
         self._reset_history()
+
+    def _make_target(self, target_mm, source):
+        if target_mm is None:
+            return None
+        return TargetWatch(target_mm, self.params.target_margin_mm, self.affine, self.shape, self.xp, source)
 
     # ------------------------------------------------------------------ construction
     def _choose_namespace(self, baseline, backend):
@@ -178,7 +185,6 @@ class Thermometer:
         xp, p = self.xp, self.params
         mags = [xp.abs(s) for s in signals]
         shifts = self.registration.register_entries(mags)
-        self.registration.find_static_bone(self.labels, mags)
         tissue = [self.registration.warp(s, d) for s, d in zip(signals, shifts)]
         base_mag = np.stack([to_numpy(xp.abs(s)) for s in tissue]).astype(np.float64)
         self.reliability = masks.reliability_mask(
@@ -344,11 +350,16 @@ class Thermometer:
         parts = [xp.reshape(xp.max(xp.where(self.mask_device & valid, temp, self._neg_inf)), (1,)),
                  xp.reshape(xp.astype(xp.sum(xp.astype(self.mask_device & ~valid, xp.int64)), xp.float32), (1,)),
                  xp.reshape(xp.astype(xp.sum(xp.astype(back, xp.int64)), xp.float32), (1,))]
+        if self.target is not None:
+            parts += self.target.device_stats(temp)
         parts += self.watch.device_stats(temp, self._temp_prev, self.engine.dose, dt_s)
         small = to_numpy(xp.concat(parts)).astype(np.float64)  # one small transfer per frame
         self.peak_curve_c.append(float(small[0]))
         self.invalid_voxels.append(int(small[1]))
         self.reanchored_voxels.append(int(small[2]))
+        if self.target is not None:
+            self.target.record(small[3:5])
+            small = small[2:]
         self.watch.record(small[3:])
         self.drift_coefficients.append(np.asarray(coeffs, dtype=np.float64))
         self.reference_voxels.append(counts)
@@ -472,6 +483,8 @@ class Thermometer:
             arrays.update({f"frameref_{k}": v for k, v in self.frame_reference.state().items()})
         if self.registration is not None:
             arrays.update({f"motion_{k}": v for k, v in self.registration.state().items()})
+        if self.target is not None:
+            arrays.update({f"target_{k}": v for k, v in self.target.state().items()})
         meta = {"version": STATE_VERSION, "params": dataclasses.asdict(self.params), "shape": self.shape,
                 "te_s": self.te_s, "b0_t": self.b0_t, "backend": self.backend_used, "engine": self.engine.name,
                 "frames_processed": self.frames_processed, "fallback_frames": self.fallback_frames,
@@ -481,6 +494,7 @@ class Thermometer:
                 "mask_warnings": self.reliability.warnings, "drift_rule": self.drift_rule, "auto_ref": self.auto_ref,
                 "label_info": self.label_info, "roi_info": self.roi_info, "table": self.table.to_json(),
                 "reference_decision": self.reference_decision,
+                "target": None if self.target is None else [list(self.target.target_mm), self.target.source],
                 "warnings": self.warnings}
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         with atomic_file(path) as fh:
@@ -562,6 +576,9 @@ class Thermometer:
         motion = {k[7:]: v for k, v in arrays.items() if k.startswith("motion_")}
         self.registration = MotionRegistration.from_state(motion, self.xp) if motion else None
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
+        self.target = self._make_target(*(meta["target"] or (None, None)))
+        if self.target is not None:
+            self.target.restore({k[7:]: v for k, v in arrays.items() if k.startswith("target_")})
         self.warnings = list(meta["warnings"])
 
     def _restore_history(self, meta, arrays):

@@ -305,6 +305,20 @@ def lesion_volumes_ml(dose, levels, voxel_volume_ml):
     return {float(lev): float((d >= lev).sum() * voxel_volume_ml) for lev in levels}
 
 
+def parse_target(text: str):
+    """The target from 'X, Y, Z' (world mm), or None for an empty field; ValueError naming the problem."""
+    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        return None
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"target {text.strip()!r}: give X, Y, Z in world mm") from None
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"target {text.strip()!r}: give three numbers X, Y, Z in world mm")
+    return values
+
+
 def parse_levels(text: str) -> tuple[float, ...]:
     """Dose levels from '240, 40'; ValueError naming the bad entry (shown in the widget)."""
     levels = []

@@ -24,10 +24,13 @@ def alarm_text(report) -> str:
     return "\n".join(format_alarm(a, celsius="°C") for a in alarms)
 
 
-def status_lines(frame, n_frames, time_s, peak_c, alarms, legend="", readout="") -> tuple[str, bool]:
+def status_lines(frame, n_frames, time_s, peak_c, alarms, legend="", readout="", trust=(),
+                 target=None) -> tuple[str, bool]:
     """The on-canvas text at one frame and whether an alarm is active (then drawn in red).
 
-    Alarms are those whose time is at or before the frame's time: the view never shows the future.
+    Alarms are those whose time is at or before the frame's time: the view never shows the future. ``trust``: the
+    run's blind-spot and plausibility warnings (report.json ``trust``), one line each; ``target``: report.json
+    ``target``, whose per-frame measurement is shown at this frame.
     """
     head = f"t = {time_s:.1f} s  (frame {frame + 1}/{n_frames})"
     if peak_c is not None and math.isfinite(peak_c):
@@ -35,6 +38,12 @@ def status_lines(frame, n_frames, time_s, peak_c, alarms, legend="", readout="")
     lines = [head]
     active = [a for a in alarms or [] if a["time_s"] <= time_s + 1e-6]
     lines += [format_alarm(a, celsius="°C") for a in active]
+    if target and frame < len(target.get("measured_per_frame") or []):
+        seen = target["measured_per_frame"][frame]
+        fraction = target["margin_measured_fraction_per_frame"][frame]
+        lines.append(f"target {'measured' if seen else 'NOT MEASURED'} at this frame; "
+                     f"{100 * fraction:.0f} % of the {target['margin_mm']:g} mm margin measured")
+    lines += [f"warning: {w}" for w in trust or ()]
     if legend:
         lines.append(legend)
     if readout:

@@ -46,13 +46,17 @@ class ThermometryWidget(widgets.Container):
                                           tooltip="auto: hybrid (baseline library + smooth correction + sparse "
                                                   "heat) when the baseline frames move (breathing), else mean")
         self.levels = widgets.LineEdit(label="dose levels CEM43 min", value="240")
+        self.target = widgets.LineEdit(label="target X,Y,Z mm", value="",
+                                       tooltip="world mm (optional; default: the TARGET label's centroid); the "
+                                               "canvas then says per frame whether it is measured")
         self.out_dir = widgets.FileEdit(label="save to (optional)", mode="d")
         self.run_button = widgets.PushButton(text="Run thermometry")
         self.progress = widgets.ProgressBar(label="frames", value=0, min=0, max=1)
         self.status = widgets.Label(value="")
         self.extend([self.magnitude_file, self.phase_file, self.magnitude_layer, self.phase_layer, self.labels_file,
                      _row(self.te_ms, self.b0_t, self.frame_time_s), _row(self.alpha, self.phase_sign),
-                     _row(self.baseline, self.drift_order), self.reference, self.levels, self.out_dir, self.run_button,
+                     _row(self.baseline, self.drift_order), self.reference, self.levels, self.target, self.out_dir,
+                     self.run_button,
                      self.progress, self.status])
         self.run_button.changed.connect(self.start)
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh())
@@ -89,13 +93,15 @@ class ThermometryWidget(widgets.Container):
         try:
             exam = self._exam()
             levels = _model.parse_levels(self.levels.value)
+            target = _model.parse_target(self.target.value)
         except (mrtherm.MrthermError, ValueError) as exc:
             self.status.value = _common.error_text(exc)
             return None
         lab = _common.chosen_path(self.labels_file)
         kwargs = dict(baseline_frames=self.baseline.value, alpha_ppm_per_c=self.alpha.value,
                       phase_sign=self.phase_sign.value, drift_order=self.drift_order.value,
-                      reference=self.reference.value, dose_levels_cem43_min=levels, labels=lab if _common.existing_file(lab) else None)
+                      reference=self.reference.value, dose_levels_cem43_min=levels, target_mm=target,
+                      labels=lab if _common.existing_file(lab) else None)
         self.progress.max = exam.n_frames
         self.progress.value = 0
         self.status.value = "running ..."
@@ -136,8 +142,10 @@ class ThermometryWidget(widgets.Container):
             layer.name = name
         result = self._result
         vols = ", ".join(f"{k:g} CEM43: {v:.3f} mL" for k, v in result.lesion_volumes_ml.items())
+        trust = result.report.get("trust", {}).get("warnings") or []
         self.status.value = (f"done: peak {np.nanmax(result.host('tmax_c')):.1f} °C; lesions {vols}; "
-                             f"{len(result.alarms)} alarm(s)")
+                             f"{len(result.alarms)} alarm(s)" + (f"; {len(trust)} warning(s) on the canvas" if trust
+                                                                   else ""))
         self.run_button.enabled = True
 
     def _on_error(self, exc):

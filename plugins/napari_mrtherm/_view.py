@@ -169,7 +169,8 @@ class OperatorView:
         levels = [meta(ly)["level"] for ly in layers_of_kind(self.viewer, "lesion") if ly.visible]
         legend = _model.legend_text(levels) if levels else ""
         return _text.status_lines(frame, len(times), float(times[frame]), info["frame_peak_c"][frame],
-                                  report.get("alarms"), legend, self.readout)
+                                  report.get("alarms"), legend, self.readout,
+                                  trust=(report.get("trust") or {}).get("warnings"), target=report.get("target"))
 
     def update(self):
         """Refresh the canvas text and the probe readouts (called on slider moves, layer changes, mouse moves)."""
