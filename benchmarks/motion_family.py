@@ -10,7 +10,8 @@ Figures (per case and mode):
 - ``peak_err_c``: max Tmax - truth peak, C (signed);
 - ``lesion_ratio``: 240-CEM43 volume over the truth's (framewise exact CEM43, tissue coordinates);
 - ``band_err_c``: RMS temperature error on the measured band voxels in heated frames;
-- ``warnings``: how many report.json warnings name unmeasured voxels.
+- ``warnings``: how many blind-spot warnings report.json gives (``trust``: heating next to unmeasured voxels,
+  the target or its margin not measured).
 """
 
 import argparse
@@ -39,7 +40,7 @@ def figures(ex, res):
     dose = np.nan_to_num(np.asarray(res.dose_cem43_min))
     lesion_ml = float((dose >= 240).sum() * ex.voxel_ml)
     truth_ml = float(ex.lesion_tissue_ml[240])
-    warn = [w for w in res.warnings if "unmeasured" in w or "true peak" in w]
+    warn = res.report["trust"]["blind_spots"]
     return {"cover": float(measured.mean()), "peak_err_c": float(np.nanmax(tmax) - ex.peak_temperature_c),
             "lesion_ratio": lesion_ml / truth_ml if truth_ml else float("nan"), "lesion_ml": lesion_ml,
             "truth_ml": truth_ml, "band_err_c": float(np.sqrt(np.nanmean(err[measured] ** 2))) if measured.any()

@@ -351,7 +351,9 @@ def test_leave_one_out_references_each_baseline_frame_by_its_navigator_value():
 
 
 @pytest.mark.parametrize("to_celsius", [-8.0, 0.5])  # alpha < 0: heat lowers the phase; a flipped sign, below 1
-def test_the_sparse_heat_fit_uses_three_noise_sds_the_heating_sign_and_only_still_voxels(to_celsius):
+def test_the_sparse_heat_fit_uses_three_noise_sds_both_signs_and_only_still_voxels(to_celsius):
+    """The reference modes fit with a two-signed prior (sign 0): heating and cooling below the baseline alike
+    stay out of the background, whatever the scanner's sign convention."""
     from mrtherm.thermometry.background import sparse_background_fit
     from mrtherm.thermometry.drift import DriftModel
 
@@ -381,17 +383,17 @@ def test_the_sparse_heat_fit_uses_three_noise_sds_the_heating_sign_and_only_stil
     fr._referenceless_now = True
     coeffs, fallback = fr.background(engine, signal)
     tau = 3 * math.sqrt(2) * 0.05 / np.abs(signal.astype(np.complex128))  # three SDs: sqrt(2) sigma / |S|
-    want, want_fallback, iterations = sparse_background_fit(Engine.model, u, weight * still, tau, heat_sign)
+    want, want_fallback, iterations = sparse_background_fit(Engine.model, u, weight * still, tau, 0)
     np.testing.assert_allclose(coeffs, want, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(fallback, want_fallback)
     assert fr.iterations == [iterations]
-    other_sign = sparse_background_fit(Engine.model, u, weight * still, tau, -heat_sign)[0]
-    assert np.abs(other_sign - want).max() > 1e-3  # the sign matters on this frame
-    all_voxels = sparse_background_fit(Engine.model, u, weight, tau, heat_sign)[0]
-    assert np.abs(all_voxels - want).max() > 1e-6  # and so does leaving moving voxels out
-    no_small = sparse_background_fit(Engine.model, u, weight * still, np.maximum(tau, 3 * math.sqrt(2) * 0.05), heat_sign)[0]
+    for one_sign in (heat_sign, -heat_sign):  # the two-signed fit is neither one-signed fit on this frame
+        assert np.abs(sparse_background_fit(Engine.model, u, weight * still, tau, one_sign)[0] - want).max() > 1e-4
+    all_voxels = sparse_background_fit(Engine.model, u, weight, tau, 0)[0]
+    assert np.abs(all_voxels - want).max() > 1e-6  # leaving moving voxels out matters
+    no_small = sparse_background_fit(Engine.model, u, weight * still, np.maximum(tau, 3 * math.sqrt(2) * 0.05), 0)[0]
     assert np.abs(no_small - want).max() > 1e-6  # and |S| below 1
-    no_heat_cut = sparse_background_fit(Engine.model, u, weight * still, np.where(mag < 1, 1e15, tau), heat_sign)[0]
+    no_heat_cut = sparse_background_fit(Engine.model, u, weight * still, np.where(mag < 1, 1e15, tau), 0)[0]
     assert np.abs(no_heat_cut - want).max() > 1e-4  # the heat at |S| = 0.6 (weight 0.36) is cut by its tau
 
 

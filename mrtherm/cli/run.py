@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from mrtherm.cli.common import BACKENDS, check_out_dir, float_list, frame_times, target_point
 from mrtherm.errors import ParameterError
@@ -84,8 +85,11 @@ def cmd_run(args):
     if not args.quiet:
         print(f"outputs written to {os.path.abspath(args.out)}")
         print(result.summary())
-        for w in result.warnings:
-            print(f"warning: {w}")
+    # warnings go to stderr; those about blind spots and implausible heating even with --quiet (never silent)
+    trust = set(result.report.get("trust", {}).get("warnings", []))
+    for w in result.warnings:
+        if not args.quiet or w in trust:
+            print(f"warning: {w}", file=sys.stderr)
     return 0
 
 

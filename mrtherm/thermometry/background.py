@@ -159,7 +159,7 @@ def _heat_and_weight(r, weight, tau, sign, xp):
     """Soft threshold of the residual (the heat: one-sided, or two-sided for ``sign`` 0) and the weights without
     the anti-heat outliers (one-sided only)."""
     if sign == 0:
-        return xp.where(r > 0, 1.0, -1.0) * xp.maximum(xp.abs(r) - tau, 0.0), weight
+        return xp.sign(r) * xp.maximum(xp.abs(r) - tau, 0.0), weight
     theta = sign * xp.maximum(sign * r - tau, 0.0)
     outlier = sign * r < -ANTI_HEAT_CUT * tau
     return theta, xp.where(outlier, 0.0, weight)

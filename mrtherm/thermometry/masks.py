@@ -61,7 +61,31 @@ def air_threshold(mean_magnitude: np.ndarray):
     """
     v = np.asarray(mean_magnitude, dtype=np.float64).ravel()
     v = v[np.isfinite(v) & (v > 0)]
-    lv = np.log(v)  # fewer than 100 values never split: the dark class needs 100
+    split, ratio = log_otsu_split(v)  # fewer than 100 values never split: the dark class needs 100
+    dark = v[v <= split]
+    info = {"applied": False, "class_ratio": ratio}
+    if ratio < AIR_CLASS_RATIO or dark.size < max(100, 0.02 * v.size):
+        return None, info
+    info.update(applied=True, floor=float(np.median(dark)))
+    return AIR_FLOOR_FACTOR * info["floor"], info
+
+
+def log_otsu_split(values):
+    """Otsu's two-class split of the log-magnitude histogram (256 bins).
+
+    Parameters
+    ----------
+    values : ndarray
+        Positive finite magnitudes.
+
+    Returns
+    -------
+    split : float
+        Magnitude at the upper edge of the dark class.
+    class_ratio : float
+        Ratio of the classes' geometric means.
+    """
+    lv = np.log(np.asarray(values, dtype=np.float64))
     hist, edges = np.histogram(lv, bins=256)
     centres = 0.5 * (edges[1:] + edges[:-1])
     w0 = np.cumsum(hist)
@@ -69,13 +93,7 @@ def air_threshold(mean_magnitude: np.ndarray):
     m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
     m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
     k = int(np.argmax(w0 * w1 * (m0 - m1) ** 2))
-    dark = v[lv <= edges[k + 1]]
-    ratio = float(np.exp(m1[k] - m0[k]))
-    info = {"applied": False, "class_ratio": ratio}
-    if ratio < AIR_CLASS_RATIO or dark.size < max(100, 0.02 * v.size):
-        return None, info
-    info.update(applied=True, floor=float(np.median(dark)))
-    return AIR_FLOOR_FACTOR * info["floor"], info
+    return float(np.exp(edges[k + 1])), float(np.exp(m1[k] - m0[k]))
 
 
 def target_exclusion(labels_zyx: np.ndarray, target_value: int, margin_mm: float, zooms_zyx) -> np.ndarray:

@@ -50,7 +50,7 @@ def _world(affine, zyx) -> list:
 
 
 def _fmt(mm) -> str:
-    return "(" + ", ".join(f"{v:g}" for v in mm) + ") mm"
+    return "(" + ", ".join(f"{v + 0.0:g}" for v in mm) + ") mm"  # + 0.0: no "-0"
 
 
 def hot_region(tmax_c, body_temp_c):
@@ -134,8 +134,15 @@ def _target_warnings(target, unmeasured, n_frames, affine, spacing) -> list:
     return out
 
 
+BODY_CLASS_RATIO = 3.0
+"""The body outline also uses Otsu's split of the log-magnitude histogram when its two classes differ this much
+(air against tissue): a noise estimate that errs low (the failure these checks exist for) must not also draw
+the body around the air."""
+
+
 def body_outline(anatomy, threshold):
-    """The body: the largest connected component above ``threshold``, holes filled slice by slice.
+    """The body: the largest connected component above ``threshold`` (or above the air/tissue split of the
+    histogram, when it splits), holes filled slice by slice.
 
     Parameters
     ----------
@@ -149,7 +156,14 @@ def body_outline(anatomy, threshold):
     ndarray of bool, shape (z, y, x)
     """
     from scipy import ndimage  # noqa: PLC0415
-    bright = np.asarray(anatomy) >= threshold
+    from mrtherm.thermometry.masks import log_otsu_split  # noqa: PLC0415
+    a = np.asarray(anatomy, dtype=np.float64)
+    positive = a[np.isfinite(a) & (a > 0)]
+    if positive.size >= 100:
+        split, ratio = log_otsu_split(positive)
+        if ratio >= BODY_CLASS_RATIO:
+            threshold = max(threshold, split)
+    bright = a >= threshold
     components, n = ndimage.label(bright)
     if n == 0:
         return bright

@@ -165,13 +165,14 @@ class Thermometer:
             respiration, still=from_numpy(self.still, self.xp),
             match_magnitudes=[self.xp.abs(s) for s in signals] if registered else None,
             match_mask=from_numpy(image_rel.mask, self.xp) if registered else None)
-        if used in LIBRARY_MODES:
+        if used != "mean":
             rel = self.reliability
             rel.mask = rel.mask & self.frame_reference.consistent(
                 tissue, respiration, match_magnitudes=[self.xp.abs(s) for s in signals] if registered else None)
+            what = "the smooth fit of its own phase" if used == "referenceless" else "the library"
             rel.rules.append(f"{used}: leave-one-out phase residual over the baseline frames <= "
-                             f"{LEAVE_ONE_OUT_FACTOR:g} x the noise prediction (the library reproduces the voxel; "
-                             "frames where the voxel or its reference lacks signal left out, two needed)")
+                             f"{LEAVE_ONE_OUT_FACTOR:g} x the noise prediction ({what} reproduces the voxel; "
+                             "frames where the voxel or its reference lacks signal left out)")
         if not self.reliability.mask.any():
             raise ParameterError("no voxel passes the reliability mask (signal too low or all labels PRF-invalid)")
         self.drift_ref, self.drift_rule, self.auto_ref = masks.drift_reference(
@@ -186,6 +187,7 @@ class Thermometer:
         mags = [xp.abs(s) for s in signals]
         shifts = self.registration.register_entries(mags)
         tissue = [self.registration.warp(s, d) for s, d in zip(signals, shifts)]
+        self.registration.learn_own_magnitude([xp.abs(s) for s in tissue])
         base_mag = np.stack([to_numpy(xp.abs(s)) for s in tissue]).astype(np.float64)
         self.reliability = masks.reliability_mask(
             base_mag, len(signals), self.te_s, self.b0_t, p, self.labels, self.table,
@@ -323,7 +325,7 @@ class Thermometer:
             chosen, blend = fr.match(t, respiration, image)
             start = reg.start_for(chosen, blend)
         shift = reg.register(self.xp.abs(image), start)
-        return reg.warp(image, shift), shift
+        return reg.uncovered(reg.warp(image, shift), self.params.min_signal_fraction), shift
 
     def _drift(self, a, b, polar, signal):
         stats = self.engine.pass1(a, b, polar)
