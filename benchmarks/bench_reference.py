@@ -44,7 +44,9 @@ def sigma_t_truth(ph, n_base=16):
 def figures(ph, res, seconds):
     heating = ph.frame_times_s >= ph.info["sonication_s"][0]
     temp = np.asarray(res.temperature_c)[heating]
-    truth = ph.truth_temperature_c[heating]
+    registered = res.report["reference"]["registration"]["applied"]  # then every map is in tissue coordinates
+    truth_t = ph.truth_temperature_tissue_c if registered else ph.truth_temperature_c
+    truth = truth_t[heating]
     sel = np.isfinite(temp) & np.isin(ph.labels, TISSUE)[None]
     err = temp - truth
     vox_ml = float(abs(np.linalg.det(ph.affine[:3, :3]))) / 1000.0
@@ -55,7 +57,7 @@ def figures(ph, res, seconds):
         else ph.truth_dose_cem43_min
     return {"rmse_c": float(np.sqrt(np.mean(err[sel] ** 2))),
             "rmse_over_sigma_t": float(np.sqrt(np.mean((err / sigma_t_truth(ph)[None])[sel] ** 2))),
-            "peak_error_c": float(np.nanmax(res.tmax_c) - ph.truth_temperature_c.max()),
+            "peak_error_c": float(np.nanmax(res.tmax_c) - truth_t.max()),
             "lesion_ratio": float(lesion.sum() / max(((tissue_truth >= 240) & measured).sum(), 1)),
             "lesion_ml": float(lesion.sum() * vox_ml),
             "false_lesion_ml": float((lesion & (tissue_truth < 1.0)).sum() * vox_ml),

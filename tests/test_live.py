@@ -280,7 +280,7 @@ def test_live_free_breathing_hybrid_equals_batch(tmp_path):
     paths = _write_nifti_frames(tmp_path / "frames", ph)
     watched, out = tmp_path / "export", tmp_path / "live"
     watched.mkdir()
-    opts = ["--baseline-frames", "6", "--reference", "hybrid"]
+    opts = ["--baseline-frames", "6", "--reference", "hybrid", "--target", "0,18,0"]  # the field of view's centre
     proc = popen_live("--watch", str(watched), "--out", str(out), "--settle-s", "0.3", *opts)
     for path in paths:
         shutil.copyfile(path[:-7] + ".json", watched / (os.path.basename(path)[:-7] + ".json"))
@@ -291,6 +291,12 @@ def test_live_free_breathing_hybrid_equals_batch(tmp_path):
     _run_batch(tmp_path, ph, *opts)
     son = json.load(open(out / "sonication_01" / "report.json"))
     assert son["reference"]["mode"] == "hybrid" and son["reference"]["registration"]["applied"]
+    # the target, frame by frame, in the live report (current frame) and the sonication's, as in batch
+    current = report(out)["current"]
+    assert current["target"]["world_mm"] == [0.0, 18.0, 0.0] and isinstance(current["target"]["measured"], bool)
+    batch_report = json.load(open(tmp_path / "batch" / "report.json"))
+    assert son["target"]["measured_per_frame"] == batch_report["target"]["measured_per_frame"]
+    assert len(son["target"]["measured_per_frame"]) == 14
     live, batch = _map(out, "dose_cem43.nii.gz"), _map(tmp_path / "batch", "dose_cem43.nii.gz")
     np.testing.assert_array_equal(np.isnan(live), np.isnan(batch))
     np.testing.assert_allclose(live, batch, rtol=1e-6, atol=1e-9)

@@ -60,3 +60,23 @@ def test_dose_per_frame_against_hand_values():
     temps = np.array([43.0, 43.0, 44.0, 44.0]).reshape(4, 1, 1, 1)
     got = _model.dose_per_frame(temps, [0.0, 60.0, 120.0, 180.0])[:, 0, 0, 0]
     np.testing.assert_allclose(got, [0.0, 1.0, 1.0 + 1 / np.log(2), 3.0 + 1 / np.log(2)], rtol=1e-6)
+
+
+def test_status_shows_the_target_at_this_frame_and_every_trust_warning():
+    target = {"margin_mm": 5.0, "measured_per_frame": [True, False], "margin_measured_fraction_per_frame": [1.0, 0.6]}
+    trust = ["heating runs into unmeasured voxels (bone/void) at (1, 2, 3) mm, next to the hot region around "
+             "(1, 4, 3) mm: the true peak may be higher"]
+    text, active = _text.status_lines(1, 2, 3.0, 50.0, [], trust=trust, target=target)
+    assert not active
+    assert text.splitlines() == ["t = 3.0 s  (frame 2/2)   peak 50.0 °C",
+                                 "target NOT MEASURED at this frame; 60 % of the 5 mm margin measured",
+                                 "warning: " + trust[0]]
+    text, _ = _text.status_lines(0, 2, 0.0, 37.0, [], target=target)
+    assert text.splitlines()[1] == "target measured at this frame; 100 % of the 5 mm margin measured"
+
+
+def test_target_field_parses_and_refuses_with_the_problem():
+    assert _model.parse_target("") is None and _model.parse_target(" 1, 2.5;-3 ") == (1.0, 2.5, -3.0)
+    for text in ("1, 2", "1, x, 3", "1, 2, nan"):
+        with pytest.raises(ValueError, match="X, Y, Z in world mm"):
+            _model.parse_target(text)

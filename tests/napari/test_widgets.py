@@ -88,7 +88,15 @@ def test_thermometry_widget_passes_the_reference_choice(make_napari_viewer, monk
         w.start()
     except AttributeError:  # the stand-in worker is None: nothing to connect
         pass
-    assert seen["reference"] == "library"
+    assert seen["reference"] == "library" and seen["target_mm"] is None
+    w.target.value = "10, -5.5, 2"
+    try:
+        w.start()
+    except AttributeError:
+        pass
+    assert seen["target_mm"] == (10.0, -5.5, 2.0)
+    w.target.value = "10, -5.5"
+    assert w.start() is None and "X, Y, Z in world mm" in w.status.value
 
 
 def test_thermometry_widget_input_errors_inline(make_napari_viewer):
