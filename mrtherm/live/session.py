@@ -292,8 +292,10 @@ class LiveSession:
             self.latencies_ms.append(latency_ms)
         checkpoint.result()
         target = son.th.target
-        if target is not None and target.measured and not target.measured[-1]:
-            LOG.warning("sonication %d frame %d: the target at %s mm is not measured in this frame (no signal there)",
+        if target is not None and target.measured and not target.measured[-1] and \
+                (len(target.measured) == 1 or target.measured[-2]):  # once, when it stops being measured
+            LOG.warning("sonication %d frame %d: the target at %s mm is not measured from this frame on (no signal "
+                        "there)",
                         son.index + 1, son.th.frames_processed, tuple(round(v, 1) for v in target.target_mm))
         for alarm in st.new_alarms(alarms):
             LOG.warning("sonication %d: %s", alarm.get("sonication", 0), format_alarm(alarm))

@@ -22,9 +22,10 @@ may not). An invalid voxel is NaN in that frame's temperature, adds no dose
 it was. Its wrap count does not cross the gap: a voxel valid again after one
 or more invalid frames (or valid for the first time) is *re-anchored*: it takes
 the multiple of 2 pi that brings its phase change nearest the mean of the
-continuously tracked voxels within two voxels in-plane (a 5 x 5 window), or
-none when no such neighbour exists (counted). Re-anchored and invalid voxels
-stay out of that frame's drift fit.
+continuously tracked voxels next to it in-plane (3 x 3), or, without any, within
+two voxels (5 x 5), or none when no such neighbour exists. Re-anchored voxels
+are counted per frame; they and invalid voxels stay out of that frame's drift
+fit.
 
 Every engine satisfies the :class:`Engine` protocol: besides the two passes it
 uploads frames (:meth:`to_device`), accepts a new complex reference per frame
@@ -48,10 +49,10 @@ from mrtherm.thermometry.dose import cem43_segment
 from mrtherm.thermometry.prf import phase_difference, unwrap_step
 
 FLAG_MASK, FLAG_REF = 1, 2
-ANCHOR_RADIUS_VOX = 2
-"""Re-anchoring window half-width, in-plane voxels (5 x 5): wide enough that a returning voxel next to a small gas
-pocket finds tracked tissue, narrow enough that heat gradients (< 39 C per voxel at 3 T, TE 10 ms) cannot push
-the neighbours' mean half a wrap away."""
+ANCHOR_RADII_VOX = (1, 2)
+"""Re-anchoring windows, in-plane half-widths: the 3 x 3 neighbours when any is tracked (1-1.4 voxels away, so a
+heat gradient below ~28 C per voxel keeps their mean within half a wrap, 39 C at 3 T and TE 10 ms, of the voxel),
+else 5 x 5 (a voxel inside a small gas pocket reaches the tissue around it)."""
 
 
 @dataclass
@@ -151,7 +152,7 @@ class Engine(Protocol):
         Returns
         -------
         array of float32, shape (z, y, x)
-            Temperature, C, NaN outside the mask.
+            Temperature, C, NaN where the voxel is not valid in this frame (outside the mask, or its signal gone).
         """
 
     def set_reference(self, s_ref) -> None:
@@ -317,6 +318,7 @@ class ArrayEngine:
             setattr(self, k, from_numpy(np.asarray(state[k]), self.xp) if k in state else None)
         self._ref_phase = None
         self._ref_mag2 = None
+        self.reanchored = None if self.valid is None else self.xp.zeros(self.shape, dtype=self.xp.bool)
 
     def frame_validity(self):
         """The last frame's validity (see :class:`Engine`).
@@ -350,7 +352,7 @@ class ArrayEngine:
         else:
             s = signal_from_parts(a, b, polar, xp)
             dphi = phase_difference(s, self.s_ref)
-            w = xp.astype(xp.real(s) ** 2 + xp.imag(s) ** 2, xp.float64)
+            w = xp.astype(xp.real(s), xp.float64) ** 2 + xp.astype(xp.imag(s), xp.float64) ** 2
         valid = self._validity(w)
         self._unwrap(dphi, valid)
         fit = w * self.ref * xp.astype(self.fit_valid, xp.float64)
@@ -366,8 +368,9 @@ class ArrayEngine:
     def _validity(self, mag2):
         """Reliable voxels whose signal is there in this frame (module docstring); ``mag2`` is ``|S_t|^2``."""
         xp = self.xp
-        if self._ref_mag2 is None:
-            self._ref_mag2 = xp.astype(xp.real(self.s_ref) ** 2 + xp.imag(self.s_ref) ** 2, xp.float64)
+        if self._ref_mag2 is None:  # in float64, as the CUDA kernel (no float32 rounding at the floor)
+            self._ref_mag2 = xp.astype(xp.real(self.s_ref), xp.float64) ** 2 + \
+                xp.astype(xp.imag(self.s_ref), xp.float64) ** 2
         return self.mask & (mag2 >= self.floor2) & (mag2 >= self.fraction2 * self._ref_mag2) & \
             (self._ref_mag2 >= self.floor2)
 
@@ -386,12 +389,14 @@ class ArrayEngine:
         self.u, self.valid, self.fit_valid, self.reanchored = xp.astype(u, xp.float32), valid, tracked, back
 
     def _anchor(self, dphi, u, tracked):
-        """``dphi`` plus the multiple of 2 pi nearest the mean ``u`` of the tracked voxels in the 5 x 5 window
-        (``dphi`` itself where the window holds none)."""
+        """``dphi`` plus the multiple of 2 pi nearest the mean ``u`` of the tracked voxels in the 3 x 3 window, or
+        the 5 x 5 one without any (``dphi`` itself where neither holds one)."""
         xp = self.xp
         weight = xp.astype(tracked, xp.float64)
-        total = box_sum_inplane(xp.where(tracked, xp.astype(u, xp.float64), 0.0), ANCHOR_RADIUS_VOX, xp)
-        n = box_sum_inplane(weight, ANCHOR_RADIUS_VOX, xp)
+        values = xp.where(tracked, xp.astype(u, xp.float64), 0.0)
+        near, far = (box_sum_inplane(values, r, xp) for r in ANCHOR_RADII_VOX)
+        n_near, n_far = (box_sum_inplane(weight, r, xp) for r in ANCHOR_RADII_VOX)
+        total, n = xp.where(n_near > 0, near, far), xp.where(n_near > 0, n_near, n_far)
         mean = total / xp.where(n > 0, n, 1.0)
         two_pi = 2.0 * math.pi
         k = xp.where(n > 0, xp.round((mean - xp.astype(dphi, xp.float64)) / two_pi), 0.0)

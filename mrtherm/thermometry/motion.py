@@ -9,8 +9,8 @@ voxels of moving tissue (``w`` drawn in the reference position), with ``R`` the
 reference position's magnitude (the first baseline frame). The tissue point at
 reference voxel ``x`` sits at image position ``x + d`` in that frame.
 
-The complex frame is then resampled at ``x + d`` (:func:`warp_complex`: linear
-interpolation of the complex signal, 0 outside the field of view), and so is
+The complex frame is then resampled at ``x + d`` (:func:`warp_complex`: Keys
+cubic interpolation of the complex signal, 0 outside the field of view), and so is
 every baseline library entry with its own shift. Everything downstream -- the
 reliability mask, the per-frame validity, temporal unwrapping, the drift fit,
 dose and Tmax -- then runs on tissue points, not image voxels: a tissue point
@@ -36,7 +36,10 @@ REGISTRATION_TOLERANCE_VOX = 0.005  # 0.01 mm at 2 mm voxels
 OWN_STATE_VOX = 0.5  # library entries within half a voxel of the first frame's shift share its breathing state
 COVERED_BRIGHTER = 1.4
 """A tissue point 40 % brighter than its own magnitude is covered by something else (marrow and fat are 1.5-2 x
-muscle in a T1-weighted gradient echo); noise at SNR >= 5 stays within 1.4 x in all but 1 frame in 10^4."""
+muscle in a T1-weighted gradient echo)."""
+COVERED_NOISE_SD = 4.0
+"""...and farther from its own magnitude than 4 noise SDs either way: at SNR 5 a fixed ratio alone would call 3 % of
+frames covered (Rician noise); 4 SDs leave 3 in 10^5."""
 
 
 def _shifted(vol, sy: int, sx: int, xp, fill):
@@ -301,6 +304,7 @@ class MotionRegistration:
         self.shifts_vox = []  # (dy, dx) per frame
         self.entry_shifts = None  # (n, 2): each library entry's shift, a starting point for frames matched to it
         self.own_mag = None  # (z, y, x): each tissue point's magnitude in the reference breathing state
+        self.noise_sigma = 0.0
         self._gradients = _gradients(self.reference_mag, xp)
 
     def register_entries(self, magnitudes):
@@ -320,7 +324,7 @@ class MotionRegistration:
                                                      ref_gradients=self._gradients) for m in magnitudes])
         return self.entry_shifts
 
-    def learn_own_magnitude(self, tissue_magnitudes):
+    def learn_own_magnitude(self, tissue_magnitudes, sigma):
         """Each tissue point's own magnitude: the mean of the registered baseline frames in the reference
         position's breathing state (shift within ``OWN_STATE_VOX`` of the first frame's).
 
@@ -328,7 +332,10 @@ class MotionRegistration:
         ----------
         tissue_magnitudes : sequence of arrays, shape (z, y, x)
             The registered baseline magnitudes (after :meth:`register_entries`).
+        sigma : float
+            Noise SD per channel.
         """
+        self.noise_sigma = float(sigma)
         shifts = np.asarray(self.entry_shifts, dtype=np.float64)
         near = np.flatnonzero(np.hypot(*(shifts - shifts[0]).T) <= OWN_STATE_VOX)
         total = tissue_magnitudes[int(near[0])]
@@ -340,9 +347,10 @@ class MotionRegistration:
         """``signal`` (registered) with 0 where its tissue point is covered by something else in this frame.
 
         A tissue point that slides under bone (or that gas covers) takes the signal of what covers it: brighter
-        than its own by more than ``COVERED_BRIGHTER`` (marrow, fat) or darker than ``min_fraction`` of it
-        (cortex, gas). Heating never brightens a gradient-echo magnitude. Zero signal is not measured
-        (per-frame validity, :mod:`mrtherm.thermometry.engine`).
+        than ``COVERED_BRIGHTER`` x its own (marrow, fat) or darker than ``min_fraction`` of it (cortex, gas),
+        and in either case farther from it than ``COVERED_NOISE_SD`` noise SDs. Heating never brightens a
+        gradient-echo magnitude. Zero signal is not measured (per-frame validity,
+        :mod:`mrtherm.thermometry.engine`).
 
         Parameters
         ----------
@@ -359,7 +367,10 @@ class MotionRegistration:
         if self.own_mag is None:
             return signal
         mag = xp.abs(signal)
-        covered = (mag > COVERED_BRIGHTER * self.own_mag) | (mag < min_fraction * self.own_mag)
+        margin = COVERED_NOISE_SD * self.noise_sigma
+        brighter = (mag > COVERED_BRIGHTER * self.own_mag) & (mag > self.own_mag + margin)
+        darker = (mag < min_fraction * self.own_mag) & (mag < self.own_mag - margin)
+        covered = brighter | darker
         return xp.where(covered, xp.zeros_like(signal), signal)
 
     def warp(self, signal, shift):
@@ -434,6 +445,7 @@ class MotionRegistration:
             out["entry_shifts"] = self.entry_shifts
         if self.own_mag is not None:
             out["own_mag"] = to_numpy(self.own_mag)
+            out["noise_sigma"] = np.asarray(self.noise_sigma)
         return out
 
     @classmethod
@@ -453,4 +465,5 @@ class MotionRegistration:
         self.shifts_vox = [(float(a), float(b)) for a, b in state["shifts_vox"]]
         self.entry_shifts = state.get("entry_shifts")
         self.own_mag = from_numpy(state["own_mag"], xp) if "own_mag" in state else None
+        self.noise_sigma = float(state["noise_sigma"]) if "noise_sigma" in state else 0.0
         return self

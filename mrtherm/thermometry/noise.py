@@ -6,7 +6,7 @@ is too high masks tissue. The sigma that matters is the per-channel noise SD of
 the complex signal, which is the SD of the magnitude in bright tissue (the phase
 noise is ``sigma / |S|``). :func:`noise_estimate` returns it with the method,
 the reason (for report.json), every candidate and the warnings;
-:func:`estimate_noise_sigma` is the short form the mask code calls.
+:func:`estimate_noise_sigma` is its short form ``(sigma, method, warnings)``.
 
 **Several baseline frames** (N >= 2): temporal statistics decide. The median
 of the per-voxel temporal SDs over voxels bright enough to be Gaussian, divided

@@ -123,6 +123,23 @@ class ThermometryParams:
         self._check_values()
         return self
 
+    def _check_target(self):
+        """A target path becomes a string, a point a tuple of three finite floats (state files are JSON)."""
+        import os  # noqa: PLC0415
+        t = self.target_mm
+        if t is None:
+            return
+        if isinstance(t, (str, os.PathLike)):
+            self.target_mm = os.fspath(t)
+            return
+        try:
+            point = tuple(float(v) for v in t)
+        except (TypeError, ValueError):
+            point = ()
+        if len(point) != 3 or not all(math.isfinite(v) for v in point):
+            raise ParameterError(f"target_mm must be X, Y, Z in world mm or a JSON file, got {t!r}")
+        self.target_mm = point
+
     def _check_frame_count(self, n_frames: int):
         if n_frames < 2:
             raise ParameterError("the exam has 1 frame: thermometry needs baseline frames and at least one later "
@@ -156,6 +173,7 @@ class ThermometryParams:
             raise ParameterError("body_temp_c must be finite")
         if self.snr_threshold < 0:
             raise ParameterError("snr_threshold must be >= 0")
+        self._check_target()
         if not (self.target_margin_mm >= 0 and math.isfinite(self.target_margin_mm)):
             raise ParameterError(f"target_margin_mm must be a finite number >= 0, got {self.target_margin_mm!r}")
         if not 0.0 <= self.min_signal_fraction < 1.0:

@@ -33,6 +33,11 @@ from __future__ import annotations
 
 import numpy as np
 
+RULES = ("blind spots: the hot region (connected to the hottest measured voxel, rise >= half the peak and >= 5 C), "
+         "grown by one voxel, touching voxels not measured in every frame; the target not measured, or unmeasured "
+         "voxels within its margin. Implausible heating: heated (>= 10 C) or lesion voxels outside the body or in "
+         "air-dark voxels; more than 10 (and 10 %) heated voxels farther than 20 mm from the hot region.")
+
 from mrtherm.geometry import voxel_size_zyx_mm
 
 HOT_RISE_MIN_C = 5.0  # a peak rise below this is not "heating" (noise reaches a few C in single voxels)

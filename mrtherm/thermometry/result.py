@@ -456,7 +456,7 @@ def _trust(th, tmax, dose) -> dict:
         pl.body_outline(anatomy, p.snr_threshold * th.reliability.sigma)
     false = pl.implausible_heating_warnings(tmax, dose, anatomy, body, air_threshold(anatomy)[0], th.affine,
                                             p.body_temp_c, min(p.dose_levels_cem43_min))
-    return {"rules": pl.__doc__.split("\n\n", 1)[1].replace("\n", " ").strip(),
+    return {"rules": pl.RULES,
             "blind_spots": blind, "implausible_heating": false, "warnings": blind + false}
 
 

@@ -194,6 +194,7 @@ class TargetWatch:
             affine[:3, 3, None, None, None]
         dist = np.sqrt(((world - np.asarray(self.target_mm)[:, None, None, None]) ** 2).sum(axis=0))
         self.margin = dist <= self.margin_mm
+        self.margin[zyx] = True  # the target voxel itself, whatever the margin
         self._margin_device = from_numpy(self.margin, xp)
         self.measured = []  # per frame: the target voxel measured
         self.margin_measured = []  # per frame: voxels of the margin measured
@@ -245,7 +246,8 @@ class TargetWatch:
                 "margin_mm": self.margin_mm, "margin_voxels": n,
                 "margin_voxels_reliable": int((self.margin & mask).sum()),
                 "measured_per_frame": list(self.measured),
-                "margin_measured_fraction_per_frame": [v / n for v in self.margin_measured],
+                # of every voxel within the margin, bone and voids included (below 1 next to bone)
+                "margin_measured_fraction_per_frame": [v / max(n, 1) for v in self.margin_measured],
                 "frames_target_not_measured": int(sum(not m for m in self.measured))}
 
     def state(self) -> dict:

@@ -187,7 +187,7 @@ class Thermometer:
         mags = [xp.abs(s) for s in signals]
         shifts = self.registration.register_entries(mags)
         tissue = [self.registration.warp(s, d) for s, d in zip(signals, shifts)]
-        self.registration.learn_own_magnitude([xp.abs(s) for s in tissue])
+        self.registration.learn_own_magnitude([xp.abs(s) for s in tissue], image_rel.sigma)
         base_mag = np.stack([to_numpy(xp.abs(s)) for s in tissue]).astype(np.float64)
         self.reliability = masks.reliability_mask(
             base_mag, len(signals), self.te_s, self.b0_t, p, self.labels, self.table,

@@ -16,7 +16,7 @@
 //           with outlier rejection in automatic mode; accumulate_fallback_o{0,1,2}
 //           the same without it, launched only for a frame whose fit falls back.
 //   reanchor: voxels back from a gap take the 2 pi multiple nearest the mean of the tracked
-//           voxels in their 5 x 5 in-plane window (after pass 1 has written every tracked u).
+//           voxels in their 3 x 3 in-plane window, else 5 x 5 (after pass 1 has written every tracked u).
 //   pass 2  temperature_dose_o{0,1,2}: drift subtraction, PRF conversion, mask,
 //           exact CEM43 increment over segments between valid frames (linear temperature,
 //           split at 43 C), Tmax over valid frames, baseline sums and changed flags.
@@ -27,7 +27,8 @@
 #define FLAG_VALID 8
 #define FLAG_TRACKED 16
 #define FLAG_BACK 32
-#define ANCHOR_RADIUS 2
+#define ANCHOR_NEAR 1
+#define ANCHOR_FAR 2
 
 __device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
 __device__ __forceinline__ double nan_d() { return __longlong_as_double(0x7ff8000000000000LL); }
@@ -113,7 +114,7 @@ __device__ void unwrap_accumulate(
         if (!isfinite(sr) || !isfinite(si)) { sr = 0.0f; si = 0.0f; }
         float uu;
         unsigned char f = flags[idx];
-        const double w = (double)(sr * sr + si * si);
+        const double w = (double)sr * sr + (double)si * si;  // double, as the NumPy twin
         if (FALLBACK) {
             uu = u[idx];
         } else {
@@ -121,7 +122,7 @@ __device__ void unwrap_accumulate(
             const float pr = sr * r.x + si * r.y;     // S * conj(S_ref)
             const float pi = si * r.x - sr * r.y;
             const float dphi = atan2f(pi, pr);
-            const double ref2 = (double)(r.x * r.x + r.y * r.y);
+            const double ref2 = (double)r.x * r.x + (double)r.y * r.y;
             const bool valid = (f & FLAG_MASK) && w >= floor2 && w >= fraction2 * ref2 && ref2 >= floor2;
             const bool was_valid = (f & FLAG_VALID) != 0;
             unsigned char nf = f & (FLAG_MASK | FLAG_REF | FLAG_CHANGED);
@@ -173,8 +174,8 @@ __device__ void unwrap_accumulate(
 }
 
 // Voxels back from a gap: the multiple of 2 pi that brings the phase change (u as pass 1 left it) nearest the
-// mean u of the tracked voxels in the 5 x 5 in-plane window; unchanged where the window holds none. Only back
-// voxels write and only tracked voxels are read, so there is no race.
+// mean u of the tracked voxels in the 3 x 3 in-plane window, or the 5 x 5 one without any; unchanged where neither
+// holds one. Only back voxels write and only tracked voxels are read, so there is no race.
 extern "C" __global__ void reanchor(float* u, const unsigned char* flags, int nz, int ny, int nx) {
     const int z = blockIdx.y;
     const int npix = ny * nx;
@@ -183,15 +184,22 @@ extern "C" __global__ void reanchor(float* u, const unsigned char* flags, int nz
         const long long idx = (long long)z * npix + p;
         if (!(flags[idx] & FLAG_BACK)) continue;
         const int x = p % nx, y = p / nx;
-        double total = 0.0, n = 0.0;
-        for (int yy = y - ANCHOR_RADIUS; yy <= y + ANCHOR_RADIUS; ++yy) {
+        double near_total = 0.0, near_n = 0.0, total = 0.0, n = 0.0;
+        for (int yy = y - ANCHOR_FAR; yy <= y + ANCHOR_FAR; ++yy) {
             if (yy < 0 || yy >= ny) continue;
-            for (int xx = x - ANCHOR_RADIUS; xx <= x + ANCHOR_RADIUS; ++xx) {
+            for (int xx = x - ANCHOR_FAR; xx <= x + ANCHOR_FAR; ++xx) {
                 if (xx < 0 || xx >= nx) continue;
                 const long long j = (long long)z * npix + (long long)yy * nx + xx;
-                if (flags[j] & FLAG_TRACKED) { total += (double)u[j]; n += 1.0; }
+                if (flags[j] & FLAG_TRACKED) {
+                    total += (double)u[j]; n += 1.0;
+                    if (abs(yy - y) <= ANCHOR_NEAR && abs(xx - x) <= ANCHOR_NEAR) {
+                        near_total += (double)u[j];
+                        near_n += 1.0;
+                    }
+                }
             }
         }
+        if (near_n > 0.0) { total = near_total; n = near_n; }
         if (n > 0.0) {
             const double d = (double)u[idx];
             const double k = rint((total / n - d) / two_pi);
