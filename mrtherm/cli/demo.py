@@ -33,6 +33,8 @@ def cmd_demo(args):
     missing = cmp_["truth_lesion_240_all_ml"] - cmp_["truth_lesion_240_ml"]
     print(f"  true lesion over all tissue {cmp_['truth_lesion_240_all_ml']:.3f} mL: {missing:.3f} mL of it lies in "
           "bone or fat, where PRF thermometry cannot measure (masked), so no map shows it")
+    for w in result.report.get("trust", {}).get("warnings", []):  # what the run says about it, unprompted
+        print(f"  warning: {w}")
     print("\nacoustic window of the planned sonication")
     print(window_summary(demo["window"]))
     print(f"outputs: {demo['run_dir']}, {demo['window_dir']}")

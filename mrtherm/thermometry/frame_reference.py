@@ -89,6 +89,7 @@ class FrameReference:
             if mode == "hybrid":
                 self._smooth_here = (self.still > 0) & self._field_is_smooth(signals)
         self._referenceless_now = False
+        self._ratios_of = None  # (frame, match ratios) from match(), for choose()
         self.choices = []  # per frame: library entries averaged ([] for a referenceless frame)
         self.ratios = []  # per frame: best entry's match ratio (NaN for pure referenceless)
         self.iterations = []  # per frame: sparse-fit iterations (sparse modes)
@@ -142,6 +143,7 @@ class FrameReference:
             return [], ([], 0.0)
         exclude = t if t < self.baseline_frames else None
         ratios = self.library.ratios(match)
+        self._ratios_of = (t, ratios)  # choose() takes them for the same frame
         chosen, _ = self.library.match(match, exclude=exclude, respiration=respiration, ratios=ratios)
         if self.mode != "hybrid":
             return chosen, ([], 0.0)
@@ -164,8 +166,10 @@ class FrameReference:
             The frame in image position, for the library matching (default ``signal``).
         """
         exclude = t if t < self.baseline_frames else None
+        cached = self._ratios_of[1] if self._ratios_of is not None and self._ratios_of[0] == t else None
+        self._ratios_of = None
         reference, chosen, ratio, other, weight = self._library_reference(
-            signal if match is None else match, exclude, respiration)
+            signal if match is None else match, exclude, respiration, cached)
         if reference is None:
             xp = self.xp
             fit_weight = xp.astype(xp.real(signal) ** 2 + xp.imag(signal) ** 2, xp.float64) * engine.ref \
@@ -185,11 +189,11 @@ class FrameReference:
         self.ratios.append(ratio)
         self.blends.append(([int(k) for k in other], float(weight)))
 
-    def _library_reference(self, signal, exclude, respiration):
+    def _library_reference(self, signal, exclude, respiration, ratios=None):
         """``(reference or None, chosen, ratio, other, weight)`` from the library; None: referenceless."""
         if self.library is None:
             return None, [], float("nan"), [], 0.0
-        ratios = self.library.ratios(signal)
+        ratios = self.library.ratios(signal) if ratios is None else ratios
         chosen, ratio = self.library.match(signal, exclude=exclude, respiration=respiration, ratios=ratios)
         if self.mode != "hybrid":
             return self.library.reference(chosen), chosen, ratio, [], 0.0
