@@ -46,6 +46,7 @@ import numpy as np
 
 from mrtherm.backend import from_numpy, namespace, to_numpy
 from mrtherm.thermometry.dose import cem43_segment
+from mrtherm.thermometry.motion import shift_whole_voxels
 from mrtherm.thermometry.prf import phase_difference, unwrap_step
 
 FLAG_MASK, FLAG_REF = 1, 2
@@ -504,18 +505,6 @@ def box_sum_inplane(vol, radius: int, xp):
     >>> box_sum_inplane(np.ones((1, 3, 4)), 1, np)[0].tolist()
     [[4.0, 6.0, 6.0, 4.0], [6.0, 9.0, 9.0, 6.0], [4.0, 6.0, 6.0, 4.0]]
     """
-    out = vol
-    for axis in (2, 1):
-        n = vol.shape[axis]
-        pad_shape = list(out.shape)
-        pad_shape[axis] = radius
-        pad = xp.zeros(tuple(pad_shape), dtype=out.dtype)
-        padded = xp.concat([pad, out, pad], axis=axis)
-        acc = None
-        for off in range(2 * radius + 1):
-            index = [slice(None)] * 3
-            index[axis] = slice(off, off + n)
-            term = padded[tuple(index)]
-            acc = term if acc is None else acc + term
-        out = acc
-    return out
+    taps = range(-radius, radius + 1)
+    rows = sum(shift_whole_voxels(vol, 0, k, xp, 0) for k in taps)  # along x, then y: separable
+    return sum(shift_whole_voxels(rows, k, 0, xp, 0) for k in taps)

@@ -69,7 +69,7 @@ class FrameReference:
     def __init__(self, mode, signals, mask, sigma, params, xp, respiration=None, still=None, match_magnitudes=None,
                  match_mask=None):
         self.mode, self.xp, self.sigma, self.mask = mode, xp, float(sigma), mask
-        self.match_magnitudes = match_magnitudes
+        self.registered = match_magnitudes is not None  # the library's magnitudes are then the image-position ones
         self.match_mask = mask if match_mask is None else match_mask
         self.floor2 = (params.snr_threshold * float(sigma)) ** 2
         self.fraction2 = float(params.min_signal_fraction) ** 2
@@ -198,7 +198,7 @@ class FrameReference:
         if self.mode != "hybrid":
             return self.library.reference(chosen), chosen, ratio, [], 0.0
         reference, other, weight, ratio = self.library.blend(signal, chosen, exclude, ratios)
-        if ratio > UNMATCHED_RATIO and self.match_magnitudes is None:
+        if ratio > UNMATCHED_RATIO and not self.registered:
             # no entry matches this frame: referenceless for it. Not with motion registration: the entries are
             # already on the frame's tissue points, only the fields differ, and the blend with the smooth
             # correction follows them; referenceless erred by 6-8 C next to bone on the sliding phantoms.
@@ -218,7 +218,7 @@ class FrameReference:
         rel = xp.where(self._smooth_here, xp.astype(self.model.evaluate(coeffs), xp.float32), turn)
         return xp.astype(self.mean_ref * xp.exp(1j * rel), xp.complex64)
 
-    def consistent(self, signals, respiration=None, match_magnitudes=None):
+    def consistent(self, signals, respiration=None):
         """Voxels whose phase the library (or, referenceless, the smooth fit) reproduces within noise, by
         leave-one-out over the baseline frames.
 
@@ -240,8 +240,9 @@ class FrameReference:
         signals : sequence of complex arrays, shape (z, y, x)
             The baseline frames (the library's entries).
         respiration : sequence of float, optional
-        match_magnitudes : sequence of arrays, shape (z, y, x), optional
-            Their image-position magnitudes, for the matching (motion registration).
+
+        With motion registration the frames are matched on the image-position magnitudes given to the
+        constructor (``match_magnitudes``).
 
         Returns
         -------
@@ -256,7 +257,8 @@ class FrameReference:
                 prod, ref, weight = s, self.mean_ref, self._still_weight
             else:
                 r_i = None if respiration is None else respiration[i]
-                ref = self._library_reference(s if match_magnitudes is None else match_magnitudes[i], i, r_i)[0]
+                match = self.library.mags[i, ...] if self.registered else s
+                ref = self._library_reference(match, i, r_i)[0]
                 if ref is None:
                     ref = self.mean_ref
                 prod, weight = s * xp.conj(ref), self.mean_weight
@@ -339,7 +341,7 @@ class FrameReference:
                "choices_json": np.frombuffer(repr([self.choices, self.blends]).encode("ascii"), dtype=np.uint8)}
         if self.library is not None:
             out["library"] = to_numpy(self.library.entries)
-            if self.match_magnitudes is not None:
+            if self.registered:
                 out["match_magnitudes"] = to_numpy(self.library.mags)
             if self.library.respiration is not None:
                 out["respiration"] = self.library.respiration

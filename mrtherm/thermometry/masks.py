@@ -27,6 +27,7 @@ from mrtherm.errors import InputFileError
 from mrtherm.geometry import voxel_size_zyx_mm
 from mrtherm.io.labels import TARGET, prf_valid_mask
 from mrtherm.thermometry.noise import noise_estimate
+from mrtherm.thermometry.noise_background import log_otsu_split
 from mrtherm.thermometry.prf import theoretical_sigma_celsius
 
 
@@ -68,32 +69,6 @@ def air_threshold(mean_magnitude: np.ndarray):
         return None, info
     info.update(applied=True, floor=float(np.median(dark)))
     return AIR_FLOOR_FACTOR * info["floor"], info
-
-
-def log_otsu_split(values):
-    """Otsu's two-class split of the log-magnitude histogram (256 bins).
-
-    Parameters
-    ----------
-    values : ndarray
-        Positive finite magnitudes.
-
-    Returns
-    -------
-    split : float
-        Magnitude at the upper edge of the dark class.
-    class_ratio : float
-        Ratio of the classes' geometric means.
-    """
-    lv = np.log(np.asarray(values, dtype=np.float64))
-    hist, edges = np.histogram(lv, bins=256)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
-    k = int(np.argmax(w0 * w1 * (m0 - m1) ** 2))
-    return float(np.exp(edges[k + 1])), float(np.exp(m1[k] - m0[k]))
 
 
 def target_exclusion(labels_zyx: np.ndarray, target_value: int, margin_mm: float, zooms_zyx) -> np.ndarray:

@@ -42,8 +42,22 @@ COVERED_NOISE_SD = 4.0
 frames covered (Rician noise); 4 SDs leave 3 in 10^5."""
 
 
-def _shifted(vol, sy: int, sx: int, xp, fill):
-    """``vol[z, y + sy, x + sx]`` with ``fill`` outside the field of view."""
+def shift_whole_voxels(vol, sy: int, sx: int, xp, fill):
+    """``vol[z, y + sy, x + sx]`` in every slice, ``fill`` outside the field of view.
+
+    Parameters
+    ----------
+    vol : array, shape (z, y, x)
+    sy, sx : int
+        Shift, whole voxels.
+    xp : array namespace of ``vol``
+    fill : scalar
+        Value outside the field of view.
+
+    Returns
+    -------
+    array, shape (z, y, x), the dtype of ``vol``
+    """
     nz, ny, nx = vol.shape
     out = xp.full(vol.shape, fill, dtype=vol.dtype)  # NumPy / CuPy: assigned in place below
     ys, yd = (slice(sy, ny), slice(0, ny - sy)) if sy >= 0 else (slice(0, ny + sy), slice(-sy, ny))
@@ -85,7 +99,7 @@ def shift_volume(vol, dy: float, dx: float, xp, fill=float("nan")):
             w = wy * wx
             if w == 0.0:  # skip: 0 * NaN would spread NaN from a neighbour that does not contribute
                 continue
-            term = _shifted(vol, iy + oy, ix + ox, xp, fill) * w
+            term = shift_whole_voxels(vol, iy + oy, ix + ox, xp, fill) * w
             out = term if out is None else out + term
     return xp.astype(out, vol.dtype)
 
@@ -172,22 +186,6 @@ def _cubic_weights(f: float):
     return out
 
 
-def _shift_axis(vol, k: int, axis: int, xp):
-    """``vol`` sampled at index ``+ k`` along ``axis`` (1: y, 2: x), 0 outside."""
-    n = vol.shape[axis]
-    if abs(k) >= n:
-        return xp.zeros_like(vol)
-    src = [slice(None)] * 3
-    pad_shape = list(vol.shape)
-    pad_shape[axis] = abs(k)
-    pad = xp.zeros(tuple(pad_shape), dtype=vol.dtype)
-    if k >= 0:
-        src[axis] = slice(k, n)
-        return xp.concat([vol[tuple(src)], pad], axis=axis) if k else vol
-    src[axis] = slice(0, n + k)
-    return xp.concat([pad, vol[tuple(src)]], axis=axis)
-
-
 def cubic_shift(vol, dy: float, dx: float, xp):
     """``vol`` sampled at ``(y + dy, x + dx)`` in every slice by Keys cubic convolution (separable, 0 outside).
 
@@ -213,15 +211,14 @@ def cubic_shift(vol, dy: float, dx: float, xp):
     [2.25, 6.25, 12.25]
     """
     out = vol
-    for shift, axis in ((dy, 1), (dx, 2)):
+    for shift, along_y in ((dy, True), (dx, False)):
         base = math.floor(shift)
         frac = shift - base
-        if frac == 0.0:
-            out = _shift_axis(out, base, axis, xp)
-            continue
+        taps = ((0, 1.0),) if frac == 0.0 else tuple(zip((-1, 0, 1, 2), _cubic_weights(frac)))
         acc = None
-        for off, w in zip((-1, 0, 1, 2), _cubic_weights(frac)):
-            term = _shift_axis(out, base + off, axis, xp) * w
+        for off, w in taps:
+            k = base + off
+            term = shift_whole_voxels(out, k if along_y else 0, 0 if along_y else k, xp, 0) * w
             acc = term if acc is None else acc + term
         out = acc
     return xp.astype(out, vol.dtype)

@@ -132,13 +132,8 @@ class ThermometryParams:
         if isinstance(t, (str, os.PathLike)):
             self.target_mm = os.fspath(t)
             return
-        try:
-            point = tuple(float(v) for v in t)
-        except (TypeError, ValueError):
-            point = ()
-        if len(point) != 3 or not all(math.isfinite(v) for v in point):
-            raise ParameterError(f"target_mm must be X, Y, Z in world mm or a JSON file, got {t!r}")
-        self.target_mm = point
+        from mrtherm.thermometry.target import checked_point  # noqa: PLC0415
+        self.target_mm = checked_point(t, f"target_mm {t!r} (or a JSON file)")
 
     def _check_frame_count(self, n_frames: int):
         if n_frames < 2:

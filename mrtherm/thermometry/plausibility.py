@@ -161,7 +161,7 @@ def body_outline(anatomy, threshold):
     ndarray of bool, shape (z, y, x)
     """
     from scipy import ndimage  # noqa: PLC0415
-    from mrtherm.thermometry.masks import log_otsu_split  # noqa: PLC0415
+    from mrtherm.thermometry.noise_background import log_otsu_split  # noqa: PLC0415
     a = np.asarray(anatomy, dtype=np.float64)
     positive = a[np.isfinite(a) & (a > 0)]
     if positive.size >= 100:

@@ -96,17 +96,33 @@ def target_from_json(path) -> tuple[tuple, str]:
         raise InputFileError(path, f"cannot read the target ({exc.__class__.__name__})") from None
     found = _find_key(doc, "target_world_mm")
     if found is not None:
-        return _checked(found, path), f"window check target ({path})"
+        return checked_point(found, path), f"window check target ({path})"
     if isinstance(doc, dict) and doc.get("elements"):
         try:
             focus = transducer_focus_mm(doc["elements"])
         except (KeyError, TypeError, ValueError, np.linalg.LinAlgError):
             raise InputFileError(path, "transducer elements need position_mm and normal (3 numbers each)") from None
-        return _checked(focus, path), f"geometric focus of the transducer ({path})"
+        return checked_point(focus, path), f"geometric focus of the transducer ({path})"
     raise InputFileError(path, "neither a window report (target_world_mm) nor a transducer (elements)")
 
 
-def _checked(values, where) -> tuple:
+def checked_point(values, where) -> tuple:
+    """Three finite floats, or a one-line error naming ``where``.
+
+    Parameters
+    ----------
+    values : sequence
+    where : str
+        What the values are (the argument or the file), for the error.
+
+    Returns
+    -------
+    tuple of 3 float
+
+    Raises
+    ------
+    ParameterError
+    """
     try:
         out = tuple(float(v) for v in values)
     except (TypeError, ValueError):
@@ -155,7 +171,7 @@ def resolve_target(target, labels, affine):
         return (found, "centroid of the TARGET label (12)") if found is not None else (None, None)
     if isinstance(target, (str, os.PathLike)):
         return target_from_json(target)
-    return _checked(target, "target"), "given (--target / target_mm)"
+    return checked_point(target, "target"), "given (--target / target_mm)"
 
 
 class TargetWatch:

@@ -44,7 +44,7 @@ from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.prf import radians_per_celsius
 from mrtherm.thermometry.frame_reference import LEAVE_ONE_OUT_FACTOR, FrameReference
 from mrtherm.thermometry.motion import MotionRegistration, moving_tissue_weight
-from mrtherm.thermometry.reference import LIBRARY_MODES, MOVING_SD_FACTOR, choose_reference
+from mrtherm.thermometry.reference import MOVING_SD_FACTOR, choose_reference
 from mrtherm.thermometry.target import TargetWatch, resolve_target
 from mrtherm.thermometry.watch import ProtectedWatch
 
@@ -147,14 +147,15 @@ class Thermometer:
         """Reliability, reference choice, registration and library; returns the baseline frames on the grid the
         thermometry runs on (tissue coordinates with motion registration, else as given)."""
         p = self.params
-        image_mag = np.stack([to_numpy(self.xp.abs(s)) for s in signals]).astype(np.float64)
+        image_mags = [self.xp.abs(s) for s in signals]  # the library matches frames on these (registered)
+        image_mag = np.stack([to_numpy(m) for m in image_mags]).astype(np.float64)
         image_rel = masks.reliability_mask(image_mag, len(signals), self.te_s, self.b0_t, p, self.labels, self.table)
         used, self.reference_decision = choose_reference(p.reference, image_mag, image_rel.mask, image_rel.sigma)
         self.registration = self._make_registration(signals[0], image_rel)
         tissue, base_mag = signals, image_mag
         self.reliability = image_rel
         if self.registration is not None:
-            tissue, base_mag = self._register_baseline(signals, image_rel)
+            tissue, base_mag = self._register_baseline(signals, image_mags, image_rel)
         # voxels whose magnitude stays within noise over the baseline frames: no edge slides through them
         self.still = base_mag.std(axis=0, ddof=1) <= MOVING_SD_FACTOR * self.reliability.sigma \
             if len(signals) >= 3 else np.ones(self.shape, dtype=bool)
@@ -163,12 +164,11 @@ class Thermometer:
         self.frame_reference = None if used == "mean" else FrameReference(
             used, tissue, from_numpy(self.reliability.mask, self.xp), self.reliability.sigma, p, self.xp,
             respiration, still=from_numpy(self.still, self.xp),
-            match_magnitudes=[self.xp.abs(s) for s in signals] if registered else None,
+            match_magnitudes=image_mags if registered else None,
             match_mask=from_numpy(image_rel.mask, self.xp) if registered else None)
         if used != "mean":
             rel = self.reliability
-            rel.mask = rel.mask & self.frame_reference.consistent(
-                tissue, respiration, match_magnitudes=[self.xp.abs(s) for s in signals] if registered else None)
+            rel.mask = rel.mask & self.frame_reference.consistent(tissue, respiration)
             what = "the smooth fit of its own phase" if used == "referenceless" else "the library"
             rel.rules.append(f"{used}: leave-one-out phase residual over the baseline frames <= "
                              f"{LEAVE_ONE_OUT_FACTOR:g} x the noise prediction ({what} reproduces the voxel; "
@@ -181,14 +181,14 @@ class Thermometer:
         self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, p.alpha_ppm_per_c)
         return tissue
 
-    def _register_baseline(self, signals, image_rel):
+    def _register_baseline(self, signals, image_mags, image_rel):
         """The baseline frames resampled into tissue coordinates and the reliability drawn from them."""
         xp, p = self.xp, self.params
-        mags = [xp.abs(s) for s in signals]
-        shifts = self.registration.register_entries(mags)
+        shifts = self.registration.register_entries(image_mags)
         tissue = [self.registration.warp(s, d) for s, d in zip(signals, shifts)]
-        self.registration.learn_own_magnitude([xp.abs(s) for s in tissue], image_rel.sigma)
-        base_mag = np.stack([to_numpy(xp.abs(s)) for s in tissue]).astype(np.float64)
+        tissue_mags = [xp.abs(s) for s in tissue]
+        self.registration.learn_own_magnitude(tissue_mags, image_rel.sigma)
+        base_mag = np.stack([to_numpy(m) for m in tissue_mags]).astype(np.float64)
         self.reliability = masks.reliability_mask(
             base_mag, len(signals), self.te_s, self.b0_t, p, self.labels, self.table,
             noise=image_rel.noise_info)
@@ -359,10 +359,11 @@ class Thermometer:
         self.peak_curve_c.append(float(small[0]))
         self.invalid_voxels.append(int(small[1]))
         self.reanchored_voxels.append(int(small[2]))
+        watch_from = 3
         if self.target is not None:
             self.target.record(small[3:5])
-            small = small[2:]
-        self.watch.record(small[3:])
+            watch_from = 5
+        self.watch.record(small[watch_from:])
         self.drift_coefficients.append(np.asarray(coeffs, dtype=np.float64))
         self.reference_voxels.append(counts)
         self.times_s.append(time_s)
