@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test venv sysdeps kernels bench clean docs mutation
+.PHONY: demo test venv sysdeps kernels bench clean docs mutation gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ mutation: $(STAMP)
 	rm -rf mutants
 	bash tools/mutmut_watchdog.sh & OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m mutmut run || true  # BLAS threads deadlock in forked workers
 	$(PY) tools/mutation_report.py
+
+# on a machine with a CUDA GPU: the GPU tests and benchmarks (tools/gpu_check.sh says where results go)
+gpu-check:
+	@bash tools/gpu_check.sh
+
+# wheels for a GPU machine without a package registry (used by gpu-check there)
+gpu-wheels: $(STAMP)
+	@bash tools/gpu_wheels.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_run.py
