@@ -22,7 +22,7 @@ _PUBLIC = {
     "BackendUnavailableError": "mrtherm.errors",
     "cem43": "mrtherm.thermometry.dose",
     "Exam": "mrtherm.io.exam", "load_exam": "mrtherm.io.exam",
-    "process": "mrtherm.thermometry.pipeline", "ThermometryParams": "mrtherm.thermometry.params",
+    "process": "mrtherm.app.process", "ThermometryParams": "mrtherm.thermometry.params",
     "ThermometryResult": "mrtherm.thermometry.result",
     "Thermometer": "mrtherm.thermometry.thermometer",
     "make_phantom": "mrtherm.phantom", "write_phantom": "mrtherm.phantom",

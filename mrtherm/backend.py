@@ -17,9 +17,9 @@ import numpy as np
 import array_api_compat
 import array_api_compat.numpy as _compat_numpy
 
+from mrtherm.choices import BACKENDS
 from mrtherm.errors import BackendUnavailableError, ParameterError
 
-BACKENDS = ("auto", "numpy", "cupy")
 
 
 @functools.lru_cache(maxsize=1)

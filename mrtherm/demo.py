@@ -75,7 +75,7 @@ def run_demo(out, *, backend="auto", progress=False, dose_levels_cem43_min=(240.
     from mrtherm.io.exam import load_exam  # noqa: PLC0415
     from mrtherm.phantom import write_phantom  # noqa: PLC0415
     from mrtherm.thermometry.params import ThermometryParams  # noqa: PLC0415
-    from mrtherm.thermometry.pipeline import process_to_folder  # noqa: PLC0415
+    from mrtherm.app.process import process_to_folder  # noqa: PLC0415
     log = log or (lambda *_a: None)
     out = os.path.abspath(os.fspath(out))
     log("1/2 writing the synthetic lumbar bone-ablation exam ...")

@@ -94,3 +94,59 @@ def resample_nearest(volume_xyz: np.ndarray, src_affine, dst_shape_zyx, dst_affi
         out = ndimage.affine_transform(volume_xyz, mat[:3, :3], offset=mat[:3, 3], output_shape=dst_xyz,
                                        order=0, mode="constant", cval=fill)
     return np.ascontiguousarray(np.asarray(out).transpose(2, 1, 0))
+
+
+class TreatmentGrid:
+    """The grid a treatment's cumulative maps live on: shape ``(z, y, x)``, affine and where they came from.
+
+    Parameters
+    ----------
+    shape_zyx : tuple of int
+    affine : (4, 4) array
+        Voxel (i, j, k) = (x, y, z) to world RAS+ mm.
+    source : str
+        Where the grid came from (report.json), e.g. ``"grid of sonication 1"`` or ``"file planning.nii.gz"``.
+    """
+
+    def __init__(self, shape_zyx, affine, source):
+        self.shape = tuple(int(v) for v in shape_zyx)
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.source = source
+
+    def describe(self) -> dict:
+        """For report.json.
+
+        Returns
+        -------
+        dict
+        """
+        return {"shape_zyx": list(self.shape), "affine": self.affine.tolist(), "source": self.source,
+                "voxel_volume_ml": voxel_volume_ml(self.affine)}
+
+    def resampler(self, shape_zyx, affine):
+        """``f(volume_zyx, order, fill)``: a volume of grid (``shape_zyx``, ``affine``) on this grid.
+
+        The identity (the array itself) when the grids coincide; else scipy's ``affine_transform`` with
+        interpolation ``order`` (1 linear, 0 nearest) and ``fill`` outside the source.
+
+        Parameters
+        ----------
+        shape_zyx : tuple of int
+        affine : (4, 4) array
+            Of the source grid.
+
+        Returns
+        -------
+        callable
+        """
+        if tuple(shape_zyx) == self.shape and np.allclose(affine, self.affine, atol=1e-4):
+            return lambda vol, order, fill: vol
+        mat = np.linalg.inv(np.asarray(affine, dtype=np.float64)) @ self.affine
+        out_xyz = self.shape[::-1]
+
+        def resample(vol, order, fill):
+            from scipy import ndimage  # noqa: PLC0415
+            out = ndimage.affine_transform(np.asarray(vol).transpose(2, 1, 0), mat[:3, :3], offset=mat[:3, 3],
+                                           output_shape=out_xyz, order=order, mode="constant", cval=fill)
+            return np.ascontiguousarray(out.transpose(2, 1, 0))
+        return resample

@@ -118,3 +118,28 @@ def test_evaluate_a_cryo_run_uses_the_lethal_isotherms(cryo_run):
     assert set(levels) == {"isotherm_0c", "isotherm_-20c", "isotherm_-40c"}
     assert max(levels, key=lambda k: levels[k]["dice"]) == "isotherm_-40c"
     assert nib.load(cryo_run / "eval" / "evaluation_isotherm_-40c.nii.gz").shape == ph.labels.shape[::-1]
+
+
+def test_protected_structures_are_found_by_name_in_the_label_table():
+    """The same ball and cord as above with a table that numbers its classes the other way round (cord 3, nerve
+    root 2): the cord is still found, 6 mm from the ice edge; without the table, label 3 is muscle."""
+    from mrtherm.io.labels import DEFAULT_TABLE, LabelClass, LabelTable
+    reversed_table = LabelTable([LabelClass(13 - c.value, c.name, c.prf_valid, c.acoustic_role)
+                                 for c in DEFAULT_TABLE])
+    n = 48
+    zz, yy, xx = np.meshgrid(*(np.arange(n, dtype=float) for _ in range(3)), indexing="ij")
+    r = np.sqrt((zz - 24) ** 2 + (yy - 24) ** 2 + (xx - 20) ** 2)
+    labels = np.full((n, n, n), 13 - 1, np.int16)  # soft tissue
+    labels[:, :, 36:] = 13 - 10  # spinal cord from x = 36 mm: 16 mm from the tip
+    labels[0, 0, 0] = 13 - 11  # one nerve-root voxel far away (about 34 mm)
+    base, mag = np.full((n, n, n), 100.0), np.where(r <= 10.0, 1.0, 100.0)
+    p = CryoParams(tips_mm=((20.0, 24.0, 24.0),), margin_alarm_mm=7.0)
+    watch = CryoWatch(p, base, np.ones((n, n, n), bool), np.eye(4), labels, table=reversed_table)
+    watch.update(60.0, mag, np.full((n, n, n), 37.0, np.float32))
+    margins = watch.frames[0]["isotherms"]["0"]["margin_mm"]
+    assert set(margins) == {"spinal cord", "nerve root"}
+    assert margins["spinal cord"] == pytest.approx(6.0, abs=1.0)
+    assert margins["nerve root"] > 20.0
+    assert [(a["structure"], a["quantity"]) for a in watch.alarms] == [("spinal cord", "0 C isotherm margin")]
+    default = CryoWatch(p, base, np.ones((n, n, n), bool), np.eye(4), labels)
+    assert default.structure_distance == {}  # the default table reads 3 as muscle and 2 as fat

@@ -13,7 +13,7 @@ import docstring_check  # noqa: E402
 
 EXAMPLE_MODULES = ["mrtherm.geometry", "mrtherm.thermometry.dose", "mrtherm.thermometry.drift",
                    "mrtherm.thermometry.prf", "mrtherm.thermometry.thermometer", "mrtherm.thermometry.watch",
-                   "mrtherm.window.acoustics", "mrtherm.window.trace", "mrtherm.live.treatment",
+                   "mrtherm.window.acoustics", "mrtherm.window.trace", "mrtherm.app.treatment",
                    "mrtherm.io.dicom.sonications", "mrtherm.thermometry.reference", "mrtherm.thermometry.background",
                    "mrtherm.thermometry.motion", "mrtherm.probes.analysis", "mrtherm.evaluation.metrics",
                    "mrtherm.cryo.model"]

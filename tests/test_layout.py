@@ -22,6 +22,6 @@ def test_no_function_over_80_lines_outside_tests():
 
 
 def test_process_is_a_short_loop_over_the_thermometer():
-    lengths = {name.split(" ")[1]: n for name, n in _function_lengths("mrtherm/thermometry")
-               if name.startswith("mrtherm/thermometry/pipeline.py")}
+    lengths = {name.split(" ")[1]: n for name, n in _function_lengths("mrtherm/app")
+               if name.startswith("mrtherm/app/process.py")}
     assert lengths["process"] <= MAX_PROCESS_LINES

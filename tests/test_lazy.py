@@ -8,7 +8,8 @@ import pytest
 
 import mrtherm
 from mrtherm.cli import main
-from mrtherm.io.lazy import CumulativeDose, FrameReader, lazy_cumulative_dose, lazy_series
+from mrtherm.io.lazy import FrameReader, lazy_series
+from mrtherm.thermometry.lazy_dose import CumulativeDose, lazy_cumulative_dose
 from mrtherm.thermometry.dose import cem43_segment
 
 da = pytest.importorskip("dask.array")
@@ -66,7 +67,7 @@ def test_cumulative_dose_any_frame_equals_the_running_sum_and_the_run_dose(run):
 def test_result_temperature_series_is_lazy_when_not_kept(run, tmp_path):
     exam = mrtherm.load_exam(magnitude=str(run.parent / "ph" / "magnitude.nii.gz"),
                              phase=str(run.parent / "ph" / "phase.nii.gz"))
-    from mrtherm.thermometry.pipeline import process_to_folder
+    from mrtherm.app.process import process_to_folder
     res = process_to_folder(exam, tmp_path / "o", figures=False, baseline_frames=5)
     series = res.temperature_series()
     assert isinstance(series, da.Array)

@@ -11,7 +11,8 @@ import pytest
 
 from mrtherm.live.assembler import STATUS_DUPLICATE_SLOT, STATUS_GEOMETRY, FrameAssembler, RefusedImage
 from mrtherm.live.spool import Spool
-from mrtherm.live.treatment import TreatmentGrid, time_above_s
+from mrtherm.app.treatment import time_above_s
+from mrtherm.geometry import TreatmentGrid
 from mrtherm.io.dicom.sonications import SeriesPairing
 
 IOP = np.array([1.0, 0, 0, 0, 1.0, 0])

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from mrtherm.cli.run import add_processing_arguments, params_from_args
+from mrtherm.app.options import PHASE_SCALES, add_options, params_from_request
 from mrtherm.errors import ParameterError
 
 LOG = logging.getLogger("mrtherm.live")
@@ -34,7 +34,7 @@ def _logging(out, quiet):
 
 def options_from_args(args) -> dict:
     """The session options of the command line."""
-    params = params_from_args(args).validate()
+    params = params_from_request(args).validate()
     mb = lambda v: None if v is None else int(v * 1024 * 1024)  # noqa: E731
     return {"params": params, "labels": args.labels, "drift_roi": args.drift_roi, "label_table": args.label_table,
             "backend": args.backend, "te_s": None if args.te_ms is None else args.te_ms / 1000.0, "b0_t": args.b0_t,
@@ -105,14 +105,13 @@ def add_parser(sub):
     acq = r.add_argument_group("acquisition")
     acq.add_argument("--te-ms", type=float)
     acq.add_argument("--b0-t", type=float)
-    acq.add_argument("--phase-scale", choices=("auto", "radians", "siemens", "siemens-raw", "mrad", "ge-mrad"),
-                     default="auto")
+    acq.add_argument("--phase-scale", choices=PHASE_SCALES, default="auto")
     acq.add_argument("--frame-time-s", type=float, help="frame interval in s (default: DICOM acquisition times)")
     acq.add_argument("--echo", type=int)
     acq.add_argument("--slices", type=int, help="slices per frame when known (the first frame then needs no wait)")
     acq.add_argument("--frame-timeout-s", type=float, default=30.0,
                      help="skip a frame still incomplete this long after its last image (default 30)")
-    add_processing_arguments(r)
+    add_options(r, ["processing"], skip=("respiration", "treatment_grid"))
     r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz", help="grid of the cumulative dose (default: the "
                    "first sonication's)")
     r.add_argument("--alarm-command", metavar="CMD", help="run CMD with each new alarm as JSON on stdin")

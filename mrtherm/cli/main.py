@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from mrtherm import __version__
-from mrtherm.cli import batch, demo, evaluate, live, phantom, probes, run, view, window
+from mrtherm.cli import cohort, demo, evaluate, live, phantom, probes, run, view, window
 from mrtherm.cli.common import EXIT_USER_ERROR
 from mrtherm.errors import MrthermError
 
@@ -24,19 +24,13 @@ def build_parser():
     phantom.add_parser(sub)
     demo.add_parser(sub)
     run.add_parser(sub)
-    batch.add_parser(sub)
+    cohort.add_parser(sub)
     live.add_parser(sub)
     probes.add_parser(sub)
     evaluate.add_parser(sub)
     window.add_parsers(sub)
     view.add_parser(sub)
     return p
-
-
-def command_parser(name: str) -> argparse.ArgumentParser:
-    """The parser of one command (``run``: what a cohort manifest's columns are checked and parsed against)."""
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[name]
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from mrtherm.errors import MrthermError, ParameterError
@@ -54,11 +55,12 @@ def cmd_window(args):
     report["inputs"] = {"labels": os.path.abspath(args.labels), "transducer": os.path.abspath(args.transducer)}
     feas = None
     if args.feasibility:
-        mask = scene.labels == args.feasibility_label
+        label = _feasibility_label(args, table)
+        mask = scene.labels == label
         if not mask.any():
-            raise MrthermError(f"{args.labels}: no voxel with label {args.feasibility_label} for the feasibility map")
+            raise MrthermError(f"{args.labels}: no voxel with label {label} for the feasibility map")
         feas = feasibility_map(scene, transducer, mask, backend=args.backend, progress=not args.quiet)
-        report["feasibility"] = {"label": args.feasibility_label, "voxels": int(mask.sum()),
+        report["feasibility"] = {"label": label, "voxels": int(mask.sum()),
                                  "active_fraction_min": float(np.nanmin(feas)),
                                  "active_fraction_max": float(np.nanmax(feas)),
                                  "file": "feasibility.nii.gz"}
@@ -67,6 +69,39 @@ def cmd_window(args):
     if not args.quiet:
         print(window_summary(report))
     return 0
+
+
+def _feasibility_label(args, table) -> int:
+    """``--feasibility-label``, else the value of the table's target-lesion class (found by name)."""
+    from mrtherm.io.labels import TARGET_NAME
+    if args.feasibility_label is not None:
+        return args.feasibility_label
+    found = table.values_named(TARGET_NAME)
+    if len(found) != 1:
+        where = args.label_table or "the default label table"
+        raise ParameterError(f"{where}: {len(found)} classes named {TARGET_NAME!r}; pass --feasibility-label")
+    return found[0]
+
+
+class _RuleDefaultsHelp(argparse.HelpFormatter):
+    """Fills ``{NAME}`` fields of the window command's help from the rule constants when the help is shown.
+
+    The constants live beside the rules (:mod:`mrtherm.window.scene`, :mod:`mrtherm.window.acoustics`), whose
+    modules load NumPy; reading them only when help is printed keeps the parser light (tests/test_cli_startup.py).
+    """
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        return text.format(**_rule_defaults()) if text and "{" in text else text
+
+
+def _rule_defaults() -> dict:
+    from mrtherm.io.labels import TARGET_NAME, LabelTable
+    from mrtherm.window import acoustics, scene
+    soft, bone = acoustics.SPEED_SOFT_TISSUE_M_S, acoustics.SPEED_CORTICAL_BONE_M_S
+    return {"SOFT": f"{soft:g}", "BONE": f"{bone:g}", "ANGLE": f"{acoustics.critical_angle_deg(soft, bone):.1f}",
+            "PASS": f"{scene.PASS_ACTIVE_AREA_FRACTION:g}", "WARN": f"{scene.WARN_ACTIVE_AREA_FRACTION:g}",
+            "TARGET_NAME": TARGET_NAME, "TARGET": LabelTable().values_named(TARGET_NAME)[0]}
 
 
 def add_parsers(sub):
@@ -82,18 +117,20 @@ def add_parsers(sub):
     t.add_argument("--name", default="spherical cap")
     t.set_defaults(func=cmd_transducer)
 
-    w = sub.add_parser("window", help="acoustic-window check of a target through the anatomy labels")
+    w = sub.add_parser("window", help="acoustic-window check of a target through the anatomy labels",
+                       formatter_class=_RuleDefaultsHelp)
     w.add_argument("--labels", required=True, metavar="LABELS.nii.gz")
     w.add_argument("--transducer", required=True, metavar="T.json")
     w.add_argument("--target", required=True, metavar="X,Y,Z", help="focus in world mm")
     w.add_argument("--out", required=True)
     w.add_argument("--label-table", metavar="TABLE.json")
     w.add_argument("--feasibility", action="store_true", help="also write feasibility.nii.gz over a target label")
-    w.add_argument("--feasibility-label", type=int, default=12, help="label of the candidate foci (default 12)")
-    w.add_argument("--critical-angle-deg", type=float, help="default asin(1540/3432) = 26.7")
+    w.add_argument("--feasibility-label", type=int, help="label of the candidate foci (default: the label table's "
+                   "{TARGET_NAME!r} class, {TARGET} in the default table)")
+    w.add_argument("--critical-angle-deg", type=float, help="default asin({SOFT}/{BONE}) = {ANGLE}")
     w.add_argument("--scar-warns", action="store_true", help="scars degrade instead of block")
-    w.add_argument("--active-pass", type=float, help="active fraction for PASS (default 0.68)")
-    w.add_argument("--active-warn", type=float, help="active fraction for WARN (default 0.49)")
+    w.add_argument("--active-pass", type=float, help="active fraction for PASS (default {PASS})")
+    w.add_argument("--active-warn", type=float, help="active fraction for WARN (default {WARN})")
     w.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="numpy")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=cmd_window)

@@ -3,8 +3,9 @@
 Manifest (CSV with a header, one row per exam x variant)
     ``exam``: an id; ``magnitude`` + ``phase`` (or ``real`` + ``imag``, or ``dicom``): inputs, relative to the
     manifest's folder (several 3-D frames separated by ``;``); any other column is a ``mrtherm run`` option with
-    underscores (``baseline_frames``, ``drift_order``, ``reference``, ``labels``, ``no_figures``, ...). An empty
-    cell leaves the option at its default; a flag column takes ``true``/``false``. An optional ``variant`` column
+    underscores (``baseline_frames``, ``drift_order``, ``reference``, ``labels``, ``no_figures``, ...), parsed with
+    the option's own type and choices (:mod:`mrtherm.app.options`). An empty cell leaves the option at its default;
+    a flag column takes ``true``/``false``. An optional ``variant`` column
     names the variant; otherwise it is spelled from the option values that differ between the exam's rows.
 
 Folder of exams (the rule when the argument is a folder)
@@ -20,20 +21,17 @@ import dataclasses
 import os
 import re
 
-from mrtherm.errors import InputFileError
+from mrtherm.app.options import options_by_name, parse_cell
+from mrtherm.errors import InputFileError, MrthermError
 
 INPUT_COLUMNS = ("magnitude", "phase", "real", "imag", "dicom")
-# options whose values are paths (resolved against the manifest's folder)
-PATH_OPTIONS = INPUT_COLUMNS + ("drift_roi", "labels", "label_table", "respiration", "probes", "probe_positions",
-                                "treatment_grid")
 # run options the cohort sets itself
 RESERVED = ("out", "quiet")
-TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One ``mrtherm run`` of a cohort.
+    """One run of a cohort.
 
     Attributes
     ----------
@@ -41,8 +39,9 @@ class Task:
         Exam id.
     variant : str
         Variant name ("" when the exam has one row).
-    argv : tuple of str
-        ``mrtherm run`` arguments without ``--out`` (inputs as absolute paths).
+    values : dict
+        The run's typed option values (:class:`mrtherm.app.options.RunRequest` fields; inputs as absolute paths),
+        without ``out``.
     options : dict
         The row's option values as written (the variant's parameters for the metrics table).
     source : str
@@ -51,7 +50,7 @@ class Task:
 
     exam: str
     variant: str
-    argv: tuple
+    values: dict
     options: dict
     source: str
 
@@ -67,41 +66,16 @@ class Task:
         -------
         list of str
         """
-        out, take = [], False
-        for a in self.argv:
-            if a.startswith("--"):
-                take = a[2:].replace("-", "_") in PATH_OPTIONS
-            elif take:
-                out.append(a)
+        table, out = options_by_name(), []
+        for name, value in self.values.items():
+            if table[name].path and value:
+                out += list(value) if isinstance(value, (list, tuple)) else [value]
         return out
 
 
 def _safe(text: str) -> str:
     """A file-name-safe spelling of ``text``."""
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
-
-
-def _run_actions():
-    """``{dest: argparse action}`` of ``mrtherm run``."""
-    from mrtherm.cli.main import command_parser  # noqa: PLC0415
-    return {a.dest: a for a in command_parser("run")._actions if a.dest != "help"}
-
-
-def _option_argv(source, column, value, base, actions):
-    """``--flag value`` arguments of one manifest cell."""
-    action = actions[column]
-    flag = "--" + column.replace("_", "-")
-    value = value.strip()
-    if action.nargs == 0:  # store_true flags
-        if value.lower() not in TRUE + FALSE:
-            raise InputFileError(source, f"column {column!r} is a flag: true or false, got {value!r}")
-        return [flag] if value.lower() in TRUE else []
-    if value == "":
-        return []
-    values = [v.strip() for v in value.split(";")] if action.nargs in ("+", "*") else [value]
-    if column in PATH_OPTIONS:
-        values = [v if os.path.isabs(v) else os.path.normpath(os.path.join(base, v)) for v in values]
-    return [flag, *values]
 
 
 def read_manifest(path) -> list[Task]:
@@ -130,8 +104,8 @@ def read_manifest(path) -> list[Task]:
         raise InputFileError(path, f"not a readable CSV manifest ({exc})") from None
     if "exam" not in columns:
         raise InputFileError(path, "the manifest needs a header with an 'exam' column")
-    actions = _run_actions()
-    bad = [c for c in columns if c not in ("exam", "variant") and (c not in actions or c in RESERVED)]
+    table = options_by_name()
+    bad = [c for c in columns if c not in ("exam", "variant") and (c not in table or c in RESERVED)]
     if bad:
         raise InputFileError(path, f"column {bad[0]!r} is not a mrtherm run option a manifest can set")
     option_columns = [c for c in columns if c not in ("exam", "variant")]
@@ -144,11 +118,14 @@ def read_manifest(path) -> list[Task]:
             raise InputFileError(source, "empty exam id")
         if not any((row.get(c) or "").strip() for c in INPUT_COLUMNS if c in row):
             raise InputFileError(source, "no inputs: give magnitude and phase, real and imag, or dicom")
-        argv = []
+        values = {}
         for c in option_columns:
-            argv += _option_argv(source, c, row.get(c) or "", base, actions)
+            try:
+                values[c] = parse_cell(table[c], row.get(c) or "", base)
+            except MrthermError as exc:
+                raise InputFileError(source, str(exc)) from None
         options = {c: (row.get(c) or "").strip() for c in option_columns if c not in INPUT_COLUMNS}
-        tasks.append((exam, (row.get("variant") or "").strip(), argv, options, source))
+        tasks.append((exam, (row.get("variant") or "").strip(), values, options, source))
     return _name_variants(path, tasks)
 
 
@@ -160,14 +137,14 @@ def _name_variants(path, rows) -> list[Task]:
     tasks, seen = [], {}
     for exam, group in by_exam.items():
         varying = [c for c in group[0][3] if len({g[3][c] for g in group}) > 1] if len(group) > 1 else []
-        for _, given, argv, options, source in group:
+        for _, given, values, options, source in group:
             variant = given or "_".join(f"{c}-{_safe(options[c]) if options[c] else 'default'}" for c in varying)
             key = (exam, _safe(variant) if variant else "")
             if key in seen:
                 what = f"variant {variant!r}" if variant else "several rows with the same options"
                 raise InputFileError(source, f"exam {exam!r} has {what} (as {seen[key]})")
             seen[key] = source
-            tasks.append(Task(exam, key[1], tuple(argv), options, source))
+            tasks.append(Task(exam, key[1], values, options, source))
     return tasks
 
 
@@ -206,15 +183,15 @@ def discover(folder) -> list[Task]:
         mag = _first_existing(exam_dir, ("magnitude.nii.gz", "magnitude.nii"))
         pha = _first_existing(exam_dir, ("phase.nii.gz", "phase.nii"))
         if mag and pha:
-            argv = ["--magnitude", mag, "--phase", pha]
+            values = {"magnitude": [mag], "phase": [pha]}
         elif os.path.isdir(os.path.join(exam_dir, "dicom")):
-            argv = ["--dicom", os.path.join(exam_dir, "dicom")]
+            values = {"dicom": os.path.join(exam_dir, "dicom")}
         else:
             continue
         labels = _first_existing(exam_dir, ("labels.nii.gz", "labels.nii"))
         if labels:
-            argv += ["--labels", labels]
-        tasks.append(Task(name, "", tuple(argv), {}, exam_dir))
+            values["labels"] = labels
+        tasks.append(Task(name, "", values, {}, exam_dir))
     if not tasks:
         raise InputFileError(folder, "no exam sub-folders (magnitude + phase NIfTI, or a dicom/ folder)")
     return tasks

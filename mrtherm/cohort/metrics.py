@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from mrtherm.io.atomic import atomic_file
-from mrtherm.thermometry.result import level_name
+from mrtherm.app.summary import SonicationSummary
 
 # the columns every table starts with, in this order; the rest follow sorted
 LEAD_COLUMNS = ("exam", "variant", "sonication", "status", "error", "reused", "runtime_s", "peak_temperature_c",
@@ -43,7 +43,7 @@ def report_rows(out_dir) -> list[dict]:
 
 
 def row_from_report(report: dict, sonication: str = "") -> dict:
-    """The metrics of one report.json (see :func:`report_rows`).
+    """The metrics of one report.json (see :func:`report_rows`), through its typed summary.
 
     Parameters
     ----------
@@ -54,28 +54,21 @@ def row_from_report(report: dict, sonication: str = "") -> dict:
     -------
     dict
     """
-    res, drift, noise = report.get("results", {}), report.get("drift", {}), report.get("noise", {})
-    row = {"sonication": sonication,
-           "peak_temperature_c": res.get("peak_temperature_c"),
-           "time_of_peak_s": res.get("time_of_peak_s"),
-           "max_dose_cem43_min": res.get("max_dose_cem43_min"),
-           "frames": (report.get("exam", {}).get("shape_tzyx") or [None])[0],
-           "reference_mode": report.get("reference", {}).get("mode"),
-           "drift_order": drift.get("order"),
-           "drift_max_abs_offset_c": drift.get("max_abs_offset_c"),
-           "drift_frames_with_fallback_fit": drift.get("frames_with_fallback_fit"),
-           "median_sd_baseline_c": noise.get("median_sd_baseline_c"),
-           "median_sd_theory_c": noise.get("median_sd_theory_c"),
-           "reliable_voxels": report.get("mask", {}).get("reliable_voxels"),
-           "alarms": len(report.get("alarms", [])),
-           "warnings": len(report.get("warnings", []))}
-    for level, ml in (res.get("lesion_volumes_ml") or {}).items():
-        row[f"lesion_{level_name(float(level))}_ml"] = ml
-    for s in report.get("protected_structures", []):
-        name = str(s.get("structure", "structure")).replace(" ", "_")
-        row[f"{name}_max_c"] = s.get("max_c")
-        row[f"{name}_max_dose_cem43_min"] = s.get("max_dose_cem43_min")
-    return row
+    return SonicationSummary.from_report(report, sonication).metrics_row()
+
+
+def summary_rows(summary) -> list[dict]:
+    """One metrics dict per sonication of a run's :class:`mrtherm.app.summary.RunSummary`.
+
+    Parameters
+    ----------
+    summary : RunSummary
+
+    Returns
+    -------
+    list of dict
+    """
+    return [s.metrics_row() for s in summary.sonications]
 
 
 def ordered_columns(rows) -> list[str]:

@@ -1,12 +1,13 @@
 """Run a cohort's tasks on Dask: local threads or processes, or a dask.distributed cluster.
 
-Each task is one call of :func:`mrtherm.cohort.task.run_task` with its small :class:`Task` (argument list and
+Each task is one call of :func:`mrtherm.cohort.task.run_task` with its small :class:`Task` (typed options and
 names): what ships to a worker is a few hundred bytes; the worker reads the exam from the shared file system and
 writes its outputs there. So a cluster needs the inputs and ``--out`` on a file system every worker sees.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from mrtherm.errors import ParameterError
@@ -60,19 +61,27 @@ def run_cohort(tasks, out_dir, scheduler: str = "processes", workers: int | None
     else:
         parts = [dask.delayed(run_task, pure=False)(t, out_dir, force, dask_key_name=f"mrtherm-{t.name}")
                  for t in tasks]
-        kwargs = {"scheduler": "synchronous" if scheduler == "sync" else scheduler}
-        if scheduler != "sync":
-            kwargs["num_workers"] = workers or os.cpu_count() or 1
-        if progress:
-            from dask.diagnostics import ProgressBar  # noqa: PLC0415
-            with ProgressBar(out=_Stderr()):
-                results = dask.compute(*parts, **kwargs)
-        else:
-            results = dask.compute(*parts, **kwargs)
+        results = _local(dask, parts, scheduler, workers, progress)
     rows = [r for rs in results for r in rs]
     _remove_stale_staging(tasks, out_dir)
     write_table(rows, out_dir)
     return rows
+
+
+def _local(dask, parts, scheduler, workers, progress):
+    """The tasks on this machine; warnings quieted once per worker process, or once around the threads."""
+    from mrtherm.cohort.worker import quiet_warnings, quiet_warnings_here  # noqa: PLC0415
+    kwargs = {"scheduler": "synchronous" if scheduler == "sync" else scheduler}
+    if scheduler != "sync":
+        kwargs["num_workers"] = workers or os.cpu_count() or 1
+    if scheduler == "processes":
+        kwargs["initializer"] = quiet_warnings
+    bar = contextlib.nullcontext()
+    if progress:
+        from dask.diagnostics import ProgressBar  # noqa: PLC0415
+        bar = ProgressBar(out=_Stderr())
+    with bar, quiet_warnings_here():
+        return dask.compute(*parts, **kwargs)
 
 
 def _remove_stale_staging(tasks, out_dir):
@@ -97,6 +106,8 @@ def _on_cluster(run_task, tasks, out_dir, force, progress, client, address):
         except (OSError, TimeoutError, ValueError) as exc:
             raise ParameterError(f"--scheduler {address}: cannot connect ({exc})") from None
     try:
+        from mrtherm.cohort.worker import worker_plugin  # noqa: PLC0415
+        client.register_plugin(worker_plugin())  # per-worker set-up, not per task
         if progress:
             print(f"mrtherm: dask dashboard: {client.dashboard_link}", file=_Stderr())
         futures = client.map(run_task, tasks, out_root=out_dir, force=force, pure=False,

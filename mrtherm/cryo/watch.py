@@ -12,8 +12,9 @@ the nearest unfrozen voxel that had signal at baseline (a voxel without signal,
 e.g. cortical bone, cannot show whether it froze) less half a voxel (the edge
 lies between the last frozen and the first unfrozen voxel centre). Margins: the smallest
 distance (mm, voxel centre to voxel centre) from an isotherm's region to the
-spinal cord (label 10) and to the nerve roots (label 11); an alarm the first
-time a margin falls below ``margin_alarm_mm``.
+spinal cord and to the nerve roots (the classes of the label table with those
+names: 10 and 11 in the default table); an alarm the first time a margin falls
+below ``margin_alarm_mm``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import numpy as np
 
 from mrtherm.cryo.model import CryoParams, temperature_in_ice_c
 from mrtherm.geometry import voxel_size_zyx_mm, voxel_volume_ml
-
-PROTECTED = {10: "spinal cord", 11: "nerve root"}
+from mrtherm.io.labels import PROTECTED_NAMES, LabelTable
 
 
 class CryoWatch:
@@ -39,9 +39,12 @@ class CryoWatch:
     affine : (4, 4) array
     labels : ndarray of int, shape (z, y, x), optional
         Anatomy labels on the exam grid (for the protected structures).
+    table : LabelTable, optional
+        Meaning of the label values: the protected structures are its classes named ``"spinal cord"`` and
+        ``"nerve root"``, whatever their values (the default table of DESIGN.md otherwise).
     """
 
-    def __init__(self, params: CryoParams, baseline_mean_mag, reliable, affine, labels=None):
+    def __init__(self, params: CryoParams, baseline_mean_mag, reliable, affine, labels=None, table=None):
         from scipy import ndimage  # noqa: PLC0415
         self.params = params.validate()
         self.base = np.asarray(baseline_mean_mag, dtype=np.float64)
@@ -58,8 +61,9 @@ class CryoWatch:
         self.near_tips = ndimage.binary_dilation(self.tips, iterations=2) if self.tips.any() else None
         self.structure_distance = {}
         if labels is not None:
-            for value, name in PROTECTED.items():
-                mask = np.asarray(labels) == value
+            table = table or LabelTable()
+            for name in PROTECTED_NAMES:
+                mask = np.isin(np.asarray(labels), table.values_named(name))
                 if mask.any():
                     self.structure_distance[name] = ndimage.distance_transform_edt(~mask, sampling=self.spacing)
         self.tmin = np.full(shape, np.inf, dtype=np.float32)

@@ -8,6 +8,8 @@ import shutil
 import tempfile
 import threading
 
+from mrtherm.errors import MrthermError
+
 
 def staging_dir(out_dir) -> str:
     """A fresh hidden folder beside ``out_dir`` (same file system, so renames are atomic)."""
@@ -86,3 +88,29 @@ def atomic_file(path, mode: str = "wb", **open_kwargs):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def check_out_dir(out: str, inputs):
+    """Refuse an output that is a file, or the folder of an input (outputs would mix with inputs).
+
+    Parameters
+    ----------
+    out : str
+        Output folder asked for; it may not exist yet.
+    inputs : iterable of str or None
+        Input paths; ``None`` entries (optional inputs not given) are skipped.
+
+    Raises
+    ------
+    MrthermError
+        ``out`` is an existing file, or the folder that holds one of ``inputs``.
+    """
+    out_abs = os.path.abspath(out)
+    if os.path.exists(out_abs) and not os.path.isdir(out_abs):
+        raise MrthermError(f"{out}: output exists and is not a folder")
+    for p in inputs:
+        if p is None:
+            continue
+        if os.path.abspath(os.path.dirname(os.path.abspath(p))) == out_abs:
+            raise MrthermError(f"{out}: output folder is the folder of input {p}; choose another --out "
+                               "(outputs would overwrite or mix with inputs)")

@@ -49,6 +49,15 @@ NERVE_ROOT = 11
 TARGET = 12
 PROTECTED = (SPINAL_CORD, NERVE_ROOT)
 
+# Class names (DESIGN.md) by which code finds a class in any table, whatever its value there
+COUPLING_NAME = "coupling"
+FAT_NAME = "fat"
+SKIN_NAME = "skin"
+SPINAL_CORD_NAME = "spinal cord"
+NERVE_ROOT_NAME = "nerve root"
+TARGET_NAME = "target lesion"
+PROTECTED_NAMES = (SPINAL_CORD_NAME, NERVE_ROOT_NAME)
+
 
 class LabelTable:
     """Lookup of label classes by value."""
@@ -81,6 +90,27 @@ class LabelTable:
         """Class name of a label value (``label N`` when unknown)."""
         c = self.classes.get(int(value))
         return c.name if c else f"label {value}"
+
+    def values_named(self, *names: str) -> list[int]:
+        """The values of the classes called ``names`` (case and surrounding spaces ignored), sorted.
+
+        Parameters
+        ----------
+        *names : str
+            Class names, e.g. :data:`SKIN_NAME`.
+
+        Returns
+        -------
+        list of int
+            Empty when the table has no such class.
+
+        Examples
+        --------
+        >>> LabelTable().values_named("Spinal cord", NERVE_ROOT_NAME)
+        [10, 11]
+        """
+        wanted = {n.strip().lower() for n in names}
+        return sorted(v for v, c in self.classes.items() if c.name.strip().lower() in wanted)
 
     def prf_invalid_values(self):
         """Label values where PRF thermometry fails (fat, bone, gas, metal, coupling)."""

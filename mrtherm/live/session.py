@@ -27,7 +27,8 @@ import numpy as np
 from mrtherm.errors import InputFileError, MrthermError
 from mrtherm.io.dicom import images
 from mrtherm.io.dicom.files import IMAGE_STORAGE, pydicom
-from mrtherm.live import nifti_frames, outputs
+from mrtherm.app import outputs
+from mrtherm.live import nifti_frames
 from mrtherm.live.assembler import (STATUS_NOT_MR, STATUS_TOO_LARGE, STATUS_UNREADABLE, FrameAssembler,
                                     RefusedImage)
 from mrtherm.live.nifti_frames import is_nifti
@@ -154,6 +155,7 @@ class LiveSession:
         self.counts = {"received": 0, "duplicates": 0, "refused": {}}
         self.latencies_ms = collections.deque(maxlen=2000)
         self.alarm_command = AlarmCommand(options.get("alarm_command"))
+        self.writer = outputs.BackgroundWriter()  # the session's own map and checkpoint threads (closed by close())
         state, cp = TreatmentState.load(self.state_dir, options)
         self.state = state or TreatmentState(options)
         self.seq = cp.get("seq", 0)
@@ -278,12 +280,12 @@ class LiveSession:
         maps["temperature.nii.gz"] = (son.last_temperature, son.affine)
         if not st.anatomy_written:
             maps["anatomy.nii.gz"] = (st.anatomy_on_grid(), st.grid.affine)
-        writing = outputs.start_maps(self.out, maps)
+        writing = self.writer.start_maps(self.out, maps)
         # The checkpoint is written alongside the maps; the next frame waits for it. A crash before it lands
         # resumes from the previous checkpoint and processes this frame again from the kept images.
         st.anatomy_written = True
         self.seq += 1
-        checkpoint = outputs.start_task(st.save, self.state_dir, self.seq, {"skipped_frames": list(self.skipped)})
+        checkpoint = self.writer.start_task(st.save, self.state_dir, self.seq, {"skipped_frames": list(self.skipped)})
         outputs.finish_maps(writing)
         report = self._report(sonications, alarms, dose, tmax, sorted(maps), frame)
         outputs.replace_json(report, os.path.join(self.out, "report.json"))
@@ -351,6 +353,7 @@ class LiveSession:
         if pending:
             LOG.warning("%d incomplete frames at shutdown (kept in received/; a restart completes them if the rest "
                         "arrives)", len(pending))
+        self.writer.close()
         LOG.info("stopped: %d frames processed", self.state.frames_processed)
 
 

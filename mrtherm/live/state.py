@@ -18,9 +18,11 @@ import numpy as np
 
 from mrtherm.errors import MrthermError
 from mrtherm.io.atomic import atomic_file
-from mrtherm.live import outputs
-from mrtherm.live.treatment import (CumulativeDose, Sonication, TreatmentGrid, cumulative_alarms, cumulative_figures,
-                                    labels_on_grid, sonication_figures)
+from mrtherm.app import outputs
+from mrtherm.app.treatment import (CumulativeDose, cumulative_alarms, cumulative_figures, grid_from_file,
+                                   labels_on_grid, sonication_figures)
+from mrtherm.geometry import TreatmentGrid
+from mrtherm.live.treatment import Sonication
 from mrtherm.thermometry.thermometer import Thermometer
 
 CHECKPOINT_VERSION = 1
@@ -41,7 +43,7 @@ class TreatmentState:
         self.params = options["params"]
         self.sonications: dict[int, Sonication] = {}
         self.current: int | None = None
-        self.grid = TreatmentGrid.from_file(options["treatment_grid"]) if options.get("treatment_grid") else None
+        self.grid = grid_from_file(options["treatment_grid"]) if options.get("treatment_grid") else None
         self.cumulative = None if self.grid is None else CumulativeDose(self.grid)
         self.grid_labels = None
         self.finished_figures: dict[int, dict] = {}
@@ -139,7 +141,7 @@ class TreatmentState:
             son = self.sonications[index]
             entry = son.meta()
             entry["state"] = "finished" if son.finished else ("baseline" if son.th is None else "running")
-            entry["baseline_frames_received"] = len(son.baseline)
+            entry["baseline_frames_received"] = len(son.run.pending)
             figures = self.finished_figures.get(index)
             if figures is None and son.th is not None:
                 figures = sonication_figures(son.th, index)
@@ -288,7 +290,7 @@ class TreatmentState:
                 self.finished_figures[son.index] = meta["figures"]
         self.current = cp["current"]
         if cp["thermometer"]:
-            self.sonications[self.current].th = Thermometer.load_state(os.path.join(folder, cp["thermometer"]))
+            self.sonications[self.current].run.th = Thermometer.load_state(os.path.join(folder, cp["thermometer"]))
         if self.sonications:
             self._ensure_grid(self.sonications[min(self.sonications)])
         self.frames_processed = cp["frames_processed"]

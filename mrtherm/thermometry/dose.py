@@ -168,3 +168,46 @@ def _to_list(values):
         return list(values.tolist())
     except AttributeError:
         return list(values)
+
+
+def lesion_masks(dose_cem43_min, levels_cem43_min) -> dict:
+    """``{level: mask}``: voxels whose dose reached each level (the one definition of a lesion).
+
+    Parameters
+    ----------
+    dose_cem43_min : ndarray, shape (z, y, x)
+        CEM43 min; NaN (not measured) counts as no dose.
+    levels_cem43_min : sequence of float
+
+    Returns
+    -------
+    dict of float to ndarray of bool
+    """
+    import numpy as np  # noqa: PLC0415 -- the scalar functions above work without NumPy arrays
+    d = np.nan_to_num(np.asarray(dose_cem43_min, dtype=np.float64), nan=0.0)
+    return {float(lev): d >= lev for lev in levels_cem43_min}
+
+
+def lesion_volumes_ml(dose_cem43_min, levels_cem43_min, voxel_volume_ml: float) -> dict:
+    """``{level: mL}``: the volume of :func:`lesion_masks` at each level.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lesion_volumes_ml(np.array([[[10.0, 300.0, np.nan, 240.0]]]), [240.0], 0.5)
+    {240.0: 1.0}
+
+    Parameters
+    ----------
+    dose_cem43_min : ndarray, shape (z, y, x)
+        CEM43 min; NaN counts as no dose.
+    levels_cem43_min : sequence of float
+    voxel_volume_ml : float
+        mL per voxel.
+
+    Returns
+    -------
+    dict of float to float
+    """
+    return {lev: float(mask.sum() * voxel_volume_ml) for lev, mask in
+            lesion_masks(dose_cem43_min, levels_cem43_min).items()}

@@ -38,8 +38,9 @@ import math
 import numpy as np
 
 from mrtherm.backend import from_numpy, to_numpy
+from mrtherm.choices import REFERENCES
 
-REFERENCE_MODES = ("auto", "mean", "library", "referenceless", "hybrid")
+REFERENCE_MODES = REFERENCES  # the one list (mrtherm.choices)
 LIBRARY_MODES = ("library", "hybrid")  # modes that keep the baseline frames as a library
 UNMATCHED_RATIO = 2.0  # hybrid: a frame whose best entry leaves twice the noise SSD goes referenceless
 NAVIGATOR_TOLERANCE = 0.03  # entries within 3 % of the baseline respiratory range count as the same state

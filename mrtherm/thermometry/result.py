@@ -14,6 +14,8 @@ import numpy as np
 from mrtherm.geometry import voxel_size_zyx_mm, voxel_volume_ml
 from mrtherm.io import atomic, niftiio
 from mrtherm.text import count
+from mrtherm.thermometry.dose import lesion_masks, lesion_volumes_ml
+from mrtherm.thermometry.reference import UNMATCHED_RATIO
 from mrtherm.thermometry.watch import format_alarm
 from mrtherm.backend import to_numpy, from_numpy, namespace
 from mrtherm.errors import ParameterError
@@ -133,8 +135,7 @@ class ThermometryResult:
         self.dose_cem43_min = np.where(ice, np.nan, to_numpy(self.dose_cem43_min))
         self.tmax_c = np.where(ice, np.nan, to_numpy(self.tmax_c)).astype(np.float32)
         self.lesions = {lev: to_numpy(les) & ~ice for lev, les in self.lesions.items()}
-        vox_ml = voxel_volume_ml(self.affine)
-        self.lesion_volumes_ml = {lev: float(les.sum() * vox_ml) for lev, les in self.lesions.items()}
+        self.lesion_volumes_ml = lesion_volumes_ml(self.dose_cem43_min, self.lesions, voxel_volume_ml(self.affine))
         self.report["results"]["lesion_volumes_ml"] = {f"{lev:g}": v for lev, v in self.lesion_volumes_ml.items()}
         res = self.report["results"]
         finite = np.isfinite(self.tmax_c)
@@ -179,9 +180,8 @@ class ThermometryResult:
                             f"~1000 C, not physical: check the input) and {'was' if capped == 1 else 'were'} capped at "
                             f"{DOSE_CAP_CEM43_MIN:.3g} CEM43 min")
         tmax_np = to_numpy(th.tmax_c)
-        vox_ml = voxel_volume_ml(th.affine)
-        lesions = {lev: np.nan_to_num(dose_np, nan=0.0) >= lev for lev in th.params.dose_levels_cem43_min}
-        volumes = {lev: float(les.sum() * vox_ml) for lev, les in lesions.items()}
+        lesions = lesion_masks(dose_np, th.params.dose_levels_cem43_min)
+        volumes = lesion_volumes_ml(dose_np, th.params.dose_levels_cem43_min, voxel_volume_ml(th.affine))
         hottest = None
         if np.isfinite(tmax_np).any():
             hottest = tuple(int(v) for v in np.unravel_index(int(np.nanargmax(tmax_np)), tmax_np.shape))
@@ -490,8 +490,9 @@ REFERENCE_RULES = {
                "ratio = least squared magnitude difference over the noise expectation 2 sigma^2 per voxel",
     "referenceless": "per frame a per-slice polynomial fitted to the frame's own phase (wrap-free neighbour "
                      "differences), then the drift-model correction with a sparse two-signed heat prior (heating and cooling)",
-    "hybrid": "library as above, then the drift-model correction with a sparse two-signed heat prior (heating and cooling); a frame "
-              "whose best match ratio exceeds 2 is referenceless",
+    "hybrid": "library as above, then the drift-model correction with a sparse two-signed heat prior (heating and "
+              f"cooling); a frame whose best match ratio exceeds {UNMATCHED_RATIO:g} is referenceless (not once "
+              "the frames are registered for motion)",
 
 }
 

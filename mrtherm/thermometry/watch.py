@@ -9,6 +9,8 @@ maximum dose reaches ``alarm_dose_cem43_min``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from mrtherm.backend import from_numpy, to_numpy
@@ -45,6 +47,72 @@ def format_alarm(alarm: dict, celsius: str = "C") -> str:
             f"{unit} at t = {alarm['time_s']:.1f} s")
 
 
+@dataclasses.dataclass(frozen=True)
+class StructureResult:
+    """One protected structure's figures over a run: report.json's ``protected_structures`` rows are
+    :meth:`as_report` of these, and every reader gets them back with :meth:`from_report`, so writer and readers
+    share one set of names.
+
+    Attributes
+    ----------
+    label : int
+    structure : str
+        Its name in the label table.
+    voxels, reliable_voxels : int
+        Voxels of the structure, and those PRF measures.
+    max_temperature_c, time_of_max_s, max_dose_cem43_min : float or None
+        None when no voxel of the structure is measured.
+    time_above_threshold_c : float
+        The threshold of :attr:`max_time_above_s` (``ThermometryParams.time_above_threshold_c``).
+    max_time_above_s : float or None
+        The longest time one voxel spent above it, s.
+    max_c_curve, mean_c_curve : tuple of float
+        Per frame, C.
+    """
+
+    label: int
+    structure: str
+    voxels: int
+    reliable_voxels: int
+    max_temperature_c: float | None = None
+    time_of_max_s: float | None = None
+    max_dose_cem43_min: float | None = None
+    time_above_threshold_c: float = 45.0
+    max_time_above_s: float | None = None
+    max_c_curve: tuple = ()
+    mean_c_curve: tuple = ()
+
+    def as_report(self) -> dict:
+        """The report.json row (the time above is also keyed by its threshold, ``max_time_above_45c_s``).
+
+        Returns
+        -------
+        dict
+        """
+        row = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        if self.max_temperature_c is None:  # nothing measured: the row says only what the structure is
+            return {k: row[k] for k in ("label", "structure", "voxels", "reliable_voxels")}
+        row[f"max_time_above_{self.time_above_threshold_c:g}c_s"] = self.max_time_above_s
+        return row
+
+    @classmethod
+    def from_report(cls, row: dict) -> "StructureResult":
+        """Back from :meth:`as_report` (fields missing from an older report are None).
+
+        Parameters
+        ----------
+        row : dict
+
+        Returns
+        -------
+        StructureResult
+        """
+        kw = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row}
+        for name in ("max_c_curve", "mean_c_curve"):
+            kw[name] = tuple(kw.get(name) or ())
+        return cls(**kw)
+
+
 class ProtectedWatch:
     """Running statistics of the protected structures of a label volume.
 
@@ -63,7 +131,7 @@ class ProtectedWatch:
         self.warnings = []
         if labels is None:
             return
-        for value in labels_mod.PROTECTED:
+        for value in table.values_named(*labels_mod.PROTECTED_NAMES):
             sel = labels == value
             if not sel.any():
                 continue
@@ -143,27 +211,33 @@ class ProtectedWatch:
         """
         p = self.params
         rows, alarms = [], []
-        above_key = f"max_time_above_{p.time_above_threshold_c:g}c_s"
         for s in self.structures:
             row = {"label": s["label"], "structure": s["name"], "voxels": s["voxels"], "reliable_voxels": s["n"]}
             if s["n"] and s["max_c"]:
                 maxc, maxd = np.asarray(s["max_c"]), np.asarray(s["max_dose"])
                 tab = s["time_above_s"]
                 row.update({"max_temperature_c": float(maxc.max()), "time_of_max_s": float(times_s[int(maxc.argmax())]),
-                            "max_dose_cem43_min": float(maxd.max()),
-                            above_key: float(to_numpy(self.xp.max(tab))) if tab is not None else 0.0,
-                            "max_c_curve": [float(v) for v in maxc], "mean_c_curve": [float(v) for v in s["mean_c"]]})
-                for quantity, curve, thr, unit in (("temperature", maxc, p.alarm_temperature_c, "C"),
-                                                   ("dose", maxd, p.alarm_dose_cem43_min, "CEM43 min")):
-                    hit = np.flatnonzero(curve >= thr)
-                    if hit.size:
-                        f = int(hit[0])
-                        alarms.append({"structure": s["name"], "label": s["label"], "quantity": quantity,
-                                       "threshold": float(thr), "unit": unit, "value": float(curve[f]), "frame": f,
-                                       "time_s": float(times_s[f])})
-            rows.append(row)
+                            "max_dose_cem43_min": float(maxd.max()), "time_above_threshold_c": p.time_above_threshold_c,
+                            "max_time_above_s": float(to_numpy(self.xp.max(tab))) if tab is not None else 0.0,
+                            "max_c_curve": tuple(float(v) for v in maxc),
+                            "mean_c_curve": tuple(float(v) for v in s["mean_c"])})
+                alarms += self._alarms(s, maxc, maxd, times_s)
+            rows.append(StructureResult(**row).as_report())
         alarms.sort(key=lambda a: (a["time_s"], a["structure"]))
         return rows, alarms
+
+    def _alarms(self, s, maxc, maxd, times_s) -> list:
+        """The first frame at which the structure's max temperature, and its max dose, reach their thresholds."""
+        p, alarms = self.params, []
+        for quantity, curve, thr, unit in (("temperature", maxc, p.alarm_temperature_c, "C"),
+                                           ("dose", maxd, p.alarm_dose_cem43_min, "CEM43 min")):
+            hit = np.flatnonzero(curve >= thr)
+            if hit.size:
+                f = int(hit[0])
+                alarms.append({"structure": s["name"], "label": s["label"], "quantity": quantity,
+                               "threshold": float(thr), "unit": unit, "value": float(curve[f]), "frame": f,
+                               "time_s": float(times_s[f])})
+        return alarms
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from mrtherm.io.labels import LabelTable
+
 SOURCE_ATTENUATION = "Diagnostics 2023;13:855, Table 4 (attenuation at 1 MHz, dB/cm)"
 SOURCE_SPEEDS = ("soft tissue 1540 m/s (the conventional soft-tissue average); cortical bone 3432 m/s "
                  "(Sensors 2023;23:5942, Table A2)")
@@ -36,8 +40,10 @@ ATTENUATION_DB_PER_CM_1MHZ = {
     13: (0.50, 1.0, "no-pass zone: soft-tissue value"),
 }
 
-SPEED_SOFT_TISSUE_M_S = 1540.0
-SPEED_CORTICAL_BONE_M_S = 3432.0
+WATER = 0  # the key of water (coupling) above; the path outside the labelled volume is water whatever the table
+SOFT_TISSUE = 1  # the key of soft tissue above: classes without an entry take its value
+SPEED_SOFT_TISSUE_M_S = 1540.0  # the conventional soft-tissue average (SOURCE_SPEEDS)
+SPEED_CORTICAL_BONE_M_S = 3432.0  # Sensors 2023;23:5942, Table A2 (SOURCE_SPEEDS)
 
 
 def attenuation_db_per_cm(label: int, frequency_hz: float) -> float:
@@ -61,8 +67,52 @@ def attenuation_db_per_cm(label: int, frequency_hz: float) -> float:
     >>> round(attenuation_db_per_cm(0, 2.0e6), 4)  # water, 0.0022 dB/cm at 1 MHz, quadratic
     0.0088
     """
-    a1, exponent, _ = ATTENUATION_DB_PER_CM_1MHZ.get(int(label), ATTENUATION_DB_PER_CM_1MHZ[1])
+    a1, exponent, _ = ATTENUATION_DB_PER_CM_1MHZ.get(int(label), ATTENUATION_DB_PER_CM_1MHZ[SOFT_TISSUE])
     return a1 * (frequency_hz / 1e6) ** exponent
+
+
+def entries_of(table) -> dict:
+    """The attenuation entry of each class of a label table, found by class name.
+
+    The entries above are keyed by the values of the default table (DESIGN.md); a replacement table may give
+    its classes other values, so each of its classes takes the entry of the default class with the same name.
+
+    Parameters
+    ----------
+    table : mrtherm.io.labels.LabelTable
+
+    Returns
+    -------
+    dict of int to tuple
+        Label value (in ``table``) -> ``(dB/cm at 1 MHz, frequency exponent, note)``, for the classes that have
+        an entry; the others take the soft-tissue value.
+    """
+    default = LabelTable()
+    out = {}
+    for key, entry in ATTENUATION_DB_PER_CM_1MHZ.items():
+        for value in table.values_named(default.name(key)):
+            out[value] = entry
+    return out
+
+
+def attenuation_by_value(table, frequency_hz: float) -> np.ndarray:
+    """Attenuation of every label value 0..255 of a label table at a frequency.
+
+    Parameters
+    ----------
+    table : mrtherm.io.labels.LabelTable
+    frequency_hz : float
+
+    Returns
+    -------
+    ndarray of float64, shape (256,)
+        dB/cm (see :func:`entries_of`; values without an entry take the soft-tissue value).
+    """
+    out = np.full(256, attenuation_db_per_cm(SOFT_TISSUE, frequency_hz))
+    for value, (a1, exponent, _) in entries_of(table).items():
+        if 0 <= value < 256:
+            out[value] = a1 * (frequency_hz / 1e6) ** exponent
+    return out
 
 
 def critical_angle_deg(c_soft_m_s: float = SPEED_SOFT_TISSUE_M_S, c_bone_m_s: float = SPEED_CORTICAL_BONE_M_S) -> float:

@@ -9,6 +9,7 @@ import numpy as np
 
 from mrtherm.backend import gpu_plugin, resolve_backend
 from mrtherm.errors import ParameterError
+from mrtherm.io.labels import COUPLING_NAME, FAT_NAME, SKIN_NAME
 from mrtherm.window import acoustics
 from mrtherm.window.scene import CRITICAL_CROSS, ROLE_CRITICAL, SCAR, STATUS_BLOCKED, STATUS_NAMES, Scene
 from mrtherm.window.trace import reason_codes, trace
@@ -20,6 +21,13 @@ def _rule(name, value, unit, result, threshold, source, note=""):
 
 
 DEFAULT_SOURCE = "mrtherm default (configurable)"
+MM_PER_CM = 10.0
+# Points along a line (skin depth, classes beyond the focus) are this fraction of the smallest voxel size apart.
+# Project choice, reason: distances along the line to a quarter voxel, and a voxel the line crosses for longer than
+# one step always holds a sample.
+SAMPLE_STEP_VOXEL_FRACTION = 0.25
+OUTSIDE = -1  # label of a sample outside the labelled volume (no value of any table: values are 0..255)
+OUTSIDE_CLASS = "outside volume (water)"
 
 
 def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") -> dict:
@@ -91,7 +99,7 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
         "config": {**dataclasses.asdict(cfg), "critical_angle_deg": cfg.angle_deg()},
         "sources": {"attenuation": acoustics.SOURCE_ATTENUATION, "sound_speeds": acoustics.SOURCE_SPEEDS,
                     "attenuation_table": {scene.table.name(k): {"db_per_cm_1mhz": v[0], "exponent": v[1], "note": v[2]}
-                                          for k, v in acoustics.ATTENUATION_DB_PER_CM_1MHZ.items()}},
+                                          for k, v in acoustics.entries_of(scene.table).items()}},
         "elements": _element_rows(scene, transducer, target, res),
         "element_positions_world_mm": [[float(v) for v in row] for row in starts],
     }
@@ -100,7 +108,8 @@ def check_window(scene: Scene, transducer, target_mm, backend: str = "numpy") ->
 def _element_rows(scene, transducer, target, res) -> list:
     """The per-element table: status, reasons, path by class, first block, incidence, attenuation, distances."""
     starts, areas = transducer.positions_mm, transducer.areas_mm2
-    alpha = np.array([acoustics.attenuation_db_per_cm(v, transducer.frequency_hz) for v in range(256)])
+    alpha = acoustics.attenuation_by_value(scene.table, transducer.frequency_hz)  # by class name, any table
+    alpha_water = acoustics.attenuation_db_per_cm(acoustics.WATER, transducer.frequency_hz)
     present = sorted(int(v) for v in np.unique(scene.labels))
     names = {v: scene.table.name(v) for v in present}
     elements = []
@@ -108,14 +117,14 @@ def _element_rows(scene, transducer, target, res) -> list:
         pm = res["path_mm"][i]
         out_mm = float(res["out_of_volume_mm"][i])
         with np.errstate(invalid="ignore"):
-            att = float(np.sum(np.where(pm > 0, pm * alpha, 0.0)) / 10.0 + out_mm * alpha[0] / 10.0)
+            att = float(np.sum(np.where(pm > 0, pm * alpha, 0.0)) / MM_PER_CM + out_mm * alpha_water / MM_PER_CM)
         vec = target - starts[i]
         dist = float(np.linalg.norm(vec))
         cosang = float(np.dot(transducer.normals[i], vec / dist))  # dist > 0: no element lies at the target
         fbt = res["first_block_t"][i]
         path = {names[v]: round(float(pm[v]), 3) for v in present if pm[v] > 0}
         if out_mm > 0:
-            path["outside volume (water)"] = round(out_mm, 3)
+            path[OUTSIDE_CLASS] = round(out_mm, 3)
         inc, mc = res["incidence_deg"][i], res["min_critical_mm"][i]
         elements.append({
             "index": i, "status": STATUS_NAMES[int(res["status"][i])], "reasons": reason_codes(int(res["reasons"][i])),
@@ -139,15 +148,18 @@ def _central_ray(scene, transducer, target) -> dict:
     axis = axis / axis_len if axis_len > 0 else np.array([0.0, 0.0, 1.0])
     central = trace(scene, centre[None], target[None], detail=True)
     c_path = central["path_mm"][0]
-    skin_depth = _depth_from_first(scene, centre, target, {4})
-    if skin_depth is None:
-        skin_depth = _depth_from_first(scene, centre, target, set(range(1, 256)))
+    table = scene.table  # classes by name: a replacement table may give them other values
+    skin_depth = _depth_from_first(scene, centre, target, table.values_named(SKIN_NAME))
+    if skin_depth is None:  # no skin on the ray: from the first voxel of the body (any class but coupling)
+        body = set(table.classes) - set(table.values_named(COUPLING_NAME))
+        skin_depth = _depth_from_first(scene, centre, target, body)
     beyond = _classes_along(scene, target, target + axis * cfg.beyond_focus_mm)
     report = {"reasons": reason_codes(int(central["reasons"][0])), "skin_to_target_mm": skin_depth,
-              "fat_thickness_mm": round(float(c_path[2]), 3),
+              "fat_thickness_mm": round(float(sum(c_path[v] for v in table.values_named(FAT_NAME))), 3),
               "path_mm_by_class": {scene.table.name(v): round(float(c_path[v]), 3) for v in range(256) if c_path[v] > 0}}
     return {"axis": axis, "report": report, "blocked": int(central["status"][0]) == STATUS_BLOCKED,
-            "beyond": beyond, "critical_beyond": [b for b in beyond if scene.role_lut[b["label"]] == ROLE_CRITICAL],
+            "beyond": beyond, "critical_beyond": [b for b in beyond if b["label"] is not None
+                                                  and scene.role_lut[b["label"]] == ROLE_CRITICAL],
             "focus_crit": _focus_to_critical_mm(scene, target)}
 
 
@@ -197,29 +209,35 @@ def _depth_from_first(scene, start, target, values):
     return round(float(np.linalg.norm(target - pts[hit[0]])), 2)
 
 
-def _samples(scene, a, b, step_fraction=0.25):
-    """Points every quarter of the smallest voxel size from a to b and their labels (0 outside)."""
+def _samples(scene, a, b, step_fraction=SAMPLE_STEP_VOXEL_FRACTION):
+    """Points every quarter of the smallest voxel size from a to b and their labels (OUTSIDE outside the volume)."""
     length = float(np.linalg.norm(b - a))
     step = step_fraction * min(scene.zooms_zyx)
     n = max(2, int(math.ceil(length / step)) + 1)
     s = np.linspace(0.0, 1.0, n)
     pts = a[None, :] + s[:, None] * (b - a)[None, :]
     idx, inside = scene.voxels_of_world(pts)
-    labs = np.zeros(n, dtype=np.int32)
+    labs = np.full(n, OUTSIDE, dtype=np.int32)
     labs[inside] = scene.labels[tuple(idx[inside].T)]
     return pts, labs
 
 
 def _classes_along(scene, a, b):
-    """Classes met from a towards b: first distance from a (mm) and path length of each."""
+    """Classes met from a towards b: first distance from a (mm) and path length of each.
+
+    Outside the volume is coupling water: the table's coupling class, or label None when the table has none."""
     pts, labs = _samples(scene, a, b)
+    coupling = scene.table.values_named(COUPLING_NAME)
+    if coupling:
+        labs[labs == OUTSIDE] = coupling[0]
     dists = np.linalg.norm(pts - a[None, :], axis=1)
     step = dists[1]  # samples are evenly spaced from a (dists[0] = 0); _samples gives at least two
     out = []
     for v in dict.fromkeys(labs.tolist()):
         sel = labs == v
-        out.append({"label": int(v), "class": scene.table.name(v), "distance_mm": round(float(dists[sel][0]), 2),
-                    "length_mm": round(float(sel.sum() * step), 2)})
+        out.append({"label": None if v == OUTSIDE else int(v),
+                    "class": OUTSIDE_CLASS if v == OUTSIDE else scene.table.name(v),
+                    "distance_mm": round(float(dists[sel][0]), 2), "length_mm": round(float(sel.sum() * step), 2)})
     return out
 
 

@@ -51,29 +51,70 @@ _ROLE_OF = {"transparent": ROLE_PASS, "pass": ROLE_PASS, "attenuating": ROLE_PAS
             "block_no_pass": ROLE_NOPASS}
 STATUS_CLEAR, STATUS_DEGRADED, STATUS_BLOCKED = 0, 1, 2
 STATUS_NAMES = {STATUS_CLEAR: "clear", STATUS_DEGRADED: "degraded", STATUS_BLOCKED: "blocked"}
+# crossings shorter than this (a voxel corner or edge touched at a point) are not crossings; numerical tolerance
 ZERO_SEGMENT_MM = 1e-6
+
+# ---------------------------------------------------------------------------- rule defaults (WindowConfig)
+# Source of every threshold below: project choice. No published guideline or paper figure giving these numbers
+# was found; they are defaults for the treating team to set (README, "Rules and defaults"), each with the reason
+# for its value.
+
+# Bone met within this distance before the focus is the target surface (treated), farther it blocks.
+# Project choice, reason: bone-metastasis foci sit on or just inside the cortex, so the cortex the beam meets in
+# the last few millimetres before the focus is the one being treated, not an obstacle in the path.
+TARGET_SURFACE_MM = 5.0
+# An element passing closer than this to the spinal cord or a nerve root (and closer than the focus is) degrades.
+# Project choice, reason: the same margin as FOCUS_CRITICAL_FAIL_MM: room for the width of the beam around a ray,
+# targeting error and heat conducted from tissue on the path.
+CRITICAL_MIN_DISTANCE_MM = 5.0
+# Gaussian sigma smoothing the bone mask before its gradient gives the surface normal (incidence angle).
+# Project choice, reason: about one voxel of a 1-2 mm label map, so the normal follows the bone surface rather
+# than the staircase of voxel faces.
+NORMAL_SMOOTHING_MM = 1.5
+# Verdict from the active fraction (area of non-blocked elements / total area): PASS at or above, WARN at or above.
+# Project choice, reason: a coherent array's focal pressure scales with the active area, its intensity with the
+# square, so 0.68 keeps about half (0.68^2 = 0.46) of the full-aperture focal intensity and 0.49 about a quarter
+# (0.49^2 = 0.24); below that the power needed for ablation heats the near field.
+PASS_ACTIVE_AREA_FRACTION = 0.68
+WARN_ACTIVE_AREA_FRACTION = 0.49
+# Focus to the nearest spinal-cord or nerve-root voxel: WARN below the first, FAIL below the second.
+# Project choice, reason: FAIL keeps the margin of CRITICAL_MIN_DISTANCE_MM between the focal spot and a structure
+# whose injury is irreversible; WARN at twice that tells the operator before a focus reaches the FAIL band.
+FOCUS_CRITICAL_WARN_MM = 10.0
+FOCUS_CRITICAL_FAIL_MM = 5.0
+# Length of the beam axis behind the focus that is sampled and reported (classes met there), and the distance
+# within which a critical structure there warns.
+# Project choice, reason: energy not absorbed at the focus diverges behind it; a cord or root within 30 mm still
+# lies in the far-field cone of a wide-aperture array, and sampling 10 mm farther shows what lies just beyond.
+BEYOND_FOCUS_MM = 40.0
+BEYOND_FOCUS_CRITICAL_WARN_MM = 30.0
+# A ray is "closer than the focus" to a critical structure only when its minimum distance is smaller than the
+# focus's by more than this. Project choice, reason: floating-point tolerance, so that a ray whose closest point
+# is its own focus (equal distances) is not flagged.
+CLOSER_THAN_FOCUS_TOLERANCE_MM = 1e-6
 
 
 @dataclasses.dataclass
 class WindowConfig:
     """Thresholds of the acoustic-window check (all configurable).
 
-    Defaults are mrtherm's choices unless a source is given in :mod:`mrtherm.window.acoustics`.
+    Defaults are the module constants above (each with its source: a project choice with its reason), and the
+    sound speeds of :mod:`mrtherm.window.acoustics`.
     """
 
     critical_angle_deg: float | None = None  # None: asin(c_soft / c_bone)
     c_soft_m_s: float = acoustics.SPEED_SOFT_TISSUE_M_S
     c_bone_m_s: float = acoustics.SPEED_CORTICAL_BONE_M_S
-    target_surface_mm: float = 5.0
+    target_surface_mm: float = TARGET_SURFACE_MM
     scar_blocks: bool = True
-    critical_min_distance_mm: float = 5.0
-    normal_smoothing_mm: float = 1.5
-    active_fraction_pass: float = 0.68
-    active_fraction_warn: float = 0.49
-    focus_critical_warn_mm: float = 10.0
-    focus_critical_fail_mm: float = 5.0
-    beyond_focus_mm: float = 40.0
-    beyond_focus_critical_warn_mm: float = 30.0
+    critical_min_distance_mm: float = CRITICAL_MIN_DISTANCE_MM
+    normal_smoothing_mm: float = NORMAL_SMOOTHING_MM
+    active_fraction_pass: float = PASS_ACTIVE_AREA_FRACTION
+    active_fraction_warn: float = WARN_ACTIVE_AREA_FRACTION
+    focus_critical_warn_mm: float = FOCUS_CRITICAL_WARN_MM
+    focus_critical_fail_mm: float = FOCUS_CRITICAL_FAIL_MM
+    beyond_focus_mm: float = BEYOND_FOCUS_MM
+    beyond_focus_critical_warn_mm: float = BEYOND_FOCUS_CRITICAL_WARN_MM
 
     def angle_deg(self) -> float:
         """The critical angle in degrees (configured, or asin(c_soft / c_bone)).

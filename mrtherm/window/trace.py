@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrtherm.window.scene import (BONE_PREFOCAL, CRITICAL_ANGLE, CRITICAL_CROSS, CRITICAL_NEAR, GAS, METAL,
-                                  NO_PASS_ZONE, OUT_OF_VOLUME, REASON_CODES, ROLE_BONE, ROLE_CRITICAL, ROLE_GAS,
-                                  ROLE_METAL, ROLE_NOPASS, ROLE_SCAR, SCAR, STATUS_BLOCKED, STATUS_CLEAR,
-                                  STATUS_DEGRADED, ZERO_SEGMENT_MM, Scene)
+from mrtherm.window.scene import (BONE_PREFOCAL, CLOSER_THAN_FOCUS_TOLERANCE_MM, CRITICAL_ANGLE, CRITICAL_CROSS,
+                                  CRITICAL_NEAR, GAS, METAL, NO_PASS_ZONE, OUT_OF_VOLUME, REASON_CODES, ROLE_BONE,
+                                  ROLE_CRITICAL, ROLE_GAS, ROLE_METAL, ROLE_NOPASS, ROLE_SCAR, SCAR, STATUS_BLOCKED,
+                                  STATUS_CLEAR, STATUS_DEGRADED, ZERO_SEGMENT_MM, Scene)
 
 
 def trace(scene: Scene, starts_mm: np.ndarray, ends_mm: np.ndarray, focus_edt_mm=None, detail: bool = False):
@@ -153,7 +153,7 @@ class _Rays:
         """
         cfg, reasons, min_crit = self.cfg, self.reasons, self.min_crit
         near = (reasons & CRITICAL_CROSS == 0) & (min_crit < cfg.critical_min_distance_mm) & \
-            (min_crit < focus_edt_mm - 1e-6)
+            (min_crit < focus_edt_mm - CLOSER_THAN_FOCUS_TOLERANCE_MM)
         reasons[near] |= CRITICAL_NEAR
         status = np.where((reasons & cfg.blocking_bits()) != 0, STATUS_BLOCKED,
                           np.where((reasons & cfg.degrading_bits()) != 0, STATUS_DEGRADED, STATUS_CLEAR)).astype(np.int8)

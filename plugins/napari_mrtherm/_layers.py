@@ -111,7 +111,8 @@ def open_temperature(path, frame_times_s=None):
     if m.series_bytes(path) <= m.lazy_threshold_bytes():
         temp, aff = m.load_zyx(path)
         return temp, aff, lambda times: m.dose_per_frame(temp, times)
-    from mrtherm.io.lazy import FrameReader, lazy_cumulative_dose, series_from_reader
+    from mrtherm.io.lazy import FrameReader, series_from_reader
+    from mrtherm.thermometry.lazy_dose import lazy_cumulative_dose
     reader = FrameReader(path, keep=8)
     return (series_from_reader(reader), reader.affine,
             lambda times: lazy_cumulative_dose(reader, times, background=True))

@@ -287,7 +287,7 @@ def dose_per_frame(temperature_tzyx, frame_times_s) -> np.ndarray:
     Exact for temperatures linear between frames (the rule the pipeline uses), so the last frame
     equals the run's final dose up to float32 rounding.
     """
-    from mrtherm.io.lazy import as_display_float32, dose_start, dose_step  # the lazy series' own steps
+    from mrtherm.thermometry.lazy_dose import as_display_float32, dose_start, dose_step  # the lazy series' own steps
     temp = np.asarray(temperature_tzyx)
     times = np.asarray(frame_times_s, float)
     out = np.empty(temp.shape, np.float32)
@@ -300,9 +300,9 @@ def dose_per_frame(temperature_tzyx, frame_times_s) -> np.ndarray:
 
 
 def lesion_volumes_ml(dose, levels, voxel_volume_ml):
-    """{level: mL} of voxels at or above each level (NaN counts as 0)."""
-    d = np.nan_to_num(np.asarray(dose, dtype=np.float64), nan=0.0)
-    return {float(lev): float((d >= lev).sum() * voxel_volume_ml) for lev in levels}
+    """{level: mL} of voxels at or above each level (NaN counts as 0): the thermometry's own definition."""
+    from mrtherm.thermometry.dose import lesion_volumes_ml as volumes  # noqa: PLC0415
+    return volumes(dose, levels, voxel_volume_ml)
 
 
 def parse_target(text: str):

@@ -11,6 +11,7 @@ from mrtherm.io.phase_scale import detect_phase_scale
 from mrtherm.io import acquisition, roles
 from mrtherm.io.dicom import assemble, files, geometry, images, vendor
 from mrtherm.io.dicom.series import DicomSeries
+from mrtherm.io.exam_data import Exam
 
 TIME_TOLERANCE_S = acquisition.CLOCK_TOLERANCE_S
 
@@ -150,7 +151,6 @@ def load_dicom_exam(folder, *, echo=None, te_s=None, b0_t=None, frame_time_s=Non
     :mod:`mrtherm.io.dicom.geometry` for the affine. Parameters are those of
     :func:`mrtherm.load_exam`.
     """
-    from mrtherm.io.exam import Exam  # noqa: PLC0415 - the exam module imports this one lazily
     folder = os.fspath(folder)
     _check_echo(echo)
     found, skipped = files.scan(folder)
@@ -203,7 +203,6 @@ def _repetitions(images_) -> int:
 def exam_from_records(recs, folder, n_files, skipped, *, echo=None, te_s=None, b0_t=None, frame_time_s=None,
                       frame_times_s=None, phase_scale="auto"):
     """An :class:`mrtherm.Exam` from image records (see :func:`load_dicom_exam`)."""
-    from mrtherm.io.exam import Exam  # noqa: PLC0415 - the exam module imports this one lazily
     _check_echo(echo)
     role_a, role_b, imgs, ignored = assemble.choose_grid(recs, folder)
     imgs_a, imgs_b, echo_text = assemble.choose_echo(role_a, role_b, imgs, echo)

@@ -1,4 +1,4 @@
-"""Batch thermometry: an exam in, a :class:`ThermometryResult` out -- a loop around :class:`Thermometer`.
+"""An exam in, a :class:`ThermometryResult` out: the exam's frames through a :class:`SonicationRun`.
 
 Memory stays flat in the number of frames when the temperature series is
 streamed to a file (``keep_temperature=False, temperature_path=...``): apart
@@ -18,11 +18,11 @@ import numpy as np
 from mrtherm.backend import single_threaded_blas, to_numpy
 from mrtherm.errors import ParameterError
 from mrtherm.io import niftiio
+from mrtherm.app.sonication import RunOptions, SonicationRun
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.result import ThermometryResult
-from mrtherm.thermometry.thermometer import Thermometer
 
-__all__ = ["process", "ThermometryParams"]
+__all__ = ["process", "process_to_folder", "ThermometryParams"]
 
 
 @contextlib.contextmanager
@@ -127,31 +127,29 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
         One-line messages naming the argument or file.
     """
     params = dataclasses.replace(params or ThermometryParams(), **overrides).validate(exam.n_frames)
-    baseline = [exam.frame_parts(t) for t in range(params.baseline_frames)]
     resp = _respiration_per_frame(respiration, exam.n_frames)
-    th = Thermometer(exam.shape_zyx, exam.affine, exam.te_s, exam.b0_t, baseline, params, labels=labels,
-                     drift_roi=drift_roi, label_table=label_table, backend=backend,
-                     baseline_respiration=None if respiration is None else resp[:params.baseline_frames])
-    th.warnings = list(exam.warnings) + th.warnings
-    if profile:
-        th.engine.enable_timing()
-    temperature = th.xp.empty((exam.n_frames,) + tuple(exam.shape_zyx), dtype=th.xp.float32) \
-        if keep_temperature else None
-    watch = _cryo_watch(cryo, th)
+    run = SonicationRun(exam.shape_zyx, exam.affine, exam.te_s, exam.b0_t,
+                        RunOptions(params, labels=labels, drift_roi=drift_roi, label_table=label_table,
+                                   backend=backend, cryo=cryo, profile=profile),
+                        warnings=exam.warnings, baseline_respiration=respiration is not None)
+    temperature = None
     with _temperature_writer(temperature_path, exam) as writer:
-        for t, temp in _frames(th, exam, baseline, resp, watch, progress):
+        for t, temp in _frames(run, exam, resp, progress):
+            if temperature is None and keep_temperature:
+                temperature = run.th.xp.empty((exam.n_frames,) + tuple(exam.shape_zyx), dtype=run.th.xp.float32)
             _store(t, temp, temperature, writer, progress_callback, exam.n_frames)
-    return _result(th, exam, temperature, temperature_path, profile, watch)
+    return _result(run, exam, temperature, temperature_path, profile)
 
 
-def _result(th, exam, temperature, temperature_path, profile, watch):
-    """The finished Thermometer's :class:`ThermometryResult`, with the cryo watch's maps when there is one."""
+def _result(run, exam, temperature, temperature_path, profile):
+    """The finished run's :class:`ThermometryResult`, with the cryo watch's maps when there is one."""
+    th = run.th
     result = ThermometryResult.from_thermometer(
         th, exam, temperature=temperature, temperature_path=temperature_path,
         hottest_curve=_hottest_curve(th, temperature, temperature_path), out_xp=exam.in_memory_namespace,
         kernel_seconds=th.engine.kernel_seconds() if profile else None)
-    if watch is not None:
-        result.apply_cryo(watch)
+    if run.cryo_watch is not None:
+        result.apply_cryo(run.cryo_watch)
     return result
 
 
@@ -173,39 +171,20 @@ def _store(t, temp, temperature, writer, progress_callback, n_frames):
         progress_callback(t + 1, n_frames)
 
 
-def _frames(th, exam, baseline, resp, watch, progress):
-    """``(t, temperature)`` for every frame: each through the Thermometer (and the cryo watch), the next one read
-    (and gunzipped: zlib releases the GIL) in a thread and uploaded while the current one is computed."""
-    nt, n_base = exam.n_frames, len(baseline)
+def _frames(run, exam, resp, progress):
+    """``(t, temperature)`` for every frame, in order, through the run; once the Thermometer exists the next frame
+    is read (and gunzipped: zlib releases the GIL) in a thread and uploaded while the current one is computed."""
+    nt, t_done = exam.n_frames, 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrtherm-read") as reader, \
             single_threaded_blas():
-        parts = baseline[0]
-        upcoming = th.to_device(parts)
+        upcoming = exam.frame_parts(0)
         for t in _frame_range(nt, progress):
-            ahead = reader.submit(exam.frame_parts, t + 1) if n_base <= t + 1 < nt else None
-            temp = th.update(upcoming, exam.frame_times_s[t], respiration=resp[t])
-            if watch is not None:
-                temp = watch.update(exam.frame_times_s[t], _magnitude(parts), to_numpy(temp))
+            ahead = reader.submit(exam.frame_parts, t + 1) if run.started and t + 1 < nt else None
+            for temp in run.feed(upcoming, exam.frame_times_s[t], respiration=resp[t]):
+                yield t_done, temp
+                t_done += 1
             if t + 1 < nt:
-                parts = baseline[t + 1] if ahead is None else ahead.result()
-                upcoming = th.to_device(parts)
-            yield t, temp
-
-
-def _cryo_watch(cryo, th):
-    if cryo is None:
-        return None
-    from mrtherm.cryo import CryoWatch  # noqa: PLC0415
-    reliable = np.asarray(th.reliability.snr) >= th.params.snr_threshold
-    return CryoWatch(cryo, th.anatomy, reliable, th.affine, th.labels)
-
-
-def _magnitude(parts):
-    """Host magnitude of a frame given as ``(a, b, polar)`` or a complex array."""
-    if not isinstance(parts, tuple):
-        return np.abs(to_numpy(parts))
-    a, b, polar = parts
-    return np.abs(to_numpy(a)) if polar else np.hypot(to_numpy(a), to_numpy(b))
+                upcoming = run.to_device(exam.frame_parts(t + 1) if ahead is None else ahead.result())
 
 
 def _add_probes(result, probes, cold_alarm_c):

@@ -1,5 +1,8 @@
 """Treatment outputs, each file replaced atomically, and report.json.
 
+The writers of a treatment's folder, shared by ``mrtherm run --dicom`` (into a staged folder, renamed when
+complete) and ``mrtherm live`` (the live folder, each file replaced while a viewer reads it).
+
 Every file is written under a hidden temporary name in its folder and moved
 over the old one with ``os.replace``: a reader sees the previous version or the
 new one, never a half-written file. Maps are written first, report.json last.
@@ -18,13 +21,68 @@ import numpy as np
 
 from mrtherm.io import niftiio
 from mrtherm.io.atomic import atomic_file
+from mrtherm.thermometry.dose import lesion_masks
 from mrtherm.thermometry.result import CONVENTIONS, DOSE_CAP_CEM43_MIN, cap_dose, finite_json, json_default, level_name
 
 # Live maps are gzip containers without compression (level 0): a readable .nii.gz in a few ms, where gzip
 # level 1 spends ~50 ms on one 128x128x12 float64 dose map (the per-frame latency goal is 100 ms).
 LIVE_GZIP_LEVEL = 0
-_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="mrtherm-write")
-_CHECKPOINT = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrtherm-checkpoint")
+
+
+class BackgroundWriter:
+    """Threads that write map files and checkpoints behind the frame loop, owned by whoever writes (a live
+    session, a treatment run) and closed by it: nothing starts at import, and nothing outlives its owner.
+
+    Parameters
+    ----------
+    map_threads : int
+        Maps written at once (zlib and file writes release the GIL).
+    """
+
+    def __init__(self, map_threads: int = 4):
+        self._maps = concurrent.futures.ThreadPoolExecutor(max_workers=map_threads, thread_name_prefix="mrtherm-write")
+        self._tasks = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrtherm-checkpoint")
+
+    def start_maps(self, folder, maps: dict):
+        """Start writing ``{name: (array, affine)}``; :func:`finish_maps` waits for them.
+
+        Parameters
+        ----------
+        folder : str
+        maps : dict of str to (ndarray, (4, 4) array)
+
+        Returns
+        -------
+        list of concurrent.futures.Future
+        """
+        return [self._maps.submit(replace_nifti, arr, aff, os.path.join(folder, name))
+                for name, (arr, aff) in maps.items()]
+
+    def start_task(self, fn, *args):
+        """Run ``fn(*args)`` on the one task thread (checkpoints stay in order); returns its future.
+
+        Parameters
+        ----------
+        fn : callable
+        *args
+            Its arguments.
+
+        Returns
+        -------
+        concurrent.futures.Future
+        """
+        return self._tasks.submit(fn, *args)
+
+    def close(self):
+        """Wait for every write started, then stop the threads."""
+        self._maps.shutdown(wait=True)
+        self._tasks.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def replace_nifti(array_zyx, affine, path):
@@ -56,39 +114,8 @@ def replace_json(obj, path):
         json.dump(finite_json(obj), fh, indent=1, allow_nan=False, default=json_default)
 
 
-def start_maps(folder, maps: dict):
-    """Start writing ``{name: (array, affine)}`` in background threads; :func:`finish_maps` waits for them.
-
-    Parameters
-    ----------
-    folder : str
-    maps : dict of str to (ndarray, (4, 4) array)
-
-    Returns
-    -------
-    list of concurrent.futures.Future
-    """
-    return [_POOL.submit(replace_nifti, arr, aff, os.path.join(folder, name)) for name, (arr, aff) in maps.items()]
-
-
-def start_task(fn, *args):
-    """Run ``fn(*args)`` on the checkpoint thread; returns its future.
-
-    Parameters
-    ----------
-    fn : callable
-    *args
-        Its arguments.
-
-    Returns
-    -------
-    concurrent.futures.Future
-    """
-    return _CHECKPOINT.submit(fn, *args)
-
-
 def finish_maps(futures):
-    """Wait for :func:`start_maps`'s writes (re-raising the first error).
+    """Wait for :meth:`BackgroundWriter.start_maps`'s writes (re-raising the first error).
 
     Parameters
     ----------
@@ -110,7 +137,8 @@ def write_maps(folder, maps: dict):
     -------
     list of str
     """
-    finish_maps(start_maps(folder, maps))
+    with BackgroundWriter() as writer:
+        finish_maps(writer.start_maps(folder, maps))
     return sorted(maps)
 
 
@@ -133,9 +161,8 @@ def treatment_maps(dose, tmax, grid, levels) -> dict:
     """
     dose, _ = cap_dose(dose)
     maps = {"dose_cem43.nii.gz": (dose, grid.affine), "tmax.nii.gz": (tmax, grid.affine)}
-    d = np.nan_to_num(dose, nan=0.0)
-    for level in levels:
-        maps[f"lesion_{level_name(level)}.nii.gz"] = ((d >= level).astype(np.uint8), grid.affine)
+    for level, mask in lesion_masks(dose, levels).items():
+        maps[f"lesion_{level_name(level)}.nii.gz"] = (mask.astype(np.uint8), grid.affine)
     return maps
 
 

@@ -1,4 +1,8 @@
-"""``mrtherm batch``: a cohort or a parameter sweep (CSV manifest or folder of exams) on Dask, one metrics table."""
+"""``mrtherm batch``: a cohort or a parameter sweep (CSV manifest or folder of exams) on Dask, one metrics table.
+
+The module is named for what it runs (a cohort); the command keeps its name. Several sonications of one treatment
+are not a batch: ``mrtherm run --dicom`` runs them (:mod:`mrtherm.app.treatment`).
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,172 @@
+"""One sonication's frames through one Thermometer: the frame loop every mode shares.
+
+``mrtherm run`` (an exam from files or arrays), a DICOM treatment of several sonications and ``mrtherm live``
+(frames from the scanner) all feed their frames to a :class:`SonicationRun`. It holds the baseline frames until
+the last of them arrives, builds the :class:`mrtherm.Thermometer` from them, then takes every frame in order:
+thermometry, the respiratory signal when one is given, and the cryo watch (ice masked out of PRF) when the
+treatment is a cryoablation. So respiration and cryo work the same in every mode, and a fix to the loop reaches
+every mode at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mrtherm.backend import to_numpy
+from mrtherm.errors import ParameterError
+from mrtherm.thermometry.thermometer import Thermometer
+
+__all__ = ["RunOptions", "SonicationRun", "magnitude_of"]
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """What a sonication's Thermometer is built with, besides its frames.
+
+    Attributes
+    ----------
+    params : ThermometryParams
+    labels, drift_roi : path or array, optional
+        Label volume and drift-reference mask (see :class:`mrtherm.Thermometer`).
+    label_table : path or LabelTable, optional
+    backend : {"auto", "numpy", "cupy"}
+    cryo : CryoParams, optional
+        Cryoablation: the ice ball is segmented per frame and masked out of PRF.
+    profile : bool
+        Time the CUDA kernels.
+    """
+
+    params: object
+    labels: object = None
+    drift_roi: object = None
+    label_table: object = None
+    backend: str = "auto"
+    cryo: object = None
+    profile: bool = False
+
+
+def magnitude_of(parts):
+    """Host magnitude of a frame given as ``(a, b, polar)`` or as a complex array.
+
+    Parameters
+    ----------
+    parts : tuple or array
+        ``(magnitude, phase, True)``, ``(real, imag, False)`` or complex, shape (z, y, x).
+
+    Returns
+    -------
+    ndarray, shape (z, y, x)
+    """
+    if not isinstance(parts, tuple):
+        return np.abs(to_numpy(parts))
+    a, b, polar = parts
+    return np.abs(to_numpy(a)) if polar else np.hypot(to_numpy(a), to_numpy(b))
+
+
+class SonicationRun:
+    """Frames of one sonication in, temperatures out; the Thermometer is built when the baseline is complete.
+
+    Parameters
+    ----------
+    shape_zyx : tuple of int
+    affine : (4, 4) array
+    te_s, b0_t : float
+        Echo time (s) and field strength (T).
+    options : RunOptions
+    warnings : sequence of str, optional
+        The input's own warnings (they lead the Thermometer's).
+    baseline_respiration : bool
+        The caller gives a respiratory value with every frame (library entries are matched on it).
+    """
+
+    def __init__(self, shape_zyx, affine, te_s, b0_t, options: RunOptions, *, warnings=(),
+                 baseline_respiration: bool = False):
+        self.shape, self.affine = tuple(int(v) for v in shape_zyx), np.asarray(affine, dtype=np.float64)
+        self.te_s, self.b0_t = float(te_s), float(b0_t)
+        self.options = options
+        self.input_warnings = list(warnings)
+        self.with_respiration = bool(baseline_respiration)
+        self.pending: list[tuple] = []
+        self.th: Thermometer | None = None
+        self.cryo_watch = None
+
+    @property
+    def baseline_frames(self) -> int:
+        """Frames held before the Thermometer starts."""
+        return self.options.params.baseline_frames
+
+    @property
+    def started(self) -> bool:
+        """The baseline is in and the Thermometer built."""
+        return self.th is not None
+
+    def to_device(self, parts):
+        """``parts`` uploaded ahead of :meth:`feed` once the Thermometer exists (as they are before).
+
+        Parameters
+        ----------
+        parts : tuple or array
+
+        Returns
+        -------
+        tuple or array
+        """
+        return parts if self.th is None else self.th.to_device(parts)
+
+    def feed(self, parts, time_s: float, respiration=None) -> list:
+        """Take the next frame.
+
+        Parameters
+        ----------
+        parts : tuple or complex array
+            ``(a, b, polar)`` (see :meth:`mrtherm.Thermometer.update`) or a complex ``(z, y, x)`` frame.
+        time_s : float
+            s, after the previous frame's.
+        respiration : float, optional
+            The frame's respiratory value (needed on every frame when ``baseline_respiration``).
+
+        Returns
+        -------
+        list of array
+            The temperatures (C, float32, ``(z, y, x)``, NaN where not measured) of the frames processed now, in
+            order: none while the baseline fills, all of it when it completes, then one per frame. An array may
+            live in a buffer the next frame reuses (CUDA): copy it to keep it.
+        """
+        if self.with_respiration and respiration is None:
+            raise ParameterError("a respiratory value is needed with every frame of this sonication")
+        if self.th is not None:
+            return [self._update(parts, time_s, respiration)]
+        self.pending.append((parts, float(time_s), respiration))
+        if len(self.pending) < self.baseline_frames:
+            return []
+        self._start()
+        pending, self.pending = self.pending, []
+        out = []
+        for k, (p, t, r) in enumerate(pending):
+            temp = self._update(p, t, r)
+            last = k == len(pending) - 1  # an earlier temperature may sit in a buffer the next update reuses
+            out.append(temp if last else self.th.xp.astype(temp, temp.dtype, copy=True))
+        return out
+
+    def _start(self):
+        o = self.options
+        resp = [r for _, _, r in self.pending] if self.with_respiration else None
+        self.th = Thermometer(self.shape, self.affine, self.te_s, self.b0_t, [p for p, _, _ in self.pending],
+                              o.params, labels=o.labels, drift_roi=o.drift_roi, label_table=o.label_table,
+                              backend=o.backend, baseline_respiration=resp)
+        self.th.warnings = self.input_warnings + self.th.warnings
+        if o.profile:
+            self.th.engine.enable_timing()
+        if o.cryo is not None:
+            from mrtherm.cryo import CryoWatch  # noqa: PLC0415 -- cryoablation only
+            reliable = np.asarray(self.th.reliability.snr) >= self.th.params.snr_threshold
+            self.cryo_watch = CryoWatch(o.cryo, self.th.anatomy, reliable, self.th.affine, self.th.labels,
+                                        table=self.th.table)
+
+    def _update(self, parts, time_s, respiration):
+        temp = self.th.update(parts, time_s, respiration=respiration)
+        if self.cryo_watch is not None:
+            temp = self.cryo_watch.update(time_s, magnitude_of(parts), to_numpy(temp))
+        return temp

@@ -1,0 +1,366 @@
+"""A treatment: several sonications, each with its own baseline and Thermometer, dose summed in world coordinates.
+
+Every sonication is processed on its own grid (its slices may be shifted or
+oblique relative to the others). Its dose and Tmax are resampled onto the
+treatment grid -- the first sonication's grid, or a planning volume given as
+``treatment_grid`` -- through the two affines (linear interpolation; the identity when
+the grids coincide, so the first sonication's values are carried exactly). The
+cumulative dose is the sum, in sonication order, of the resampled doses
+(CEM43 adds over time at a tissue point); cumulative Tmax is their maximum.
+A voxel no sonication measured reliably is NaN.
+
+``mrtherm live`` (one frame at a time, from the scanner: :mod:`mrtherm.live.state`) and ``mrtherm run --dicom`` on
+a folder of several sonications (:func:`run_treatment`) both sum through :class:`CumulativeDose` and describe each
+sonication with :func:`sonication_figures`, so the two give the same cumulative dose bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mrtherm.app import outputs
+from mrtherm.app import process as process_mod
+from mrtherm.backend import to_numpy
+from mrtherm.geometry import TreatmentGrid, voxel_volume_ml
+from mrtherm.io import atomic, niftiio
+from mrtherm.io import labels as labels_mod
+from mrtherm.thermometry import dose as dose_mod
+from mrtherm.thermometry.dose import time_above_segment
+from mrtherm.thermometry.result import cap_dose
+from mrtherm.thermometry.thermometer import Thermometer
+
+ABOVE_THRESHOLDS_C = (43.0, 45.0)  # C: report.json's times above; 43 C is CEM43's breakpoint, 45 C a common limit
+
+
+def grid_from_file(path) -> TreatmentGrid:
+    """The grid of a 3-D NIfTI volume (a planning scan).
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    TreatmentGrid
+    """
+    data, affine = niftiio.load_3d(path, "treatment grid")
+    return TreatmentGrid(data.shape[::-1], affine, f"file {path}")
+
+
+class CumulativeDose:
+    """Dose, Tmax and coverage of the finished sonications on the treatment grid, plus the current one's."""
+
+    def __init__(self, grid: TreatmentGrid):
+        self.grid = grid
+        self.dose = np.zeros(grid.shape, dtype=np.float64)
+        self.tmax = np.full(grid.shape, -np.inf, dtype=np.float32)
+        self.covered = np.zeros(grid.shape, dtype=bool)
+
+    def contribution(self, th: Thermometer):
+        """A sonication's dose, Tmax and reliable voxels on the treatment grid.
+
+        Parameters
+        ----------
+        th : Thermometer
+
+        Returns
+        -------
+        tuple
+            ``(dose float64, tmax float32, reliable bool)`` on the treatment grid; 0, body temperature and False
+            where the sonication did not measure.
+        """
+        resample = self.grid.resampler(th.shape, th.affine)
+        # the sonication's dose as the Thermometer reports it: in tissue coordinates when it registers motion
+        dose_np = to_numpy(th.dose_cem43_min)
+        mask = th.reliability.mask & np.isfinite(dose_np)
+        dose = resample(np.where(mask, dose_np, 0.0), 1, 0.0)
+        tmax = to_numpy(th.tmax_c) if th.frames_processed else np.full(th.shape, np.nan, np.float32)
+        body = th.params.body_temp_c
+        tmax = resample(np.where(mask & np.isfinite(tmax), tmax, body).astype(np.float32), 1, body)
+        covered = resample(mask.astype(np.uint8), 0, 0).astype(bool)
+        return dose, tmax, covered
+
+    def add(self, contribution):
+        """Add a finished sonication.
+
+        Parameters
+        ----------
+        contribution : tuple
+            From :meth:`contribution`.
+        """
+        dose, tmax, covered = contribution
+        self.dose = self.dose + dose
+        self.tmax = np.fmax(self.tmax, tmax)
+        self.covered = self.covered | covered
+
+    def maps(self, contribution=None):
+        """``(dose CEM43 min float64, Tmax C float32, covered)`` including ``contribution``; NaN where uncovered.
+
+        Parameters
+        ----------
+        contribution : tuple, optional
+            The running sonication's.
+
+        Returns
+        -------
+        tuple of ndarray
+        """
+        dose, tmax, covered = self.dose, self.tmax, self.covered
+        if contribution is not None:
+            dose, tmax, covered = dose + contribution[0], np.fmax(tmax, contribution[1]), covered | contribution[2]
+        return (np.where(covered, dose, np.nan), np.where(covered, tmax, np.float32(np.nan)).astype(np.float32),
+                covered)
+
+    def state(self) -> dict:
+        """Arrays for the checkpoint.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        return {"dose": self.dose, "tmax": self.tmax, "covered": self.covered}
+
+    def restore(self, arrays):
+        """Back from :meth:`state`.
+
+        Parameters
+        ----------
+        arrays : dict of str to ndarray
+        """
+        self.dose, self.tmax, self.covered = arrays["dose"], arrays["tmax"], arrays["covered"].astype(bool)
+
+
+# --------------------------------------------------------------------------- one sonication
+
+
+def time_above_s(curve_c, times_s, threshold_c) -> float:
+    """Seconds a temperature curve spent strictly above ``threshold_c`` (linear between frames, exact crossings).
+
+    Examples
+    --------
+    >>> time_above_s([37.0, 47.0, 47.0, 37.0], [0.0, 10.0, 20.0, 30.0], 42.0)
+    20.0
+
+    Parameters
+    ----------
+    curve_c : sequence of float
+        C, NaN segments skipped.
+    times_s : sequence of float
+    threshold_c : float
+
+    Returns
+    -------
+    float
+        s.
+    """
+    c, t = np.asarray(curve_c, dtype=np.float64), np.asarray(times_s, dtype=np.float64)
+    total = 0.0
+    for k in range(1, c.size):
+        if np.isfinite(c[k - 1]) and np.isfinite(c[k]):
+            total += float(time_above_segment(c[k - 1], c[k], t[k] - t[k - 1], threshold_c))
+    return total
+
+
+def lesion_volumes_ml(dose, affine, levels) -> dict:
+    """``{"240": mL, ...}``: volume at or above each CEM43 level (NaN voxels excluded).
+
+    Parameters
+    ----------
+    dose : ndarray
+        CEM43 min.
+    affine : (4, 4) array
+    levels : sequence of float
+
+    Returns
+    -------
+    dict of str to float
+    """
+    volumes = dose_mod.lesion_volumes_ml(dose, levels, voxel_volume_ml(affine))
+    return {f"{lev:g}": v for lev, v in volumes.items()}
+
+
+def sonication_figures(th: Thermometer, index: int) -> dict:
+    """Per-sonication figures of report.json: peak, times above 43/45 C, dose, lesions, structures, alarms.
+
+    Parameters
+    ----------
+    th : Thermometer
+    index : int
+        0-based sonication index.
+
+    Returns
+    -------
+    dict
+    """
+    out = {"frames_processed": th.frames_processed}
+    if not th.frames_processed:
+        return out
+    tmax = to_numpy(th.tmax_c)
+    dose, capped = cap_dose(to_numpy(th.dose_cem43_min))
+    curve, times = np.asarray(th.peak_curve_c), np.asarray(th.times_s)
+    finite = np.isfinite(curve)
+    rows, alarms = th.protected_structures()
+    out.update({
+        "peak_temperature_c": float(np.nanmax(tmax)) if np.isfinite(tmax).any() else None,
+        "time_of_peak_s": float(times[int(np.nanargmax(curve))]) if finite.any() else None,
+        **{f"time_above_{thr:g}c_s": time_above_s(curve, times, thr) for thr in ABOVE_THRESHOLDS_C},
+        "max_dose_cem43_min": float(np.nanmax(dose)) if np.isfinite(dose).any() else None,
+        "capped_dose_voxels": capped,
+        "lesion_volumes_ml": lesion_volumes_ml(dose, th.affine, th.params.dose_levels_cem43_min),
+        "frame_times_s": [float(v) for v in times], "peak_curve_c": [float(v) for v in curve],
+        "protected_structures": rows,
+        "alarms": [{**a, "sonication": index + 1} for a in alarms],
+    })
+    return out
+
+
+def labels_on_grid(options, grid):
+    """``(labels on the treatment grid or None, label table)`` from the ``labels`` / ``label_table`` options.
+
+    Parameters
+    ----------
+    options : dict
+        ``labels`` (path or array) and ``label_table`` (path), both optional.
+    grid : TreatmentGrid
+
+    Returns
+    -------
+    labels : ndarray of int16, shape grid.shape, or None
+    table : LabelTable
+    """
+    table = labels_mod.LabelTable.from_json(options["label_table"]) if options.get("label_table") \
+        else labels_mod.LabelTable()
+    if options.get("labels") is None:
+        return None, table
+    labels, _ = labels_mod.load_on_grid(options["labels"], grid.shape, grid.affine, "labels", table)
+    return labels, table
+
+
+def cumulative_figures(dose, tmax, affine, levels) -> dict:
+    """report.json's cumulative figures: max dose, peak Tmax, lesion volumes, voxels measured.
+
+    Parameters
+    ----------
+    dose, tmax : ndarray
+    affine : (4, 4) array
+    levels : sequence of float
+
+    Returns
+    -------
+    dict
+    """
+    finite = np.isfinite(dose)
+    return {"max_dose_cem43_min": float(np.nanmax(dose)) if finite.any() else None,
+            "peak_temperature_c": float(np.nanmax(tmax)) if np.isfinite(tmax).any() else None,
+            "lesion_volumes_ml": lesion_volumes_ml(dose, affine, levels), "reliable_voxels": int(finite.sum())}
+
+
+def cumulative_alarms(dose, labels, table, params, time_s, sonication) -> list[dict]:
+    """Alarms on the cumulative dose in protected structures (treatment-grid labels).
+
+    Parameters
+    ----------
+    dose : ndarray
+        Cumulative, treatment grid.
+    labels : ndarray of int or None
+        On the treatment grid.
+    table : LabelTable
+    params : ThermometryParams
+    time_s : float
+    sonication : int
+        1-based, the running one.
+
+    Returns
+    -------
+    list of dict
+    """
+    if labels is None:
+        return []
+    out = []
+    d = np.nan_to_num(dose, nan=0.0)
+    for value in table.values_named(*labels_mod.PROTECTED_NAMES):
+        sel = labels == value
+        if not sel.any():
+            continue
+        peak = float(d[sel].max())
+        if peak >= params.alarm_dose_cem43_min:
+            out.append({"structure": table.name(value), "label": int(value), "quantity": "cumulative dose",
+                        "threshold": float(params.alarm_dose_cem43_min), "unit": "CEM43 min", "value": peak,
+                        "time_s": float(time_s), "sonication": sonication})
+    return out
+
+
+def _entry(index, exam, th):
+    prov = exam.provenance
+    return {"sonication": index + 1, "inputs": prov.get("inputs"), "shape_zyx": list(exam.shape_zyx),
+            "affine": exam.affine.tolist(), "te_s": exam.te_s, "b0_t": exam.b0_t, "phase_scale": exam.phase_scale,
+            "state": "finished", **sonication_figures(th, index)}
+
+
+def _cumulative_alarms(dose, grid, params, entries, kwargs):
+    labels, table = labels_on_grid(kwargs, grid)
+    if labels is None:
+        return []
+    last = entries[-1]
+    return cumulative_alarms(dose, labels, table, params, (last.get("frame_times_s") or [0.0])[-1], len(entries))
+
+
+def run_treatment(exams, out_dir, params, *, treatment_grid=None, figures=True, **kwargs):
+    """Process several sonications into ``out_dir`` (complete or not at all).
+
+    Parameters
+    ----------
+    exams : list of Exam
+        One per sonication, in treatment order.
+    out_dir : str
+    params : ThermometryParams
+    treatment_grid : path, optional
+        A 3-D NIfTI whose grid holds the cumulative maps (default: the first sonication's grid).
+    figures : bool
+        Each sonication's ``figures/*.png``.
+    **kwargs
+        Passed to :func:`mrtherm.process` (labels, drift_roi, label_table, backend, progress).
+
+    Returns
+    -------
+    sonication_reports : list of dict
+        Each sonication's report.json content (``sonication_<k>/report.json``).
+    cumulative : dict
+        :func:`cumulative_figures` of the summed maps.
+    alarms : list of dict
+        Every sonication's alarms and the cumulative ones.
+    """
+    grid = grid_from_file(treatment_grid) if treatment_grid else \
+        TreatmentGrid(exams[0].shape_zyx, exams[0].affine, "grid of sonication 1")
+    cumulative = CumulativeDose(grid)
+    entries, reports, anatomy = [], [], None
+    with atomic.staged(out_dir) as stage:
+        for k, exam in enumerate(exams):
+            folder = os.path.join(stage, f"sonication_{k + 1:02d}")
+            os.makedirs(folder)
+            result = process_mod.process(exam, params, keep_temperature=False,
+                                         temperature_path=os.path.join(folder, "temperature.nii.gz"), **kwargs)
+            result.write_into(folder, figures=figures)
+            reports.append(result.report)
+            th = result.thermometer
+            cumulative.add(cumulative.contribution(th))
+            entries.append(_entry(k, exam, th))
+            if anatomy is None:
+                anatomy = grid.resampler(th.shape, th.affine)(th.anatomy, 1, 0.0)
+        dose, tmax, _ = cumulative.maps()
+        maps = outputs.treatment_maps(dose, tmax, grid, params.dose_levels_cem43_min)
+        maps["anatomy.nii.gz"] = (anatomy, grid.affine)
+        names = outputs.write_maps(stage, maps)
+        alarms = sorted((a for e in entries for a in e.get("alarms", [])),
+                        key=lambda a: (a["sonication"], a["time_s"], a["structure"]))
+        cum = cumulative_figures(dose, tmax, grid.affine, params.dose_levels_cem43_min)
+        alarms += _cumulative_alarms(dose, grid, params, entries, kwargs)
+        report = outputs.treatment_report(
+            mode="batch", params=params, grid=grid, sonications=entries, cumulative=cum, alarms=alarms,
+            frames_processed=sum(e["frames_processed"] for e in entries),
+            extra={"outputs": sorted(names + ["report.json"] +
+                                     [f"sonication_{k + 1:02d}/" for k in range(len(exams))])})
+        outputs.replace_json(report, os.path.join(stage, "report.json"))
+    return reports, cum, alarms
