@@ -25,11 +25,8 @@ from mrtherm.errors import BackendUnavailableError, ParameterError
 @functools.lru_cache(maxsize=1)
 def _cupy_module():
     """Return the cupy module if it imports, else None (cached)."""
-    try:
-        import cupy  # noqa: PLC0415 - optional dependency guarded here only
-    except Exception:  # ImportError, or a broken CUDA install raising at import
-        return None
-    return cupy
+    from mrtherm.optional import optional  # noqa: PLC0415
+    return optional("cupy", broken_counts_as_missing=True)  # a broken CUDA install raises at import
 
 
 def cupy_module():
@@ -147,7 +144,6 @@ def is_cupy_namespace(xp) -> bool:
 
 GPU_PLUGIN_GROUP = "mrtherm.gpu"
 """Entry-point group under which a package offers GPU engines (``mrtherm_gpu`` registers ``cuda``)."""
-_registered_plugins: list = []
 
 
 class GpuPlugin(Protocol):
@@ -188,16 +184,6 @@ class GpuPlugin(Protocol):
         """
 
 
-def register_gpu_plugin(plugin) -> None:
-    """Offer a GPU plugin without an installed entry point (tests, embedding); the last one wins.
-
-    Parameters
-    ----------
-    plugin : GpuPlugin
-    """
-    _registered_plugins.append(plugin)
-
-
 def first_entry_point(group: str):
     """The first entry point of ``group`` that loads (how the core finds the packages that build on it).
 
@@ -221,9 +207,61 @@ def first_entry_point(group: str):
     return None
 
 
-@functools.lru_cache(maxsize=1)
-def _entry_point_plugin():
-    return first_entry_point(GPU_PLUGIN_GROUP)
+class PluginRegistry:
+    """The GPU plugin in use: one set explicitly (:meth:`use`: tests, embedding), else the first ``mrtherm.gpu``
+    entry point that loads (looked up once, again after :meth:`reset`). An object with its state in view, not a
+    list that only grows behind a cache.
+
+    Parameters
+    ----------
+    group : str
+        The entry-point group.
+    """
+
+    def __init__(self, group: str):
+        self.group = group
+        self.chosen = None
+        self._found, self._looked = None, False
+
+    def plugin(self):
+        """The plugin in use, or None.
+
+        Returns
+        -------
+        GpuPlugin or None
+        """
+        if self.chosen is not None:
+            return self.chosen
+        if not self._looked:
+            self._found, self._looked = first_entry_point(self.group), True
+        return self._found
+
+    @contextlib.contextmanager
+    def use(self, plugin):
+        """Use ``plugin`` (None: none at all, not even an installed one) inside the block.
+
+        Parameters
+        ----------
+        plugin : GpuPlugin or None
+
+        Yields
+        ------
+        None
+        """
+        saved = (self.chosen, self._found, self._looked)
+        self.chosen, self._found, self._looked = plugin, None, True
+        try:
+            yield
+        finally:
+            self.chosen, self._found, self._looked = saved
+
+    def reset(self):
+        """Forget the choice and the entry-point lookup (a package installed since is found next time)."""
+        self.chosen, self._found, self._looked = None, None, False
+
+
+GPU_PLUGINS = PluginRegistry(GPU_PLUGIN_GROUP)
+"""The registry :func:`gpu_plugin` reads."""
 
 
 def gpu_plugin(required: bool = False):
@@ -237,7 +275,7 @@ def gpu_plugin(required: bool = False):
     Returns
     -------
     GpuPlugin or None
-        A registered plugin (:func:`register_gpu_plugin`) before the ``mrtherm.gpu`` entry point.
+        The one :data:`GPU_PLUGINS` has in use (set with :meth:`PluginRegistry.use`, else the entry point).
 
     Raises
     ------
@@ -248,7 +286,7 @@ def gpu_plugin(required: bool = False):
         if required:
             resolve_backend("cupy")  # raises with the reason
         return None
-    plugin = _registered_plugins[-1] if _registered_plugins else _entry_point_plugin()
+    plugin = GPU_PLUGINS.plugin()
     if plugin is None and required:
         raise BackendUnavailableError(f"no GPU plugin is installed (entry-point group {GPU_PLUGIN_GROUP!r}; "
                                       "pip install 'mrtherm[cuda13]' from a checkout that has gpu/)")

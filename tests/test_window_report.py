@@ -239,8 +239,8 @@ def test_gpu_backend_returns_the_gpu_statuses(monkeypatch):
     """With backend="cupy" the verdict comes from the GPU plugin's traversal (found by the mrtherm.gpu hook)."""
     import mrtherm.backend as backend
     monkeypatch.setattr(backend, "cupy_usable", lambda: True)
-    monkeypatch.setattr(backend, "_registered_plugins", [_MarkedGpuPlugin()])
-    rep = check_window(Scene(_labels(), AFF), _two_elements(), FOCUS, backend="cupy")
+    with backend.GPU_PLUGINS.use(_MarkedGpuPlugin()):
+        rep = check_window(Scene(_labels(), AFF), _two_elements(), FOCUS, backend="cupy")
     assert [e["status"] for e in rep["elements"]] == ["blocked", "blocked"]
     assert [e["reasons"] for e in rep["elements"]] == [["GAS"], ["GAS"]]
     assert rep["element_counts"] == {"clear": 0, "degraded": 0, "blocked": 2} and rep["verdict"] == "FAIL"
@@ -252,10 +252,10 @@ def test_gpu_backend_returns_the_gpu_statuses(monkeypatch):
 def test_gpu_backend_without_the_gpu_package_is_a_one_line_error(monkeypatch):
     import mrtherm.backend as backend
     monkeypatch.setattr(backend, "cupy_usable", lambda: True)
-    monkeypatch.setattr(backend, "_registered_plugins", [])
-    monkeypatch.setattr(backend, "_entry_point_plugin", lambda: None)
-    with pytest.raises(mrtherm.BackendUnavailableError, match="^no GPU plugin is installed"):
+    with backend.GPU_PLUGINS.use(None), \
+            pytest.raises(mrtherm.BackendUnavailableError, match="^no GPU plugin is installed"):
         check_window(Scene(_labels(), AFF), _two_elements(), FOCUS, backend="cupy")
+    assert backend.GPU_PLUGINS.chosen is None  # the block's choice is gone after it
 
 
 @pytest.mark.skipif(mrtherm.backend.cupy_usable(), reason="a GPU is usable here")

@@ -15,10 +15,10 @@ import os
 
 import numpy as np
 
+from mrtherm.app.sonication import RunOptions, SonicationRun
 from mrtherm.backend import single_threaded_blas, to_numpy
 from mrtherm.errors import ParameterError
-from mrtherm.io import niftiio
-from mrtherm.app.sonication import RunOptions, SonicationRun
+from mrtherm.io import atomic, niftiio
 from mrtherm.thermometry.params import ThermometryParams
 from mrtherm.thermometry.result import ThermometryResult
 
@@ -189,14 +189,14 @@ def _frames(run, exam, resp, progress):
 
 def _add_probes(result, probes, cold_alarm_c):
     """report.json ``probes``, the probe alarms and the curves for the figures."""
-    from mrtherm.probes.report import analyse  # noqa: PLC0415
+    from mrtherm.probes.report import analyse, write_figures  # noqa: PLC0415 -- probes only when given
     section, alarms, curves = analyse(probes, result.params, series=result.temperature_path,
                                       sd_map=result.host("temperature_sd_c"), affine=result.affine,
                                       frame_times_s=result.frame_times_s, cold_alarm_c=cold_alarm_c)
     result.report["probes"] = section
     result.report["alarms"] = list(result.report["alarms"]) + alarms
     result.alarms = list(result.alarms) + alarms
-    result.probe_curves = (curves, cold_alarm_c)
+    result.figure_writers.append(lambda folder: write_figures(folder, curves, result.params, cold_alarm_c))
 
 
 def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, cold_alarm_c=None,
@@ -230,8 +230,6 @@ def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, 
     ThermometryResult
         Without the 4-D temperature in memory (``temperature_path`` points at the file).
     """
-    import os  # noqa: PLC0415
-    from mrtherm.io import atomic  # noqa: PLC0415
     with atomic.staged(out_dir) as stage, niftiio.gzip_level(gzip_level):
         result = process(exam, params, keep_temperature=False,
                          temperature_path=os.path.join(stage, "temperature.nii.gz"), **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -18,9 +19,10 @@ def _ae_list(text):
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+@contextlib.contextmanager
 def _logging(out, quiet):
-    LOG.setLevel(logging.DEBUG)
-    LOG.propagate = False
+    """The ``mrtherm.live`` log to the terminal and ``OUT/live.log`` for the command's duration: configured here,
+    by the command line only, and taken down (file closed, handlers removed) when the command ends."""
     fmt = logging.Formatter("%(asctime)s mrtherm live: %(message)s", "%H:%M:%S")
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -29,7 +31,17 @@ def _logging(out, quiet):
     log_file = logging.FileHandler(os.path.join(out, "live.log"), encoding="utf-8")
     log_file.setLevel(logging.INFO)
     log_file.setFormatter(fmt)
+    saved = (LOG.level, LOG.propagate, list(LOG.handlers))
+    LOG.setLevel(logging.DEBUG)
+    LOG.propagate = False
     LOG.handlers = [console, log_file]
+    try:
+        yield
+    finally:
+        LOG.setLevel(saved[0])
+        LOG.propagate = saved[1]
+        LOG.handlers = saved[2]
+        log_file.close()
 
 
 def options_from_args(args) -> dict:
@@ -56,9 +68,13 @@ def _check(args):
 
 def cmd_live(args):
     """Run until SIGINT or SIGTERM, then finish cleanly; returns the exit status."""
-    from mrtherm.live.session import LiveSession  # noqa: PLC0415
     _check(args)
-    _logging(args.out, args.quiet)
+    with _logging(args.out, args.quiet):
+        return _serve(args)
+
+
+def _serve(args):
+    from mrtherm.live.session import LiveSession  # noqa: PLC0415
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

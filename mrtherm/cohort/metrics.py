@@ -8,8 +8,9 @@ import os
 
 import numpy as np
 
-from mrtherm.io.atomic import atomic_file
 from mrtherm.app.summary import SonicationSummary
+from mrtherm.io.atomic import atomic_file
+from mrtherm.optional import require
 
 # the columns every table starts with, in this order; the rest follow sorted
 LEAD_COLUMNS = ("exam", "variant", "sonication", "status", "error", "reused", "runtime_s", "peak_temperature_c",
@@ -100,9 +101,8 @@ def write_table(rows, out_dir) -> list[str]:
     list of str
         The two paths.
     """
-    import pyarrow as pa  # noqa: PLC0415 -- the cohort extra
-    import pyarrow.csv as pacsv  # noqa: PLC0415
-    import pyarrow.parquet as pq  # noqa: PLC0415
+    pa = require("pyarrow", "the cohort metrics table")
+    pacsv, pq = require("pyarrow.csv", "metrics.csv"), require("pyarrow.parquet", "metrics.parquet")
     columns = ordered_columns(rows)
     data = {c: [_plain(r.get(c)) for r in rows] for c in columns}
     table = pa.table({c: _arrow_column(v) for c, v in data.items()})
@@ -126,7 +126,7 @@ def _plain(v):
 def _arrow_column(values):
     """One Arrow array per column: float64 when every value is a number (ints included), bool for flags, else
     strings (None stays null)."""
-    import pyarrow as pa  # noqa: PLC0415
+    pa = require("pyarrow", "the cohort metrics table")
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, bool) for v in present):
         return pa.array(values, pa.bool_())

@@ -11,17 +11,14 @@ import contextlib
 import os
 
 from mrtherm.errors import ParameterError
+from mrtherm.optional import require
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 
 
 def _dask():
     """dask, or a one-line error naming the extra (the one place the optional import is guarded)."""
-    try:
-        import dask  # noqa: PLC0415
-    except ImportError:
-        raise ParameterError("cohorts need dask: pip install 'mrtherm[cohort]'") from None
-    return dask
+    return require("dask", "cohorts")
 
 
 def run_cohort(tasks, out_dir, scheduler: str = "processes", workers: int | None = None, force: bool = False,
@@ -95,10 +92,8 @@ def _remove_stale_staging(tasks, out_dir):
 
 def _on_cluster(run_task, tasks, out_dir, force, progress, client, address):
     """Submit the tasks to a dask.distributed cluster and gather them in order."""
-    try:
-        from distributed import Client, progress as show_progress, wait  # noqa: PLC0415
-    except ImportError:
-        raise ParameterError("a dask.distributed scheduler needs distributed: pip install 'mrtherm[cohort]'") from None
+    distributed = require("distributed", "a dask.distributed scheduler")
+    Client, show_progress, wait = distributed.Client, distributed.progress, distributed.wait
     own = client is None
     if own:
         try:

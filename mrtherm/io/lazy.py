@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from mrtherm.errors import InputFileError
+from mrtherm.optional import require
 
 
 class FrameReader:
@@ -127,7 +128,7 @@ def series_from_reader(reader):
     -------
     dask.array.Array
     """
-    import dask.array as da  # noqa: PLC0415
+    da = require("dask.array", "a lazy series")
     t, z, y, x = reader.shape_tzyx
     frames = _Frames(reader.frame, reader.shape_tzyx, np.float32)
     return da.from_array(frames, chunks=(1, z, y, x), lock=False, asarray=False,

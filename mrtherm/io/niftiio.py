@@ -23,6 +23,7 @@ from nibabel.openers import Opener
 
 from mrtherm.errors import InputFileError
 from mrtherm.geometry import voxel_size_xyz_mm
+from mrtherm.optional import optional
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -89,11 +90,9 @@ def _load_gzip_stream(path, random_access):
     """
     fh = None
     if random_access:
-        try:
-            import indexed_gzip  # noqa: PLC0415
+        indexed_gzip = optional("indexed_gzip")
+        if indexed_gzip is not None:
             fh = indexed_gzip.IndexedGzipFile(path, spacing=4 * 1024 * 1024)
-        except ImportError:
-            pass
     if fh is None:
         igzip = _isal_igzip()
         if igzip is None:
@@ -217,11 +216,7 @@ def gzip_level(level: int):
 
 def _isal_igzip():
     """``isal.igzip`` (Intel ISA-L gzip, the ``fast`` extra) or None: the one place the optional import is guarded."""
-    try:
-        from isal import igzip  # noqa: PLC0415
-    except ImportError:
-        return None
-    return igzip
+    return optional("isal.igzip")
 
 
 def _isal_errors() -> tuple:

@@ -23,9 +23,8 @@ import math
 
 import numpy as np
 
+from mrtherm.choices import PHASE_SCALES
 from mrtherm.errors import InputFileError, ParameterError
-
-PHASE_SCALES = ("auto", "radians", "siemens", "siemens-raw", "mrad", "ge-mrad")
 
 
 def detect_phase_scale(values: np.ndarray, slope: float, inter: float, integer_on_disk: bool, path: str) -> str:

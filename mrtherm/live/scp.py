@@ -14,6 +14,7 @@ import threading
 
 from mrtherm.errors import MrthermError
 from mrtherm.live.assembler import STATUS_TOO_LARGE
+from mrtherm.optional import require
 
 LOG = logging.getLogger("mrtherm.live")
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -27,11 +28,7 @@ def pynetdicom():
     -------
     module
     """
-    try:
-        import pynetdicom as mod  # noqa: PLC0415 - optional dependency, guarded here only
-    except ImportError:
-        raise MrthermError("mrtherm live --port needs pynetdicom: pip install 'mrtherm[live]'") from None
-    return mod
+    return require("pynetdicom", "mrtherm live --port")
 
 
 def tls_context(cert, key, ca=None) -> ssl.SSLContext:

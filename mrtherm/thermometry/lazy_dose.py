@@ -15,6 +15,7 @@ import numpy as np
 
 from mrtherm.errors import InputFileError
 from mrtherm.io.lazy import _take
+from mrtherm.optional import require
 from mrtherm.thermometry.dose import cem43_segment
 
 
@@ -172,7 +173,7 @@ def lazy_cumulative_dose(reader, frame_times_s, checkpoint_every: int = 25, back
     -------
     dask.array.Array
     """
-    import dask.array as da  # noqa: PLC0415
+    da = require("dask.array", "a lazy dose series")
     t, z, y, x = reader.shape_tzyx
     dose = CumulativeDose(reader, frame_times_s, checkpoint_every)
     if background:

@@ -120,7 +120,8 @@ class ThermometryResult:
     report: dict
     temperature_path: str | None = None
     thermometer: object = dataclasses.field(default=None, repr=False)  # the finished Thermometer (treatments)
-    probe_curves: object = dataclasses.field(default=None, repr=False)  # (curves, cold alarm) for probe figures
+    # more figures for figures/ (probe curves): callables(folder) -> names written, added by the caller's layer
+    figure_writers: list = dataclasses.field(default_factory=list, repr=False)
     cryo_maps: dict | None = None  # tmin, ice extent, isotherm masks (cryoablation)
 
     def apply_cryo(self, watch):
@@ -303,11 +304,8 @@ class ThermometryResult:
         if figures:
             from mrtherm.thermometry import figures as figs
             written += [f"figures/{n}" for n in figs.write_all(os.path.join(folder, "figures"), self)]
-            if self.probe_curves is not None:
-                from mrtherm.probes.report import write_figures  # noqa: PLC0415
-                curves, cold = self.probe_curves
-                written += [f"figures/{n}" for n in write_figures(os.path.join(folder, "figures"), curves,
-                                                                   self.params, cold)]
+            for write in self.figure_writers:
+                written += [f"figures/{n}" for n in write(os.path.join(folder, "figures"))]
         report = dict(self.report)
         report["outputs"] = sorted(written + ["report.json"])
         report["nifti_gzip"] = niftiio.gzip_writer_name()

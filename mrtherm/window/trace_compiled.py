@@ -15,6 +15,7 @@ import functools
 
 import numpy as np
 
+from mrtherm.optional import optional
 from mrtherm.window.trace import area_fraction
 from mrtherm.window.scene import (BONE_PREFOCAL, CRITICAL_ANGLE, CRITICAL_CROSS, GAS, METAL, NO_PASS_ZONE,
                                   ROLE_BONE, ROLE_CRITICAL, ROLE_GAS, ROLE_METAL, ROLE_NOPASS, ROLE_SCAR, SCAR,
@@ -24,11 +25,7 @@ from mrtherm.window.scene import (BONE_PREFOCAL, CRITICAL_ANGLE, CRITICAL_CROSS,
 @functools.lru_cache(maxsize=1)
 def _numba():
     """The numba module, or None: the one place the optional import is guarded."""
-    try:
-        import numba  # noqa: PLC0415
-    except ImportError:
-        return None
-    return numba
+    return optional("numba")
 
 
 def numba_available() -> bool:

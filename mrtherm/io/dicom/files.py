@@ -12,7 +12,8 @@ import gzip
 import io
 import os
 
-from mrtherm.errors import InputFileError, MrthermError
+from mrtherm.errors import InputFileError
+from mrtherm.optional import require
 
 IMAGE_STORAGE = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
@@ -22,11 +23,7 @@ IMAGE_STORAGE = {
 
 def pydicom():
     """The pydicom module; a one-line error when it is not installed (the ``dicom`` extra)."""
-    try:
-        import pydicom as mod  # noqa: PLC0415 - optional dependency, guarded here only
-    except ImportError:
-        raise MrthermError("reading DICOM needs pydicom: pip install 'mrtherm[dicom]'") from None
-    return mod
+    return require("pydicom", "reading DICOM")
 
 
 def _open_bytes(path: str):

@@ -1,0 +1,112 @@
+"""The typed run summary: what ``mrtherm run``, a treatment and a cohort return, checked against report.json as
+written on disk (read here by its documented keys) and against the phantom's ground truth."""
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import mrtherm
+from mrtherm.app.driver import run
+from mrtherm.app.options import RunRequest
+from mrtherm.app.summary import SonicationSummary, StructureResult
+
+SHAPE, FRAMES = (4, 48, 48), 16
+
+
+@pytest.fixture(scope="module")
+def exam_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("summary")
+    mrtherm.write_phantom(str(root / "exam"), shape_zyx=SHAPE, voxel_mm=(3.0, 2.0, 2.0), n_frames=FRAMES, seed=7)
+    return root / "exam"
+
+
+@pytest.fixture(scope="module")
+def phantom_run(exam_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "run"
+    req = RunRequest(out=str(out), magnitude=[str(exam_dir / "magnitude.nii.gz")],
+                     phase=[str(exam_dir / "phase.nii.gz")], labels=str(exam_dir / "labels.nii.gz"),
+                     baseline_frames=4, no_figures=True, quiet=True)
+    summary = run(req)
+    with open(out / "report.json", encoding="utf-8") as fh:
+        return summary, json.load(fh)
+
+
+def test_structures_carry_the_maxima_report_json_holds(phantom_run):
+    summary, report = phantom_run
+    (son,) = summary.sonications
+    written = {r["structure"]: r for r in report["protected_structures"]}
+    assert {"spinal cord", "nerve root"} <= set(written)
+    for s in son.structures:
+        assert s.max_temperature_c == written[s.structure]["max_temperature_c"]
+        assert s.max_dose_cem43_min == written[s.structure]["max_dose_cem43_min"]
+        assert s.max_temperature_c is not None and 30.0 < s.max_temperature_c < 80.0
+
+
+def test_cohort_row_has_the_structure_columns(phantom_run):
+    """The bug this guards: the metrics table read ``max_c`` where the watch writes ``max_temperature_c``, so the
+    spinal-cord and nerve-root columns were always empty."""
+    summary, report = phantom_run
+    row = summary.sonications[0].metrics_row()
+    by_name = {r["structure"]: r for r in report["protected_structures"]}
+    assert row["spinal_cord_max_c"] == by_name["spinal cord"]["max_temperature_c"] is not None
+    assert row["nerve_root_max_c"] == by_name["nerve root"]["max_temperature_c"] is not None
+    assert row["nerve_root_max_dose_cem43_min"] == by_name["nerve root"]["max_dose_cem43_min"]
+
+
+def test_every_summary_field_is_read(phantom_run):
+    """A renamed report key leaves a field None: every field of a real run's summary must be filled."""
+    summary, report = phantom_run
+    son = summary.sonications[0]
+    empty = [f.name for f in dataclasses.fields(son) if getattr(son, f.name) is None]
+    assert empty == []
+    assert son.frames == FRAMES == report["exam"]["shape_tzyx"][0]
+    assert son.peak_temperature_c == report["results"]["peak_temperature_c"]
+    assert son.lesion_volumes_ml == {float(k): v for k, v in report["results"]["lesion_volumes_ml"].items()}
+
+
+def test_lesion_volume_against_the_phantom_truth(phantom_run, exam_dir):
+    """Independent of the code under test: the phantom's true dose map, counted by hand."""
+    import nibabel as nib
+    summary, _ = phantom_run
+    ph = mrtherm.make_phantom(shape_zyx=SHAPE, voxel_mm=(3.0, 2.0, 2.0), n_frames=FRAMES, seed=7)
+    vox_ml = 3.0 * 2.0 * 2.0 / 1000.0
+    truth_ml = float((ph.truth_dose_cem43_min >= 240.0).sum() * vox_ml)
+    got = summary.sonications[0].lesion_volumes_ml[240.0]
+    assert abs(got - truth_ml) <= max(0.25 * truth_ml, 3 * vox_ml)
+    assert nib.load(str(exam_dir / "labels.nii.gz")).shape[::-1] == SHAPE
+
+
+def test_structure_rows_round_trip():
+    s = StructureResult(10, "spinal cord", 12, 9, 41.5, 20.0, 0.25, 45.0, 3.5, (37.0, 41.5), (37.0, 39.0))
+    row = s.as_report()
+    assert row["max_time_above_45c_s"] == 3.5 and row["max_c_curve"] == [37.0, 41.5]
+    assert StructureResult.from_report(json.loads(json.dumps(row))) == s
+    unmeasured = StructureResult(11, "nerve root", 4, 0).as_report()
+    assert set(unmeasured) == {"label", "structure", "voxels", "reliable_voxels"}
+
+
+def test_summary_of_an_older_report_keeps_what_it_has():
+    son = SonicationSummary.from_report({"results": {"peak_temperature_c": 51.0, "lesion_volumes_ml": {"240": 0.5}}})
+    assert son.peak_temperature_c == 51.0 and son.lesion_volumes_ml == {240.0: 0.5} and son.structures == ()
+
+
+def test_cohort_table_column_is_filled(exam_dir, tmp_path):
+    pytest.importorskip("pyarrow")
+    from mrtherm.cohort import load_tasks, run_cohort
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["exam", "magnitude", "phase", "labels", "baseline_frames", "no_figures"])
+        w.writerow(["p", exam_dir / "magnitude.nii.gz", exam_dir / "phase.nii.gz", exam_dir / "labels.nii.gz", "4",
+                    "true"])
+    rows = run_cohort(load_tasks(manifest), str(tmp_path / "out"), scheduler="sync", progress=False)
+    assert rows[0]["status"] == "ok", rows[0]["error"]
+    with open(tmp_path / "out" / "p" / "report.json", encoding="utf-8") as fh:
+        cord = next(r for r in json.load(fh)["protected_structures"] if r["structure"] == "spinal cord")
+    with open(tmp_path / "out" / "metrics.csv", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert float(table[0]["spinal_cord_max_c"]) == pytest.approx(cord["max_temperature_c"])
+    assert np.isfinite(float(table[0]["nerve_root_max_c"]))
