@@ -381,7 +381,7 @@ def test_the_sparse_heat_fit_uses_three_noise_sds_both_signs_and_only_still_voxe
     entries = [np.full(shape, 5.0, np.complex64)] * 2
     fr = _frame_reference("referenceless", entries, sigma=0.05, still=still)
     fr._referenceless_now = True
-    coeffs, fallback = fr.background(engine, signal)
+    coeffs, fallback = fr.background(engine, signal, Engine.model)
     tau = 3 * math.sqrt(2) * 0.05 / np.abs(signal.astype(np.complex128))  # three SDs: sqrt(2) sigma / |S|
     want, want_fallback, iterations = sparse_background_fit(Engine.model, u, weight * still, tau, 0)
     np.testing.assert_allclose(coeffs, want, rtol=1e-6, atol=1e-9)
@@ -408,6 +408,12 @@ class _ChoiceEngine:
 
     def set_reference(self, s_ref):
         self.s_ref = s_ref
+
+    def drift_candidates(self):
+        return self.ref > 0
+
+    def changed_flags(self):
+        return self.changed
 
 
 def _referenceless_frame(shape=(1, 16, 16)):

@@ -17,6 +17,13 @@ Two kernels per frame (``kernels/thermometry.cu``):
 
 Frames read from files are copied into pinned host buffers and uploaded on a
 separate stream, so the upload of frame t+1 overlaps the kernels of frame t.
+
+The rest of the :class:`mrtherm.thermometry.engine.Engine` protocol -- the
+sparse background fit's inputs (:meth:`FusedEngine.fit_inputs`), the drift
+region and changed flags, the accumulators -- is read from the engine's own
+device buffers with CuPy array operations (no extra kernel, nothing leaves the
+device), mirroring ``ArrayEngine`` step by step; so the library, referenceless and
+hybrid reference modes run on this engine as the mean reference does.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ import numpy as np
 
 from mrtherm.thermometry.engine import FLAG_MASK, FLAG_REF, EngineConfig
 
-FLAG_VALID, FLAG_BACK = 8, 32  # kernels/thermometry.cu: valid in this frame; re-anchored in this frame
+# kernels/thermometry.cu: changed earlier; valid in this frame; tracked since the last frame; re-anchored in it
+FLAG_CHANGED, FLAG_VALID, FLAG_TRACKED, FLAG_BACK = 4, 8, 16, 32
 
 from .kernels_loader import load_module
 
@@ -103,6 +111,8 @@ class FusedEngine:
         self._pass1 = mod.get_function(f"unwrap_accumulate_o{model.order}")
         self._fallback = mod.get_function(f"accumulate_fallback_o{model.order}")
         self._fallback_args = None  # the last pass1's arguments (the fallback pass re-reads its frame)
+        self._frame = None  # the last pass1's (a, b, polar) on the device, for fit_inputs
+        self._first_frame = True  # the last pass1 had no previous phase (its fit takes every valid voxel)
         self._pass2 = mod.get_function(f"temperature_dose_o{model.order}")
         self._reanchor = mod.get_function("reanchor")
         npix = ny * nx
@@ -148,6 +158,7 @@ class FusedEngine:
         self.has_prev_phase = bool(state["has_prev_phase"])
         self.has_prev_temp = "temp_prev" in state
         self.current = 0
+        self._frame, self._first_frame = None, not self.has_prev_phase
         if self.has_prev_temp:
             self.tmax[...] = cp.asarray(state["tmax"])
             self.temp_buffers[1][...] = cp.asarray(state["temp_prev"])
@@ -155,6 +166,103 @@ class FusedEngine:
     def frame_validity(self):
         """The last frame's validity: ``(valid, reanchored)`` bool (z, y, x) device arrays (see ``Engine``)."""
         return (self.flags & FLAG_VALID) != 0, (self.flags & FLAG_BACK) != 0
+
+    # ------------------------------------------------------------------ protocol reads of the device buffers
+    def drift_candidates(self):
+        """The drift-reference region: flag bit 2 (see ``Engine.drift_candidates``).
+
+        Returns
+        -------
+        cupy.ndarray of bool, shape (z, y, x)
+        """
+        return (self.flags & FLAG_REF) != 0
+
+    def changed_flags(self):
+        """Voxels changed by more than ``heated_c`` in an earlier frame: flag bit 4 (see ``Engine.changed_flags``).
+
+        Returns
+        -------
+        cupy.ndarray of bool, shape (z, y, x)
+        """
+        return (self.flags & FLAG_CHANGED) != 0
+
+    def dose_cem43_min(self):
+        """CEM43 minutes accumulated so far (the kernels' float64 buffer; see ``Engine.dose_cem43_min``).
+
+        Returns
+        -------
+        cupy.ndarray of float64, shape (z, y, x)
+        """
+        return self.dose
+
+    def tmax_c(self):
+        """Maximum temperature over the valid frames so far, C (see ``Engine.tmax_c``).
+
+        Returns
+        -------
+        cupy.ndarray of float32, shape (z, y, x), or None
+            None before the first :meth:`pass2` (the buffer is not written yet).
+        """
+        return self.tmax if self.has_prev_temp else None
+
+    def measured_frames(self):
+        """Frames in which each voxel was valid (see ``Engine.measured_frames``).
+
+        Returns
+        -------
+        cupy.ndarray of int32, shape (z, y, x)
+        """
+        return self.valid_frames
+
+    def baseline_stats(self):
+        """Baseline sums of the temperature change and its square and their counts (see ``Engine.baseline_stats``).
+
+        Returns
+        -------
+        total, total_sq : cupy.ndarray of float64, shape (z, y, x)
+        count : cupy.ndarray of int32, shape (z, y, x)
+        """
+        return self.base_sum, self.base_sumsq, self.base_count
+
+    def fit_inputs(self):
+        """The last :meth:`pass1`'s unwrapped phase change and its drift-fit weights (see ``Engine.fit_inputs``).
+
+        ``u`` is the kernels' own buffer (unwrapped and re-anchored). The weight is ``ArrayEngine``'s: ``|S|^2`` in
+        float64 -- the magnitude squared for a polar frame (0 where the frame or the reference is 0 or not finite),
+        ``re^2 + im^2`` of the float32 parts otherwise (0 where either is not finite) -- on drift-reference voxels
+        tracked since the previous frame (valid ones in the first frame), voxels changed earlier left out in
+        automatic mode, 0 elsewhere.
+
+        Returns
+        -------
+        u : cupy.ndarray of float32, shape (z, y, x)
+            rad; read it before the next :meth:`pass1`.
+        weight : cupy.ndarray of float64, shape (z, y, x), or None
+            None before the first :meth:`pass1` (or after :meth:`restore`).
+        """
+        if self._frame is None:
+            return self.u, None
+        cp = self.cp
+        a, b, polar = self._frame
+        finite = cp.isfinite(a) & cp.isfinite(b)
+        if polar:
+            live = finite & (a != 0) & (cp.abs(self.s_ref) > 0)
+            m64 = cp.where(live, a, 0).astype(cp.float64)
+            w = m64 * m64
+        else:
+            re = cp.where(finite, a, 0).astype(cp.float64)
+            im = cp.where(finite, b, 0).astype(cp.float64)
+            w = re * re + im * im
+        flags = self.flags
+        fit = (flags & (FLAG_VALID if self._first_frame else FLAG_TRACKED)) != 0
+        fit &= (flags & FLAG_REF) != 0
+        if self.auto:
+            fit &= (flags & FLAG_CHANGED) == 0
+        weight = cp.where(fit, w, 0.0)
+        slot = self._staged_slot_of(a)
+        if slot is not None:  # this read of the staged frame must finish before an upload reuses its slot
+            self._consumed[slot] = cp.cuda.get_current_stream().record()
+        return self.u, weight
 
     # ------------------------------------------------------------------ timing
     def enable_timing(self):
@@ -218,6 +326,7 @@ class FusedEngine:
                 np.int32(self.has_prev_phase), np.int32(self.auto), np.float64(self.outlier_rad),
                 np.float64(self.floor2), np.float64(self.fraction2), *self.dims, self.stats)
         self._launch("pass1", self._pass1, self.grid1, args)
+        self._frame, self._first_frame = (a, b, bool(polar)), not self.has_prev_phase
         if self.has_prev_phase:  # voxels back from a gap, once every tracked voxel's phase is written
             self._launch("pass1", self._reanchor, self.grid2, (self.u, self.flags, *self.dims))
         self._release_staged()

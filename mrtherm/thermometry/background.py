@@ -46,6 +46,7 @@ import numpy as np
 
 from mrtherm.backend import from_numpy, to_numpy
 from mrtherm.thermometry.drift import pair_products, solve_drift
+from mrtherm.thermometry.engine import normal_equations_on_host, stats_to_host
 from mrtherm.thermometry.prf import phase_difference
 
 ROBUST_CUT_SD = 4.0  # neighbour differences beyond 4 robust SDs (heat edges, vessels) leave the refit
@@ -82,12 +83,12 @@ def _neighbour_terms(signal, weight, axis, xp):
 
 
 def _solve_slices(terms, n_unknowns, xp):
-    """Per-slice weighted least squares from [(g, w, (D, D pairs, D host))] terms; slices with too little data get
-    zeros."""
-    packed = sum(to_numpy(w @ d[1]) for g, w, d in terms)
-    rhs = sum(to_numpy((w * g) @ d[0]) for g, w, d in terms)
-    count = sum(to_numpy(xp.sum(xp.astype(w > 0, xp.float64), axis=1)) for g, w, d in terms)
-    coeffs, fallback = solve_drift(packed, rhs, count, n_unknowns)
+    """Per-slice weighted least squares from [(g, w, (D, D pairs, D host))] terms (one download); slices with too
+    little data get zeros."""
+    packed = sum(w @ d[1] for g, w, d in terms)
+    rhs = sum((w * g) @ d[0] for g, w, d in terms)
+    count = sum(xp.sum(xp.astype(w > 0, xp.float64), axis=1) for g, w, d in terms)
+    coeffs, fallback = solve_drift(*stats_to_host(packed, rhs, count, xp), n_unknowns)
     coeffs[fallback] = 0.0  # the drift solver's fallback is an offset; here column 0 is a slope
     return coeffs
 
@@ -200,10 +201,10 @@ def sparse_background_fit(model, u, weight, tau, sign):
     [[0.3, 0.2, 0.0]]
     """
     xp = model.xp
-    coeffs, fallback = solve_drift(*(to_numpy(v) for v in model.normal_equations(u, weight)), model.k)
+    coeffs, fallback = solve_drift(*normal_equations_on_host(model, u, weight), model.k)
     for iteration in range(1, SPARSE_ITERATIONS + 1):
         theta, w = _heat_and_weight(u - model.evaluate(coeffs), weight, tau, sign, xp)
-        new, fallback = solve_drift(*(to_numpy(v) for v in model.normal_equations(u - theta, w)), model.k)
+        new, fallback = solve_drift(*normal_equations_on_host(model, u - theta, w), model.k)
         # basis values lie in [-1, 1]: the sum of |coefficient changes| bounds the background change
         moved = float(np.max(np.abs(new - coeffs).sum(axis=1))) if new.size else 0.0
         coeffs = new
@@ -212,6 +213,5 @@ def sparse_background_fit(model, u, weight, tau, sign):
     # Debias: the l1 prior found the heat's support; refit without it, so the residual tau that the soft
     # threshold leaves in every heated voxel does not pull the background.
     theta, w = _heat_and_weight(u - model.evaluate(coeffs), weight, tau, sign, xp)
-    coeffs, fallback = solve_drift(*(to_numpy(v) for v in model.normal_equations(u, xp.where(theta != 0, 0.0, w))),
-                                   model.k)
+    coeffs, fallback = solve_drift(*normal_equations_on_host(model, u, xp.where(theta != 0, 0.0, w)), model.k)
     return coeffs, fallback, iteration

@@ -27,13 +27,20 @@ two voxels (5 x 5), or none when no such neighbour exists. Re-anchored voxels
 are counted per frame; they and invalid voxels stay out of that frame's drift
 fit.
 
-Every engine satisfies the :class:`Engine` protocol: besides the two passes it
-uploads frames (:meth:`to_device`), accepts a new complex reference per frame
-(:meth:`set_reference`, for baseline libraries) and exports / restores its whole
-state as host arrays (:meth:`state`, :meth:`restore`) so a run resumes
-bit-identically. The CUDA engine keeps its flags in one byte per voxel (bit 1
-reliable, 2 drift-reference candidate, 4 changed earlier, 8 valid in this frame, 16 tracked
-continuously, 32 re-anchored in this frame); this one keeps arrays.
+Every engine satisfies the :class:`Engine` protocol, which declares everything its
+callers use: besides the two passes it uploads frames (:meth:`~Engine.to_device`),
+accepts a new complex reference per frame (:meth:`~Engine.set_reference`, for
+baseline libraries and referenceless references), gives the inputs of the
+sparse background fit (:meth:`~Engine.fit_inputs`, :meth:`~Engine.drift_candidates`,
+:meth:`~Engine.changed_flags`), its accumulators (:meth:`~Engine.dose_cem43_min`,
+:meth:`~Engine.tmax_c`, :meth:`~Engine.measured_frames`, :meth:`~Engine.baseline_stats`)
+and exports / restores its whole state as host arrays (:meth:`~Engine.state`,
+:meth:`~Engine.restore`) so a run resumes bit-identically. So every reference mode
+runs on every engine. The drift model is the caller's (the Thermometer passes it
+where it is needed), not read off the engine. The CUDA engine keeps its flags in
+one byte per voxel (bit 1 reliable, 2 drift-reference candidate, 4 changed
+earlier, 8 valid in this frame, 16 tracked continuously, 32 re-anchored in this
+frame); this one keeps arrays.
 """
 
 from __future__ import annotations
@@ -86,24 +93,24 @@ class EngineConfig:
 
 @runtime_checkable
 class Engine(Protocol):
-    """Per-frame thermometry work: what :class:`mrtherm.Thermometer` calls, on any device."""
+    """Per-frame thermometry work: every member :class:`mrtherm.Thermometer` and
+    :class:`mrtherm.thermometry.frame_reference.FrameReference` use, on any device.
+
+    Callers use nothing else (``tests/test_engine_protocol.py`` runs them on a proxy that exposes only these
+    members). Arrays returned live on the engine's device (its array library); shapes are the frame's
+    ``(z, y, x)``. A CUDA engine may return views of its own buffers: read them before the next :meth:`pass1`
+    or :meth:`pass2`, or copy them.
+
+    Per frame the order is: :meth:`set_reference` (optional), :meth:`pass1`, then any of :meth:`fit_inputs`,
+    :meth:`fallback_stats`, :meth:`drift_candidates`, :meth:`changed_flags`, then :meth:`pass2`.
+
+    Attributes
+    ----------
+    name : str
+        The engine's name, recorded with a saved state (a state resumes on the same kind of engine).
+    """
 
     name: str
-    dose: Any  # (z, y, x) float64, CEM43 min accumulated
-    tmax: Any  # (z, y, x) float32, C, or None before the first frame
-    base_sum: Any  # (z, y, x) float64: sum of baseline delta_T
-    base_sumsq: Any  # (z, y, x) float64: sum of squares
-    base_count: Any  # (z, y, x) int32: baseline frames in which the voxel was valid
-    valid_frames: Any  # (z, y, x) int32: frames in which the voxel was valid
-
-    def frame_validity(self) -> tuple:
-        """The last frame's validity on the device.
-
-        Returns
-        -------
-        valid, reanchored : bool arrays, shape (z, y, x)
-            Measured in the last frame; re-anchored in it (valid again after a gap, or for the first time).
-        """
 
     def to_device(self, a, b) -> tuple:
         """The two frame components on the engine's device.
@@ -119,27 +126,73 @@ class Engine(Protocol):
             The same two arrays on the engine's device (uploads may be asynchronous on CUDA engines).
         """
 
+    def set_reference(self, s_ref) -> None:
+        """Use ``s_ref`` as the complex reference from the next frame on.
+
+        Parameters
+        ----------
+        s_ref : complex array, shape (z, y, x)
+            Any array library; stored as complex64 on the engine's device. Its magnitude is the voxel's reference
+            signal for the per-frame validity rule.
+        """
+
     def pass1(self, a, b, polar: bool) -> tuple:
-        """Phase change, unwrapping and the drift fit's per-slice normal equations.
+        """Phase change, validity, temporal unwrapping and the drift fit's per-slice normal equations.
 
         Parameters
         ----------
         a, b : array, shape (z, y, x)
-            One frame: (magnitude, phase rad) when ``polar``, else (real, imag).
+            One frame: (magnitude, phase rad) when ``polar``, else (real, imag); float32 on CUDA engines.
         polar : bool
 
         Returns
         -------
         tuple of ndarray
-            ``(packed, rhs, count)`` on the host, shapes (z, n_pairs), (z, k), (z,): see
-            :meth:`mrtherm.thermometry.drift.DriftModel.normal_equations`.
+            ``(packed, rhs, count)`` float64 on the host, shapes (z, n_pairs), (z, k), (z,): see
+            :meth:`mrtherm.thermometry.drift.DriftModel.normal_equations` (``count``: voxels in the fit).
         """
 
     def fallback_stats(self) -> tuple:
-        """The last frame's normal equations without the outlier exclusion."""
+        """The last :meth:`pass1`'s normal equations without the automatic reference's outlier exclusion.
+
+        Returns
+        -------
+        tuple of ndarray
+            ``(packed, rhs, count)`` on the host, as :meth:`pass1`.
+        """
+
+    def fit_inputs(self) -> tuple:
+        """The last :meth:`pass1`'s unwrapped phase change and its drift-fit weights (no outlier exclusion).
+
+        Returns
+        -------
+        u : array of float32, shape (z, y, x)
+            Unwrapped (and re-anchored) phase change against the reference, rad.
+        weight : array of float64, shape (z, y, x)
+            ``|S_t|^2`` (signal units squared) on drift-reference voxels tracked since the previous frame (valid,
+            in the first frame), changed voxels left out in automatic mode; 0 elsewhere.
+        """
+
+    def drift_candidates(self):
+        """The drift-reference region the engine was built with.
+
+        Returns
+        -------
+        bool array, shape (z, y, x)
+            True on drift-reference candidates (``EngineConfig.ref``).
+        """
+
+    def changed_flags(self):
+        """Voxels whose temperature has changed, either sign, by more than ``EngineConfig.heated_c`` in a valid frame
+        so far (kept out of the automatic drift reference and of the referenceless fits for good).
+
+        Returns
+        -------
+        bool array, shape (z, y, x)
+        """
 
     def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool) -> Any:
-        """Drift subtraction, PRF, mask, dose, Tmax; returns the frame's temperature.
+        """Drift subtraction, PRF, mask, dose, Tmax, baseline sums, changed flags; returns the frame's temperature.
 
         Parameters
         ----------
@@ -156,17 +209,61 @@ class Engine(Protocol):
             Temperature, C, NaN where the voxel is not valid in this frame (outside the mask, or its signal gone).
         """
 
-    def set_reference(self, s_ref) -> None:
-        """Use ``s_ref`` as the complex reference from the next frame on.
+    def frame_validity(self) -> tuple:
+        """The last frame's validity on the device.
 
-        Parameters
-        ----------
-        s_ref : complex array, shape (z, y, x)
-            Any array library; stored as complex64 on the engine's device.
+        Returns
+        -------
+        valid, reanchored : bool arrays, shape (z, y, x)
+            Measured in the last frame; re-anchored in it (valid again after a gap, or for the first time).
+        """
+
+    def dose_cem43_min(self):
+        """Thermal dose accumulated so far.
+
+        Returns
+        -------
+        array of float64, shape (z, y, x)
+            CEM43 minutes over the segments between two frames in which the voxel was valid; 0 elsewhere.
+        """
+
+    def tmax_c(self):
+        """Maximum temperature so far over the frames in which the voxel was valid.
+
+        Returns
+        -------
+        array of float32, shape (z, y, x), or None
+            C, NaN where never valid; None before the first :meth:`pass2`.
+        """
+
+    def measured_frames(self):
+        """Frames in which each voxel was valid.
+
+        Returns
+        -------
+        array of int32, shape (z, y, x)
+        """
+
+    def baseline_stats(self) -> tuple:
+        """Sums over the baseline frames (``is_baseline`` in :meth:`pass2`) in which the voxel was valid.
+
+        Returns
+        -------
+        total : array of float64, shape (z, y, x)
+            Sum of the temperature change, C.
+        total_sq : array of float64, shape (z, y, x)
+            Sum of its square, C^2.
+        count : array of int32, shape (z, y, x)
+            Baseline frames summed.
         """
 
     def state(self) -> dict:
-        """Everything that carries over between frames, as host arrays."""
+        """Everything that carries over between frames, as host arrays.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
 
     def restore(self, state: dict) -> None:
         """Continue from :meth:`state`.
@@ -181,7 +278,77 @@ class Engine(Protocol):
         """Time the kernels (CUDA engines)."""
 
     def kernel_seconds(self) -> dict:
-        """Kernel time per pass, s (empty without CUDA timing)."""
+        """Kernel time per pass.
+
+        Returns
+        -------
+        dict of str to float
+            s per pass, summed over frames (empty without CUDA timing).
+        """
+
+
+def protocol_members(protocol=None) -> tuple:
+    """The names a protocol class declares (methods and annotated attributes), sorted.
+
+    Parameters
+    ----------
+    protocol : type, optional
+        A ``typing.Protocol`` class; default :class:`Engine`.
+
+    Returns
+    -------
+    tuple of str
+
+    Examples
+    --------
+    >>> "pass1" in protocol_members() and "name" in protocol_members()
+    True
+    """
+    protocol = Engine if protocol is None else protocol
+    names = set(getattr(protocol, "__annotations__", {}))
+    names |= {k for k, v in vars(protocol).items() if callable(v) and not k.startswith("_")}
+    return tuple(sorted(names))
+
+
+def normal_equations_on_host(model, phase, weight) -> tuple:
+    """``model.normal_equations(phase, weight)`` on the host, in one transfer from a device.
+
+    Parameters
+    ----------
+    model : mrtherm.thermometry.drift.DriftModel
+    phase : real array, shape (z, y, x)
+        rad, in the model's array library.
+    weight : real array, shape (z, y, x)
+        >= 0, in the model's array library.
+
+    Returns
+    -------
+    packed, rhs, count : ndarray of float64, shapes (z, n_pairs), (z, k), (z,)
+        The model's values (see :func:`stats_to_host`).
+    """
+    return stats_to_host(*model.normal_equations(phase, weight), model.xp)
+
+
+def stats_to_host(packed, rhs, count, xp) -> tuple:
+    """Per-slice normal equations on the host: one concatenated download instead of three (NumPy: as they are).
+
+    Parameters
+    ----------
+    packed, rhs : float64 arrays, shapes (z, n_pairs), (z, k)
+    count : float64 array, shape (z,)
+    xp : array namespace of the three
+
+    Returns
+    -------
+    packed, rhs, count : ndarray of float64
+        The same values on the host.
+    """
+    if isinstance(packed, np.ndarray):
+        return packed, rhs, count
+    n, k = packed.shape[1], rhs.shape[1]
+    host = to_numpy(xp.concat([packed, rhs, xp.reshape(count, (-1, 1))], axis=1))
+    return (np.ascontiguousarray(host[:, :n]), np.ascontiguousarray(host[:, n:n + k]),
+            np.ascontiguousarray(host[:, n + k]))
 
 
 def signal_from_parts(a, b, polar: bool, xp):
@@ -225,6 +392,7 @@ class ArrayEngine:
         self.shape = tuple(c.mask.shape)
         self.mask = from_numpy(np.ascontiguousarray(c.mask), xp)
         self.ref = from_numpy(np.ascontiguousarray(c.ref, dtype=np.float64), xp)
+        self._candidates = from_numpy(np.ascontiguousarray(c.ref, dtype=bool), xp)
         self.s_ref = self._on_device(c.s_ref, xp.complex64)
         self._ref_phase = None
         self._ref_mag2 = None
@@ -330,6 +498,63 @@ class ArrayEngine:
         """
         return self.valid, self.reanchored
 
+    def drift_candidates(self):
+        """The drift-reference region (see :meth:`Engine.drift_candidates`).
+
+        Returns
+        -------
+        bool array, shape (z, y, x)
+        """
+        return self._candidates
+
+    def changed_flags(self):
+        """Voxels changed by more than ``heated_c`` in an earlier frame (see :meth:`Engine.changed_flags`).
+
+        Returns
+        -------
+        bool array, shape (z, y, x)
+        """
+        return self.changed
+
+    def dose_cem43_min(self):
+        """CEM43 minutes accumulated so far (see :meth:`Engine.dose_cem43_min`).
+
+        Returns
+        -------
+        array of float64, shape (z, y, x)
+        """
+        return self.dose
+
+    def tmax_c(self):
+        """Maximum temperature over the valid frames so far, C (see :meth:`Engine.tmax_c`).
+
+        Returns
+        -------
+        array of float32, shape (z, y, x), or None
+            None before the first frame.
+        """
+        return self.tmax
+
+    def measured_frames(self):
+        """Frames in which each voxel was valid (see :meth:`Engine.measured_frames`).
+
+        Returns
+        -------
+        array of int32, shape (z, y, x)
+        """
+        return self.valid_frames
+
+    def baseline_stats(self):
+        """Baseline sums of the temperature change and its square, and their frame counts (see
+        :meth:`Engine.baseline_stats`).
+
+        Returns
+        -------
+        total, total_sq : arrays of float64, shape (z, y, x)
+        count : array of int32, shape (z, y, x)
+        """
+        return self.base_sum, self.base_sumsq, self.base_count
+
     def pass1(self, a, b, polar: bool):
         """Phase change, validity, unwrapping (re-anchoring after gaps) and the drift fit's normal equations.
 
@@ -360,11 +585,9 @@ class ArrayEngine:
         if self.auto:
             self._fallback_weight = fit * xp.astype(~self.changed, xp.float64)
             inlier = xp.astype(xp.abs(xp.astype(self.u, xp.float64) - self.drift_prev) < self.outlier_rad, xp.float64)
-            stats = self.model.normal_equations(self.u, self._fallback_weight * inlier)
-        else:
-            self._fallback_weight = fit
-            stats = self.model.normal_equations(self.u, self._fallback_weight)
-        return tuple(to_numpy(v) for v in stats)
+            return normal_equations_on_host(self.model, self.u, self._fallback_weight * inlier)
+        self._fallback_weight = fit
+        return normal_equations_on_host(self.model, self.u, self._fallback_weight)
 
     def _validity(self, mag2):
         """Reliable voxels whose signal is there in this frame (module docstring); ``mag2`` is ``|S_t|^2``."""
@@ -442,7 +665,7 @@ class ArrayEngine:
         tuple of ndarray
             ``(packed, rhs, count)`` on the host, as :meth:`pass1`.
         """
-        return tuple(to_numpy(v) for v in self.model.normal_equations(self.u, self._fallback_weight))
+        return normal_equations_on_host(self.model, self.u, self._fallback_weight)
 
     def pass2(self, coeffs: np.ndarray, dt_min: float | None, is_baseline: bool):
         """Temperature frame after updating the accumulators.

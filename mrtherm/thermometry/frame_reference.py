@@ -30,6 +30,7 @@ import numpy as np
 from mrtherm.backend import from_numpy, to_numpy
 from mrtherm.thermometry.background import smooth_phase_fit, sparse_background_fit
 from mrtherm.thermometry.drift import DriftModel, solve_drift
+from mrtherm.thermometry.engine import normal_equations_on_host
 from mrtherm.thermometry.prf import phase_difference
 from mrtherm.thermometry.reference import LIBRARY_MODES, UNMATCHED_RATIO, BaselineLibrary
 
@@ -89,7 +90,7 @@ class FrameReference:
             if mode == "hybrid":
                 self._smooth_here = (self.still > 0) & self._field_is_smooth(signals)
         self._referenceless_now = False
-        self._ratios_of = None  # (frame, match ratios) from match(), for choose()
+        self._matched = None  # (frame, match ratios, hybrid blend or None) from match(), for choose()
         self.choices = []  # per frame: library entries averaged ([] for a referenceless frame)
         self.ratios = []  # per frame: best entry's match ratio (NaN for pure referenceless)
         self.iterations = []  # per frame: sparse-fit iterations (sparse modes)
@@ -115,8 +116,7 @@ class FrameReference:
         sumsq = xp.zeros(tuple(self.mask.shape), dtype=xp.float64)
         for sig in signals:
             turn = phase_difference(sig, self.mean_ref)
-            coeffs, _ = solve_drift(*(to_numpy(v) for v in self.model.normal_equations(turn, self._still_weight)),
-                                    self.model.k)
+            coeffs, _ = solve_drift(*normal_equations_on_host(self.model, turn, self._still_weight), self.model.k)
             sumsq = sumsq + (xp.astype(turn, xp.float64) - self.model.evaluate(coeffs)) ** 2
         rms = xp.sqrt(sumsq / len(signals))
         mag = xp.astype(xp.abs(self.mean_ref), xp.float64)
@@ -143,19 +143,21 @@ class FrameReference:
             return [], ([], 0.0)
         exclude = t if t < self.baseline_frames else None
         ratios = self.library.ratios(match)
-        self._ratios_of = (t, ratios)  # choose() takes them for the same frame
         chosen, _ = self.library.match(match, exclude=exclude, respiration=respiration, ratios=ratios)
         if self.mode != "hybrid":
+            self._matched = (t, ratios, None)  # choose() takes them for the same frame
             return chosen, ([], 0.0)
-        _, other, weight, _ = self.library.blend(match, chosen, exclude, ratios)
-        return chosen, (other, weight)
+        blended = self.library.blend(match, chosen, exclude, ratios)
+        self._matched = (t, ratios, blended)
+        return chosen, (blended[1], blended[2])
 
     def choose(self, engine, signal, t: int, respiration=None, match=None):
         """Set frame ``t``'s reference on ``engine``.
 
         Parameters
         ----------
-        engine : ArrayEngine
+        engine : mrtherm.thermometry.engine.Engine
+            Its drift-reference region and changed flags weigh a referenceless fit; its reference is set.
         signal : complex array, shape (z, y, x)
             The frame (in tissue coordinates with motion registration).
         t : int
@@ -163,17 +165,18 @@ class FrameReference:
         respiration : float, optional
             The frame's respiratory signal.
         match : complex or real array, shape (z, y, x), optional
-            The frame in image position, for the library matching (default ``signal``).
+            The frame in image position, for the library matching (default ``signal``). After :meth:`match` for
+            the same frame its ratios and blend are reused (the same values, computed once).
         """
         exclude = t if t < self.baseline_frames else None
-        cached = self._ratios_of[1] if self._ratios_of is not None and self._ratios_of[0] == t else None
-        self._ratios_of = None
+        cached = self._matched[1:] if self._matched is not None and self._matched[0] == t else (None, None)
+        self._matched = None
         reference, chosen, ratio, other, weight = self._library_reference(
-            signal if match is None else match, exclude, respiration, cached)
+            signal if match is None else match, exclude, respiration, *cached)
         if reference is None:
             xp = self.xp
-            fit_weight = xp.astype(xp.real(signal) ** 2 + xp.imag(signal) ** 2, xp.float64) * engine.ref \
-                * xp.astype(~engine.changed, xp.float64) * self.still
+            region = xp.astype(engine.drift_candidates() & ~engine.changed_flags(), xp.float64)
+            fit_weight = xp.astype(xp.real(signal) ** 2 + xp.imag(signal) ** 2, xp.float64) * region * self.still
             if self.library is None:  # referenceless: the frame's own smooth phase
                 _, bg = smooth_phase_fit(signal, fit_weight, self.model)
                 # the baseline magnitude under the fitted phase: the validity rule compares |S_t| with |S_ref|
@@ -189,15 +192,17 @@ class FrameReference:
         self.ratios.append(ratio)
         self.blends.append(([int(k) for k in other], float(weight)))
 
-    def _library_reference(self, signal, exclude, respiration, ratios=None):
-        """``(reference or None, chosen, ratio, other, weight)`` from the library; None: referenceless."""
+    def _library_reference(self, signal, exclude, respiration, ratios=None, blended=None):
+        """``(reference or None, chosen, ratio, other, weight)`` from the library; None: referenceless.
+        ``ratios`` and ``blended`` (the library's blend) reuse what :meth:`match` found for the same frame."""
         if self.library is None:
             return None, [], float("nan"), [], 0.0
         ratios = self.library.ratios(signal) if ratios is None else ratios
         chosen, ratio = self.library.match(signal, exclude=exclude, respiration=respiration, ratios=ratios)
         if self.mode != "hybrid":
             return self.library.reference(chosen), chosen, ratio, [], 0.0
-        reference, other, weight, ratio = self.library.blend(signal, chosen, exclude, ratios)
+        reference, other, weight, ratio = self.library.blend(signal, chosen, exclude, ratios) \
+            if blended is None else blended
         if ratio > UNMATCHED_RATIO and not self.registered:
             # no entry matches this frame: referenceless for it. Not with motion registration: the entries are
             # already on the frame's tissue points, only the fields differ, and the blend with the smooth
@@ -213,8 +218,7 @@ class FrameReference:
         turn = phase_difference(library_ref, self.mean_ref)
         # Both are baseline frames: the turn is the breathing B0 change plus noise, well inside (-pi, pi), so a
         # direct weighted fit needs no wrap-free detour.
-        coeffs, _ = solve_drift(*(to_numpy(v) for v in self.model.normal_equations(turn, self._still_weight)),
-                                self.model.k)
+        coeffs, _ = solve_drift(*normal_equations_on_host(self.model, turn, self._still_weight), self.model.k)
         rel = xp.where(self._smooth_here, xp.astype(self.model.evaluate(coeffs), xp.float32), turn)
         return xp.astype(self.mean_ref * xp.exp(1j * rel), xp.complex64)
 
@@ -279,14 +283,16 @@ class FrameReference:
         r2 = xp.astype(xp.real(ref) ** 2 + xp.imag(ref) ** 2, xp.float64)
         return (m2 >= self.floor2) & (r2 >= self.floor2) & (m2 >= self.fraction2 * r2)
 
-    def background(self, engine, signal):  # signal: in tissue coordinates with motion registration
+    def background(self, engine, signal, drift_model):  # signal: in tissue coordinates with motion registration
         """Drift-model coefficients from the sparse-heat fit of the engine's last phase change.
 
         Parameters
         ----------
-        engine : ArrayEngine
-            After :meth:`pass1` of this frame.
+        engine : mrtherm.thermometry.engine.Engine
+            After its ``pass1`` of this frame (:meth:`~mrtherm.thermometry.engine.Engine.fit_inputs` is read).
         signal : complex array, shape (z, y, x)
+        drift_model : mrtherm.thermometry.drift.DriftModel
+            The drift polynomial the engine subtracts (the Thermometer's), in the engine's array library.
 
         Returns
         -------
@@ -301,7 +307,7 @@ class FrameReference:
         # noise SD of the phase change ~ sigma sqrt(1/|S_t|^2 + 1/|S_ref|^2) ~ sqrt(2) sigma / |S_t|
         tau = SPARSE_THRESHOLD_SD * math.sqrt(2.0) * self.sigma / xp.sqrt(xp.where(mag2 > 0, mag2, 1e-30))
         # two-signed: a region that cools below its baseline is kept out of the background as heat is
-        coeffs, fallback, iterations = sparse_background_fit(engine.model, u, weight, tau, 0)
+        coeffs, fallback, iterations = sparse_background_fit(drift_model, u, weight, tau, 0)
         self.iterations.append(iterations)
         return coeffs, fallback
 

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from mrtherm.backend import from_numpy, to_numpy
+from mrtherm.backend import from_numpy, namespace, to_numpy
 
 REGISTRATION_ITERATIONS = 8
 REGISTRATION_TOLERANCE_VOX = 0.005  # 0.01 mm at 2 mm voxels
@@ -285,24 +285,36 @@ def moving_tissue_weight(reference_mag, labels, threshold):
 class MotionRegistration:
     """Per-frame in-plane translation to the reference position (see the module docstring).
 
+    The shift is estimated on the host: each frame's magnitude is downloaded once and the Gauss-Newton
+    iterations (each of which needs five sums to decide its step and whether to stop) run there, so a GPU run
+    does not stop for a transfer per iteration. The frames are resampled on the device (:meth:`warp`).
+
     Parameters
     ----------
     reference_mag : array, shape (z, y, x)
-        Magnitude of the reference position (the first baseline frame), on the device.
+        Magnitude of the reference position (the first baseline frame), any array library (kept on the host,
+        float64).
     weight : array, shape (z, y, x)
-        :func:`moving_tissue_weight`, on the device.
+        :func:`moving_tissue_weight`, any array library (kept on the host).
     xp : array namespace
+        The frames' array library (resampling, covered tissue).
     """
 
     def __init__(self, reference_mag, weight, xp):
         self.xp = xp
-        self.reference_mag = xp.astype(reference_mag, xp.float64)
-        self.weight = weight
+        self.reference_mag = np.asarray(to_numpy(reference_mag), dtype=np.float64)
+        self.weight = to_numpy(weight)
         self.shifts_vox = []  # (dy, dx) per frame
         self.entry_shifts = None  # (n, 2): each library entry's shift, a starting point for frames matched to it
         self.own_mag = None  # (z, y, x): each tissue point's magnitude in the reference breathing state
         self.noise_sigma = 0.0
-        self._gradients = _gradients(self.reference_mag, xp)
+        self._host_xp = namespace(self.reference_mag)
+        self._gradients = _gradients(self.reference_mag, self._host_xp)
+
+    def _shift(self, magnitude, start=(0.0, 0.0)):
+        """:func:`estimate_shift` of one magnitude on the host (one download of a device array)."""
+        return estimate_shift(to_numpy(magnitude), self.reference_mag, self.weight, self._host_xp, start,
+                              self._gradients)
 
     def register_entries(self, magnitudes):
         """Shift of every baseline frame (library entry): where it is resampled from, and the starting point of
@@ -317,8 +329,7 @@ class MotionRegistration:
         ndarray, shape (n, 2)
             ``(dy, dx)`` per entry, voxels.
         """
-        self.entry_shifts = np.array([estimate_shift(m, self.reference_mag, self.weight, self.xp,
-                                                     ref_gradients=self._gradients) for m in magnitudes])
+        self.entry_shifts = np.array([self._shift(m) for m in magnitudes])
         return self.entry_shifts
 
     def learn_own_magnitude(self, tissue_magnitudes, sigma):
@@ -414,7 +425,7 @@ class MotionRegistration:
         Parameters
         ----------
         magnitude : array, shape (z, y, x)
-            The frame's magnitude in image position.
+            The frame's magnitude in image position, any array library (downloaded once).
         start : (float, float), optional
             Starting shift (from the matched library entries); else the previous frame's.
 
@@ -425,7 +436,7 @@ class MotionRegistration:
         """
         if start is None:
             start = self.shifts_vox[-1] if self.shifts_vox else (0.0, 0.0)
-        shift = estimate_shift(magnitude, self.reference_mag, self.weight, self.xp, start, self._gradients)
+        shift = self._shift(magnitude, start)
         self.shifts_vox.append(shift)
         return shift
 
@@ -436,7 +447,7 @@ class MotionRegistration:
         -------
         dict of str to ndarray
         """
-        out = {"reference_mag": to_numpy(self.reference_mag), "weight": to_numpy(self.weight),
+        out = {"reference_mag": self.reference_mag, "weight": self.weight,
                "shifts_vox": np.asarray(self.shifts_vox, dtype=np.float64).reshape(-1, 2)}
         if self.entry_shifts is not None:
             out["entry_shifts"] = self.entry_shifts
@@ -458,7 +469,7 @@ class MotionRegistration:
         -------
         MotionRegistration
         """
-        self = cls(from_numpy(state["reference_mag"], xp), from_numpy(state["weight"], xp), xp)
+        self = cls(state["reference_mag"], state["weight"], xp)
         self.shifts_vox = [(float(a), float(b)) for a, b in state["shifts_vox"]]
         self.entry_shifts = state.get("entry_shifts")
         self.own_mag = from_numpy(state["own_mag"], xp) if "own_mag" in state else None

@@ -212,9 +212,13 @@ class Thermometer:
             return None
         ref = self.xp.abs(first)
         weight = moving_tissue_weight(to_numpy(ref), self.labels, p.snr_threshold * image_rel.sigma)
-        return MotionRegistration(ref, from_numpy(weight, self.xp), self.xp)
+        return MotionRegistration(ref, weight, self.xp)  # registration runs on the host (motion.py)
 
-    def _make_engine(self, s_ref):
+    def _make_engine(self, s_ref, saved_engine=None):
+        """The engine: the GPU plugin's on CuPy arrays, for every reference mode (they use only the
+        :class:`~mrtherm.thermometry.engine.Engine` protocol), else the array engine. ``saved_engine``: the name of
+        the engine a restored state was saved by; a state saved by the array engine on CuPy (before the fused
+        engine served the library-free modes) resumes on it."""
         p = self.params
         self.model = DriftModel(self.shape, p.drift_order, self.xp)
         config = EngineConfig(mask=self.reliability.mask, ref=self.drift_ref, s_ref=s_ref, auto=self.auto_ref,
@@ -222,10 +226,7 @@ class Thermometer:
                               to_celsius=p.phase_sign / self.k_rad_per_c, body_temp_c=p.body_temp_c,
                               heated_c=p.auto_ref_heated_c, valid_floor=p.snr_threshold * self.reliability.sigma,
                               valid_fraction=p.min_signal_fraction)
-        # The fused CUDA engine keeps its phase inside the kernels; the sparse background fit needs it, so the
-        # referenceless and hybrid modes run the array engine (on CuPy arrays when the GPU is used).
-        sparse = self.reference_decision["used"] in ("referenceless", "hybrid")
-        plugin = gpu_plugin() if is_cupy_namespace(self.xp) and not sparse else None
+        plugin = gpu_plugin() if is_cupy_namespace(self.xp) and saved_engine != ArrayEngine.name else None
         engine_class = plugin.engine_class if plugin is not None else ArrayEngine
         self.engine = engine_class(self.xp, self.model, config)
         self.mask_device = from_numpy(self.reliability.mask, self.xp)
@@ -318,13 +319,19 @@ class Thermometer:
 
     def _register(self, image, t, respiration):
         """The frame resampled into tissue coordinates, and its shift; registration starts from the shifts of
-        the library entries the frame matches."""
+        the library entries the frame matches.
+
+        One device boundary: the image magnitude is computed once on the device, the library matches it there
+        (its match ratios and blend weights come back as a few numbers, reused by ``choose``), and it goes to the
+        host once for the Gauss-Newton registration; the shift comes back as two numbers and the frame is resampled
+        on the device."""
         fr, reg = self.frame_reference, self.registration
+        magnitude = self.xp.abs(image)
         start = None
         if fr is not None and fr.library is not None:
-            chosen, blend = fr.match(t, respiration, image)
+            chosen, blend = fr.match(t, respiration, magnitude)
             start = reg.start_for(chosen, blend)
-        shift = reg.register(self.xp.abs(image), start)
+        shift = reg.register(magnitude, start)
         return reg.uncovered(reg.warp(image, shift), self.params.min_signal_fraction), shift
 
     def _drift(self, a, b, polar, signal):
@@ -333,7 +340,7 @@ class Thermometer:
         if not self.params.drift_correction:
             return np.zeros((self.shape[0], self.model.k)), counts
         if self.frame_reference is not None and self.frame_reference.sparse:
-            coeffs, fallback = self.frame_reference.background(self.engine, signal)
+            coeffs, fallback = self.frame_reference.background(self.engine, signal, self.model)
             self.fallback_frames += int(fallback.any())
             return coeffs, counts
         coeffs, fallback = solve_drift(*stats, self.model.k)
@@ -354,7 +361,7 @@ class Thermometer:
                  xp.reshape(xp.astype(xp.sum(xp.astype(back, xp.int64)), xp.float32), (1,))]
         if self.target is not None:
             parts += self.target.device_stats(temp)
-        parts += self.watch.device_stats(temp, self._temp_prev, self.engine.dose, dt_s)
+        parts += self.watch.device_stats(temp, self._temp_prev, self.engine.dose_cem43_min(), dt_s)
         small = to_numpy(xp.concat(parts)).astype(np.float64)  # one small transfer per frame
         self.peak_curve_c.append(float(small[0]))
         self.invalid_voxels.append(int(small[1]))
@@ -380,13 +387,13 @@ class Thermometer:
         baseline frame's position).
         """
         xp = self.xp
-        measured = self.mask_device & (self.engine.valid_frames > 0)
-        return xp.where(measured, self.engine.dose, xp.asarray(float("nan"), dtype=xp.float64))
+        measured = self.mask_device & (self.engine.measured_frames() > 0)
+        return xp.where(measured, self.engine.dose_cem43_min(), xp.asarray(float("nan"), dtype=xp.float64))
 
     @property
     def measured_frames(self):
         """Frames in which each voxel was measured, ``(z, y, x)`` int32 (0 outside the mask)."""
-        return self.engine.valid_frames
+        return self.engine.measured_frames()
 
     @property
     def tmax_c(self):
@@ -394,7 +401,7 @@ class Thermometer:
         (NaN where never measured; None before the first frame); tissue coordinates with motion registration."""
         if not self.frames_processed:
             return None
-        return self.engine.tmax
+        return self.engine.tmax_c()
 
     def temperature_sd_c(self):
         """Empirical temperature SD over the baseline frames x sqrt(1 + 1/N).
@@ -408,11 +415,12 @@ class Thermometer:
         if n < 2 or self.frames_processed < n:
             return xp.full(self.shape, float("nan"), dtype=xp.float32)
         # each voxel over the baseline frames in which it was valid (NaN with fewer than 2)
-        count = xp.astype(self.engine.base_count, xp.float64)
+        total, total_sq, count = self.engine.baseline_stats()
+        count = xp.astype(count, xp.float64)
         enough = count >= 2
         safe = xp.where(enough, count, 2.0)
-        mean = self.engine.base_sum / safe
-        var = xp.maximum(self.engine.base_sumsq - safe * mean * mean, 0.0) / (safe - 1.0)
+        mean = total / safe
+        var = xp.maximum(total_sq - safe * mean * mean, 0.0) / (safe - 1.0)
         # sqrt(1 + 1/N): the SD of one frame's temperature once the noisy N-frame reference is subtracted.
         sd = xp.astype(xp.sqrt(var) * math.sqrt(1.0 + 1.0 / n), xp.float32)
         return xp.where(self.mask_device & enough, sd, xp.asarray(float("nan"), dtype=xp.float32))
@@ -570,7 +578,7 @@ class Thermometer:
         self.still = arrays["still"]
         self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, self.params.alpha_ppm_per_c)
         self.reference_decision = meta["reference_decision"]
-        self._make_engine(arrays["engine_s_ref"])
+        self._make_engine(arrays["engine_s_ref"], meta["engine"])
         used = self.reference_decision["used"]
         fr_state = {k[9:]: v for k, v in arrays.items() if k.startswith("frameref_")}
         self.frame_reference = FrameReference.from_state(fr_state, used, self.reliability.sigma,

@@ -1,7 +1,8 @@
 """Motion-robust modes on CuPy against NumPy: matching, blends, referenceless fits, sparse solve, registration.
 
-The per-frame work of library / referenceless / hybrid is array-API code run on CuPy arrays (the fused CUDA
-engine keeps its phase inside its kernels, so these modes use the array engine on the GPU). Tolerances:
+The reference choice of library / referenceless / hybrid is array-API code run on CuPy arrays; the per-frame
+thermometry runs on the fused CUDA engine in every mode (it answers the Engine protocol's reads of its flags and
+unwrapped phase). Tolerances:
 temperature 1e-3 C, dose rtol 1e-4, identical entry choices, shifts within 1e-4 voxel.
 """
 
