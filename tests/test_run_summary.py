@@ -110,3 +110,13 @@ def test_cohort_table_column_is_filled(exam_dir, tmp_path):
         table = list(csv.DictReader(fh))
     assert float(table[0]["spinal_cord_max_c"]) == pytest.approx(cord["max_temperature_c"])
     assert np.isfinite(float(table[0]["nerve_root_max_c"]))
+
+
+def test_every_reader_gives_a_frame_source(exam_dir):
+    """The driver works on the protocol, not on a reader: an opened exam is a sonication's frames."""
+    from mrtherm.app.sources import ExamSource, FrameSource, SonicationFrames
+    exam = mrtherm.load_exam(str(exam_dir / "magnitude.nii.gz"), str(exam_dir / "phase.nii.gz"))
+    assert isinstance(exam, SonicationFrames) and isinstance(ExamSource(exam), FrameSource)
+    (son,) = ExamSource(exam).sonications()
+    a, b, polar = son.frame_parts(son.n_frames - 1)
+    assert polar and a.shape == SHAPE and son.frame_times_s.shape == (FRAMES,)

@@ -1,7 +1,8 @@
 """The run driver: a :class:`RunRequest` in, its outputs written, a typed :class:`RunSummary` out.
 
-``mrtherm run`` and the cohort's tasks call :func:`run`. It opens the frame source the request names (a NIfTI
-exam, in-memory arrays, a DICOM series, or a DICOM folder of several sonications), sends it through the frame loop
+``mrtherm run`` and the cohort's tasks call :func:`run`. It opens the frame source the request names
+(:mod:`mrtherm.app.sources`: a NIfTI exam, in-memory arrays, a DICOM series, or a DICOM folder of several
+sonications), sends it through the frame loop
 (:mod:`mrtherm.app.process`: one sonication; :mod:`mrtherm.app.treatment`: several, summed on the treatment grid),
 writes the outputs through the staged-folder writer, and returns what the run found. ``mrtherm live`` feeds the same
 frame loop and treatment sums from the scanner (:mod:`mrtherm.live.state`).
@@ -17,7 +18,7 @@ from mrtherm.app.summary import CumulativeSummary, RunSummary, SonicationSummary
 from mrtherm.errors import ParameterError
 from mrtherm.io.atomic import check_out_dir
 
-__all__ = ["exam_from_request", "run"]
+__all__ = ["exam_from_request", "run", "source_from_request"]
 
 
 def _input_paths(r):
@@ -59,10 +60,22 @@ def exam_from_request(r):
                      frame_times_s=r.frame_times_s, phase_scale=r.phase_scale)
 
 
-def _dicom_sonications(r):
-    from mrtherm.io.dicom.loader import load_dicom_treatment  # noqa: PLC0415
-    return load_dicom_treatment(r.dicom, echo=r.echo, te_s=_te_s(r), b0_t=r.b0_t, frame_time_s=r.frame_time_s,
-                                frame_times_s=r.frame_times_s, phase_scale=r.phase_scale)
+def source_from_request(r):
+    """The :class:`mrtherm.app.sources.FrameSource` a request's input options name.
+
+    Parameters
+    ----------
+    r : RunRequest or argparse.Namespace
+
+    Returns
+    -------
+    FrameSource
+    """
+    from mrtherm.app.sources import DicomTreatmentSource, ExamSource  # noqa: PLC0415
+    if r.dicom:
+        return DicomTreatmentSource(r.dicom, echo=r.echo, te_s=_te_s(r), b0_t=r.b0_t, frame_time_s=r.frame_time_s,
+                                    frame_times_s=r.frame_times_s, phase_scale=r.phase_scale)
+    return ExamSource(exam_from_request(r))
 
 
 def _cold_alarm(r):
@@ -128,19 +141,15 @@ def run(request, progress: bool | None = None) -> RunSummary:
     progress = not r.quiet if progress is None else progress
     check_out_dir(r.out, _input_paths(r) + [r.labels, r.drift_roi, r.respiration, r.probes, r.probe_positions])
     probes = _probes(r)
-    if r.dicom:
-        exams = _dicom_sonications(r)
-        if len(exams) > 1:
-            if r.respiration or probes:
-                raise ParameterError("--respiration and --probes apply to one series; this DICOM folder holds "
-                                     f"{len(exams)} sonications")
-            return _run_treatment(r, exams, progress)
-        exam = exams[0]
-    else:
-        if r.treatment_grid:
-            raise ParameterError("--treatment-grid needs a DICOM treatment of several sonications (--dicom)")
-        exam = exam_from_request(r)
-    return _run_exam(r, exam, probes, progress)
+    if not r.dicom and r.treatment_grid:
+        raise ParameterError("--treatment-grid needs a DICOM treatment of several sonications (--dicom)")
+    sonications = source_from_request(r).sonications()
+    if len(sonications) > 1:
+        if r.respiration or probes:
+            raise ParameterError("--respiration and --probes apply to one series; this DICOM folder holds "
+                                 f"{len(sonications)} sonications")
+        return _run_treatment(r, sonications, progress)
+    return _run_exam(r, sonications[0], probes, progress)
 
 
 def _run_exam(r, exam, probes, progress) -> RunSummary:

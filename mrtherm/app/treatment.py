@@ -292,19 +292,135 @@ def cumulative_alarms(dose, labels, table, params, time_s, sonication) -> list[d
     return out
 
 
-def _entry(index, exam, th):
+class Treatment:
+    """The one owner of a treatment's sums: its grid, the cumulative dose and Tmax of the sonications finished so
+    far, their report figures, and the labels on the grid for the cumulative alarms.
+
+    ``mrtherm run --dicom`` (:func:`run_treatment`) and ``mrtherm live`` (:class:`mrtherm.live.state.TreatmentState`,
+    which adds the live sonications and the checkpoint) both sum through it.
+
+    Parameters
+    ----------
+    params : ThermometryParams
+    options : dict
+        ``labels`` and ``label_table`` (paths or arrays, optional): the protected structures on the grid.
+    grid : TreatmentGrid, optional
+        Default: the first sonication's grid (:meth:`ensure_grid`).
+    """
+
+    def __init__(self, params, options, grid=None):
+        self.params, self.options = params, options
+        self.grid = grid
+        self.cumulative = None if grid is None else CumulativeDose(grid)
+        self.grid_labels, self.table = None, None
+        self.finished_figures: dict[int, dict] = {}
+
+    def ensure_grid(self, shape_zyx, affine, index):
+        """The first sonication's grid, unless a grid was given; the labels resampled onto it.
+
+        Parameters
+        ----------
+        shape_zyx : tuple of int
+        affine : (4, 4) array
+        index : int
+            0-based sonication index (named in the grid's source).
+        """
+        if self.grid is None:
+            self.grid = TreatmentGrid(shape_zyx, affine, f"grid of sonication {index + 1}")
+            self.cumulative = CumulativeDose(self.grid)
+        if self.grid_labels is None and self.options.get("labels") is not None:
+            self.grid_labels, self.table = labels_on_grid(self.options, self.grid)
+
+    def finish(self, index, th: Thermometer) -> dict:
+        """A sonication's dose joins the cumulative sum; returns (and keeps) its report figures.
+
+        Parameters
+        ----------
+        index : int
+            0-based.
+        th : Thermometer
+            After its last frame.
+
+        Returns
+        -------
+        dict
+            :func:`sonication_figures`.
+        """
+        self.ensure_grid(th.shape, th.affine, index)
+        self.cumulative.add(self.cumulative.contribution(th))
+        self.finished_figures[index] = sonication_figures(th, index)
+        return self.finished_figures[index]
+
+    def maps(self, running: Thermometer | None = None):
+        """Cumulative ``(dose CEM43 min float64, Tmax C float32)``, a running sonication included; NaN where none
+        measured.
+
+        Parameters
+        ----------
+        running : Thermometer, optional
+
+        Returns
+        -------
+        tuple of ndarray
+        """
+        contribution = self.cumulative.contribution(running) if running is not None else None
+        dose, tmax, _ = self.cumulative.maps(contribution)
+        return dose, tmax
+
+    def cumulative_alarms(self, dose, time_s, sonication) -> list[dict]:
+        """Alarms on the cumulative dose in the protected structures of the grid's labels.
+
+        Parameters
+        ----------
+        dose : ndarray
+            From :meth:`maps`.
+        time_s : float
+        sonication : int
+            1-based, the latest.
+
+        Returns
+        -------
+        list of dict
+        """
+        if self.grid_labels is None:
+            return []
+        return cumulative_alarms(dose, self.grid_labels, self.table, self.params, time_s, sonication)
+
+    def cumulative_entry(self, dose, tmax) -> dict:
+        """report.json's cumulative figures.
+
+        Parameters
+        ----------
+        dose, tmax : ndarray
+            From :meth:`maps`.
+
+        Returns
+        -------
+        dict
+        """
+        return cumulative_figures(dose, tmax, self.grid.affine, self.params.dose_levels_cem43_min)
+
+    def anatomy_on_grid(self, th: Thermometer):
+        """A sonication's mean baseline magnitude on the treatment grid.
+
+        Parameters
+        ----------
+        th : Thermometer
+
+        Returns
+        -------
+        ndarray of float32
+        """
+        resample = self.grid.resampler(th.shape, th.affine)
+        return resample(np.asarray(th.anatomy, dtype=np.float32), 1, 0.0).astype(np.float32)
+
+
+def _entry(index, exam) -> dict:
+    """A sonication's inputs and acquisition for the treatment's report.json."""
     prov = exam.provenance
     return {"sonication": index + 1, "inputs": prov.get("inputs"), "shape_zyx": list(exam.shape_zyx),
             "affine": exam.affine.tolist(), "te_s": exam.te_s, "b0_t": exam.b0_t, "phase_scale": exam.phase_scale,
-            "state": "finished", **sonication_figures(th, index)}
-
-
-def _cumulative_alarms(dose, grid, params, entries, kwargs):
-    labels, table = labels_on_grid(kwargs, grid)
-    if labels is None:
-        return []
-    last = entries[-1]
-    return cumulative_alarms(dose, labels, table, params, (last.get("frame_times_s") or [0.0])[-1], len(entries))
+            "state": "finished"}
 
 
 def run_treatment(exams, out_dir, params, *, treatment_grid=None, figures=True, **kwargs):
@@ -332,9 +448,7 @@ def run_treatment(exams, out_dir, params, *, treatment_grid=None, figures=True, 
     alarms : list of dict
         Every sonication's alarms and the cumulative ones.
     """
-    grid = grid_from_file(treatment_grid) if treatment_grid else \
-        TreatmentGrid(exams[0].shape_zyx, exams[0].affine, "grid of sonication 1")
-    cumulative = CumulativeDose(grid)
+    treatment = Treatment(params, kwargs, grid_from_file(treatment_grid) if treatment_grid else None)
     entries, reports, anatomy = [], [], None
     with atomic.staged(out_dir) as stage:
         for k, exam in enumerate(exams):
@@ -345,20 +459,19 @@ def run_treatment(exams, out_dir, params, *, treatment_grid=None, figures=True, 
             result.write_into(folder, figures=figures)
             reports.append(result.report)
             th = result.thermometer
-            cumulative.add(cumulative.contribution(th))
-            entries.append(_entry(k, exam, th))
+            entries.append({**_entry(k, exam), **treatment.finish(k, th)})
             if anatomy is None:
-                anatomy = grid.resampler(th.shape, th.affine)(th.anatomy, 1, 0.0)
-        dose, tmax, _ = cumulative.maps()
-        maps = outputs.treatment_maps(dose, tmax, grid, params.dose_levels_cem43_min)
-        maps["anatomy.nii.gz"] = (anatomy, grid.affine)
+                anatomy = treatment.anatomy_on_grid(th)
+        dose, tmax = treatment.maps()
+        maps = outputs.treatment_maps(dose, tmax, treatment.grid, params.dose_levels_cem43_min)
+        maps["anatomy.nii.gz"] = (anatomy, treatment.grid.affine)
         names = outputs.write_maps(stage, maps)
         alarms = sorted((a for e in entries for a in e.get("alarms", [])),
                         key=lambda a: (a["sonication"], a["time_s"], a["structure"]))
-        cum = cumulative_figures(dose, tmax, grid.affine, params.dose_levels_cem43_min)
-        alarms += _cumulative_alarms(dose, grid, params, entries, kwargs)
+        cum = treatment.cumulative_entry(dose, tmax)
+        alarms += treatment.cumulative_alarms(dose, (entries[-1].get("frame_times_s") or [0.0])[-1], len(entries))
         report = outputs.treatment_report(
-            mode="batch", params=params, grid=grid, sonications=entries, cumulative=cum, alarms=alarms,
+            mode="batch", params=params, grid=treatment.grid, sonications=entries, cumulative=cum, alarms=alarms,
             frames_processed=sum(e["frames_processed"] for e in entries),
             extra={"outputs": sorted(names + ["report.json"] +
                                      [f"sonication_{k + 1:02d}/" for k in range(len(exams))])})

@@ -279,7 +279,7 @@ class LiveSession:
         son = st.sonications[st.current]
         maps["temperature.nii.gz"] = (son.last_temperature, son.affine)
         if not st.anatomy_written:
-            maps["anatomy.nii.gz"] = (st.anatomy_on_grid(), st.grid.affine)
+            maps["anatomy.nii.gz"] = (st.first_anatomy_on_grid(), st.grid.affine)
         writing = self.writer.start_maps(self.out, maps)
         # The checkpoint is written alongside the maps; the next frame waits for it. A crash before it lands
         # resumes from the previous checkpoint and processes this frame again from the kept images.

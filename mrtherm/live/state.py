@@ -19,8 +19,7 @@ import numpy as np
 from mrtherm.errors import MrthermError
 from mrtherm.io.atomic import atomic_file
 from mrtherm.app import outputs
-from mrtherm.app.treatment import (CumulativeDose, cumulative_alarms, cumulative_figures, grid_from_file,
-                                   labels_on_grid, sonication_figures)
+from mrtherm.app.treatment import CumulativeDose, Treatment, grid_from_file, sonication_figures
 from mrtherm.geometry import TreatmentGrid
 from mrtherm.live.treatment import Sonication
 from mrtherm.thermometry.thermometer import Thermometer
@@ -28,8 +27,9 @@ from mrtherm.thermometry.thermometer import Thermometer
 CHECKPOINT_VERSION = 1
 
 
-class TreatmentState:
-    """Sonications fed frame by frame, the cumulative maps, and the alarms raised so far.
+class TreatmentState(Treatment):
+    """Sonications fed frame by frame, the cumulative maps (:class:`mrtherm.app.treatment.Treatment`), and the alarms
+    raised so far.
 
     Parameters
     ----------
@@ -39,14 +39,10 @@ class TreatmentState:
     """
 
     def __init__(self, options):
-        self.options = options
-        self.params = options["params"]
+        super().__init__(options["params"], options,
+                         grid_from_file(options["treatment_grid"]) if options.get("treatment_grid") else None)
         self.sonications: dict[int, Sonication] = {}
         self.current: int | None = None
-        self.grid = grid_from_file(options["treatment_grid"]) if options.get("treatment_grid") else None
-        self.cumulative = None if self.grid is None else CumulativeDose(self.grid)
-        self.grid_labels = None
-        self.finished_figures: dict[int, dict] = {}
         self.alarms_sent: set = set()
         self.frames_processed = 0
         self.anatomy_written = False
@@ -70,23 +66,16 @@ class TreatmentState:
         son = self.sonications.get(frame.sonication)
         if son is None:
             if self.current is not None and frame.sonication > self.current:
-                finished = self.finish(self.current)
+                finished = self.close_sonication(self.current)
             son = Sonication(frame.sonication, frame, self.options)
             self.sonications[frame.sonication] = son
             self.current = frame.sonication
-            self._ensure_grid(son)
+            self.ensure_grid(son.shape, son.affine, son.index)
         taken = son.feed(frame)
         self.frames_processed += taken
         return taken, finished
 
-    def _ensure_grid(self, son):
-        if self.grid is None:
-            self.grid = TreatmentGrid(son.shape, son.affine, f"grid of sonication {son.index + 1}")
-            self.cumulative = CumulativeDose(self.grid)
-        if self.grid_labels is None and self.options.get("labels") is not None:
-            self.grid_labels, self.table = labels_on_grid(self.options, self.grid)
-
-    def finish(self, index):
+    def close_sonication(self, index):
         """Close sonication ``index``: its dose joins the cumulative sum; returns it (None if it never started).
 
         Parameters
@@ -103,8 +92,7 @@ class TreatmentState:
         son.finished = True
         if son.th is None:
             return None
-        self.cumulative.add(self.cumulative.contribution(son.th))
-        self.finished_figures[index] = sonication_figures(son.th, index)
+        self.finish(index, son.th)
         return son
 
     @property
@@ -124,10 +112,7 @@ class TreatmentState:
         tmax : ndarray of float32
             C.
         """
-        th = self.current_thermometer
-        contribution = self.cumulative.contribution(th) if th is not None else None
-        dose, tmax, _ = self.cumulative.maps(contribution)
-        return dose, tmax
+        return super().maps(self.current_thermometer)
 
     def sonication_entries(self):
         """report.json's per-sonication list.
@@ -165,9 +150,8 @@ class TreatmentState:
         """
         alarms = [a for s in sonications for a in s.get("alarms", [])]
         th = self.current_thermometer
-        if self.grid_labels is not None and th is not None:
-            alarms += cumulative_alarms(dose, self.grid_labels, self.table, self.params,
-                                        th.times_s[-1] if th.times_s else 0.0, self.current + 1)
+        if th is not None:
+            alarms += self.cumulative_alarms(dose, th.times_s[-1] if th.times_s else 0.0, self.current + 1)
         alarms.sort(key=lambda a: (a.get("sonication", 0), a["time_s"], a["structure"]))
         return alarms
 
@@ -190,21 +174,7 @@ class TreatmentState:
                 fresh.append(a)
         return fresh
 
-    def cumulative_entry(self, dose, tmax):
-        """report.json's cumulative figures.
-
-        Parameters
-        ----------
-        dose, tmax : ndarray
-            On the treatment grid.
-
-        Returns
-        -------
-        dict
-        """
-        return cumulative_figures(dose, tmax, self.grid.affine, self.params.dose_levels_cem43_min)
-
-    def anatomy_on_grid(self):
+    def first_anatomy_on_grid(self):
         """The first sonication's mean baseline magnitude on the treatment grid.
 
         Returns
@@ -212,10 +182,7 @@ class TreatmentState:
         ndarray of float32 or None
         """
         son = self.sonications[min(self.sonications)]
-        if son.th is None:
-            return None
-        resample = self.grid.resampler(son.th.shape, son.th.affine)
-        return resample(np.asarray(son.th.anatomy, dtype=np.float32), 1, 0.0).astype(np.float32)
+        return None if son.th is None else self.anatomy_on_grid(son.th)
 
     # ------------------------------------------------------------------ checkpoint
     def save(self, folder, seq, extra):
@@ -292,7 +259,8 @@ class TreatmentState:
         if cp["thermometer"]:
             self.sonications[self.current].run.th = Thermometer.load_state(os.path.join(folder, cp["thermometer"]))
         if self.sonications:
-            self._ensure_grid(self.sonications[min(self.sonications)])
+            first = self.sonications[min(self.sonications)]
+            self.ensure_grid(first.shape, first.affine, first.index)
         self.frames_processed = cp["frames_processed"]
         self.alarms_sent = {tuple(k) for k in cp["alarms_sent"]}
         self.anatomy_written = cp["anatomy_written"]
