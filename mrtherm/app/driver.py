@@ -18,7 +18,7 @@ from mrtherm.app.summary import CumulativeSummary, RunSummary, SonicationSummary
 from mrtherm.errors import ParameterError
 from mrtherm.io.atomic import check_out_dir
 
-__all__ = ["exam_from_request", "run", "source_from_request"]
+__all__ = ["cryo_from_request", "exam_from_request", "run", "source_from_request"]
 
 
 def _input_paths(r):
@@ -84,8 +84,17 @@ def _cold_alarm(r):
     return 10.0 if r.modality == "cryo" else None
 
 
-def _cryo(r):
-    """CryoParams for ``modality="cryo"`` (tips from ``cryo_tip`` and cryoprobes in ``probe_positions``), else None."""
+def cryo_from_request(r):
+    """CryoParams for ``modality="cryo"`` (tips from ``cryo_tip`` and cryoprobes in ``probe_positions``), else None.
+
+    Parameters
+    ----------
+    r : RunRequest or argparse.Namespace
+
+    Returns
+    -------
+    CryoParams or None
+    """
     if r.modality != "cryo":
         if r.cryo_tip:
             raise ParameterError("--cryo-tip needs --modality cryo")
@@ -94,7 +103,7 @@ def _cryo(r):
     tips = [tuple(t) for t in r.cryo_tip or []]
     if any(len(t) != 3 for t in tips):
         raise ParameterError("--cryo-tip takes X,Y,Z in world mm")
-    if r.probe_positions:
+    if getattr(r, "probe_positions", None):
         try:
             with open(r.probe_positions, encoding="utf-8") as fh:
                 tips += [tuple(p["position_mm"]) for p in json.load(fh)["probes"] if p.get("kind") == "cryoprobe"]
@@ -161,7 +170,7 @@ def _run_exam(r, exam, probes, progress) -> RunSummary:
     result = process_to_folder(exam, r.out, params_from_request(r), labels=r.labels, drift_roi=r.drift_roi,
                                label_table=r.label_table, backend=r.backend, progress=progress,
                                figures=not r.no_figures, respiration=respiration, probes=probes,
-                               cold_alarm_c=_cold_alarm(r), cryo=_cryo(r), gzip_level=r.compress)
+                               cold_alarm_c=_cold_alarm(r), cryo=cryo_from_request(r), gzip_level=r.compress)
     son = SonicationSummary.from_report(result.report)
     return RunSummary(os.path.abspath(r.out), (son,), None, son.alarms)
 

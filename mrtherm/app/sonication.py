@@ -159,11 +159,48 @@ class SonicationRun:
         self.th.warnings = self.input_warnings + self.th.warnings
         if o.profile:
             self.th.engine.enable_timing()
-        if o.cryo is not None:
-            from mrtherm.cryo import CryoWatch  # noqa: PLC0415 -- cryoablation only
-            reliable = np.asarray(self.th.reliability.snr) >= self.th.params.snr_threshold
-            self.cryo_watch = CryoWatch(o.cryo, self.th.anatomy, reliable, self.th.affine, self.th.labels,
-                                        table=self.th.table)
+        self._make_cryo_watch()
+
+    def _make_cryo_watch(self):
+        if self.options.cryo is None:
+            return
+        from mrtherm.cryo import CryoWatch  # noqa: PLC0415 -- cryoablation only
+        reliable = np.asarray(self.th.reliability.snr) >= self.th.params.snr_threshold
+        self.cryo_watch = CryoWatch(self.options.cryo, self.th.anatomy, reliable, self.th.affine, self.th.labels,
+                                    table=self.th.table)
+
+    def not_prf(self):
+        """Voxels the run keeps out of PRF altogether (the ice ball and its rim, ever), or None.
+
+        Returns
+        -------
+        ndarray of bool, shape (z, y, x), or None
+        """
+        return None if self.cryo_watch is None else self.cryo_watch.masked_extent
+
+    def state(self):
+        """The cryo watch's checkpoint (the Thermometer saves its own: :meth:`mrtherm.Thermometer.save_state`).
+
+        Returns
+        -------
+        tuple or None
+            ``(arrays, meta)`` of :meth:`mrtherm.cryo.CryoWatch.state`, None without a cryo watch.
+        """
+        return None if self.cryo_watch is None else self.cryo_watch.state()
+
+    def restore(self, thermometer: Thermometer, cryo_state=None):
+        """Continue with a restored Thermometer (and the cryo watch's :meth:`state`).
+
+        Parameters
+        ----------
+        thermometer : Thermometer
+            From :meth:`mrtherm.Thermometer.load_state`.
+        cryo_state : tuple, optional
+        """
+        self.th, self.pending = thermometer, []
+        self._make_cryo_watch()
+        if self.cryo_watch is not None and cryo_state is not None:
+            self.cryo_watch.restore(*cryo_state)
 
     def _update(self, parts, time_s, respiration):
         temp = self.th.update(parts, time_s, respiration=respiration)

@@ -58,12 +58,14 @@ class CumulativeDose:
         self.tmax = np.full(grid.shape, -np.inf, dtype=np.float32)
         self.covered = np.zeros(grid.shape, dtype=bool)
 
-    def contribution(self, th: Thermometer):
+    def contribution(self, th: Thermometer, exclude=None):
         """A sonication's dose, Tmax and reliable voxels on the treatment grid.
 
         Parameters
         ----------
         th : Thermometer
+        exclude : ndarray of bool, shape (z, y, x), optional
+            Voxels of the sonication's grid kept out (the ice ball of a cryoablation: no PRF there).
 
         Returns
         -------
@@ -74,7 +76,7 @@ class CumulativeDose:
         resample = self.grid.resampler(th.shape, th.affine)
         # the sonication's dose as the Thermometer reports it: in tissue coordinates when it registers motion
         dose_np = to_numpy(th.dose_cem43_min)
-        mask = th.reliability.mask & np.isfinite(dose_np)
+        mask = th.reliability.mask & np.isfinite(dose_np) & (True if exclude is None else ~np.asarray(exclude))
         dose = resample(np.where(mask, dose_np, 0.0), 1, 0.0)
         tmax = to_numpy(th.tmax_c) if th.frames_processed else np.full(th.shape, np.nan, np.float32)
         body = th.params.body_temp_c
@@ -181,7 +183,7 @@ def lesion_volumes_ml(dose, affine, levels) -> dict:
     return {f"{lev:g}": v for lev, v in volumes.items()}
 
 
-def sonication_figures(th: Thermometer, index: int) -> dict:
+def sonication_figures(th: Thermometer, index: int, cryo_watch=None) -> dict:
     """Per-sonication figures of report.json: peak, times above 43/45 C, dose, lesions, structures, alarms.
 
     Parameters
@@ -189,6 +191,9 @@ def sonication_figures(th: Thermometer, index: int) -> dict:
     th : Thermometer
     index : int
         0-based sonication index.
+    cryo_watch : CryoWatch, optional
+        A cryoablation's watch: the ice ball and its rim are kept out of dose, Tmax and lesions (as
+        :meth:`mrtherm.ThermometryResult.apply_cryo`), and its report and margin alarms join the figures.
 
     Returns
     -------
@@ -197,8 +202,11 @@ def sonication_figures(th: Thermometer, index: int) -> dict:
     out = {"frames_processed": th.frames_processed}
     if not th.frames_processed:
         return out
-    tmax = to_numpy(th.tmax_c)
-    dose, capped = cap_dose(to_numpy(th.dose_cem43_min))
+    tmax, dose = to_numpy(th.tmax_c), to_numpy(th.dose_cem43_min)
+    if cryo_watch is not None:
+        ice = cryo_watch.masked_extent
+        tmax, dose = np.where(ice, np.nan, tmax), np.where(ice, np.nan, dose)
+    dose, capped = cap_dose(dose)
     curve, times = np.asarray(th.peak_curve_c), np.asarray(th.times_s)
     finite = np.isfinite(curve)
     rows, alarms = th.protected_structures()
@@ -213,6 +221,9 @@ def sonication_figures(th: Thermometer, index: int) -> dict:
         "protected_structures": rows,
         "alarms": [{**a, "sonication": index + 1} for a in alarms],
     })
+    if cryo_watch is not None:
+        out["cryo"] = cryo_watch.report()
+        out["alarms"] += [{**a, "sonication": index + 1} for a in cryo_watch.alarms]
     return out
 
 
@@ -331,7 +342,7 @@ class Treatment:
         if self.grid_labels is None and self.options.get("labels") is not None:
             self.grid_labels, self.table = labels_on_grid(self.options, self.grid)
 
-    def finish(self, index, th: Thermometer) -> dict:
+    def finish(self, index, th: Thermometer, cryo_watch=None) -> dict:
         """A sonication's dose joins the cumulative sum; returns (and keeps) its report figures.
 
         Parameters
@@ -340,6 +351,8 @@ class Treatment:
             0-based.
         th : Thermometer
             After its last frame.
+        cryo_watch : CryoWatch, optional
+            A cryoablation's: its ice is kept out of the sums.
 
         Returns
         -------
@@ -347,23 +360,26 @@ class Treatment:
             :func:`sonication_figures`.
         """
         self.ensure_grid(th.shape, th.affine, index)
-        self.cumulative.add(self.cumulative.contribution(th))
-        self.finished_figures[index] = sonication_figures(th, index)
+        exclude = None if cryo_watch is None else cryo_watch.masked_extent
+        self.cumulative.add(self.cumulative.contribution(th, exclude))
+        self.finished_figures[index] = sonication_figures(th, index, cryo_watch)
         return self.finished_figures[index]
 
-    def maps(self, running: Thermometer | None = None):
+    def maps(self, running: Thermometer | None = None, exclude=None):
         """Cumulative ``(dose CEM43 min float64, Tmax C float32)``, a running sonication included; NaN where none
         measured.
 
         Parameters
         ----------
         running : Thermometer, optional
+        exclude : ndarray of bool, optional
+            The running sonication's voxels kept out (its ice).
 
         Returns
         -------
         tuple of ndarray
         """
-        contribution = self.cumulative.contribution(running) if running is not None else None
+        contribution = self.cumulative.contribution(running, exclude) if running is not None else None
         dose, tmax, _ = self.cumulative.maps(contribution)
         return dose, tmax
 

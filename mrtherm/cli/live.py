@@ -46,13 +46,15 @@ def _logging(out, quiet):
 
 def options_from_args(args) -> dict:
     """The session options of the command line."""
+    from mrtherm.app.driver import cryo_from_request  # noqa: PLC0415
     params = params_from_request(args).validate()
     mb = lambda v: None if v is None else int(v * 1024 * 1024)  # noqa: E731
     return {"params": params, "labels": args.labels, "drift_roi": args.drift_roi, "label_table": args.label_table,
             "backend": args.backend, "te_s": None if args.te_ms is None else args.te_ms / 1000.0, "b0_t": args.b0_t,
             "frame_time_s": args.frame_time_s, "phase_scale": args.phase_scale, "echo": args.echo,
             "treatment_grid": args.treatment_grid, "slices": args.slices, "frame_timeout_s": args.frame_timeout_s,
-            "alarm_command": args.alarm_command, "max_image_bytes": mb(args.max_image_mb)}
+            "alarm_command": args.alarm_command, "max_image_bytes": mb(args.max_image_mb),
+            "cryo": cryo_from_request(args)}
 
 
 def _check(args):
@@ -128,6 +130,7 @@ def add_parser(sub):
     acq.add_argument("--frame-timeout-s", type=float, default=30.0,
                      help="skip a frame still incomplete this long after its last image (default 30)")
     add_options(r, ["processing"], skip=("respiration", "treatment_grid"))
+    add_options(r, ["cryo"])
     r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz", help="grid of the cumulative dose (default: the "
                    "first sonication's)")
     r.add_argument("--alarm-command", metavar="CMD", help="run CMD with each new alarm as JSON on stdin")

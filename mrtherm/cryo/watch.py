@@ -200,3 +200,32 @@ class CryoWatch:
                 "isotherms_c": list(p.isotherms_c), "margin_alarm_mm": p.margin_alarm_mm,
                 "max_ice_ml": max((f["ice_ml"] for f in self.frames), default=0.0),
                 "frames": self.frames, "alarms": self.alarms}
+
+    # ------------------------------------------------------------------ checkpoint
+    def state(self) -> tuple:
+        """What a resumed watch needs besides what it is built from: arrays and JSON.
+
+        Returns
+        -------
+        arrays : dict of str to ndarray
+            ``tmin``, ``ice_extent``, ``masked_extent``.
+        meta : dict
+            The per-frame rows, the alarms and which (structure, isotherm) pairs have alarmed.
+        """
+        arrays = {"tmin": self.tmin, "ice_extent": self.ice_extent, "masked_extent": self.masked_extent}
+        meta = {"frames": self.frames, "alarms": self.alarms, "alarmed": sorted([n, i] for n, i in self._alarmed)}
+        return arrays, meta
+
+    def restore(self, arrays, meta):
+        """Continue from :meth:`state` (on a watch built from the same Thermometer).
+
+        Parameters
+        ----------
+        arrays : dict of str to ndarray
+        meta : dict
+        """
+        self.tmin = np.asarray(arrays["tmin"], dtype=np.float32)
+        self.ice_extent = np.asarray(arrays["ice_extent"], dtype=bool)
+        self.masked_extent = np.asarray(arrays["masked_extent"], dtype=bool)
+        self.frames, self.alarms = list(meta["frames"]), list(meta["alarms"])
+        self._alarmed = {(n, float(i)) for n, i in meta["alarmed"]}

@@ -24,7 +24,7 @@ from mrtherm.geometry import TreatmentGrid
 from mrtherm.live.treatment import Sonication
 from mrtherm.thermometry.thermometer import Thermometer
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the cryo watch of the current sonication, and the cryo options in the fingerprint
 
 
 class TreatmentState(Treatment):
@@ -92,7 +92,7 @@ class TreatmentState(Treatment):
         son.finished = True
         if son.th is None:
             return None
-        self.finish(index, son.th)
+        self.finish(index, son.th, son.run.cryo_watch)
         return son
 
     @property
@@ -112,7 +112,8 @@ class TreatmentState(Treatment):
         tmax : ndarray of float32
             C.
         """
-        return super().maps(self.current_thermometer)
+        th = self.current_thermometer
+        return super().maps(th, None if th is None else self.sonications[self.current].run.not_prf())
 
     def sonication_entries(self):
         """report.json's per-sonication list.
@@ -129,7 +130,7 @@ class TreatmentState(Treatment):
             entry["baseline_frames_received"] = len(son.run.pending)
             figures = self.finished_figures.get(index)
             if figures is None and son.th is not None:
-                figures = sonication_figures(son.th, index)
+                figures = sonication_figures(son.th, index, son.run.cryo_watch)
             entry.update(figures or {"frames_processed": 0})
             out.append(entry)
         return out
@@ -198,8 +199,13 @@ class TreatmentState(Treatment):
         """
         th = self.current_thermometer
         th_name = f"thermometer-{seq:08d}.npz" if th is not None else None
+        cryo = self.sonications[self.current].run.state() if th is not None else None
+        cryo_name = f"cryo-{seq:08d}.npz" if cryo is not None else None
         if th is not None:
             th.save_state(os.path.join(folder, th_name))
+        if cryo is not None:  # the ice ball so far: a resumed sonication keeps masking it
+            with atomic_file(os.path.join(folder, cryo_name)) as fh:
+                np.savez(fh, **cryo[0])
         cum_name = f"cumulative-{seq:08d}.npz"
         with atomic_file(os.path.join(folder, cum_name)) as fh:
             np.savez(fh, **self.cumulative.state())
@@ -207,13 +213,14 @@ class TreatmentState(Treatment):
         state = {"version": CHECKPOINT_VERSION, "seq": seq, "fingerprint": fingerprint(self.options),
                  "grid": self.grid.describe(), "current": self.current, "thermometer": th_name,
                  "cumulative": cum_name, "frames_processed": self.frames_processed,
+                 "cryo": None if cryo is None else {"arrays": cryo_name, **cryo[1]},
                  "sonications": [{**s.meta(), "figures": self.finished_figures.get(i)}
                                  for i, s in sorted(kept.items())],
                  "alarms_sent": [list(k) for k in sorted(self.alarms_sent, key=str)],
                  "anatomy_written": self.anatomy_written, **extra}
         outputs.replace_json(state, os.path.join(folder, "checkpoint.json"))
         for old in glob.glob(os.path.join(folder, "*-*.npz")):
-            if os.path.basename(old) not in (th_name, cum_name):
+            if os.path.basename(old) not in (th_name, cum_name, cryo_name):
                 os.remove(old)
 
     @classmethod
@@ -257,7 +264,8 @@ class TreatmentState(Treatment):
                 self.finished_figures[son.index] = meta["figures"]
         self.current = cp["current"]
         if cp["thermometer"]:
-            self.sonications[self.current].run.th = Thermometer.load_state(os.path.join(folder, cp["thermometer"]))
+            self.sonications[self.current].run.restore(Thermometer.load_state(os.path.join(folder, cp["thermometer"])),
+                                                       _cryo_state(folder, cp.get("cryo")))
         if self.sonications:
             first = self.sonications[min(self.sonications)]
             self.ensure_grid(first.shape, first.affine, first.index)
@@ -274,6 +282,15 @@ class TreatmentState(Treatment):
         dict
         """
         return {i: (s.next_rep, s.shape[0]) for i, s in self.sonications.items()}
+
+
+def _cryo_state(folder, entry):
+    """The cryo watch's checkpoint ``(arrays, meta)``, or None."""
+    if not entry:
+        return None
+    with np.load(os.path.join(folder, entry["arrays"])) as z:
+        arrays = {k: z[k] for k in z.files}
+    return arrays, {k: v for k, v in entry.items() if k != "arrays"}
 
 
 def fingerprint(options) -> dict:
@@ -294,4 +311,7 @@ def fingerprint(options) -> dict:
                else options.get(k)) for k in keys}
     out["params"] = {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in dataclasses.asdict(options["params"]).items()}
+    cryo = options.get("cryo")
+    out["cryo"] = None if cryo is None else {k: (list(v) if isinstance(v, tuple) else v)
+                                             for k, v in dataclasses.asdict(cryo).items()}
     return json.loads(json.dumps(out))

@@ -137,7 +137,8 @@ class Sonication:
         o = self.options
         self.run = SonicationRun(self.shape, self.affine, self.te_s, self.b0_t,
                                  RunOptions(o["params"], labels=o.get("labels"), drift_roi=o.get("drift_roi"),
-                                            label_table=o.get("label_table"), backend=o.get("backend", "auto")))
+                                            label_table=o.get("label_table"), backend=o.get("backend", "auto"),
+                                            cryo=o.get("cryo")))
 
     @classmethod
     def from_meta(cls, meta, options):
