@@ -1,5 +1,6 @@
 import functools
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -76,6 +77,27 @@ def tree_digest(folder):
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, folder)] = (os.path.getsize(p), hashlib.sha1(fh.read()).hexdigest())
     return out
+
+
+CUDACPU = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "cudacpu"
+REQUIRE_CUDACPU = os.environ.get("MRTHERM_REQUIRE_CUDACPU") == "1"
+
+
+def cudacpu_available() -> bool:
+    """cudacpu (the CUDA kernels on the CPU) beside the checkout; with ``MRTHERM_REQUIRE_CUDACPU=1`` its absence is
+    an error, not a skip."""
+    there = (CUDACPU / "cudacpu_rt.py").exists()
+    if not there and REQUIRE_CUDACPU:
+        raise RuntimeError(f"MRTHERM_REQUIRE_CUDACPU=1 but cudacpu is not at {CUDACPU}")
+    return there
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Never silent: when the kernel parity tests did not run, the last lines say so."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "cudacpu" in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(f"KERNEL PARITY NOT CHECKED: {len(skipped)} tests skipped, cudacpu is not at "
+                                    f"{CUDACPU} (MRTHERM_REQUIRE_CUDACPU=1 makes this an error)", red=True, bold=True)
 
 
 def pytest_collection_modifyitems(config, items):

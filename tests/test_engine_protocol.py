@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import cudacpu_available
 
 import mrtherm
 from mrtherm.thermometry import thermometer as thermometer_module
@@ -295,7 +296,7 @@ print(json.dumps({"reads": engine_reads(), "runs": thermometer_runs()}))
 '''
 
 
-@pytest.mark.skipif(not (CUDACPU / "cudacpu_rt.py").exists(), reason="cudacpu not beside the checkout")
+@pytest.mark.skipif(not cudacpu_available(), reason="cudacpu not beside the checkout")
 def test_the_fused_engine_on_the_cpu_serves_every_reference_mode_as_the_array_engine():
     modes = ("mean", "library", "hybrid", "referenceless")
     run = subprocess.run([sys.executable, "-c", FUSED_DRIVER, str(CUDACPU), str(ROOT), ",".join(modes)],

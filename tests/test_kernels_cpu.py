@@ -15,10 +15,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import cudacpu_available
 
 CUDACPU = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "cudacpu"
 DRIVER = pathlib.Path(__file__).resolve().parent / "kernel_parity_driver.py"
-pytestmark = pytest.mark.skipif(not (CUDACPU / "cudacpu_rt.py").exists(), reason="cudacpu not beside the checkout")
+pytestmark = pytest.mark.skipif(not cudacpu_available(), reason="cudacpu not beside the checkout")
 
 
 @pytest.mark.parametrize("order", [0, 1, 2])
