@@ -21,7 +21,6 @@ __all__ = ["BACKENDS", "OPTIONS", "PHASE_SCALES", "Option", "RunRequest", "add_o
            "target_point"]
 
 
-
 def float_list(text: str):
     """``"240,40"`` to ``[240.0, 40.0]`` (argparse type).
 

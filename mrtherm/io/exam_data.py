@@ -18,7 +18,37 @@ from mrtherm.io.phase_scale import phase_to_radians
 from mrtherm.io.signal import signal_from_parts
 from mrtherm.io.sources import ArraySeries
 
-__all__ = ["Exam"]
+__all__ = ["Exam", "polar_parts"]
+
+
+def polar_parts(magnitude, phase, phase_scale: str, where: str, index: int) -> tuple:
+    """``(magnitude, phase rad, True)`` of a stored magnitude/phase frame: the one place every reader (files,
+    arrays, live DICOM frames) converts the phase and refuses a frame without any.
+
+    Parameters
+    ----------
+    magnitude, phase : array, shape (z, y, x)
+        As stored (phase in the vendor's encoding).
+    phase_scale : str
+        The encoding (:mod:`mrtherm.io.phase_scale`).
+    where : str
+        The phase frame's file, for the message.
+    index : int
+        The frame's number, for the message.
+
+    Returns
+    -------
+    tuple
+
+    Raises
+    ------
+    InputFileError
+        The phase frame is all NaN.
+    """
+    xp = namespace(magnitude, phase)
+    if not bool(xp.any(xp.isfinite(phase))):
+        raise InputFileError(where, f"phase frame {index} is all NaN")
+    return magnitude, phase_to_radians(phase, phase_scale), True
 
 
 @dataclass
@@ -83,12 +113,7 @@ class Exam:
         """``(a, b, polar)`` of frame ``t``: (magnitude, phase rad, True) or (real, imag, False)."""
         c = self.components
         if "phase" in c:
-            mag = c["magnitude"].read(t)
-            ph = c["phase"].read(t)
-            xp = namespace(mag, ph)
-            if not bool(xp.any(xp.isfinite(ph))):
-                raise InputFileError(c["phase"].path_of(t), f"phase frame {t} is all NaN")
-            return mag, phase_to_radians(ph, self.phase_scale), True
+            return polar_parts(c["magnitude"].read(t), c["phase"].read(t), self.phase_scale, c["phase"].path_of(t), t)
         return c["real"].read(t), c["imag"].read(t), False
 
     def frame(self, t: int):

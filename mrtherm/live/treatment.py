@@ -14,7 +14,7 @@ from mrtherm.app.sonication import RunOptions, SonicationRun
 from mrtherm.backend import to_numpy
 from mrtherm.errors import InputFileError
 from mrtherm.io.dicom import assemble, geometry, loader
-from mrtherm.io.phase_scale import phase_to_radians
+from mrtherm.io.exam_data import polar_parts
 
 
 def _stack(role, images):
@@ -107,9 +107,7 @@ class Sonication:
         """
         if self.phase_scale is None:
             return frame.a, frame.b, False
-        if not np.isfinite(frame.b).any():
-            raise InputFileError(frame.images_b[0].where, f"phase frame {frame.rep} is all NaN")
-        return frame.a, phase_to_radians(frame.b, self.phase_scale), True
+        return polar_parts(frame.a, frame.b, self.phase_scale, frame.images_b[0].where, frame.rep)
 
     def feed(self, frame) -> int:
         """Take the next frame; returns how many frames the Thermometer took (0 while the baseline fills).
