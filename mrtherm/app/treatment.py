@@ -165,24 +165,6 @@ def time_above_s(curve_c, times_s, threshold_c) -> float:
     return total
 
 
-def lesion_volumes_ml(dose, affine, levels) -> dict:
-    """``{"240": mL, ...}``: volume at or above each CEM43 level (NaN voxels excluded).
-
-    Parameters
-    ----------
-    dose : ndarray
-        CEM43 min.
-    affine : (4, 4) array
-    levels : sequence of float
-
-    Returns
-    -------
-    dict of str to float
-    """
-    volumes = dose_mod.lesion_volumes_ml(dose, levels, voxel_volume_ml(affine))
-    return {f"{lev:g}": v for lev, v in volumes.items()}
-
-
 def sonication_figures(th: Thermometer, index: int, cryo_watch=None) -> dict:
     """Per-sonication figures of report.json: peak, times above 43/45 C, dose, lesions, structures, alarms.
 
@@ -210,13 +192,14 @@ def sonication_figures(th: Thermometer, index: int, cryo_watch=None) -> dict:
     curve, times = np.asarray(th.peak_curve_c), np.asarray(th.times_s)
     finite = np.isfinite(curve)
     rows, alarms = th.protected_structures()
+    figures = dose_mod.map_figures(dose, tmax, voxel_volume_ml(th.affine), th.params.dose_levels_cem43_min)
     out.update({
-        "peak_temperature_c": float(np.nanmax(tmax)) if np.isfinite(tmax).any() else None,
+        "peak_temperature_c": figures["peak_temperature_c"],
         "time_of_peak_s": float(times[int(np.nanargmax(curve))]) if finite.any() else None,
         **{f"time_above_{thr:g}c_s": time_above_s(curve, times, thr) for thr in ABOVE_THRESHOLDS_C},
-        "max_dose_cem43_min": float(np.nanmax(dose)) if np.isfinite(dose).any() else None,
+        "max_dose_cem43_min": figures["max_dose_cem43_min"],
         "capped_dose_voxels": capped,
-        "lesion_volumes_ml": lesion_volumes_ml(dose, th.affine, th.params.dose_levels_cem43_min),
+        "lesion_volumes_ml": figures["lesion_volumes_ml"],
         "frame_times_s": [float(v) for v in times], "peak_curve_c": [float(v) for v in curve],
         "protected_structures": rows,
         "alarms": [{**a, "sonication": index + 1} for a in alarms],
@@ -262,10 +245,9 @@ def cumulative_figures(dose, tmax, affine, levels) -> dict:
     -------
     dict
     """
-    finite = np.isfinite(dose)
-    return {"max_dose_cem43_min": float(np.nanmax(dose)) if finite.any() else None,
-            "peak_temperature_c": float(np.nanmax(tmax)) if np.isfinite(tmax).any() else None,
-            "lesion_volumes_ml": lesion_volumes_ml(dose, affine, levels), "reliable_voxels": int(finite.sum())}
+    figures = dose_mod.map_figures(dose, tmax, voxel_volume_ml(affine), levels)
+    return {"max_dose_cem43_min": figures["max_dose_cem43_min"], "peak_temperature_c": figures["peak_temperature_c"],
+            "lesion_volumes_ml": figures["lesion_volumes_ml"], "reliable_voxels": int(np.isfinite(dose).sum())}
 
 
 def cumulative_alarms(dose, labels, table, params, time_s, sonication) -> list[dict]:

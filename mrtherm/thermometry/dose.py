@@ -211,3 +211,27 @@ def lesion_volumes_ml(dose_cem43_min, levels_cem43_min, voxel_volume_ml: float) 
     """
     return {lev: float(mask.sum() * voxel_volume_ml) for lev, mask in
             lesion_masks(dose_cem43_min, levels_cem43_min).items()}
+
+
+def map_figures(dose_cem43_min, tmax_c, voxel_volume_ml: float, levels_cem43_min) -> dict:
+    """The figures of a dose and a Tmax map every report states: peak, maximum dose and lesion volumes.
+
+    Parameters
+    ----------
+    dose_cem43_min, tmax_c : ndarray, shape (z, y, x)
+        NaN where not measured.
+    voxel_volume_ml : float
+    levels_cem43_min : sequence of float
+
+    Returns
+    -------
+    dict
+        ``peak_temperature_c`` and ``max_dose_cem43_min`` (None when nothing is measured), and
+        ``lesion_volumes_ml`` keyed as report.json writes the levels (``"240"``).
+    """
+    import numpy as np  # noqa: PLC0415
+    dose, tmax = np.asarray(dose_cem43_min), np.asarray(tmax_c)
+    volumes = lesion_volumes_ml(dose, levels_cem43_min, voxel_volume_ml)
+    return {"peak_temperature_c": float(np.nanmax(tmax)) if np.isfinite(tmax).any() else None,
+            "max_dose_cem43_min": float(np.nanmax(dose)) if np.isfinite(dose).any() else None,
+            "lesion_volumes_ml": {f"{lev:g}": v for lev, v in volumes.items()}}
