@@ -89,6 +89,9 @@ def test_local_cluster_matches_sequential_runs_and_records_the_corrupt_exam(coho
     assert row_b["median_sd_baseline_c"] == pytest.approx(rep["noise"]["median_sd_baseline_c"])
     assert {r["param_drift_order"] for r in table if r["exam"] == "a"} == {"1", "2"}
     assert next(r for r in table if r["variant"] == "drift-order-1")["drift_order"] == 1
+    # per-worker set-up: every worker runs the cohort's plugin (registered once, not entered per task)
+    plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
+    assert all("mrtherm-cohort-worker" in names for names in plugins.values()) and len(plugins) == 2
 
 
 def test_rerun_skips_finished_tasks_and_redoes_changed_ones(cohort, tmp_path):

@@ -93,7 +93,8 @@ def test_summary_of_an_older_report_keeps_what_it_has():
     assert son.peak_temperature_c == 51.0 and son.lesion_volumes_ml == {240.0: 0.5} and son.structures == ()
 
 
-def test_cohort_table_column_is_filled(exam_dir, tmp_path):
+@pytest.mark.parametrize("scheduler", ["sync", "processes"])
+def test_cohort_table_column_is_filled(exam_dir, tmp_path, scheduler):
     pytest.importorskip("pyarrow")
     from mrtherm.cohort import load_tasks, run_cohort
     manifest = tmp_path / "m.csv"
@@ -102,7 +103,7 @@ def test_cohort_table_column_is_filled(exam_dir, tmp_path):
         w.writerow(["exam", "magnitude", "phase", "labels", "baseline_frames", "no_figures"])
         w.writerow(["p", exam_dir / "magnitude.nii.gz", exam_dir / "phase.nii.gz", exam_dir / "labels.nii.gz", "4",
                     "true"])
-    rows = run_cohort(load_tasks(manifest), str(tmp_path / "out"), scheduler="sync", progress=False)
+    rows = run_cohort(load_tasks(manifest), str(tmp_path / "out"), scheduler=scheduler, workers=1, progress=False)
     assert rows[0]["status"] == "ok", rows[0]["error"]
     with open(tmp_path / "out" / "p" / "report.json", encoding="utf-8") as fh:
         cord = next(r for r in json.load(fh)["protected_structures"] if r["structure"] == "spinal cord")
