@@ -169,7 +169,8 @@ OPTIONS = (
     _o("backend", "processing", choices=BACKENDS, default="auto"),
     _o("respiration", "processing", path=True, metavar="LOG.tsv",
        help="respiratory signal (bellows/navigator; columns time_s and respiration): library entries are matched on "
-            "it instead of on image similarity"),
+            "it instead of on image similarity (live: a log still being written, time_s on the DICOM acquisition "
+            "clock, s since 1970; frames it does not reach are matched on the image)"),
     _o("treatment_grid", "processing", path=True, metavar="PLANNING.nii.gz",
        help="several sonications: grid of the cumulative dose (default: the first's)"),
     _o("probes", "probes", path=True, metavar="LOG.csv", help="probe log: CSV time_s,probe,temperature_c"),

@@ -15,7 +15,6 @@ import dataclasses
 import numpy as np
 
 from mrtherm.backend import to_numpy
-from mrtherm.errors import ParameterError
 from mrtherm.thermometry.thermometer import Thermometer
 
 __all__ = ["RunOptions", "SonicationRun", "magnitude_of"]
@@ -78,7 +77,9 @@ class SonicationRun:
     warnings : sequence of str, optional
         The input's own warnings (they lead the Thermometer's).
     baseline_respiration : bool
-        The caller gives a respiratory value with every frame (library entries are matched on it).
+        The caller gives a respiratory value with the frames (library entries are matched on it). A frame given
+        None is matched on its image; a baseline with a frame given None is matched on images throughout (a
+        warning says so).
     """
 
     def __init__(self, shape_zyx, affine, te_s, b0_t, options: RunOptions, *, warnings=(),
@@ -91,6 +92,8 @@ class SonicationRun:
         self.pending: list[tuple] = []
         self.th: Thermometer | None = None
         self.cryo_watch = None
+        self.respiration_frames = {"signal": 0, "image": 0}  # with a log: frames matched on its signal, on the image
+        self.on_signal = False  # the baseline library holds the respiratory signal
 
     @property
     def baseline_frames(self) -> int:
@@ -125,7 +128,7 @@ class SonicationRun:
         time_s : float
             s, after the previous frame's.
         respiration : float, optional
-            The frame's respiratory value (needed on every frame when ``baseline_respiration``).
+            The frame's respiratory value (with ``baseline_respiration``; None: matched on the image).
 
         Returns
         -------
@@ -134,8 +137,6 @@ class SonicationRun:
             order: none while the baseline fills, all of it when it completes, then one per frame. An array may
             live in a buffer the next frame reuses (CUDA): copy it to keep it.
         """
-        if self.with_respiration and respiration is None:
-            raise ParameterError("a respiratory value is needed with every frame of this sonication")
         if self.th is not None:
             return [self._update(parts, time_s, respiration)]
         self.pending.append((parts, float(time_s), respiration))
@@ -153,10 +154,17 @@ class SonicationRun:
     def _start(self):
         o = self.options
         resp = [r for _, _, r in self.pending] if self.with_respiration else None
+        lacking = resp is not None and any(r is None for r in resp)
+        if lacking:  # no signal for every baseline frame: the library cannot be matched on it
+            resp = None
         self.th = Thermometer(self.shape, self.affine, self.te_s, self.b0_t, [p for p, _, _ in self.pending],
                               o.params, labels=o.labels, drift_roi=o.drift_roi, label_table=o.label_table,
                               backend=o.backend, baseline_respiration=resp)
         self.th.warnings = self.input_warnings + self.th.warnings
+        self.on_signal = self.with_respiration and not lacking
+        if lacking:
+            self.th.warnings.append("the respiratory log did not cover every baseline frame: library entries are "
+                                    "matched on the image for this sonication")
         if o.profile:
             self.th.engine.enable_timing()
         self._make_cryo_watch()
@@ -203,6 +211,8 @@ class SonicationRun:
             self.cryo_watch.restore(*cryo_state)
 
     def _update(self, parts, time_s, respiration):
+        if self.with_respiration:
+            self.respiration_frames["signal" if self.on_signal and respiration is not None else "image"] += 1
         temp = self.th.update(parts, time_s, respiration=respiration)
         if self.cryo_watch is not None:
             temp = self.cryo_watch.update(time_s, magnitude_of(parts), to_numpy(temp))

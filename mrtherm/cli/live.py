@@ -54,7 +54,7 @@ def options_from_args(args) -> dict:
             "frame_time_s": args.frame_time_s, "phase_scale": args.phase_scale, "echo": args.echo,
             "treatment_grid": args.treatment_grid, "slices": args.slices, "frame_timeout_s": args.frame_timeout_s,
             "alarm_command": args.alarm_command, "max_image_bytes": mb(args.max_image_mb),
-            "cryo": cryo_from_request(args)}
+            "cryo": cryo_from_request(args), "respiration": args.respiration}
 
 
 def _check(args):
@@ -62,6 +62,8 @@ def _check(args):
         raise ParameterError("give --port (DICOM network) or --watch FOLDER, one of them")
     if args.watch is not None and os.path.abspath(args.watch) == os.path.abspath(args.out):
         raise ParameterError("--out may not be the watched folder")
+    if args.respiration and args.frame_time_s is not None:
+        raise ParameterError("--respiration needs the frames' acquisition times (the log's clock); drop --frame-time-s")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ParameterError("--tls-cert and --tls-key go together")
     if args.port is not None and not 0 <= args.port <= 65535:
@@ -129,7 +131,7 @@ def add_parser(sub):
     acq.add_argument("--slices", type=int, help="slices per frame when known (the first frame then needs no wait)")
     acq.add_argument("--frame-timeout-s", type=float, default=30.0,
                      help="skip a frame still incomplete this long after its last image (default 30)")
-    add_options(r, ["processing"], skip=("respiration", "treatment_grid"))
+    add_options(r, ["processing"], skip=("treatment_grid",))
     add_options(r, ["cryo"])
     r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz", help="grid of the cumulative dose (default: the "
                    "first sonication's)")

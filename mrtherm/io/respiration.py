@@ -54,13 +54,15 @@ def _bids_physio(path, side):
     return start + np.arange(sig.size) / fs, sig
 
 
-def _rows(path, header=True):
+def _rows(path, header=True, complete_lines=False):
     try:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8", newline="") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise InputFileError(path, f"cannot read the respiration log ({exc.__class__.__name__})") from None
+    if complete_lines:  # a log being written: its last line may be half written
+        text = text[:text.rfind("\n") + 1]
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise InputFileError(path, "the respiration log is empty")
@@ -103,7 +105,18 @@ def read_respiration(path, frame_times_s):
     side = _bids_sidecar(path)
     if side is not None:
         return _interpolate(path, *_bids_physio(path, side), times)
-    rows = _rows(path)
+    t_log, sig = _samples(path)
+    if t_log is None:
+        if sig.size != times.size:
+            raise InputFileError(path, f"{sig.size} values for {times.size} frames (no time_s column to "
+                                       f"interpolate on)")
+        return sig
+    return _interpolate(path, t_log, sig, times)
+
+
+def _samples(path, complete_lines=False):
+    """``(times or None, signal)`` of a text log."""
+    rows = _rows(path, complete_lines=complete_lines)
     has_header = any(c.lower() in SIGNAL_NAMES + ("time_s",) for c in rows[0])
     header, body = (rows[0], rows[1:]) if has_header else (["respiration"], rows)
     time_col, sig_col = _columns(path, header)
@@ -114,12 +127,33 @@ def read_respiration(path, frame_times_s):
         raise InputFileError(path, "a row has a missing or non-numeric value") from None
     if not np.isfinite(sig).all():
         raise InputFileError(path, "the signal has non-finite values")
+    return t_log, sig
+
+
+def read_timed_log(path, complete_lines=False):
+    """The samples of a log with a ``time_s`` column, in time order.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    complete_lines : bool
+        Ignore a last line without its newline (a log still being written).
+
+    Returns
+    -------
+    times_s, signal : ndarray of float64
+
+    Raises
+    ------
+    InputFileError
+        Unreadable, no time column, or non-numeric values.
+    """
+    path = os.fspath(path)
+    t_log, sig = _samples(path, complete_lines)
     if t_log is None:
-        if sig.size != times.size:
-            raise InputFileError(path, f"{sig.size} values for {times.size} frames (no time_s column to "
-                                       f"interpolate on)")
-        return sig
-    return _interpolate(path, t_log, sig, times)
+        raise InputFileError(path, "a live respiration log needs a time_s column (on the frames' clock)")
+    order = np.argsort(t_log, kind="stable")
+    return t_log[order], sig[order]
 
 
 def _interpolate(path, t_log, sig, times):

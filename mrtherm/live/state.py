@@ -21,6 +21,7 @@ from mrtherm.io.atomic import atomic_file
 from mrtherm.app import outputs
 from mrtherm.app.treatment import CumulativeDose, Treatment, grid_from_file, sonication_figures
 from mrtherm.geometry import TreatmentGrid
+from mrtherm.live.respiration import LiveRespiration
 from mrtherm.live.treatment import Sonication
 from mrtherm.thermometry.thermometer import Thermometer
 
@@ -43,6 +44,7 @@ class TreatmentState(Treatment):
                          grid_from_file(options["treatment_grid"]) if options.get("treatment_grid") else None)
         self.sonications: dict[int, Sonication] = {}
         self.current: int | None = None
+        self.respiration = LiveRespiration(options["respiration"]) if options.get("respiration") else None
         self.alarms_sent: set = set()
         self.frames_processed = 0
         self.anatomy_written = False
@@ -67,7 +69,7 @@ class TreatmentState(Treatment):
         if son is None:
             if self.current is not None and frame.sonication > self.current:
                 finished = self.close_sonication(self.current)
-            son = Sonication(frame.sonication, frame, self.options)
+            son = Sonication(frame.sonication, frame, self.options, self.respiration)
             self.sonications[frame.sonication] = son
             self.current = frame.sonication
             self.ensure_grid(son.shape, son.affine, son.index)
@@ -258,7 +260,7 @@ class TreatmentState(Treatment):
         with np.load(os.path.join(folder, cp["cumulative"])) as z:
             self.cumulative.restore({k: z[k] for k in z.files})
         for meta in cp["sonications"]:
-            son = Sonication.from_meta(meta, options)
+            son = Sonication.from_meta(meta, options, self.respiration)
             self.sonications[son.index] = son
             if meta.get("figures") is not None:
                 self.finished_figures[son.index] = meta["figures"]
@@ -304,9 +306,10 @@ def fingerprint(options) -> dict:
     -------
     dict
     """
-    keys = ("labels", "drift_roi", "label_table", "te_s", "b0_t", "frame_time_s", "phase_scale", "treatment_grid")
+    keys = ("labels", "drift_roi", "label_table", "te_s", "b0_t", "frame_time_s", "phase_scale", "treatment_grid",
+            "respiration")
     out = {k: (os.path.abspath(options[k]) if isinstance(options.get(k), str) and k in ("labels", "drift_roi",
-                                                                                        "label_table",
+                                                                                        "label_table", "respiration",
                                                                                         "treatment_grid")
                else options.get(k)) for k in keys}
     out["params"] = {k: (list(v) if isinstance(v, tuple) else v)

@@ -46,9 +46,10 @@ class Sonication:
     from them and takes them, and every later frame, in order.
     """
 
-    def __init__(self, index, frame, options):
+    def __init__(self, index, frame, options, respiration=None):
         self.index = index
         self.options = options
+        self.respiration = respiration
         self.roles = frame.roles
         self.series = sorted({im.series_uid for im in frame.images_a + frame.images_b})
         self.affine = geometry.stack_affine(frame.images_a)
@@ -120,7 +121,8 @@ class Sonication:
         -------
         int
         """
-        temps = self.run.feed(self.parts(frame), self.time_of(frame))
+        resp = None if self.respiration is None else self.respiration.value_at(self._clock(frame))
+        temps = self.run.feed(self.parts(frame), self.time_of(frame), respiration=resp)
         self.next_rep = frame.rep + 1
         if temps:
             self.last_temperature = to_numpy(temps[-1]).copy()
@@ -136,23 +138,25 @@ class Sonication:
         self.run = SonicationRun(self.shape, self.affine, self.te_s, self.b0_t,
                                  RunOptions(o["params"], labels=o.get("labels"), drift_roi=o.get("drift_roi"),
                                             label_table=o.get("label_table"), backend=o.get("backend", "auto"),
-                                            cryo=o.get("cryo")))
+                                            cryo=o.get("cryo")),
+                                 baseline_respiration=self.respiration is not None)
 
     @classmethod
-    def from_meta(cls, meta, options):
+    def from_meta(cls, meta, options, respiration=None):
         """A sonication back from :meth:`meta` (without its Thermometer, which the caller restores).
 
         Parameters
         ----------
         meta : dict
         options : dict
+        respiration : LiveRespiration, optional
 
         Returns
         -------
         Sonication
         """
         self = cls.__new__(cls)
-        self.index, self.options = meta["sonication"] - 1, options
+        self.index, self.options, self.respiration = meta["sonication"] - 1, options, respiration
         self.roles, self.series = tuple(meta["components"]), list(meta["series_instance_uids"])
         self.affine, self.shape = np.asarray(meta["affine"]), tuple(meta["shape_zyx"])
         self.te_s, self.b0_t, self.phase_scale = meta["te_s"], meta["b0_t"], meta["phase_scale"]
@@ -161,6 +165,11 @@ class Sonication:
         self.t0 = meta["time_origin_s"]
         self.finished, self.last_temperature = meta["finished"], None
         self._make_run()
+        resp = meta.get("respiration")
+        if resp is not None:
+            self.run.on_signal = resp["on_signal"]
+            self.run.respiration_frames = {"signal": resp["frames_matched_on_signal"],
+                                           "image": resp["frames_matched_on_image"]}
         return self
 
     def meta(self) -> dict:
@@ -173,4 +182,8 @@ class Sonication:
         return {"sonication": self.index + 1, "series_instance_uids": self.series, "components": list(self.roles),
                 "shape_zyx": list(self.shape), "affine": self.affine.tolist(), "te_s": self.te_s, "b0_t": self.b0_t,
                 "phase_scale": self.phase_scale, "provenance": self.provenance, "first_repetition": self.first_rep,
-                "next_repetition": self.next_rep, "time_origin_s": self.t0, "finished": self.finished}
+                "next_repetition": self.next_rep, "time_origin_s": self.t0, "finished": self.finished,
+                "respiration": None if self.respiration is None else
+                {"log": self.respiration.path, "on_signal": self.run.on_signal,
+                 "frames_matched_on_signal": self.run.respiration_frames["signal"],
+                 "frames_matched_on_image": self.run.respiration_frames["image"]}}
