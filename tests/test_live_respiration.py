@@ -34,10 +34,10 @@ def breathing_dicom(tmp_path_factory):
     folder = write_dicom_exam(str(tmp_path_factory.mktemp("breathing") / "dicom"), ph.magnitude, ph.phase_rad,
                               ph.affine, ph.te_s, ph.b0_t, ph.frame_times_s)
     files = scanner_order(folder)
-    return ph, folder, [(p, open(p, "rb").read()) for p in files], _first_frame_epoch_s(files)
+    return ph, folder, [(p, open(p, "rb").read()) for p in files], _first_frame_epoch_s(files, SHAPE[0])
 
 
-def _first_frame_epoch_s(files):
+def _first_frame_epoch_s(files, n_slices):
     """Mean acquisition time of the first frame's images, s since 1970 (DICOM DA + TM, no time zone)."""
     stamps = []
     for path in files:
@@ -47,7 +47,7 @@ def _first_frame_epoch_s(files):
         frac = float("0." + str(ds.AcquisitionTime).split(".")[1]) if "." in str(ds.AcquisitionTime) else 0.0
         stamps.append(calendar.timegm(moment.timetuple()) + frac)
     stamps = np.sort(np.asarray(stamps))
-    return float(stamps[: 2 * SHAPE[0]].mean())  # magnitude and phase of each slice of the first frame
+    return float(stamps[: 2 * n_slices].mean())  # magnitude and phase of each slice of the first frame
 
 
 def _write_log(path, t0, until_s):

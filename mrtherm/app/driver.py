@@ -18,7 +18,7 @@ from mrtherm.app.summary import CumulativeSummary, RunSummary, SonicationSummary
 from mrtherm.errors import ParameterError
 from mrtherm.io.atomic import check_out_dir
 
-__all__ = ["cryo_from_request", "exam_from_request", "run", "source_from_request"]
+__all__ = ["cold_alarm_c", "cryo_from_request", "exam_from_request", "run", "source_from_request"]
 
 
 def _input_paths(r):
@@ -78,7 +78,17 @@ def source_from_request(r):
     return ExamSource(exam_from_request(r))
 
 
-def _cold_alarm(r):
+def cold_alarm_c(r):
+    """The cold alarm of watched probes: given, else 10 C for a cryoablation, else none.
+
+    Parameters
+    ----------
+    r : RunRequest or argparse.Namespace
+
+    Returns
+    -------
+    float or None
+    """
     if r.probe_cold_alarm_c is not None:
         return r.probe_cold_alarm_c
     return 10.0 if r.modality == "cryo" else None
@@ -170,7 +180,7 @@ def _run_exam(r, exam, probes, progress) -> RunSummary:
     result = process_to_folder(exam, r.out, params_from_request(r), labels=r.labels, drift_roi=r.drift_roi,
                                label_table=r.label_table, backend=r.backend, progress=progress,
                                figures=not r.no_figures, respiration=respiration, probes=probes,
-                               cold_alarm_c=_cold_alarm(r), cryo=cryo_from_request(r), gzip_level=r.compress)
+                               cold_alarm_c=cold_alarm_c(r), cryo=cryo_from_request(r), gzip_level=r.compress)
     son = SonicationSummary.from_report(result.report)
     return RunSummary(os.path.abspath(r.out), (son,), None, son.alarms)
 

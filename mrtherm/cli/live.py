@@ -46,7 +46,7 @@ def _logging(out, quiet):
 
 def options_from_args(args) -> dict:
     """The session options of the command line."""
-    from mrtherm.app.driver import cryo_from_request  # noqa: PLC0415
+    from mrtherm.app.driver import cold_alarm_c, cryo_from_request  # noqa: PLC0415
     params = params_from_request(args).validate()
     mb = lambda v: None if v is None else int(v * 1024 * 1024)  # noqa: E731
     return {"params": params, "labels": args.labels, "drift_roi": args.drift_roi, "label_table": args.label_table,
@@ -54,7 +54,9 @@ def options_from_args(args) -> dict:
             "frame_time_s": args.frame_time_s, "phase_scale": args.phase_scale, "echo": args.echo,
             "treatment_grid": args.treatment_grid, "slices": args.slices, "frame_timeout_s": args.frame_timeout_s,
             "alarm_command": args.alarm_command, "max_image_bytes": mb(args.max_image_mb),
-            "cryo": cryo_from_request(args), "respiration": args.respiration}
+            "cryo": cryo_from_request(args), "respiration": args.respiration, "probes": args.probes,
+            "probe_positions": args.probe_positions, "probe_time_offset_s": args.probe_time_offset_s,
+            "probe_cold_alarm_c": cold_alarm_c(args)}
 
 
 def _check(args):
@@ -62,8 +64,11 @@ def _check(args):
         raise ParameterError("give --port (DICOM network) or --watch FOLDER, one of them")
     if args.watch is not None and os.path.abspath(args.watch) == os.path.abspath(args.out):
         raise ParameterError("--out may not be the watched folder")
-    if args.respiration and args.frame_time_s is not None:
-        raise ParameterError("--respiration needs the frames' acquisition times (the log's clock); drop --frame-time-s")
+    for flag, given in (("--respiration", args.respiration), ("--probes", args.probes)):
+        if given and args.frame_time_s is not None:
+            raise ParameterError(f"{flag} needs the frames' acquisition times (the log's clock); drop --frame-time-s")
+    if args.probe_positions and not args.probes:
+        raise ParameterError("--probe-positions needs --probes LOG.csv")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ParameterError("--tls-cert and --tls-key go together")
     if args.port is not None and not 0 <= args.port <= 65535:
@@ -132,7 +137,7 @@ def add_parser(sub):
     acq.add_argument("--frame-timeout-s", type=float, default=30.0,
                      help="skip a frame still incomplete this long after its last image (default 30)")
     add_options(r, ["processing"], skip=("treatment_grid",))
-    add_options(r, ["cryo"])
+    add_options(r, ["cryo", "probes"])
     r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz", help="grid of the cumulative dose (default: the "
                    "first sonication's)")
     r.add_argument("--alarm-command", metavar="CMD", help="run CMD with each new alarm as JSON on stdin")

@@ -21,6 +21,7 @@ from mrtherm.io.atomic import atomic_file
 from mrtherm.app import outputs
 from mrtherm.app.treatment import CumulativeDose, Treatment, grid_from_file, sonication_figures
 from mrtherm.geometry import TreatmentGrid
+from mrtherm.live.probes import LiveProbes, summarise
 from mrtherm.live.respiration import LiveRespiration
 from mrtherm.live.treatment import Sonication
 from mrtherm.thermometry.thermometer import Thermometer
@@ -45,6 +46,8 @@ class TreatmentState(Treatment):
         self.sonications: dict[int, Sonication] = {}
         self.current: int | None = None
         self.respiration = LiveRespiration(options["respiration"]) if options.get("respiration") else None
+        self.probes = LiveProbes(options["probes"], options.get("probe_positions"), options.get("probe_time_offset_s", 0.0),
+                                 self.params, options.get("probe_cold_alarm_c")) if options.get("probes") else None
         self.alarms_sent: set = set()
         self.frames_processed = 0
         self.anatomy_written = False
@@ -69,7 +72,7 @@ class TreatmentState(Treatment):
         if son is None:
             if self.current is not None and frame.sonication > self.current:
                 finished = self.close_sonication(self.current)
-            son = Sonication(frame.sonication, frame, self.options, self.respiration)
+            son = Sonication(frame.sonication, frame, self.options, self.respiration, self.probes)
             self.sonications[frame.sonication] = son
             self.current = frame.sonication
             self.ensure_grid(son.shape, son.affine, son.index)
@@ -134,6 +137,10 @@ class TreatmentState(Treatment):
             if figures is None and son.th is not None:
                 figures = sonication_figures(son.th, index, son.run.cryo_watch)
             entry.update(figures or {"frames_processed": 0})
+            if self.probes is not None:
+                entry["probes"] = summarise(entry.pop("probe_rows") or [])
+            else:
+                entry.pop("probe_rows", None)
             out.append(entry)
         return out
 
@@ -155,6 +162,8 @@ class TreatmentState(Treatment):
         th = self.current_thermometer
         if th is not None:
             alarms += self.cumulative_alarms(dose, th.times_s[-1] if th.times_s else 0.0, self.current + 1)
+        if self.probes is not None:  # the readings' alarms belong to the treatment, not to one sonication
+            alarms += [{**a, "sonication": 0} for a in self.probes.alarms()]
         alarms.sort(key=lambda a: (a.get("sonication", 0), a["time_s"], a["structure"]))
         return alarms
 
@@ -260,7 +269,7 @@ class TreatmentState(Treatment):
         with np.load(os.path.join(folder, cp["cumulative"])) as z:
             self.cumulative.restore({k: z[k] for k in z.files})
         for meta in cp["sonications"]:
-            son = Sonication.from_meta(meta, options, self.respiration)
+            son = Sonication.from_meta(meta, options, self.respiration, self.probes)
             self.sonications[son.index] = son
             if meta.get("figures") is not None:
                 self.finished_figures[son.index] = meta["figures"]
@@ -307,9 +316,10 @@ def fingerprint(options) -> dict:
     dict
     """
     keys = ("labels", "drift_roi", "label_table", "te_s", "b0_t", "frame_time_s", "phase_scale", "treatment_grid",
-            "respiration")
+            "respiration", "probes", "probe_positions", "probe_time_offset_s", "probe_cold_alarm_c")
     out = {k: (os.path.abspath(options[k]) if isinstance(options.get(k), str) and k in ("labels", "drift_roi",
                                                                                         "label_table", "respiration",
+                                                                                        "probes", "probe_positions",
                                                                                         "treatment_grid")
                else options.get(k)) for k in keys}
     out["params"] = {k: (list(v) if isinstance(v, tuple) else v)

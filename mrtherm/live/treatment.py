@@ -46,10 +46,10 @@ class Sonication:
     from them and takes them, and every later frame, in order.
     """
 
-    def __init__(self, index, frame, options, respiration=None):
+    def __init__(self, index, frame, options, respiration=None, probes=None):
         self.index = index
         self.options = options
-        self.respiration = respiration
+        self.respiration, self.probes, self.probe_rows = respiration, probes, []
         self.roles = frame.roles
         self.series = sorted({im.series_uid for im in frame.images_a + frame.images_b})
         self.affine = geometry.stack_affine(frame.images_a)
@@ -126,6 +126,9 @@ class Sonication:
         self.next_rep = frame.rep + 1
         if temps:
             self.last_temperature = to_numpy(temps[-1]).copy()
+        if temps and self.probes is not None:  # each frame processed now, at its acquisition time
+            for temp, t in zip(temps, self.run.th.times_s[-len(temps):]):
+                self.probe_rows += self.probes.frame(t + self.t0, to_numpy(temp), self.run.th.affine)
         return len(temps)
 
     @property
@@ -142,7 +145,7 @@ class Sonication:
                                  baseline_respiration=self.respiration is not None)
 
     @classmethod
-    def from_meta(cls, meta, options, respiration=None):
+    def from_meta(cls, meta, options, respiration=None, probes=None):
         """A sonication back from :meth:`meta` (without its Thermometer, which the caller restores).
 
         Parameters
@@ -150,13 +153,15 @@ class Sonication:
         meta : dict
         options : dict
         respiration : LiveRespiration, optional
+        probes : LiveProbes, optional
 
         Returns
         -------
         Sonication
         """
         self = cls.__new__(cls)
-        self.index, self.options, self.respiration = meta["sonication"] - 1, options, respiration
+        self.index, self.options, self.respiration, self.probes = meta["sonication"] - 1, options, respiration, probes
+        self.probe_rows = list(meta.get("probe_rows") or [])
         self.roles, self.series = tuple(meta["components"]), list(meta["series_instance_uids"])
         self.affine, self.shape = np.asarray(meta["affine"]), tuple(meta["shape_zyx"])
         self.te_s, self.b0_t, self.phase_scale = meta["te_s"], meta["b0_t"], meta["phase_scale"]
@@ -186,4 +191,5 @@ class Sonication:
                 "respiration": None if self.respiration is None else
                 {"log": self.respiration.path, "on_signal": self.run.on_signal,
                  "frames_matched_on_signal": self.run.respiration_frames["signal"],
-                 "frames_matched_on_image": self.run.respiration_frames["image"]}}
+                 "frames_matched_on_image": self.run.respiration_frames["image"]},
+                "probe_rows": self.probe_rows if self.probes is not None else None}
