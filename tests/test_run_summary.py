@@ -37,6 +37,7 @@ def phantom_run(exam_dir, tmp_path_factory):
 def test_structures_carry_the_maxima_report_json_holds(phantom_run):
     summary, report = phantom_run
     (son,) = summary.sonications
+    assert SonicationSummary.from_report(report) == son  # what the run returned is what its report.json says
     written = {r["structure"]: r for r in report["protected_structures"]}
     assert {"spinal cord", "nerve root"} <= set(written)
     for s in son.structures:
@@ -48,8 +49,8 @@ def test_structures_carry_the_maxima_report_json_holds(phantom_run):
 def test_cohort_row_has_the_structure_columns(phantom_run):
     """The bug this guards: the metrics table read ``max_c`` where the watch writes ``max_temperature_c``, so the
     spinal-cord and nerve-root columns were always empty."""
-    summary, report = phantom_run
-    row = summary.sonications[0].metrics_row()
+    _, report = phantom_run
+    row = SonicationSummary.from_report(report).metrics_row()
     by_name = {r["structure"]: r for r in report["protected_structures"]}
     assert row["spinal_cord_max_c"] == by_name["spinal cord"]["max_temperature_c"] is not None
     assert row["nerve_root_max_c"] == by_name["nerve root"]["max_temperature_c"] is not None
@@ -58,13 +59,34 @@ def test_cohort_row_has_the_structure_columns(phantom_run):
 
 def test_every_summary_field_is_read(phantom_run):
     """A renamed report key leaves a field None: every field of a real run's summary must be filled."""
-    summary, report = phantom_run
-    son = summary.sonications[0]
+    _, report = phantom_run
+    son = SonicationSummary.from_report(report, "sonication_02")
     empty = [f.name for f in dataclasses.fields(son) if getattr(son, f.name) is None]
     assert empty == []
     assert son.frames == FRAMES == report["exam"]["shape_tzyx"][0]
     assert son.peak_temperature_c == report["results"]["peak_temperature_c"]
     assert son.lesion_volumes_ml == {float(k): v for k, v in report["results"]["lesion_volumes_ml"].items()}
+    # each field against its key as the README documents it, read here by hand
+    assert (son.sonication, son.time_of_peak_s, son.max_dose_cem43_min) == (
+        "sonication_02", report["results"]["time_of_peak_s"], report["results"]["max_dose_cem43_min"])
+    assert (son.reference_mode, son.drift_order, son.drift_max_abs_offset_c, son.drift_frames_with_fallback_fit) == (
+        report["reference"]["mode"], report["drift"]["order"], report["drift"]["max_abs_offset_c"],
+        report["drift"]["frames_with_fallback_fit"])
+    assert (son.median_sd_baseline_c, son.median_sd_theory_c, son.reliable_voxels) == (
+        report["noise"]["median_sd_baseline_c"], report["noise"]["median_sd_theory_c"],
+        report["mask"]["reliable_voxels"])
+    assert list(son.alarms) == report["alarms"] and list(son.warnings) == report["warnings"]
+    assert list(son.trust_warnings) == report["trust"]["warnings"]
+    row = son.metrics_row()
+    assert (row["sonication"], row["frames"], row["alarms"], row["warnings"], row["reference_mode"]) == (
+        "sonication_02", FRAMES, len(report["alarms"]), len(report["warnings"]), report["reference"]["mode"])
+    assert (row["peak_temperature_c"], row["time_of_peak_s"], row["max_dose_cem43_min"]) == (
+        son.peak_temperature_c, son.time_of_peak_s, son.max_dose_cem43_min)
+    assert (row["drift_order"], row["drift_max_abs_offset_c"], row["drift_frames_with_fallback_fit"]) == (
+        son.drift_order, son.drift_max_abs_offset_c, son.drift_frames_with_fallback_fit)
+    assert (row["median_sd_baseline_c"], row["median_sd_theory_c"], row["reliable_voxels"]) == (
+        son.median_sd_baseline_c, son.median_sd_theory_c, son.reliable_voxels)
+    assert row["lesion_240_ml"] == son.lesion_volumes_ml[240.0]
 
 
 def test_lesion_volume_against_the_phantom_truth(phantom_run, exam_dir):
@@ -121,3 +143,29 @@ def test_every_reader_gives_a_frame_source(exam_dir):
     (son,) = ExamSource(exam).sonications()
     a, b, polar = son.frame_parts(son.n_frames - 1)
     assert polar and a.shape == SHAPE and son.frame_times_s.shape == (FRAMES,)
+
+
+def test_terminal_lines_say_peak_lesions_structures_and_alarms():
+    """The terminal summary, checked line by line against figures written by hand."""
+    from mrtherm.app.summary import CumulativeSummary, RunSummary
+    cord = StructureResult(10, "spinal cord", 12, 9, 41.25, 20.0, 0.5)
+    root = StructureResult(11, "nerve root", 4, 0)  # not measured: no line
+    son = SonicationSummary("sonication_01", 12, 55.04, 31.0, 812.0, {240.0: 1.25}, (cord, root),
+                            warnings=("w1", "w2"), trust_warnings=("w2",))
+    alarm = {"structure": "spinal cord", "quantity": "temperature", "value": 47.0, "threshold": 45.0, "unit": "C",
+             "time_s": 20.0}
+    run_summary = RunSummary("/out", (son, dataclasses.replace(son, sonication="sonication_02", warnings=("w1",))),
+                             CumulativeSummary.from_figures({"peak_temperature_c": 56.0, "max_dose_cem43_min": 900.0,
+                                                             "lesion_volumes_ml": {"240": 2.5},
+                                                             "reliable_voxels": 77}), (alarm,))
+    assert son.lines() == ["sonication_01: 12 frames, peak 55.0 C at t = 31.0 s",
+                           "sonication_01: lesion volume at 240 CEM43: 1.250 mL",
+                           "sonication_01: spinal cord: max 41.2 C, max dose 0.5 CEM43"]
+    lines = run_summary.lines()
+    assert lines[-2:] == ["cumulative lesion volume at 240 CEM43: 2.500 mL",
+                          "ALARM spinal cord: temperature 47 C >= 45 C at t = 20.0 s"]
+    assert run_summary.cumulative == CumulativeSummary(56.0, 900.0, {240.0: 2.5}, 77)
+    assert run_summary.warnings == ("w1", "w2") and run_summary.trust_warnings == ("w2",)
+    single = SonicationSummary("", 3, None, None, None, {})
+    assert single.lines() == ["3 frames, peak n/a"]
+    assert RunSummary(None, (single,)).lines() == ["3 frames, peak n/a", "alarms: none"]

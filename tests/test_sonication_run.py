@@ -1,0 +1,81 @@
+"""The frame loop every mode shares (mrtherm.app.sonication.SonicationRun): baseline held then processed, each
+temperature its own array, respiratory values counted per frame, and the frame's magnitude for the cryo watch."""
+
+import numpy as np
+import pytest
+
+import mrtherm
+from mrtherm.app.sonication import RunOptions, SonicationRun, magnitude_of
+from mrtherm.thermometry.params import ThermometryParams
+
+BASE = 4
+
+
+@pytest.fixture(scope="module")
+def ph():
+    return mrtherm.make_phantom(shape_zyx=(2, 32, 32), voxel_mm=(4.0, 2.0, 2.0), n_frames=8, seed=4,
+                                baseline_frames=BASE)
+
+
+def _run(ph, **kw):
+    return SonicationRun(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t,
+                         RunOptions(ThermometryParams(baseline_frames=BASE)), **kw)
+
+
+def _parts(ph, t):
+    return ph.magnitude[t], ph.phase_rad[t], True
+
+
+def test_baseline_is_held_then_every_frame_comes_out_once_and_as_process_gives_it(ph):
+    run = _run(ph)
+    out = []
+    for t in range(ph.magnitude.shape[0]):
+        parts = _parts(ph, t)
+        assert run.to_device(parts) is parts or run.started  # the parts as they are until the Thermometer exists
+        temps = run.feed(run.to_device(parts), ph.frame_times_s[t])
+        assert len(temps) == (0 if t < BASE - 1 else (BASE if t == BASE - 1 else 1))
+        assert run.started == (t >= BASE - 1)
+        out += [np.array(x) for x in temps]
+    assert len({id(x) for x in out}) == len(out)
+    exam = mrtherm.load_exam(ph.magnitude, ph.phase_rad, te_s=ph.te_s, b0_t=ph.b0_t, frame_times_s=ph.frame_times_s,
+                             affine=ph.affine)
+    want = mrtherm.process(exam, baseline_frames=BASE).temperature_c
+    np.testing.assert_array_equal(np.stack(out), want)
+
+
+def test_respiratory_values_are_counted_frame_by_frame(ph):
+    run = _run(ph, baseline_respiration=True)
+    values = [0.1, 0.9, 0.5, 0.3, None, 0.7, None, 0.2]
+    for t, v in enumerate(values):
+        run.feed(_parts(ph, t), ph.frame_times_s[t], respiration=v)
+    assert run.on_signal is True
+    assert run.respiration_frames == {"signal": 6, "image": 2}
+    assert not any("respiratory log" in w for w in run.th.warnings)
+
+
+def test_a_baseline_without_every_value_is_matched_on_images_and_says_so(ph):
+    run = _run(ph, baseline_respiration=True)
+    for t, v in enumerate([0.1, None, 0.5, 0.3, 0.6, 0.7]):
+        run.feed(_parts(ph, t), ph.frame_times_s[t], respiration=v)
+    assert run.on_signal is False
+    assert run.respiration_frames == {"signal": 0, "image": 6}
+    assert sum("respiratory log did not cover every baseline frame" in w for w in run.th.warnings) == 1
+
+
+def test_without_a_log_nothing_is_counted_and_nothing_is_kept_out(ph):
+    run = _run(ph, warnings=["input warning"])
+    for t in range(BASE + 1):
+        run.feed(_parts(ph, t), ph.frame_times_s[t])
+    assert run.respiration_frames == {"signal": 0, "image": 0} and run.on_signal is False
+    assert run.th.warnings[0] == "input warning"  # the input's own warnings lead
+    assert run.not_prf() is None and run.state() is None
+
+
+def test_magnitude_of_every_frame_form():
+    mag = np.array([[[3.0, 0.5]]])
+    phase = np.array([[[0.2, -2.0]]])
+    np.testing.assert_array_equal(magnitude_of((mag, phase, True)), mag)
+    np.testing.assert_allclose(magnitude_of((np.array([[[3.0, 0.0]]]), np.array([[[4.0, -0.5]]]), False)),
+                               [[[5.0, 0.5]]])
+    np.testing.assert_allclose(magnitude_of(np.array([[[3 + 4j, -0.5j]]])), [[[5.0, 0.5]]])
+    np.testing.assert_array_equal(magnitude_of((-mag, phase, True)), mag)  # a negative stored magnitude: |.|
