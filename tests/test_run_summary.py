@@ -169,3 +169,11 @@ def test_terminal_lines_say_peak_lesions_structures_and_alarms():
     single = SonicationSummary("", 3, None, None, None, {})
     assert single.lines() == ["3 frames, peak n/a"]
     assert RunSummary(None, (single,)).lines() == ["3 frames, peak n/a", "alarms: none"]
+
+
+def test_a_report_without_sections_gives_an_empty_summary():
+    son = SonicationSummary.from_report({})
+    assert son.sonication == "" and son.frames == 0 and son.structures == () and son.lesion_volumes_ml == {}
+    assert (son.peak_temperature_c, son.reference_mode, son.drift_order, son.median_sd_baseline_c,
+            son.reliable_voxels) == (None, None, None, None, None)
+    assert son.alarms == () and son.warnings == () and son.trust_warnings == ()

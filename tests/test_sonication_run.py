@@ -79,3 +79,53 @@ def test_magnitude_of_every_frame_form():
                                [[[5.0, 0.5]]])
     np.testing.assert_allclose(magnitude_of(np.array([[[3 + 4j, -0.5j]]])), [[[5.0, 0.5]]])
     np.testing.assert_array_equal(magnitude_of((-mag, phase, True)), mag)  # a negative stored magnitude: |.|
+
+
+def test_respiration_reaches_the_library_and_its_warning_is_exact(ph):
+    run = SonicationRun(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t,
+                        RunOptions(ThermometryParams(baseline_frames=BASE, reference="library")),
+                        baseline_respiration=True)
+    for t, v in enumerate([0.1, 0.9, 0.5, 0.3, 0.6]):
+        run.feed(_parts(ph, t), ph.frame_times_s[t], respiration=v)
+    assert list(run.th.frame_reference.library.respiration) == [0.1, 0.9, 0.5, 0.3]
+    lacking = _run(ph, baseline_respiration=True)
+    for t, v in enumerate([0.1, None, 0.5, 0.3]):
+        lacking.feed(_parts(ph, t), ph.frame_times_s[t], respiration=v)
+    assert lacking.th.warnings[-1] == ("the respiratory log did not cover every baseline frame: library entries are "
+                                       "matched on the image for this sonication")
+    assert _run(ph).on_signal is False and _run(ph).affine.dtype == np.float64
+
+
+def test_the_cryo_watch_sees_every_frame_and_comes_back_from_its_state(tmp_path):
+    from mrtherm.cryo import CryoParams, CryoWatch
+    from mrtherm.cryo.phantom import make_cryo_phantom
+    cph = make_cryo_phantom(shape_zyx=(2, 40, 40), voxel_mm=(4.0, 2.0, 2.0), n_frames=9, frame_time_s=10.0,
+                            baseline_frames=3, freeze_on_s=20.0, max_radius_mm=8.0, seed=2)
+    cryo = CryoParams(tips_mm=(tuple(cph.info["cryo"]["tip_world_mm"]),)).validate()
+    opts = RunOptions(ThermometryParams(baseline_frames=3), labels=cph.labels, cryo=cryo)
+    run = SonicationRun(cph.magnitude.shape[1:], cph.affine, cph.te_s, cph.b0_t, opts)
+    temps = []
+    for t in range(9):
+        temps += [np.array(x) for x in run.feed(_parts(cph, t), cph.frame_times_s[t])]
+    # the watch built by hand from the same Thermometer, fed the PRF temperatures, finds the same ice
+    th = run.th
+    by_hand = CryoWatch(cryo, th.anatomy, np.asarray(th.reliability.snr) >= th.params.snr_threshold, th.affine,
+                        th.labels, table=th.table)
+    assert run.cryo_watch.frames[-1]["ice_ml"] > 0
+    assert run.not_prf() is run.cryo_watch.masked_extent and run.not_prf().any()
+    assert np.isnan(temps[-1][run.cryo_watch.ice_extent]).all()  # the ice is not PRF
+    arrays, meta = run.state()
+    assert set(arrays) == {"tmin", "ice_extent", "masked_extent"} and meta["frames"] == run.cryo_watch.frames
+    path = th.save_state(str(tmp_path / "th.npz"))
+    again = SonicationRun(cph.magnitude.shape[1:], cph.affine, cph.te_s, cph.b0_t, opts)
+    again.restore(mrtherm.Thermometer.load_state(path), (arrays, meta))
+    assert again.started and again.pending == []
+    assert again.cryo_watch.frames == run.cryo_watch.frames
+    np.testing.assert_array_equal(again.not_prf(), run.not_prf())
+    fresh = SonicationRun(cph.magnitude.shape[1:], cph.affine, cph.te_s, cph.b0_t, opts)
+    fresh.restore(mrtherm.Thermometer.load_state(path))  # no cryo state: a new watch, nothing found yet
+    assert fresh.cryo_watch.frames == [] and not fresh.not_prf().any()
+    assert by_hand.structure_distance.keys() == run.cryo_watch.structure_distance.keys()
+    np.testing.assert_array_equal(by_hand.reliable, run.cryo_watch.reliable)
+    np.testing.assert_array_equal(by_hand.base, run.cryo_watch.base)
+    np.testing.assert_array_equal(by_hand.tips, run.cryo_watch.tips)
