@@ -68,6 +68,7 @@ def test_without_a_log_nothing_is_counted_and_nothing_is_kept_out(ph):
         run.feed(_parts(ph, t), ph.frame_times_s[t])
     assert run.respiration_frames == {"signal": 0, "image": 0} and run.on_signal is False
     assert run.th.warnings[0] == "input warning"  # the input's own warnings lead
+    assert not any("respiratory" in w for w in run.th.warnings)
     assert run.not_prf() is None and run.state() is None
 
 
@@ -96,6 +97,20 @@ def test_respiration_reaches_the_library_and_its_warning_is_exact(ph):
     assert _run(ph).on_signal is False and _run(ph).affine.dtype == np.float64
 
 
+def test_the_frames_respiratory_value_chooses_its_library_entry(ph):
+    """The same frame, given the value of baseline frame 0 or of frame 1, is referenced to that frame: the two
+    temperatures differ by the two frames' noise (matched on the image, both would be the same)."""
+    def after_baseline(value):
+        run = SonicationRun(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t,
+                            RunOptions(ThermometryParams(baseline_frames=BASE, reference="library")),
+                            baseline_respiration=True)
+        for t, v in enumerate([0.1, 0.9, 0.5, 0.3]):
+            run.feed(_parts(ph, t), ph.frame_times_s[t], respiration=v)
+        return np.array(run.feed(_parts(ph, BASE), ph.frame_times_s[BASE], respiration=value)[0])
+    a, b = after_baseline(0.1), after_baseline(0.9)
+    assert np.nanmax(np.abs(a - b)) > 0.05
+
+
 def test_the_cryo_watch_sees_every_frame_and_comes_back_from_its_state(tmp_path):
     from mrtherm.cryo import CryoParams, CryoWatch
     from mrtherm.cryo.phantom import make_cryo_phantom
@@ -114,6 +129,12 @@ def test_the_cryo_watch_sees_every_frame_and_comes_back_from_its_state(tmp_path)
     assert run.cryo_watch.frames[-1]["ice_ml"] > 0
     assert run.not_prf() is run.cryo_watch.masked_extent and run.not_prf().any()
     assert np.isnan(temps[-1][run.cryo_watch.ice_extent]).all()  # the ice is not PRF
+    plain = SonicationRun(cph.magnitude.shape[1:], cph.affine, cph.te_s, cph.b0_t,
+                          RunOptions(ThermometryParams(baseline_frames=3), labels=cph.labels))
+    plain_temps = [np.array(x) for t in range(9) for x in plain.feed(_parts(cph, t), cph.frame_times_s[t])]
+    outside = ~run.not_prf() & th.reliability.mask
+    assert outside.sum() > 100
+    np.testing.assert_array_equal(temps[-1][outside], plain_temps[-1][outside])  # PRF untouched outside
     arrays, meta = run.state()
     assert set(arrays) == {"tmin", "ice_extent", "masked_extent"} and meta["frames"] == run.cryo_watch.frames
     path = th.save_state(str(tmp_path / "th.npz"))
