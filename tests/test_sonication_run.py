@@ -150,3 +150,50 @@ def test_the_cryo_watch_sees_every_frame_and_comes_back_from_its_state(tmp_path)
     np.testing.assert_array_equal(by_hand.reliable, run.cryo_watch.reliable)
     np.testing.assert_array_equal(by_hand.base, run.cryo_watch.base)
     np.testing.assert_array_equal(by_hand.tips, run.cryo_watch.tips)
+
+
+def test_a_label_table_of_its_own_reaches_the_thermometer_and_the_cryo_watch(ph, tmp_path):
+    """The protected structures renumbered (cord 40, roots 41) with a table saying so: found by name in both."""
+    import json as _json
+
+    from mrtherm.cryo import CryoParams
+    from mrtherm.io.labels import LabelTable
+    table = LabelTable()
+    remap = {10: 40, 11: 41}
+    rows = [{**c, "value": remap.get(c["value"], c["value"])} for c in table.to_json()]
+    path = tmp_path / "table.json"
+    path.write_text(_json.dumps({"labels": rows}))
+    labels = ph.labels.copy()  # this small phantom has no cord or root: two drawn by hand, numbered as the table says
+    labels[:, 14:16, 6:8], labels[:, 20:22, 24:26] = 40, 41
+    tip = tuple((ph.affine @ np.array([16.0, 16.0, 0.0, 1.0]))[:3])
+    opts = RunOptions(ThermometryParams(baseline_frames=BASE), labels=labels, label_table=str(path),
+                      cryo=CryoParams(tips_mm=(tip,)).validate())
+    run = SonicationRun(ph.magnitude.shape[1:], ph.affine, ph.te_s, ph.b0_t, opts)
+    for t in range(BASE + 1):
+        run.feed(_parts(ph, t), ph.frame_times_s[t])
+    rows_out, _ = run.th.protected_structures()
+    assert {(r["label"], r["structure"]) for r in rows_out} == {(40, "spinal cord"), (41, "nerve root")}
+    assert set(run.cryo_watch.structure_distance) == {"spinal cord", "nerve root"}
+
+
+def test_baseline_temperatures_are_copied_out_of_a_reused_buffer(ph, monkeypatch):
+    """A CUDA engine hands back one buffer per update; the baseline frames, processed together, must each come out
+    as their own values (the last one may stay in the buffer). Checked with a Thermometer that reuses one buffer."""
+    import mrtherm.app.sonication as sonication
+
+    class OneBuffer:
+        def __init__(self, shape, *args, **kwargs):
+            import array_api_compat.numpy as xp
+            self.xp, self.buffer, self.warnings, self.n = xp, np.zeros(shape, np.float32), [], 0
+
+        def update(self, parts, time_s, respiration=None):
+            self.n += 1
+            self.buffer[...] = self.n  # frame n's temperature, written over the previous one
+            return self.buffer
+
+    monkeypatch.setattr(sonication, "Thermometer", OneBuffer)
+    run = _run(ph)
+    temps = []
+    for t in range(BASE + 1):
+        temps.append([float(np.asarray(x).flat[0]) for x in run.feed(_parts(ph, t), ph.frame_times_s[t])])
+    assert temps == [[], [], [], [1.0, 2.0, 3.0, 4.0], [5.0]]
