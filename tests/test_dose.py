@@ -148,3 +148,25 @@ def test_only_segments_through_43_are_split_and_durations_may_vary_per_voxel(mon
     got = cem43_segment(array_api_strict.asarray(t0), array_api_strict.asarray(t1), 1.0)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12)
     assert sizes == [5, 5]  # no boolean-mask assignment in the array API: where over every voxel
+
+
+def test_lesion_masks_and_volumes_by_hand():
+    """A voxel exactly at a level is in its lesion; an unmeasured (NaN) voxel is in none, however low the level."""
+    from mrtherm.thermometry.dose import lesion_masks, lesion_volumes_ml
+    dose = np.array([[[240.0, 239.999, np.nan, 0.75, 1e6]]])
+    masks = lesion_masks(dose, [240, 0.5])
+    assert list(masks) == [240.0, 0.5] and all(isinstance(k, float) for k in masks)
+    np.testing.assert_array_equal(masks[240.0], [[[True, False, False, False, True]]])
+    np.testing.assert_array_equal(masks[0.5], [[[True, True, False, True, True]]])
+    assert lesion_volumes_ml(dose, [240, 0.5], 0.25) == {240.0: 0.5, 0.5: 1.0}
+
+
+def test_map_figures_by_hand():
+    from mrtherm.thermometry.dose import map_figures
+    dose = np.array([[[np.nan, 30.0, 300.0], [0.0, 240.0, np.nan]]])
+    tmax = np.array([[[np.nan, 44.5, 61.25], [37.0, 52.0, np.nan]]])
+    assert map_figures(dose, tmax, 0.5, [240, 30]) == {
+        "peak_temperature_c": 61.25, "max_dose_cem43_min": 300.0, "lesion_volumes_ml": {"240": 1.0, "30": 1.5}}
+    nothing = np.full((1, 1, 2), np.nan)
+    assert map_figures(nothing, nothing, 0.5, [240]) == {
+        "peak_temperature_c": None, "max_dose_cem43_min": None, "lesion_volumes_ml": {"240": 0.0}}
