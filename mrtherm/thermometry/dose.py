@@ -184,8 +184,8 @@ def lesion_masks(dose_cem43_min, levels_cem43_min) -> dict:
     dict of float to ndarray of bool
     """
     import numpy as np  # noqa: PLC0415 -- the scalar functions above work without NumPy arrays
-    d = np.nan_to_num(np.asarray(dose_cem43_min, dtype=np.float64), nan=0.0)
-    return {float(lev): d >= lev for lev in levels_cem43_min}
+    dose = np.asarray(dose_cem43_min)
+    return {float(lev): dose >= lev for lev in levels_cem43_min}  # NaN compares False: not measured, no lesion
 
 
 def lesion_volumes_ml(dose_cem43_min, levels_cem43_min, voxel_volume_ml: float) -> dict:
