@@ -137,3 +137,56 @@ def test_the_5x5_window_serves_only_where_the_3x3_has_no_tracked_voxel():
     assert abs(got[0, 7, 4] - 0.5) < 1e-6
     tracked[0, 5, 4], u[0, 5, 4] = True, 0.0  # now the centre has one in its 3 x 3 (mean 0.0): that one decides
     assert abs(_anchor(dphi, u, tracked)[0, 4, 4] - 0.5) < 1e-6  # k = round(-0.5 / 2 pi) = 0
+
+
+# --------------------------------------------------------------------------- a constructed engine
+def _array_engine(shape=(1, 2, 3), floor=3.0, fraction=0.5):
+    from mrtherm.thermometry.drift import DriftModel
+    from mrtherm.thermometry.engine import EngineConfig
+    ref = np.zeros(shape, bool)
+    ref[0, 0, :2] = True
+    config = EngineConfig(mask=np.ones(shape, bool), ref=ref, s_ref=np.full(shape, 10.0, np.complex64), auto=False,
+                          outlier_rad=1.0, to_celsius=1.0, body_temp_c=37.0, heated_c=1.0, valid_floor=floor,
+                          valid_fraction=fraction)
+    return ArrayEngine(xp, DriftModel(shape, 0, xp), config), ref
+
+
+def test_the_engine_squares_its_floor_and_fraction_and_keeps_its_drift_candidates():
+    engine, ref = _array_engine()
+    # floor 3 -> |S|^2 >= 9; fraction 0.5 of |S_ref| = 10 -> |S|^2 >= 25
+    got = engine._validity(np.array([[[8.99, 9.0, 24.99], [25.0, 30.0, 100.0]]]))
+    np.testing.assert_array_equal(got, [[[False, False, False], [True, True, True]]])
+    low, _ = _array_engine(fraction=0.1)  # fraction 0.1 -> |S|^2 >= 1; floor 3 -> 9 decides
+    np.testing.assert_array_equal(low._validity(np.array([[[8.0, 9.0, 1.5], [9.5, 2.0, 50.0]]])),
+                                  [[[False, True, False], [True, False, True]]])
+    np.testing.assert_array_equal(engine.drift_candidates(), ref)
+
+
+def test_a_reference_exactly_at_the_floor_is_measurable():
+    s_ref = np.array([[[2.0, 1.99]]], dtype=np.complex64)  # |S_ref|^2 = 4.0 (the floor) and 3.96
+    got = ArrayEngine._validity(_validity_engine(np.ones((1, 1, 2), bool), s_ref), np.array([[[50.0, 50.0]]]))
+    np.testing.assert_array_equal(got, [[[True, False]]])
+
+
+def test_a_restored_engine_reports_no_reanchored_voxel_until_its_next_frame():
+    engine, _ = _array_engine()
+    frame = (np.full((1, 2, 3), 10.0, np.float32), np.zeros((1, 2, 3), np.float32), True)
+    engine.pass1(*engine.to_device(frame[0], frame[1]), True)
+    restored, _ = _array_engine()
+    restored.restore(engine.state())
+    valid, back = restored.frame_validity()
+    assert back.dtype == np.bool_ and back.shape == (1, 2, 3) and not back.any()
+    np.testing.assert_array_equal(valid, engine.frame_validity()[0])
+
+
+def test_one_tracked_neighbour_in_3x3_is_averaged_alone_though_the_5x5_holds_more():
+    shape = (1, 9, 9)
+    tracked = np.zeros(shape, bool)
+    u = np.zeros(shape, np.float32)
+    tracked[0, 4, 5], u[0, 4, 5] = True, 9.0  # the only one in the centre's 3 x 3
+    tracked[0, 4, 2], u[0, 4, 2] = True, 0.0  # in the 5 x 5 only
+    dphi = np.full(shape, 9.0 - 0.45 * TWO_PI, np.float32)  # 3 x 3 mean 9.0: k = round(0.45) = 0
+    got = _anchor(dphi, u, tracked)
+    assert abs(got[0, 4, 4] - dphi[0, 4, 4]) < 1e-5  # mean 9.0 / 1, not 9.0 / 2 (k would be round(-0.27) = 0 too)
+    dphi = np.full(shape, 9.0 - 0.8 * TWO_PI, np.float32)  # 9.0 / 1: k = round(0.8) = 1; 9.0 / 2: round(0.08) = 0
+    assert abs(_anchor(dphi, u, tracked)[0, 4, 4] - (dphi[0, 4, 4] + TWO_PI)) < 1e-5
