@@ -143,3 +143,31 @@ def test_registration_measures_each_library_entry_and_frame_shift():
     for t, f in enumerate(frames):
         still.update(f, 10.0 * t)
     np.testing.assert_allclose(still.registration.shifts_vox, [(0.0, 0.0), (1.5, 0.0), (3.0, 0.0)], atol=0.05)
+
+
+def _blob_frames():
+    yy, xx = np.mgrid[0:32, 0:32]
+    rng = np.random.default_rng(1)
+
+    def frame(dy):
+        mag = 20.0 + 80.0 * np.exp(-(((yy - 16 - dy) / 5.0) ** 2 + ((xx - 16) / 6.0) ** 2))
+        return ((mag + rng.normal(0.0, 0.3, mag.shape)) * np.exp(0.3j)).astype(np.complex64)[None]
+    return [frame(dy) for dy in (0.0, 1.5, 3.0)]
+
+
+def test_registered_masks_keep_the_labels_the_noise_and_say_they_are_in_tissue_coordinates(tmp_path):
+    labels = np.ones((1, 32, 32), np.int16)  # muscle, PRF-valid
+    labels[0, 10:14, 10:14] = 5  # cortical bone: no PRF, whatever the registration
+    params = ThermometryParams(baseline_frames=3, reference="library", register_motion="on", target_mm=(16.0, 16.0, 0.0))
+    th = Thermometer((1, 32, 32), np.eye(4), 0.01, 3.0, _blob_frames(), params, labels=labels)
+    assert th.registration is not None
+    assert th.reliability.rules[0] == ("tissue coordinates: every baseline frame resampled to the first one's "
+                                       "position (in-plane registration) before these rules")
+    assert not th.reliability.mask[0, 10:14, 10:14].any() and th.reliability.mask[0, 20:24, 12:20].all()
+    assert th.reliability.noise_info["method"] == "temporal" and th.reliability.noise_info["details"] == {"frames": 3}
+    for t, f in enumerate(_blob_frames()):
+        th.update(f, 10.0 * t)
+    back = Thermometer.load_state(th.save_state(str(tmp_path / "th.npz")))
+    assert back.reliability.noise_info == th.reliability.noise_info
+    assert back.target is not None and tuple(back.target.target_mm) == tuple(th.target.target_mm)
+    assert back.target.source == th.target.source
