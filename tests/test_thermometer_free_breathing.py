@@ -171,3 +171,40 @@ def test_registered_masks_keep_the_labels_the_noise_and_say_they_are_in_tissue_c
     assert back.reliability.noise_info == th.reliability.noise_info
     assert back.target is not None and tuple(back.target.target_mm) == tuple(th.target.target_mm)
     assert back.target.source == th.target.source
+
+
+@pytest.mark.parametrize("mode, what", [("library", "the library"), ("hybrid", "the library"),
+                                        ("referenceless", "the smooth fit of its own phase")])
+def test_the_leave_one_out_rule_is_stated_for_the_mode_that_applied_it(mode, what):
+    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, _breathing_exam(),
+                     ThermometryParams(baseline_frames=3, reference=mode, register_motion="off"))
+    assert th.reliability.rules[-1] == (f"{mode}: leave-one-out phase residual over the baseline frames <= 3 x the "
+                                        f"noise prediction ({what} reproduces the voxel; frames where the voxel or "
+                                        "its reference lacks signal left out)")
+
+
+def test_the_temperature_sd_is_nan_outside_the_mask_and_before_the_baseline_is_in():
+    frames = _breathing_exam()
+    labels = np.ones((1, 16, 16), np.int16)
+    labels[0, 0:3, :] = 5  # cortical bone: out of the mask
+    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, frames,
+                     ThermometryParams(baseline_frames=3, reference="mean", register_motion="off"), labels=labels)
+    assert np.isnan(th.temperature_sd_c()).all()  # no frame processed yet: no baseline statistics
+    for t, f in enumerate(frames):
+        th.update(f, 10.0 * t)
+    sd = th.temperature_sd_c()
+    assert (~th.reliability.mask).any() and np.isnan(sd[~th.reliability.mask]).all()
+    assert np.isfinite(sd[th.reliability.mask]).all()
+    one = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, frames[:1],
+                      ThermometryParams(baseline_frames=1, reference="mean", register_motion="off"))
+    one.update(frames[0], 0.0)
+    assert np.isnan(one.temperature_sd_c()).all()  # one baseline frame: no SD
+
+
+def test_the_target_label_gives_the_target_when_none_is_given():
+    labels = np.ones((1, 16, 16), np.int16)
+    labels[0, 10:12, 4:6] = 12  # TARGET ("target lesion"): centroid voxel (x, y, z) = (4.5, 10.5, 0)
+    th = Thermometer((1, 16, 16), np.eye(4), 0.01, 3.0, _breathing_exam(),
+                     ThermometryParams(baseline_frames=3, reference="mean", register_motion="off"), labels=labels)
+    assert th.target is not None and np.allclose(th.target.target_mm, (4.5, 10.5, 0.0))
+    assert th.target.source
