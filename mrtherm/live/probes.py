@@ -12,16 +12,13 @@ cold alarm of a cryoablation) as soon as the readings cross them.
 
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
 
-from mrtherm.errors import MrthermError
+from mrtherm.live.growing_log import GrowingLog
 from mrtherm.probes.analysis import corners, probe_alarms, sample_volume
 from mrtherm.probes.logs import read_probe_log, read_probe_positions
-
-LOG = logging.getLogger("mrtherm.live")
 
 __all__ = ["LiveProbes"]
 
@@ -41,11 +38,24 @@ class LiveProbes:
     """
 
     def __init__(self, log_path, positions_path, time_offset_s, params, cold_alarm_c=None):
-        self.log_path = os.path.abspath(os.fspath(log_path))
         self.positions_path = None if positions_path is None else os.path.abspath(os.fspath(positions_path))
         self.offset_s, self.params, self.cold_alarm_c = float(time_offset_s), params, cold_alarm_c
-        self.probes: dict = {}
-        self._stamp, self._complained = None, False
+        self.log = GrowingLog(log_path, "probe log", self._read, "the readings read before are kept")
+        self.log_path = self.log.path
+
+    def _read(self, path):
+        """The probes with their positions and their alarms (computed once per read, not once per frame)."""
+        probes = read_probe_log(path, self.offset_s)
+        if self.positions_path is not None:
+            probes = read_probe_positions(self.positions_path, probes)
+        alarms = [a for p in probes.values() for a in probe_alarms(p, self.params, self.cold_alarm_c)]
+        return probes, alarms
+
+    @property
+    def probes(self) -> dict:
+        """The probes of the last readable log (``{}`` before any)."""
+        content = self.log.latest()
+        return {} if content is None else content[0]
 
     def frame(self, time_s: float, temperature_zyx, affine) -> list[dict]:
         """MR and the reading at each positioned probe at one frame.
@@ -65,7 +75,6 @@ class LiveProbes:
             ``probe``, ``time_s``, ``mr_c`` (None off the grid or unmeasured), ``probe_c`` (None outside the log),
             ``mr_minus_probe_c``.
         """
-        self._refresh()
         rows = []
         for probe in self.probes.values():
             if probe.position_mm is None:
@@ -85,30 +94,8 @@ class LiveProbes:
         -------
         list of dict
         """
-        self._refresh()
-        return [a for p in self.probes.values() for a in probe_alarms(p, self.params, self.cold_alarm_c)]
-
-    def _refresh(self):
-        try:
-            st = os.stat(self.log_path)
-        except OSError:
-            return self._complain("not there yet")
-        stamp = (st.st_size, st.st_mtime_ns)
-        if stamp == self._stamp:
-            return None
-        try:
-            probes = read_probe_log(self.log_path, self.offset_s)
-            if self.positions_path is not None:
-                probes = read_probe_positions(self.positions_path, probes)
-        except MrthermError as exc:  # a half-written last line among them: the next read gets it whole
-            return self._complain(str(exc))
-        self.probes, self._stamp, self._complained = probes, stamp, False
-        return None
-
-    def _complain(self, why):
-        if not self._complained:
-            LOG.warning("probe log %s: %s; the readings read before are kept", self.log_path, why)
-            self._complained = True
+        content = self.log.latest()
+        return [] if content is None else list(content[1])
 
 
 def _mr_at(temperature_zyx, affine, position_mm):

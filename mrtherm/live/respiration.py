@@ -11,15 +11,10 @@ kept: the live service never stops for it.
 
 from __future__ import annotations
 
-import logging
-import os
-
 import numpy as np
 
-from mrtherm.errors import MrthermError
 from mrtherm.io.respiration import read_timed_log
-
-LOG = logging.getLogger("mrtherm.live")
+from mrtherm.live.growing_log import GrowingLog
 
 __all__ = ["LiveRespiration"]
 
@@ -33,11 +28,9 @@ class LiveRespiration:
     """
 
     def __init__(self, path):
-        self.path = os.path.abspath(os.fspath(path))
-        self.times_s = np.empty(0)
-        self.signal = np.empty(0)
-        self._stamp = None
-        self._complained = False
+        self.log = GrowingLog(path, "respiration log", lambda p: read_timed_log(p, complete_lines=True),
+                              "frames are matched on the image until it can be read")
+        self.path = self.log.path
 
     def value_at(self, clock_s: float):
         """The signal at ``clock_s``, or None where the log does not (yet) reach.
@@ -51,29 +44,10 @@ class LiveRespiration:
         -------
         float or None
         """
-        self._refresh()
-        t = self.times_s
+        samples = self.log.latest()
+        if samples is None:
+            return None
+        t, signal = samples
         if t.size < 2 or not t[0] <= clock_s <= t[-1]:
             return None
-        return float(np.interp(clock_s, t, self.signal))
-
-    def _refresh(self):
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return self._complain("not there yet")
-        stamp = (st.st_size, st.st_mtime_ns)
-        if stamp == self._stamp:
-            return None
-        try:
-            self.times_s, self.signal = read_timed_log(self.path, complete_lines=True)
-        except MrthermError as exc:
-            return self._complain(str(exc))
-        self._stamp, self._complained = stamp, False
-        return None
-
-    def _complain(self, why):
-        if not self._complained:
-            LOG.warning("respiration log %s: %s; frames are matched on the image until it can be read", self.path,
-                        why)
-            self._complained = True
+        return float(np.interp(clock_s, t, signal))
