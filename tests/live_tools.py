@@ -46,13 +46,16 @@ def oblique_shifted(affine, degrees=8.0, shift_mm=(3.0, -2.0, 2.5)):
 
 
 def make_treatment(folder, n_sonications=2, shape_zyx=(3, 32, 32), n_frames=12, vendor="siemens", oblique=True):
-    """Write a treatment of ``n_sonications`` DICOM series pairs (5 min apart); returns (folder, phantom)."""
+    """Write a treatment of ``n_sonications`` DICOM series pairs (5 min apart) of one patient, study and frame of
+    reference; returns (folder, phantom)."""
+    identity = {"study": pydicom.uid.generate_uid(), "frame_of_reference": pydicom.uid.generate_uid()}
     ph = mrtherm.make_phantom(shape_zyx=shape_zyx, n_frames=n_frames, frame_time_s=3.0, sonication_s=(16.0, 28.0),
                               voxel_mm=(4.0, 2.0, 2.0))
     for k in range(n_sonications):
         affine = ph.affine if k == 0 or not oblique else oblique_shifted(ph.affine)
         write_dicom_exam(os.path.join(folder, f"sonication{k + 1}"), ph.magnitude, ph.phase_rad, affine, ph.te_s,
-                         ph.b0_t, ph.frame_times_s, vendor=vendor, start_s=300.0 * k, series_number=5 + 10 * k)
+                         ph.b0_t, ph.frame_times_s, vendor=vendor, start_s=300.0 * k, series_number=5 + 10 * k,
+                         identity=identity)
     return folder, ph
 
 

@@ -56,7 +56,9 @@ def options_from_args(args) -> dict:
             "alarm_command": args.alarm_command, "max_image_bytes": mb(args.max_image_mb),
             "cryo": cryo_from_request(args), "respiration": args.respiration, "probes": args.probes,
             "probe_positions": args.probe_positions, "probe_time_offset_s": args.probe_time_offset_s,
-            "probe_cold_alarm_c": cold_alarm_c(args)}
+            "probe_cold_alarm_c": cold_alarm_c(args), "new_study": args.new_study,
+            "max_repetitions_ahead": args.max_repetitions_ahead, "port": args.port,
+            "watch": None if args.watch is None else os.path.abspath(args.watch)}
 
 
 def _check(args):
@@ -73,6 +75,15 @@ def _check(args):
         raise ParameterError("--tls-cert and --tls-key go together")
     if args.port is not None and not 0 <= args.port <= 65535:
         raise ParameterError(f"--port must be 0..65535, got {args.port}")
+    for flag, value in (("--max-associations", args.max_associations),
+                        ("--max-associations-per-peer", args.max_associations_per_peer),
+                        ("--max-repetitions-ahead", args.max_repetitions_ahead)):
+        if value < 1:
+            raise ParameterError(f"{flag} must be at least 1, got {value}")
+    for flag, value in (("--association-setup-s", args.association_setup_s),
+                        ("--idle-timeout-s", args.idle_timeout_s)):
+        if not value > 0:
+            raise ParameterError(f"{flag} must be > 0 s, got {value}")
 
 
 def cmd_live(args):
@@ -94,8 +105,10 @@ def _serve(args):
             from mrtherm.live.scp import StorageService, tls_context  # noqa: PLC0415
             ctx = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
             mb = args.max_association_mb
+            limits = {"setup_s": args.association_setup_s, "max_associations": args.max_associations,
+                      "max_per_peer": args.max_associations_per_peer, "idle_s": args.idle_timeout_s}
             service = StorageService(session, args.port, args.ae_title, args.bind, _ae_list(args.allow_ae or ""),
-                                     None if mb is None else int(mb * 1024 * 1024), ctx)
+                                     None if mb is None else int(mb * 1024 * 1024), ctx, limits)
             stop.wait()
         else:
             from mrtherm.live.folder import FolderWatcher  # noqa: PLC0415
@@ -123,6 +136,16 @@ def add_parser(sub):
     src.add_argument("--max-image-mb", type=float, default=64.0, help="largest accepted image (default 64 MB)")
     src.add_argument("--max-association-mb", type=float, default=4096.0,
                      help="most data accepted in one association (default 4096 MB)")
+    src.add_argument("--max-associations", type=int, default=32, help="open connections at most (default 32)")
+    src.add_argument("--max-associations-per-peer", type=int, default=8,
+                     help="open connections from one address at most (default 8)")
+    src.add_argument("--association-setup-s", type=float, default=3.0, help="a connection is closed unless its "
+                     "association request is complete this long after it opened (default 3 s)")
+    src.add_argument("--idle-timeout-s", type=float, default=60.0,
+                     help="an association silent this long is closed (default 60 s)")
+    src.add_argument("--new-study", action="store_true", help="accept one new study (and frame of reference) of the "
+                     "treatment's patient: the treatment continues in it; otherwise images of another study are "
+                     "refused")
     src.add_argument("--watch", metavar="FOLDER", help="take DICOM files a console exports into FOLDER")
     src.add_argument("--settle-s", type=float, default=1.0, help="--watch: a file is read once unchanged this long")
     r.add_argument("--out", required=True, help="output folder, kept current after every frame; rerun the same "
@@ -136,6 +159,8 @@ def add_parser(sub):
     acq.add_argument("--slices", type=int, help="slices per frame when known (the first frame then needs no wait)")
     acq.add_argument("--frame-timeout-s", type=float, default=30.0,
                      help="skip a frame still incomplete this long after its last image (default 30)")
+    acq.add_argument("--max-repetitions-ahead", type=int, default=256, help="refuse an image whose repetition lies "
+                     "further beyond the highest of its sonication so far (default 256)")
     add_options(r, ["processing"], skip=("treatment_grid",))
     add_options(r, ["cryo", "probes"])
     r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz", help="grid of the cumulative dose (default: the "

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import threading
 
 from mrtherm.errors import MrthermError
+
+
+# the hidden temporary names below: ``.<name>.tmp-<pid>-<thread>`` files and ``.<folder>.tmp-<random>`` folders
+_LEFTOVER = re.compile(r"^\..+\.tmp-[^/]*$")
 
 
 def staging_dir(out_dir) -> str:
@@ -88,6 +93,33 @@ def atomic_file(path, mode: str = "wb", **open_kwargs):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def remove_leftovers(folder) -> int:
+    """Remove the temporary files and staging folders writers killed mid-write left anywhere under ``folder``.
+
+    Only while no other process writes there (the live service holds its folder's lock first).
+
+    Parameters
+    ----------
+    folder : str
+
+    Returns
+    -------
+    int
+        How many were removed.
+    """
+    removed = 0
+    for root, dirs, files in os.walk(os.fspath(folder)):
+        for name in [d for d in dirs if _LEFTOVER.match(d)]:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            dirs.remove(name)
+            removed += 1
+        for name in filter(_LEFTOVER.match, files):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(root, name))
+                removed += 1
+    return removed
 
 
 def check_out_dir(out: str, inputs):

@@ -10,8 +10,17 @@ The slices of a sonication are those of its first frame. Its first frame is
 complete once a later repetition has begun (or ``slices`` images per component
 are in); later frames are complete the moment their last image arrives. An
 image at another slice position or on another grid than its sonication's is
-refused. A frame still incomplete ``frame_timeout_s`` after its last image,
-while later frames wait, is skipped (logged, listed in report.json).
+refused, as is one displaced in its plane (all images of a sonication share one
+in-plane origin: a slice shifted along its rows or columns lies on another
+grid even at the same position along the normal). A frame still incomplete
+``frame_timeout_s`` after its last image, while later frames wait, is skipped
+(logged, listed in report.json); a run of repetitions that never arrived is
+skipped in one step, however long.
+
+The work per image is bounded: a repetition more than ``max_repetitions_ahead``
+beyond the highest of its sonication so far is refused (a stray
+TemporalPositionIdentifier such as 2147483647 would otherwise leave a gap of
+billions of frames to wait for).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ STATUS_UNREADABLE = 0xC210
 STATUS_GEOMETRY = 0xC211
 STATUS_NO_REPETITION = 0xC212
 STATUS_DUPLICATE_SLOT = 0xC213
+STATUS_REPETITION_RANGE = 0xC214  # a repetition far beyond the stream
 STATUS_TOO_LARGE = 0xA700  # "out of resources": per-image and per-association size limits
 
 
@@ -93,11 +103,18 @@ def repetition_of(im) -> int:
     return int(rep)
 
 
+MAX_REPETITIONS_AHEAD = 256  # default: a frame this far ahead of the stream is not a repetition of it
+IN_PLANE_TOL_FRACTION = 0.05  # of a pixel: DICOM positions are decimal strings, rounded at about 1e-4 mm
+
+
 class _Sonication:
     def __init__(self, index, first):
         self.index = index
         self.grid = geometry.geometry_key(first)
         self.normal = first.normal
+        self.origin, self.axes = np.asarray(first.position, dtype=np.float64), first.orientation.reshape(2, 3)
+        self.in_plane_tol_mm = max(geometry.POSITION_TOL_MM, IN_PLANE_TOL_FRACTION * min(first.pixel_spacing))
+        self.top_rep: int | None = None  # the highest repetition placed so far
         self.positions: list[float] = []
         self.frozen = False
         self.reps: dict[int, dict] = {}
@@ -109,6 +126,11 @@ class _Sonication:
 
     def slot(self, im):
         """Canonical slice position of ``im`` (appended while the slices are not yet fixed)."""
+        shift = self.axes @ (np.asarray(im.position, dtype=np.float64) - self.origin)
+        if np.abs(shift).max() > self.in_plane_tol_mm:
+            raise RefusedImage(STATUS_GEOMETRY, f"{im.where}: displaced in its plane by ({shift[0]:.2f}, "
+                               f"{shift[1]:.2f}) mm along its rows and columns from sonication {self.index + 1}'s "
+                               "grid")
         pos = float(np.dot(self.normal, im.position))
         for p in self.positions:
             if abs(p - pos) <= geometry.POSITION_TOL_MM:
@@ -118,6 +140,20 @@ class _Sonication:
                                f"{self.index + 1}'s {len(self.positions)} slices")
         self.positions.append(pos)
         return pos
+
+    def withdraw(self, ids):
+        """Remove the images whose ``id()`` is in ``ids`` (and a first-frame slice position only they had)."""
+        for rep in list(self.reps):
+            got = self.reps[rep]
+            for key in [k for k, v in got.items() if id(v[0]) in ids]:
+                del got[key]
+            if not got:
+                del self.reps[rep]
+                self.last_s.pop(rep, None)
+        if not self.frozen:
+            held = {p for got in self.reps.values() for _, p in got}
+            self.positions = [p for p in self.positions if p in held]
+        self.top_rep = max(self.reps, default=None)
 
     def head(self):
         """The repetition that must leave next (None when nothing waits)."""
@@ -163,9 +199,13 @@ class FrameAssembler:
     resume : dict, optional
         ``{sonication index: (first repetition not yet processed, slices)}`` from a checkpoint: images of
         earlier repetitions are dropped as already processed.
+    max_repetitions_ahead : int
+        An image whose repetition lies further beyond the highest of its sonication so far is refused.
     """
 
-    def __init__(self, slices=None, frame_timeout_s=30.0, echo=None, resume=None):
+    def __init__(self, slices=None, frame_timeout_s=30.0, echo=None, resume=None,
+                 max_repetitions_ahead=MAX_REPETITIONS_AHEAD):
+        self.max_repetitions_ahead = int(max_repetitions_ahead)
         self.slices = slices
         self.frame_timeout_s = float(frame_timeout_s)
         self.echo = echo
@@ -242,6 +282,7 @@ class FrameAssembler:
         if son.next_rep is not None and rep < son.next_rep:
             self.ignored["already processed"] += 1
             return "ignored"
+        self._check_range(son, im, rep)
         pos = son.slot(im)
         frame = son.reps.setdefault(rep, {})
         key = (im.role, pos)
@@ -250,9 +291,32 @@ class FrameAssembler:
                                f"repetition {rep} (first: {frame[key][0].where})")
         frame[key] = (im, pixels)
         son.last_s[rep] = now
+        son.top_rep = rep if son.top_rep is None else max(son.top_rep, rep)
         if son.roles is None:
             son.roles = next(p for p in PAIRS if im.role in p)
         return "placed"
+
+    def _check_range(self, son, im, rep):
+        top = son.top_rep if son.top_rep is not None else son.next_rep
+        if top is not None and rep > top + self.max_repetitions_ahead:
+            raise RefusedImage(STATUS_REPETITION_RANGE, f"{im.where}: repetition {rep} is more than "
+                               f"{self.max_repetitions_ahead} beyond sonication {son.index + 1}'s stream (at {top})")
+
+    def withdraw(self, records) -> None:
+        """Take back images :meth:`add` placed (their store failed: the scanner is told so and will retry).
+
+        Parameters
+        ----------
+        records : sequence of DicomImage
+        """
+        ids = {id(r) for r in records}
+        for uid in list(self._waiting):
+            self._waiting[uid] = [w for w in self._waiting[uid] if id(w[0]) not in ids]
+            if not self._waiting[uid]:
+                del self._waiting[uid]
+        for son in self.sonications:
+            if son is not None:
+                son.withdraw(ids)
 
     def _echo_ok(self, son, im):
         if self.echo is not None:
@@ -297,10 +361,18 @@ class FrameAssembler:
                                                      for s in self.sonications)
 
     def _skip(self, son, rep):
-        got = son.reps.pop(rep, {})
+        n_expected = 2 * len(son.positions)
+        if rep not in son.reps:  # nothing of it (nor of those up to the next that arrived) came: one step
+            last = min(r for r in son.reps if r > rep) - 1 if any(r > rep for r in son.reps) else rep
+            son.next_rep = last + 1
+            self.skipped.append({"sonication": son.index + 1, "repetition": rep, "last_repetition": last,
+                                 "images": 0, "images_expected": n_expected * (last - rep + 1)})
+            LOG.warning("sonication %d repetitions %d-%d: never received after %.0f s: skipped", son.index + 1, rep,
+                        last, self.frame_timeout_s)
+            return
+        got = son.reps.pop(rep)
         son.last_s.pop(rep, None)
         son.next_rep = rep + 1
-        n_expected = 2 * len(son.positions)
         self.skipped.append({"sonication": son.index + 1, "repetition": rep, "images": len(got),
                              "images_expected": n_expected})
         LOG.warning("sonication %d repetition %d: incomplete (%d of %d images) after %.0f s: skipped",

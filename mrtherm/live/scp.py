@@ -4,19 +4,39 @@ Who may send: the service listens on ``bind`` (default 127.0.0.1), accepts
 associations only from the calling AE titles in ``allow_ae`` when given (others
 get the DICOM association rejection "calling AE title not recognised" and a log
 line), limits each image and each association in bytes, and can require TLS.
+
+No peer can lock the scanner out. A TCP connection counts against the
+association limit from the moment it opens, before any AE title is known, so:
+
+- a connection must complete its association request within ``setup_s``
+  (default 3 s), or it is closed: silent peers and peers trickling one byte at
+  a time (which reset every idle timer) alike;
+- at most ``max_per_peer`` connections per peer address are open at once
+  (more are closed on opening), at most ``max_associations`` overall;
+- an established association silent for ``idle_s`` is closed (pynetdicom's
+  network timeout), and a DIMSE reply awaited longer than ``idle_s`` aborts it.
+
+The defaults let an allowed scanner associate within ``setup_s`` plus its own
+retry interval under ten silent or ten trickling connections (tested).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
+import time
 
 from mrtherm.errors import MrthermError
 from mrtherm.live.assembler import STATUS_TOO_LARGE
 from mrtherm.optional import require
 
 LOG = logging.getLogger("mrtherm.live")
+SETUP_S = 3.0  # s a connection has to complete its association request
+MAX_ASSOCIATIONS = 32
+MAX_PER_PEER = 8
+IDLE_S = 60.0  # s an established association may stay silent
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 
@@ -71,15 +91,21 @@ class StorageService:
     max_association_bytes : int, optional
         Images beyond this total in one association are refused (status A700, out of resources).
     ssl_context : ssl.SSLContext, optional
+    limits : dict, optional
+        ``setup_s``, ``max_associations``, ``max_per_peer``, ``idle_s`` (see the module docstring).
     """
 
     def __init__(self, session, port, ae_title="MRTHERM", bind="127.0.0.1", allow_ae=None,
-                 max_association_bytes=None, ssl_context=None):
+                 max_association_bytes=None, ssl_context=None, limits=None):
         pn = pynetdicom()
         self.session = session
         self.max_association_bytes = max_association_bytes
+        self.limits = {"setup_s": SETUP_S, "max_associations": MAX_ASSOCIATIONS, "max_per_peer": MAX_PER_PEER,
+                       "idle_s": IDLE_S, **{k: v for k, v in (limits or {}).items() if v is not None}}
         self._bytes: dict[int, int] = {}
+        self._opened: dict[int, tuple] = {}  # id(assoc) -> (association, peer address, monotonic time opened)
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         ae = pn.AE(ae_title=ae_title)
         from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian  # noqa: PLC0415
         syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
@@ -88,11 +114,13 @@ class StorageService:
         ae.add_supported_context("1.2.840.10008.1.1", syntaxes)  # Verification (C-ECHO)
         if allow_ae:
             ae.require_calling_aet = list(allow_ae)
-        ae.maximum_associations = 8
+        ae.maximum_associations = int(self.limits["max_associations"])
+        ae.acse_timeout = float(self.limits["setup_s"])
+        ae.network_timeout = ae.dimse_timeout = float(self.limits["idle_s"])
         evt = pn.evt
         handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_ACCEPTED, self._accepted),
                     (evt.EVT_REJECTED, self._rejected), (evt.EVT_ABORTED, self._aborted),
-                    (evt.EVT_CONN_CLOSE, self._closed)]
+                    (evt.EVT_CONN_OPEN, self._opened_conn), (evt.EVT_CONN_CLOSE, self._closed)]
         try:
             self.server = ae.start_server((bind, int(port)), block=False, evt_handlers=handlers,
                                           ssl_context=ssl_context)
@@ -100,6 +128,8 @@ class StorageService:
             raise MrthermError(f"cannot listen on {bind}:{port} ({exc.strerror or exc})") from None
         self.ae = ae
         self.address = self.server.server_address
+        self._watchdog = threading.Thread(target=self._watch_setup, name="mrtherm-live-setup-watchdog", daemon=True)
+        self._watchdog.start()
         LOG.info("listening on %s:%d as AE title %s%s%s", self.address[0], self.address[1], ae_title,
                  f", accepting only {', '.join(allow_ae)}" if allow_ae else "", ", TLS" if ssl_context else "")
 
@@ -114,8 +144,8 @@ class StorageService:
             total = self._bytes.get(key, 0) + len(data)
             self._bytes[key] = total
         if self.max_association_bytes and total > self.max_association_bytes:
-            LOG.warning("refused (status 0x%04X): association from %s over its %d-byte limit", STATUS_TOO_LARGE,
-                        self._peer(event), self.max_association_bytes)
+            self.session.refused(STATUS_TOO_LARGE, f"association from {self._peer(event)} over its "
+                                 f"{self.max_association_bytes}-byte limit")
             return STATUS_TOO_LARGE
         sop = getattr(event.request, "AffectedSOPInstanceUID", "?")
         return self.session.receive(data, f"C-STORE from {self._peer(event)}, SOP Instance UID {sop}")
@@ -129,10 +159,47 @@ class StorageService:
     def _aborted(self, event):
         LOG.warning("association aborted by %s: images received so far are kept", self._peer(event))
 
+    def _opened_conn(self, event):
+        peer = event.address[0] if event.address else "?"
+        with self._lock:
+            same_peer = sum(1 for _, address, _ in self._opened.values() if address == peer)
+            self._opened[id(event.assoc)] = (event.assoc, peer, time.monotonic())
+        if same_peer >= self.limits["max_per_peer"]:
+            LOG.warning("connection from %s closed: %d connections from that address already open", peer, same_peer)
+            _cut(event.assoc)
+
+    def _watch_setup(self):
+        """Close connections that have not completed their association request within ``setup_s``."""
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            with self._lock:
+                late = [(a, peer) for a, peer, t in self._opened.values()
+                        if not a.is_established and now - t > self.limits["setup_s"]]
+            for assoc, peer in late:
+                if not (assoc.is_aborted or assoc.is_released or assoc.is_rejected):
+                    LOG.warning("connection from %s closed: no association request within %.0f s", peer,
+                                self.limits["setup_s"])
+                _cut(assoc)
+                with self._lock:
+                    self._opened.pop(id(assoc), None)
+
     def _closed(self, event):
         with self._lock:
             self._bytes.pop(id(event.assoc), None)
+            self._opened.pop(id(event.assoc), None)
 
     def close(self):
         """Stop listening (open associations are ended)."""
+        self._stop.set()
         self.server.shutdown()
+
+
+def _cut(assoc):
+    """Close an association's TCP connection from outside its thread (a blocked read then returns)."""
+    sock = getattr(getattr(assoc, "dul", None), "socket", None)
+    raw = getattr(sock, "socket", None)
+    if raw is not None:
+        try:
+            raw.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed
+            pass

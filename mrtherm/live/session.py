@@ -7,17 +7,30 @@ worker thread processes frames as they complete: Thermometer update, outputs
 replaced atomically, checkpoint, alarms. Starting a session on a folder that
 holds a checkpoint resumes it: the kept images are replayed, frames already
 processed are recognised, and processing continues where it stopped.
+
+What a safety review relies on (each checked by a test against a real pynetdicom client):
+
+- one service per output folder (:mod:`mrtherm.live.lock`); temporary files of killed writes are removed on start;
+- an image is acknowledged only once it is kept; an image whose keeping failed (disk full, I/O error) is answered
+  with a failure status (0xA700 out of resources, 0xC001 processing failure), taken back from its frame, never
+  used, and accepted when the scanner retries it;
+- images of another patient, study or frame of reference are refused (:mod:`mrtherm.live.identity`);
+- a kept image that is no longer usable is moved to ``received/refused/`` on replay, so it is not replayed again;
+- the checkpoint is written while no frame runs, and proves itself on loading
+  (:class:`mrtherm.live.state.CheckpointDamaged`): a damaged one is moved aside and the treatment is rebuilt from
+  the kept images, never resumed from a torn state.
 """
 
 from __future__ import annotations
 
 import collections
-import copy
+import errno
 import io
 import json
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import threading
 import time
@@ -29,15 +42,21 @@ from mrtherm.io.dicom import images
 from mrtherm.io.dicom.files import IMAGE_STORAGE, pydicom
 from mrtherm.app import outputs
 from mrtherm.live import nifti_frames
-from mrtherm.live.assembler import (STATUS_NOT_MR, STATUS_TOO_LARGE, STATUS_UNREADABLE, FrameAssembler,
-                                    RefusedImage)
+from mrtherm.io.atomic import remove_leftovers
+from mrtherm.live.assembler import (MAX_REPETITIONS_AHEAD, STATUS_NOT_MR, STATUS_TOO_LARGE, STATUS_UNREADABLE,
+                                    FrameAssembler, RefusedImage)
+from mrtherm.live.identity import TreatmentIdentity
+from mrtherm.live.image_log import ImageCounts
+from mrtherm.live.lock import ServiceLock
 from mrtherm.live.nifti_frames import is_nifti
 from mrtherm.live.spool import Spool
-from mrtherm.live.state import TreatmentState
+from mrtherm.live.state import CheckpointDamaged, TreatmentState
 from mrtherm.thermometry.watch import format_alarm
 
 LOG = logging.getLogger("mrtherm.live")
 STATE_DIR = ".mrtherm-live"
+STATUS_NO_SPACE = 0xA700  # "refused: out of resources": the image could not be kept (disk or quota full)
+STATUS_PROCESSING_FAILURE = 0xC001  # the image could not be kept (another I/O error) or an unexpected fault
 
 
 def decode(data: bytes, where: str):
@@ -146,33 +165,74 @@ class LiveSession:
     def __init__(self, out_dir, options):
         self.out = os.path.abspath(os.fspath(out_dir))
         self.state_dir = os.path.join(self.out, STATE_DIR)
-        os.makedirs(self.state_dir, exist_ok=True)
+        self.service_lock = ServiceLock(self.state_dir, self.out, {"port": options.get("port"),
+                                                                   "watch": options.get("watch")})
+        try:
+            self._start(options)
+        except BaseException:
+            self.service_lock.release()
+            raise
+
+    def _start(self, options):
+        removed = remove_leftovers(self.out)  # ours alone now: the lock is held
+        if removed:
+            LOG.info("removed %d temporary files left by an interrupted write", removed)
         self.options = options
+        self.rebuilt_from = None
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.seen: set[str] = set()
-        self.counts = {"received": 0, "duplicates": 0, "refused": {}}
         self.latencies_ms = collections.deque(maxlen=2000)
         self.alarm_command = AlarmCommand(options.get("alarm_command"))
         self.writer = outputs.BackgroundWriter()  # the session's own map and checkpoint threads (closed by close())
-        state, cp = TreatmentState.load(self.state_dir, options)
+        state, cp = self._load_checkpoint(options)
         self.state = state or TreatmentState(options)
         self.seq = cp.get("seq", 0)
         self.skipped = list(cp.get("skipped_frames", []))
         self.resumed = state is not None
+        self.identity = TreatmentIdentity(options.get("new_study", False))
         self.assembler = FrameAssembler(options.get("slices"), options.get("frame_timeout_s", 30.0),
-                                        options.get("echo"), self.state.resume_reps())
+                                        options.get("echo"), self.state.resume_reps(),
+                                        options.get("max_repetitions_ahead", MAX_REPETITIONS_AHEAD))
         self.spool = Spool(os.path.join(self.out, "received"))
+        self.image_counts = ImageCounts(self.state_dir, len(self.spool.paths()))
         self._replay()
         self.worker = threading.Thread(target=self._work, name="mrtherm-live-frames", daemon=True)
         self.worker.start()
+
+    def _load_checkpoint(self, options):
+        """The checkpoint's state, or a fresh start after moving a damaged one aside (the kept images rebuild it)."""
+        try:
+            return TreatmentState.load(self.state_dir, options)
+        except CheckpointDamaged as exc:
+            aside = os.path.join(self.state_dir, f"damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.makedirs(aside, exist_ok=True)
+            for name in os.listdir(self.state_dir):
+                if name == "checkpoint.json" or name.endswith(".npz"):
+                    shutil.move(os.path.join(self.state_dir, name), os.path.join(aside, name))
+            LOG.warning("checkpoint damaged (%s): moved to %s; the treatment is rebuilt from the kept images", exc,
+                        aside)
+            self.rebuilt_from = {"reason": str(exc), "moved_to": aside}
+            return None, {}
+
+    @property
+    def counts(self) -> dict:
+        """Images received, duplicates, refusals by status (since the treatment began).
+
+        Returns
+        -------
+        dict
+        """
+        with self.lock:
+            return self.image_counts.as_dict()
 
     # ------------------------------------------------------------------ images in
     def receive(self, data: bytes, where: str, kind: str = "dicom") -> int:
         """Take one file's bytes (any thread): DICOM, or a NIfTI frame whose sidecar lies beside ``where``.
 
-        Returns the DICOM status (0 success).
+        Returns the DICOM status (0 success). Success means kept: an image that could not be kept is answered with
+        a failure status and taken back from its frame, and its retry is accepted.
 
         Parameters
         ----------
@@ -195,28 +255,60 @@ class LiveSession:
                                                "sidecar": _sidecar_bytes(where)}
             with self.lock:
                 if uid in self.seen:
-                    self.counts["duplicates"] += 1
+                    self.image_counts.duplicate()
                     LOG.debug("%s: SOP Instance UID %s already received: ignored", where, uid)
                     return 0
-                now = time.monotonic()
-                for rec, arr in zip(recs, arrays):
-                    self.assembler.add(rec, arr, now)
-                kept = self.spool.write(data, uid, **keep)
-                for rec in recs:
-                    rec.path = kept  # vendor readers (Siemens protocol) read the file itself
-                self.seen.add(uid)
-                self.counts["received"] += 1
+                self._keep(uid, recs, arrays, data, keep, where)
         except RefusedImage as exc:
-            self._refused(exc)
+            self.refused(exc.status, str(exc))
             return exc.status
+        except OSError as exc:  # the sidecar of a NIfTI frame could not be read
+            self.refused(STATUS_PROCESSING_FAILURE, f"{where}: not readable ({exc.strerror or exc})")
+            return STATUS_PROCESSING_FAILURE
+        except Exception as exc:  # never pynetdicom's own status for a handler fault: a line saying what happened
+            LOG.debug("unexpected fault taking %s", where, exc_info=True)
+            self.refused(STATUS_PROCESSING_FAILURE, f"{where}: unexpected fault ({type(exc).__name__}: {exc})")
+            return STATUS_PROCESSING_FAILURE
         self.wake.set()
         return 0
 
-    def _refused(self, exc):
-        key = f"0x{exc.status:04X}"
+    def _keep(self, uid, recs, arrays, data, keep, where):
+        """Place one image in its frame and keep it on disk (under the lock); RefusedImage when either fails."""
+        ident = self.identity.check(recs[0])
+        now = time.monotonic()
+        try:
+            for rec, arr in zip(recs, arrays):
+                self.assembler.add(rec, arr, now)
+            kept = self.spool.write(data, uid, **keep)
+        except RefusedImage:
+            self.assembler.withdraw(recs)
+            raise
+        except OSError as exc:
+            self.assembler.withdraw(recs)  # the scanner is told it failed: never used, accepted when retried
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise RefusedImage(STATUS_NO_SPACE if full else STATUS_PROCESSING_FAILURE,
+                               f"{where}: not kept ({'disk full' if full else 'I/O error'}: "
+                               f"{exc.strerror or exc}); the scanner may retry it") from None
+        for rec in recs:
+            rec.path = kept  # vendor readers (Siemens protocol) read the file itself
+        if self.identity.accept(ident, where):
+            LOG.warning("%s: the treatment continues in study %s (--new-study)", where, ident.study_uid)
+        self.seen.add(uid)
+        self.image_counts.received += 1
+
+    def refused(self, status: int, message: str):
+        """Count and log one refused image (any thread).
+
+        Parameters
+        ----------
+        status : int
+            The DICOM status it is answered.
+        message : str
+        """
+        key = f"0x{status:04X}"
         with self.lock:
-            self.counts["refused"][key] = self.counts["refused"].get(key, 0) + 1
-        LOG.warning("refused (status %s): %s", key, exc)
+            self.image_counts.refusal(status)
+        LOG.warning("refused (status %s): %s", key, message)
 
     def _replay(self):
         paths = self.spool.paths()
@@ -226,11 +318,17 @@ class LiveSession:
             try:
                 uid, recs, arrays = decode_any(data, path, "nifti" if is_nifti(path) else "dicom")
                 now = time.monotonic()
-                for rec, arr in zip(recs, arrays):
-                    self.assembler.add(rec, arr, now)
+                try:
+                    for rec, arr in zip(recs, arrays):
+                        self.assembler.add(rec, arr, now)
+                except RefusedImage:
+                    self.assembler.withdraw(recs)
+                    raise
+                self.identity.adopt(recs[0])  # it was accepted when it came (into a new study, possibly)
                 self.seen.add(uid)
             except RefusedImage as exc:
-                LOG.warning("kept image %s no longer usable: %s", path, exc)
+                moved = self.spool.set_aside(path)
+                LOG.warning("kept image %s no longer usable (%s): moved to %s, not replayed again", path, exc, moved)
         if paths:
             LOG.info("resumed: %d kept images replayed, %d frames already processed", len(paths),
                      self.state.frames_processed)
@@ -277,22 +375,26 @@ class LiveSession:
         alarms = st.alarms(sonications, dose)
         maps = outputs.treatment_maps(dose, tmax, st.grid, st.params.dose_levels_cem43_min)
         son = st.sonications[st.current]
-        maps["temperature.nii.gz"] = (son.last_temperature, son.affine)
-        if not st.anatomy_written:
-            maps["anatomy.nii.gz"] = (st.first_anatomy_on_grid(), st.grid.affine)
-        writing = self.writer.start_maps(self.out, maps)
-        # The checkpoint is written alongside the maps; the next frame waits for it. A crash before it lands
-        # resumes from the previous checkpoint and processes this frame again from the kept images.
-        st.anatomy_written = True
+        if son.last_temperature is not None:  # None while the current sonication's baseline fills
+            maps["temperature.nii.gz"] = (son.last_temperature, son.affine)
+        anatomy = None if st.anatomy_written else st.first_anatomy_on_grid()
+        if anatomy is not None:
+            maps["anatomy.nii.gz"] = (anatomy, st.grid.affine)
+        # The checkpoint is written alongside the maps and always completed (or failed) before the next frame
+        # runs, whatever happens to the maps: it must never read a state the next frame is changing. A crash before
+        # it lands resumes from the previous checkpoint and processes this frame again from the kept images.
         self.seq += 1
         checkpoint = self.writer.start_task(st.save, self.state_dir, self.seq, {"skipped_frames": list(self.skipped)})
-        outputs.finish_maps(writing)
-        report = self._report(sonications, alarms, dose, tmax, sorted(maps), frame)
-        outputs.replace_json(report, os.path.join(self.out, "report.json"))
+        try:
+            outputs.finish_maps(self.writer.start_maps(self.out, maps))
+            st.anatomy_written = True
+            report = self._report(sonications, alarms, dose, tmax, sorted(maps), frame)
+            outputs.replace_json(report, os.path.join(self.out, "report.json"))
+        finally:
+            checkpoint.result()
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         if measure:  # not the frame that completes a baseline (all baseline frames are processed then)
             self.latencies_ms.append(latency_ms)
-        checkpoint.result()
         target = son.th.target
         if target is not None and target.measured and not target.measured[-1] and \
                 (len(target.measured) == 1 or target.measured[-2]):  # once, when it stops being measured
@@ -312,13 +414,13 @@ class LiveSession:
         son = st.sonications[st.current]
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(0)
         with self.lock:
-            counts = copy.deepcopy(self.counts)
+            counts = self.image_counts.as_dict()
             ignored, pending = dict(self.assembler.ignored), self.assembler.pending()
-        current = {"sonication": son.index + 1, "repetition": frame.rep,
-                   "frame": son.th.frames_processed, "time_s": son.th.times_s[-1],
-                   "peak_temperature_c": son.th.peak_curve_c[-1], **_measured_now(son.th)}
+            identity = self.identity.report()
+        current = {"sonication": son.index + 1, "repetition": frame.rep, **_measured_now(son.th)}
         extra = {"current": current, "images": {**counts, "ignored": ignored}, "incomplete_frames": pending,
-                 "skipped_frames": self.skipped, "resumed": self.resumed,
+                 "skipped_frames": self.skipped, "resumed": self.resumed, "identity": identity,
+                 "rebuilt_from_kept_images": self.rebuilt_from,
                  "latency_ms": {"frames": int(lat.size), "median": float(np.median(lat)) if lat.size else None,
                                 "p95": float(np.percentile(lat, 95)) if lat.size else None,
                                 "max": float(lat.max()) if lat.size else None,
@@ -345,21 +447,29 @@ class LiveSession:
         self.stopping.set()
         self.wake.set()
         self.worker.join()
-        self._process(final=True)
-        th = self.state.current_thermometer
-        if th is not None:
-            self._write_sonication(self.state.sonications[self.state.current])
+        try:
+            self._process(final=True)
+            th = self.state.current_thermometer
+            if th is not None:
+                self._write_sonication(self.state.sonications[self.state.current])
+        except OSError as exc:  # the checkpoint and the kept images still hold everything: a restart writes them
+            LOG.error("outputs of the current sonication not written at shutdown: %s", exc)
+        finally:
+            self.writer.close()
+            self.service_lock.release()
         pending = self.assembler.pending()
         if pending:
             LOG.warning("%d incomplete frames at shutdown (kept in received/; a restart completes them if the rest "
                         "arrives)", len(pending))
-        self.writer.close()
         LOG.info("stopped: %d frames processed", self.state.frames_processed)
 
 
 def _measured_now(th) -> dict:
     """The current frame's per-frame validity and target coverage (report.json ``current``)."""
-    out = {"reliable_voxels_not_measured": th.invalid_voxels[-1] if th.invalid_voxels else 0}
+    if th is None or not th.frames_processed:  # the current sonication's baseline is filling
+        return {"frame": 0, "time_s": None, "peak_temperature_c": None, "reliable_voxels_not_measured": 0}
+    out = {"frame": th.frames_processed, "time_s": th.times_s[-1], "peak_temperature_c": th.peak_curve_c[-1],
+           "reliable_voxels_not_measured": th.invalid_voxels[-1] if th.invalid_voxels else 0}
     target = th.target
     if target is not None and target.measured:
         out["target"] = {"world_mm": list(target.target_mm), "source": target.source, "measured": target.measured[-1],

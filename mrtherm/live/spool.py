@@ -36,6 +36,27 @@ class Spool:
         names = sorted(n for n in os.listdir(self.folder) if _NAME.match(n))
         return [os.path.join(self.folder, n) for n in names]
 
+    def set_aside(self, path: str) -> str:
+        """Move a kept image that is no longer usable (and its sidecar) to ``refused/``, out of the replay.
+
+        Parameters
+        ----------
+        path : str
+
+        Returns
+        -------
+        str
+            Where it went.
+        """
+        aside = os.path.join(self.folder, "refused")
+        os.makedirs(aside, exist_ok=True)
+        stem = re.sub(r"\.(dcm|nii|nii\.gz)$", "", path)
+        if os.path.exists(stem + ".json"):
+            os.replace(stem + ".json", os.path.join(aside, os.path.basename(stem) + ".json"))
+        target = os.path.join(aside, os.path.basename(path))
+        os.replace(path, target)
+        return target
+
     def write(self, data: bytes, sop_uid: str, suffix: str = ".dcm", sidecar: bytes | None = None) -> str:
         """Keep one image (a DICOM file's bytes, or a NIfTI frame and its JSON sidecar); returns its path.
 

@@ -5,14 +5,22 @@ names (the current sonication's :meth:`mrtherm.Thermometer.save_state` file
 and the cumulative maps), all numbered by checkpoint: the arrays are written
 first, the JSON replaced last, older files removed after. A crash at any
 moment leaves the previous checkpoint whole.
+
+A checkpoint proves itself: the JSON carries the SHA-256 of every array file,
+the frame counter of the Thermometer state it names, and its own checksum. On
+loading, a missing, truncated or altered file, a JSON edited or out of step
+with its arrays is :class:`CheckpointDamaged` -- never a silent resume from a
+torn state (the session then replays its kept images from the start).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -26,7 +34,44 @@ from mrtherm.live.respiration import LiveRespiration
 from mrtherm.live.treatment import Sonication
 from mrtherm.thermometry.thermometer import Thermometer
 
-CHECKPOINT_VERSION = 2  # 2: the cryo watch of the current sonication, and the cryo options in the fingerprint
+CHECKPOINT_VERSION = 3  # 3: checksums and the frame counter; 2: the cryo watch, the cryo options in the fingerprint
+
+
+class CheckpointDamaged(MrthermError):
+    """A checkpoint whose files are missing, truncated, altered or out of step with each other."""
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes (hex).
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    str
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def json_sha256(entries: dict) -> str:
+    """SHA-256 of a JSON object's canonical text (sorted keys), its ``checksum`` entry left out.
+
+    Parameters
+    ----------
+    entries : dict
+
+    Returns
+    -------
+    str
+    """
+    body = {k: v for k, v in entries.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=True).encode("utf-8")).hexdigest()
 
 
 class TreatmentState(Treatment):
@@ -69,6 +114,9 @@ class TreatmentState(Treatment):
         """
         finished = None
         son = self.sonications.get(frame.sonication)
+        if son is not None and son.finished:  # a later sonication closed it: its dose is already summed
+            raise MrthermError(f"a frame of sonication {frame.sonication + 1}, which sonication "
+                               f"{self.current + 1} closed")
         if son is None:
             if self.current is not None and frame.sonication > self.current:
                 finished = self.close_sonication(self.current)
@@ -221,14 +269,19 @@ class TreatmentState(Treatment):
         with atomic_file(os.path.join(folder, cum_name)) as fh:
             np.savez(fh, **self.cumulative.state())
         kept = {s.index: s for s in self.sonications.values() if s.finished or s.th is not None}
+        names = [n for n in (th_name, cum_name, cryo_name) if n is not None]
         state = {"version": CHECKPOINT_VERSION, "seq": seq, "fingerprint": fingerprint(self.options),
                  "grid": self.grid.describe(), "current": self.current, "thermometer": th_name,
+                 "thermometer_frames": None if th is None else th.frames_processed,
+                 "sha256": {n: file_sha256(os.path.join(folder, n)) for n in names},
                  "cumulative": cum_name, "frames_processed": self.frames_processed,
                  "cryo": None if cryo is None else {"arrays": cryo_name, **cryo[1]},
                  "sonications": [{**s.meta(), "figures": self.finished_figures.get(i)}
                                  for i, s in sorted(kept.items())],
                  "alarms_sent": [list(k) for k in sorted(self.alarms_sent, key=str)],
                  "anatomy_written": self.anatomy_written, **extra}
+        state = json.loads(json.dumps(outputs.finite_json(state), default=outputs.json_default))  # as it will read
+        state["checksum"] = json_sha256(state)
         outputs.replace_json(state, os.path.join(folder, "checkpoint.json"))
         for old in glob.glob(os.path.join(folder, "*-*.npz")):
             if os.path.basename(old) not in (th_name, cum_name, cryo_name):
@@ -252,16 +305,22 @@ class TreatmentState(Treatment):
         path = os.path.join(folder, "checkpoint.json")
         if not os.path.exists(path):
             return None, {}
-        try:
-            with open(path, encoding="utf-8") as fh:
-                cp = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise MrthermError(f"{path}: not a readable live checkpoint ({exc})") from None
-        if cp.get("version") != CHECKPOINT_VERSION:
-            raise MrthermError(f"{path}: checkpoint version {cp.get('version')} is not {CHECKPOINT_VERSION}")
+        cp = _verified(folder, path)
         if cp["fingerprint"] != fingerprint(options):
             raise MrthermError(f"{path}: the folder holds a live treatment run with other options; resume with the "
                                "same options or choose another --out")
+        try:
+            self = cls._restored(folder, cp, options)
+        except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
+            raise CheckpointDamaged(f"{path}: its arrays do not load ({type(exc).__name__}: {exc})") from None
+        th = self.current_thermometer
+        if (None if th is None else th.frames_processed) != cp["thermometer_frames"]:
+            raise CheckpointDamaged(f"{path}: names a Thermometer state of {cp['thermometer_frames']} frames, the "
+                                    f"file holds {None if th is None else th.frames_processed}")
+        return self, cp
+
+    @classmethod
+    def _restored(cls, folder, cp, options):
         self = cls(options)
         g = cp["grid"]
         self.grid = TreatmentGrid(g["shape_zyx"], g["affine"], g["source"])
@@ -283,7 +342,7 @@ class TreatmentState(Treatment):
         self.frames_processed = cp["frames_processed"]
         self.alarms_sent = {tuple(k) for k in cp["alarms_sent"]}
         self.anatomy_written = cp["anatomy_written"]
-        return self, cp
+        return self
 
     def resume_reps(self) -> dict:
         """``{sonication index: (first repetition not yet processed, slices)}`` for the frame assembler.
@@ -293,6 +352,28 @@ class TreatmentState(Treatment):
         dict
         """
         return {i: (s.next_rep, s.shape[0]) for i, s in self.sonications.items()}
+
+
+def _verified(folder, path):
+    """checkpoint.json, its own checksum and its files' checksums verified; CheckpointDamaged otherwise."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cp = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise CheckpointDamaged(f"{path}: not a readable live checkpoint ({exc})") from None
+    if not isinstance(cp, dict) or cp.get("version") != CHECKPOINT_VERSION:
+        version = cp.get("version") if isinstance(cp, dict) else None
+        raise MrthermError(f"{path}: checkpoint version {version} is not {CHECKPOINT_VERSION} (written by another "
+                           "mrtherm); resume with that version or choose another --out")
+    if cp.get("checksum") != json_sha256(cp):
+        raise CheckpointDamaged(f"{path}: its checksum does not match its content (altered or torn)")
+    for name, digest in cp["sha256"].items():
+        file = os.path.join(folder, name)
+        if not os.path.exists(file):
+            raise CheckpointDamaged(f"{path}: names {name}, which is missing")
+        if file_sha256(file) != digest:
+            raise CheckpointDamaged(f"{file}: checksum differs from the checkpoint's (truncated or altered)")
+    return cp
 
 
 def _cryo_state(folder, entry):

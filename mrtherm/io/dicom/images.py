@@ -51,6 +51,10 @@ class DicomImage:
     philips_ss: float | None
     b0_t: float | None
     sequence_name: str
+    # who and where: the patient, study and frame of reference the image belongs to ("" when not stated)
+    patient_id: str = ""
+    study_uid: str = ""
+    frame_of_reference_uid: str = ""
 
     @property
     def where(self) -> str:
@@ -263,7 +267,9 @@ def _record(path, ds, frame, groups, manufacturer):
         philips_ss=vendor.philips_scale_slope(philips_item if philips_item is not None else ds)
         if manufacturer == "philips" else None,
         b0_t=b0 / 10000.0 if b0 is not None and b0 > 20 else b0,  # old GE headers give gauss
-        sequence_name=str(seq_name or ""))
+        sequence_name=str(seq_name or ""), patient_id=str(ds.get("PatientID", "") or "").strip(),
+        study_uid=str(ds.get("StudyInstanceUID", "") or "").strip(),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or "").strip())
 
 
 def rescaled(im: DicomImage, stored: np.ndarray, role: str | None) -> np.ndarray:

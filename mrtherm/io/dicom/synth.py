@@ -94,8 +94,8 @@ def _clock(t0: _dt.datetime, seconds: float):
 def _common(vendor, exam, uids):
     manufacturer = {"siemens": "SIEMENS", "siemens-enhanced": "Siemens Healthineers", "ge": "GE MEDICAL SYSTEMS",
                     "philips": "Philips Medical Systems", "philips-enhanced": "Philips"}[vendor]
-    return {"Modality": "MR", "Manufacturer": manufacturer, "PatientName": "mrtherm^phantom",
-            "PatientID": "MRTHERM-PHANTOM", "StudyInstanceUID": uids["study"],
+    return {"Modality": "MR", "Manufacturer": manufacturer, "PatientName": uids.get("patient_name", "mrtherm^phantom"),
+            "PatientID": uids.get("patient_id", "MRTHERM-PHANTOM"), "StudyInstanceUID": uids["study"],
             "FrameOfReferenceUID": uids["frame_of_reference"], "MagneticFieldStrength": _ds(exam["b0_t"]),
             "StudyDate": "20260101", "StudyTime": "090000", "ImagedNucleus": "1H", "PatientPosition": "HFS"}
 
@@ -250,7 +250,7 @@ def _frame_group(pd, role, vendor, a, z, t, exam, t0, ps, pi):
 
 
 def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_times_s, vendor="siemens",
-                     start_s=0.0, series_number=None):
+                     start_s=0.0, series_number=None, identity=None):
     """Write an exam as DICOM files in ``vendor``'s convention (see the module table); returns the folder.
 
     Parameters
@@ -264,6 +264,9 @@ def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_ti
         Clock of the first frame, s after 2026-01-01 10:00 (later sonications of a treatment start later).
     series_number : int, optional
         SeriesNumber of the (first) series; default 5 (classic) or 7 (enhanced).
+    identity : dict, optional
+        ``study`` (StudyInstanceUID), ``frame_of_reference`` (FrameOfReferenceUID), ``patient_id``,
+        ``patient_name``: the sonications of one treatment share them (default: new UIDs, the phantom patient).
     """
     if vendor not in VENDORS:
         raise ParameterError(f"vendor must be one of {', '.join(VENDORS)}, got {vendor!r}")
@@ -271,6 +274,7 @@ def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_ti
     exam = {"magnitude": np.asarray(magnitude), "phase_rad": np.asarray(phase_rad), "affine": affine, "te_s": te_s,
             "b0_t": b0_t, "frame_times_s": np.asarray(frame_times_s, dtype=np.float64)}
     uids = {k: pd.uid.generate_uid() for k in ("study", "frame_of_reference", "series_m", "series_p")}
+    uids.update(identity or {})
     if vendor == "ge":
         uids["series_p"] = uids["series_m"]
     t0 = _dt.datetime(2026, 1, 1, 10, 0, 0) + _dt.timedelta(seconds=float(start_s))
