@@ -226,6 +226,8 @@ def test_maps_that_cannot_be_written_never_let_the_checkpoint_fall_behind(treatm
     _abandon(session, service)
     state, cp = TreatmentState.load(out / ".mrtherm-live", session.options)  # verified: arrays and JSON in step
     assert state.current_thermometer.frames_processed == cp["thermometer_frames"] >= 4
+    r = json.loads((out / "report.json").read_text())  # the other maps and the report go on being written
+    assert list(r["outputs_not_written"]) == ["temperature.nii.gz"] and (out / "dose_cem43.nii.gz").exists()
     shutil.rmtree(out / "temperature.nii.gz")
     r = _finish(out, files)  # the scanner re-sends everything
     assert r["frames_processed"] == N_FRAMES and r["resumed"]
@@ -252,7 +254,27 @@ def _one_frame_ahead(path, keep_checksum):
         json.dump(cp, fh)
 
 
+def _flip_a_byte(path):
+    with open(path, "r+b") as fh:
+        fh.seek(os.path.getsize(path) // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _rewritten_with_one_value_changed(path):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    key = next(k for k, v in arrays.items() if v.dtype.kind == "f" and v.size)
+    arrays[key] = arrays[key].copy()
+    arrays[key].flat[0] += 1.0
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
 DAMAGES = {
+    "thermometer byte flipped": lambda d: _flip_a_byte(next(d.glob("thermometer-*.npz"))),
+    "cumulative rewritten": lambda d: _rewritten_with_one_value_changed(next(d.glob("cumulative-*.npz"))),
     "thermometer truncated": lambda d: _truncate(next(d.glob("thermometer-*.npz"))),
     "cumulative truncated": lambda d: _truncate(next(d.glob("cumulative-*.npz"))),
     "json one frame ahead": lambda d: _one_frame_ahead(d / "checkpoint.json", True),
@@ -485,3 +507,46 @@ def test_duplicates_are_counted_exactly_across_a_restart(treatment, tmp_path):
     _abandon(session, service)
     r = _finish(out, files)  # the scanner sends everything again after the restart
     assert r["images"]["received"] == len(files) and r["images"]["duplicates"] == 5 + 20
+
+
+def test_a_kept_image_refused_on_replay_is_set_aside_and_not_replayed_again(treatment, tmp_path, caplog):
+    files, _ = treatment
+    out = tmp_path / "live"
+    session = _session(out)
+    service = _service(session)
+    assert set(_store(service.address[1], files[:8])) == {0}
+    _abandon(session, service)
+    # as an earlier version kept it: a stray repetition in the spool
+    stray = _modified(files[0], TemporalPositionIdentifier=2147483647, AcquisitionNumber=2147483647)
+    stray.save_as(out / "received" / "00000999-0123456789abcdef0123.dcm")
+    caplog.set_level(logging.WARNING, logger="mrtherm.live")
+    again = _session(out)
+    again.close()
+    assert (out / "received" / "refused" / "00000999-0123456789abcdef0123.dcm").exists()
+    assert sum("no longer usable" in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    _session(out).close()
+    assert not any("no longer usable" in r.getMessage() for r in caplog.records)
+
+
+def test_sigkill_while_maps_cannot_be_written_then_a_full_resend_gives_the_batch_dose(treatment, tmp_path):
+    files, batch = treatment
+    out, port = tmp_path / "live", free_port()
+    (out / "temperature.nii.gz").mkdir(parents=True)  # every write of this map fails
+    proc = start_live(port, out)
+    assert set(_store(port, files[: len(files) * 3 // 4])) == {0}
+    deadline = time.time() + 120
+    log = out / "live.log"
+    while time.time() < deadline and log.read_text().count("outputs not written: temperature.nii.gz") < 3:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: whatever the checkpoint writer was doing
+    proc.wait()
+    shutil.rmtree(out / "temperature.nii.gz")
+    proc = start_live(port, out)
+    assert set(_store(port, files)) == {0}
+    deadline = time.time() + 120
+    while time.time() < deadline and json.loads((out / "report.json").read_text())["frames_processed"] < N_FRAMES:
+        time.sleep(0.1)
+    code, err = stop_live(proc)
+    assert code == 0 and "Traceback" not in err
+    assert np.array_equal(_dose(out), batch, equal_nan=True)

@@ -386,9 +386,10 @@ class LiveSession:
         self.seq += 1
         checkpoint = self.writer.start_task(st.save, self.state_dir, self.seq, {"skipped_frames": list(self.skipped)})
         try:
-            outputs.finish_maps(self.writer.start_maps(self.out, maps))
-            st.anatomy_written = True
+            failed = self._write_maps(maps)
+            st.anatomy_written = st.anatomy_written or ("anatomy.nii.gz" in maps and "anatomy.nii.gz" not in failed)
             report = self._report(sonications, alarms, dose, tmax, sorted(maps), frame)
+            report["outputs_not_written"] = failed  # the operator's view says which maps are stale
             outputs.replace_json(report, os.path.join(self.out, "report.json"))
         finally:
             checkpoint.result()
@@ -408,6 +409,19 @@ class LiveSession:
         LOG.info("sonication %d frame %d (t = %.1f s): peak %.1f C, max dose %.3g CEM43, %.0f ms", son.index + 1,
                  th.frames_processed, th.times_s[-1], th.peak_curve_c[-1],
                  float(np.nanmax(dose)) if np.isfinite(dose).any() else 0.0, latency_ms)
+
+    def _write_maps(self, maps) -> dict:
+        """Write the maps (in parallel); ``{name: error}`` of those that could not be written (each logged)."""
+        futures = self.writer.start_maps(self.out, maps)
+        failed = {}
+        for name, future in zip(maps, futures):
+            try:
+                future.result()
+            except OSError as exc:
+                failed[name] = exc.strerror or str(exc)
+        if failed:
+            LOG.error("outputs not written: %s", "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        return failed
 
     def _report(self, sonications, alarms, dose, tmax, names, frame):
         st = self.state
