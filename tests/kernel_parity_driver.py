@@ -1,7 +1,11 @@
 """Run in a separate process with cudacpu's fakecupy first on sys.path: the fused CUDA engine, unmodified, against
 the NumPy array engine on the same frames, for one option branch. Prints one JSON line of maximum differences.
 
-    python kernel_parity_driver.py CUDACPU_DIR ORDER POLAR AUTO HOST_FRAMES
+    python kernel_parity_driver.py CUDACPU_DIR ORDER POLAR AUTO HOST_FRAMES [CORRUPT]
+
+With CORRUPT = 1, 2 % of the voxels of a baseline frame and of two consecutive dynamic frames carry a corrupt
+sample (NaN, +inf, -inf in magnitude or phase -- in the real or imaginary part for complex frames -- or a zero
+magnitude), as corrupt slices and reconstruction glitches produce: no measurement in that frame, for both engines.
 """
 
 import json
@@ -9,6 +13,7 @@ import sys
 
 cudacpu, order, polar, auto, host = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1", \
     sys.argv[5] == "1"
+corrupt = len(sys.argv) > 6 and sys.argv[6] == "1"
 sys.path.insert(0, f"{cudacpu}/fakecupy")
 sys.path.insert(0, cudacpu)
 
@@ -44,6 +49,26 @@ ref = mask.copy()
 ref[:, 5:11, 13:24] = False
 s_ref = (mag[0] * np.exp(1j * phase[0])).astype(np.complex64)
 s_ref[:, 13:15, 30:34] *= 0.05  # dark reference: never valid
+CORRUPT_FRAMES = (1, 3, 4)  # a baseline frame, then two consecutive dynamic frames
+crng = np.random.default_rng(99 + order)
+hits = {t: crng.random(shape) < (0.02 if corrupt else 0.0) for t in CORRUPT_FRAMES}
+kinds = {t: crng.integers(0, 4, size=shape) for t in CORRUPT_FRAMES}  # NaN, +inf, -inf, zero magnitude
+in_first = {t: crng.random(shape) < 0.5 for t in CORRUPT_FRAMES}  # magnitude (real part) or phase (imaginary)
+
+
+def corrupted(t, a, b):
+    """Frame t's parts with its corrupt samples."""
+    if t not in hits:
+        return a, b
+    val = np.choose(kinds[t], [np.nan, np.inf, -np.inf, 0.0]).astype(np.float32)
+    zero = kinds[t] == 3
+    a = np.where(hits[t] & (in_first[t] | zero), val, a).astype(np.float32)
+    if not polar:  # complex: a zero "magnitude" is a zero signal
+        b = np.where(hits[t] & zero, 0.0, b)
+    b = np.where(hits[t] & ~in_first[t] & ~zero, val, b).astype(np.float32)
+    return a, b
+
+
 config = EngineConfig(mask=mask, ref=ref, s_ref=s_ref, auto=auto, outlier_rad=0.3, to_celsius=-8.7,
                       body_temp_c=37.0, heated_c=3.0, valid_floor=10.0, valid_fraction=0.3)
 engines = {"numpy": ArrayEngine(np, DriftModel(shape, order, np), config),
@@ -57,7 +82,7 @@ for t in range(nt):
     else:
         s = mag[t] * np.exp(1j * phase[t])
         a, b = s.real, s.imag
-    a, b = a.astype(np.float32), b.astype(np.float32)
+    a, b = corrupted(t, a.astype(np.float32), b.astype(np.float32))
     out, fallback = {}, {}
     for name, eng in engines.items():
         fa, fb = (a, b) if (name == "numpy" or host) else (cp.asarray(a), cp.asarray(b))
@@ -101,5 +126,25 @@ for name in ("valid_frames", "base_count"):
 # the dark patch came back past a wrap: its final temperature agrees with its tracked neighbours'
 final = np.asarray(out["numpy"][1])
 diffs["patch_vs_neighbours_c"] = float(abs(np.mean(final[:, 7:9, 17:19]) - np.mean(final[:, 6:10, 15:17])))
+# the voxels corrupt in the last corrupt frame and measured again after it: back at the temperature of the
+# uncorrupted voxels with the same heat (re-anchored to their tracked neighbours, never a whole wrap, 55 C, off)
+last_heat = heat[-1]
+back = hits[CORRUPT_FRAMES[-1]] & mask & np.isfinite(final)
+special = np.zeros(shape, bool)
+for zs, ys, xs in ((slice(None), slice(7, 9), slice(17, 19)), (slice(None), slice(2, 4), slice(30, 33)),
+                   (slice(None), slice(0, 6), slice(34, 40)), (slice(None), slice(2, 3), slice(36, 37)),
+                   (slice(None), slice(13, 15), slice(30, 34))):
+    special[zs, ys, xs] = True
+diffs["corrupt_voxels"] = int(sum(int(np.sum(h & mask)) for h in hits.values()))
+errors = [0.0]
+clean = mask & ~special & np.isfinite(final)
+for h in hits.values():
+    clean &= ~h
+for z, y, x in zip(*np.nonzero(back & ~special)):  # against the clean voxels of the same heat in its 3 x 3 window
+    ys, xs = slice(max(y - 1, 0), y + 2), slice(max(x - 1, 0), x + 2)
+    near = clean[z, ys, xs] & (last_heat[z, ys, xs] == last_heat[z, y, x])
+    if near.any():
+        errors.append(float(abs(final[z, y, x] - np.mean(final[z, ys, xs][near]))))
+diffs["corrupt_back_error_c"] = max(errors)
 diffs["base_sum"] = float(np.max(np.abs(np.asarray(engines["numpy"].base_sum) - cp.asnumpy(engines["cuda"].base_sum))))
 print(json.dumps(diffs))
