@@ -460,8 +460,8 @@ def test_a_second_service_on_the_same_folder_is_refused_in_one_line(treatment, t
     assert proc.poll() is None  # the first runs on
     code, err = stop_live(proc)
     assert code == 0 and "Traceback" not in err
-    session = _session(out)  # the lock went with the first service
-    session.close()
+    from mrtherm.live.lock import ServiceLock
+    ServiceLock(out / ".mrtherm-live", out, {}).release()  # the lock went with the first service
 
 
 # --------------------------------------------------------------------------- 8. full geometry
