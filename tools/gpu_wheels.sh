@@ -8,7 +8,7 @@ PY=${PY:-.venv/bin/python}
 rm -rf .whl && mkdir -p .whl
 "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w .whl . 2>/dev/null \
   || "$PY" -m pip wheel --quiet --no-deps -w .whl .
-for pkg in nibabel array-api-compat; do
+for pkg in nibabel array-api-compat pydicom pynetdicom; do  # pydicom, pynetdicom: the live benchmark
   ver=$("$PY" -c "import importlib.metadata as m; print(m.version('$pkg'))")
   "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl "$pkg==$ver"

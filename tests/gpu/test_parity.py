@@ -117,3 +117,31 @@ def test_cupy_in_cupy_out(ph):
     cpu = mrtherm.process(_exam(ph), baseline_frames=5, labels=ph.labels)
     assert isinstance(cpu.temperature_c, np.ndarray)
     _compare(cpu, gpu)
+
+
+@pytest.mark.parametrize("real_imag", [False, True], ids=["polar", "complex"])
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_corrupt_samples(ph, real_imag, order):
+    """NaN, +-inf and zero samples in 2 % of the voxels of a baseline frame and two consecutive dynamic frames
+    (magnitude or phase; real or imaginary part): the same temperature, Tmax, dose and NaN pattern as NumPy."""
+    rng = np.random.default_rng(7 + order)
+    mag, phase = ph.magnitude.astype(np.float32).copy(), ph.phase_rad.astype(np.float32).copy()
+    if real_imag:
+        s = mag * np.exp(1j * phase)
+        mag, phase = s.real.astype(np.float32), s.imag.astype(np.float32)
+    for t in (2, 9, 10):
+        hit = rng.random(mag.shape[1:]) < 0.02
+        kinds = rng.integers(0, 4, size=hit.shape)
+        val = np.choose(kinds, [np.nan, np.inf, -np.inf, 0.0]).astype(np.float32)
+        first = (rng.random(hit.shape) < 0.5) | (kinds == 3)
+        mag[t] = np.where(hit & first, val, mag[t])
+        phase[t] = np.where(hit & ~first, val, phase[t])
+        if real_imag:
+            phase[t] = np.where(hit & (kinds == 3), 0.0, phase[t])
+    kw = dict(te_s=ph.te_s, b0_t=ph.b0_t, frame_times_s=ph.frame_times_s, affine=ph.affine)
+    mk = (lambda: mrtherm.load_exam(real=mag, imag=phase, **kw)) if real_imag else \
+        (lambda: mrtherm.load_exam(mag, phase, **kw))
+    cpu = mrtherm.process(mk(), backend="numpy", baseline_frames=5, labels=ph.labels, drift_order=order)
+    gpu = mrtherm.process(mk(), backend="cupy", baseline_frames=5, labels=ph.labels, drift_order=order)
+    assert np.isnan(np.asarray(cpu.temperature_c)[9]).sum() > np.isnan(np.asarray(cpu.temperature_c)[8]).sum()
+    _compare(cpu, gpu)
