@@ -391,9 +391,9 @@ class LiveSession:
             report = self._report(sonications, alarms, dose, tmax, sorted(maps), frame)
             report["outputs_not_written"] = failed  # the operator's view says which maps are stale
             outputs.replace_json(report, os.path.join(self.out, "report.json"))
+            latency_ms = (time.monotonic() - frame.received_s) * 1e3  # the operator's view is current from here
         finally:
             checkpoint.result()
-        latency_ms = (time.monotonic() - frame.received_s) * 1e3
         if measure:  # not the frame that completes a baseline (all baseline frames are processed then)
             self.latencies_ms.append(latency_ms)
         target = son.th.target
