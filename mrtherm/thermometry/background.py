@@ -36,8 +36,9 @@ baseline cooling back -- is kept out of the background as heat is, instead of
 being absorbed into it.
 
 Both functions work in the array library of their inputs (NumPy or CuPy: the
-GPU twin is the same code on CuPy arrays; per-slice solves of a few unknowns run
-on the host).
+GPU twin is the same code on CuPy arrays). Only per-slice scalars cross to the
+host -- the normal equations of a few unknowns, the robust scales and medians
+(``nz`` numbers each) -- never a volume.
 """
 
 from __future__ import annotations
@@ -80,6 +81,30 @@ def _neighbour_terms(signal, weight, axis, xp):
     w = xp.where(total > 0, w1 * w2 / xp.where(total > 0, total, 1.0), 0.0)
     nz = signal.shape[0]
     return xp.reshape(xp.astype(g, xp.float64), (nz, -1)), xp.reshape(xp.astype(w, xp.float64), (nz, -1))
+
+
+def _slice_medians(values, keep, xp) -> np.ndarray:
+    """Per-slice median of ``values`` (shape (z, ...)) over the voxels where ``keep``, on the device; NaN for a
+    slice without one. The median of an even count is the mean of the two middle values, as :func:`numpy.median`.
+
+    Parameters
+    ----------
+    values : real array, shape (z, ...)
+    keep : bool array, the same shape
+    xp : array namespace
+
+    Returns
+    -------
+    ndarray of float64, shape (z,)
+        On the host (``z`` numbers).
+    """
+    out = []
+    for z in range(values.shape[0]):
+        v = xp.sort(xp.reshape(values[z, ...], (-1,))[xp.reshape(keep[z, ...], (-1,))])
+        n = int(v.shape[0])
+        out.append(xp.full((1,), float("nan"), dtype=xp.float64) if n == 0 else
+                   xp.reshape(xp.astype((v[(n - 1) // 2] + v[n // 2]) / 2, xp.float64), (1,)))
+    return np.asarray(to_numpy(xp.concat(out)), dtype=np.float64)
 
 
 def _solve_slices(terms, n_unknowns, xp):
@@ -132,10 +157,7 @@ def smooth_phase_fit(signal, weight, model):
     kept = []
     for g, w, d in terms:  # one robust refit: drop differences far from the fit (heat edges)
         r = g - from_numpy(slopes, xp) @ d[0].T
-        r_np = np.abs(to_numpy(r))
-        w_np = to_numpy(w)
-        scale = np.array([1.4826 * np.median(r_np[z][w_np[z] > 0]) if (w_np[z] > 0).any() else np.inf
-                          for z in range(r_np.shape[0])])
+        scale = np.nan_to_num(1.4826 * _slice_medians(xp.abs(r), w > 0, xp), nan=np.inf)
         kept.append((g, xp.where(xp.abs(r) <= from_numpy(ROBUST_CUT_SD * scale[:, None], xp), w, 0.0), d))
     slopes = _solve_slices(kept, model.k - 1, xp)
     coeffs = np.concatenate([np.zeros((model.nz, 1)), slopes], axis=1)
@@ -145,13 +167,13 @@ def smooth_phase_fit(signal, weight, model):
     # on tissue that slid in or on heat), then the weighted mean without the voxels beyond 4 robust SDs from it.
     mean_dir = np.angle(to_numpy(xp.sum(xp.reshape(rotated * w, (model.nz, -1)), axis=1)))
     turn = xp.astype(xp.exp(1j * from_numpy(mean_dir[:, None, None], xp)), signal.dtype)
-    r = to_numpy(phase_difference(rotated, turn))
-    w_np = to_numpy(weight) > 0
-    centre = np.array([np.median(r[z][w_np[z]]) if w_np[z].any() else 0.0 for z in range(model.nz)])
-    dev = np.abs(np.angle(np.exp(1j * (r - centre[:, None, None]))))
-    cut = np.array([ROBUST_CUT_SD * 1.4826 * np.median(dev[z][w_np[z]]) if w_np[z].any() else np.inf
-                    for z in range(model.nz)])
-    keep = xp.where(from_numpy(dev <= cut[:, None, None], xp), w, 0)
+    r = phase_difference(rotated, turn)
+    used = weight > 0
+    centre = np.nan_to_num(_slice_medians(r, used, xp), nan=0.0)
+    off = xp.astype(r, xp.float64) - from_numpy(centre[:, None, None], xp)
+    dev = xp.abs(xp.atan2(xp.sin(off), xp.cos(off)))  # wrapped into (-pi, pi]
+    cut = np.nan_to_num(ROBUST_CUT_SD * 1.4826 * _slice_medians(dev, used, xp), nan=np.inf)
+    keep = xp.where(dev <= from_numpy(cut[:, None, None], xp), w, 0)
     coeffs[:, 0] = np.angle(to_numpy(xp.sum(xp.reshape(rotated * keep, (model.nz, -1)), axis=1)))
     return coeffs, model.evaluate(coeffs)
 
