@@ -19,6 +19,8 @@ EXTRAS = {
     "cupy": "cuda13",
     "pydicom": "dicom",
     "pynetdicom": "live",
+    "highdicom": "export",
+    "pyigtl": "igtl",
     "numba": "fast",
     "isal.igzip": "fast",
     "indexed_gzip": "napari",
