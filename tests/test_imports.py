@@ -4,7 +4,7 @@ Read from the source (every ``import`` statement, at module level or inside a fu
 closes a cycle counts too. The layers, lowest first:
 
     base (errors, choices, optional, text, geometry, backend, the package root's version)
-    io -> thermometry -> probes, cryo, evaluation, window, phantom -> app -> live, cohort, demo -> cli
+    io -> thermometry -> probes, cryo, evaluation, window, phantom, export -> app -> live, cohort, demo -> cli
 
 A module may import its own layer and the layers below it; the napari plugin and the GPU package sit above all.
 """
@@ -18,7 +18,7 @@ LAYERS = [
     {"mrtherm", "errors", "choices", "optional", "text", "geometry", "backend"},
     {"io"},
     {"thermometry"},
-    {"probes", "cryo", "evaluation", "window", "phantom"},
+    {"probes", "cryo", "evaluation", "window", "phantom", "export"},
     {"app"},
     {"live", "cohort", "demo"},
     {"cli"},

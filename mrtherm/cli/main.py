@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from mrtherm import __version__
-from mrtherm.cli import cohort, demo, evaluate, live, phantom, probes, run, view, window
+from mrtherm.cli import cohort, demo, evaluate, export, live, phantom, probes, run, view, window
 from mrtherm.cli.common import EXIT_USER_ERROR
 from mrtherm.errors import MrthermError
 
@@ -28,6 +28,7 @@ def build_parser():
     live.add_parser(sub)
     probes.add_parser(sub)
     evaluate.add_parser(sub)
+    export.add_parser(sub)
     window.add_parsers(sub)
     view.add_parser(sub)
     return p

@@ -30,53 +30,15 @@ from __future__ import annotations
 
 import copy
 import glob
-import hashlib
 import json
 import os
 
 import numpy as np
 
-from mrtherm import __version__
 from mrtherm.errors import MrthermError
+from mrtherm.export import objects
+from mrtherm.export.common import PLACEHOLDER_PATIENT_ID, PLACEHOLDER_PATIENT_NAME, TYPE2_PATIENT_STUDY, lps_affine
 from mrtherm.io import atomic
-from mrtherm.optional import require
-
-PLACEHOLDER_PATIENT_ID = "MRTHERM-ANONYMOUS"
-PLACEHOLDER_PATIENT_NAME = "Anonymous^mrtherm"
-LOCAL_SCHEME = "99MRTHERM"
-PROTECTED = {10: ("spinal cord", "SpinalCord"), 11: ("nerve root", "Nerve")}
-SERIES = {"tmax": 9701, "dose": 9702, "seg": 9703, "sr": 9704, "sc": 9705, "temperature": 9706}
-# NIfTI (x, y, z) voxel -> RAS+ becomes highdicom's (slice, row, column) = (z, y, x) index -> LPS
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_ZYX_TO_XYZ = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
-_TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                        "StudyID", "AccessionNumber", "ReferringPhysicianName")
-
-
-def highdicom():
-    """The highdicom module; a one-line error without it (the ``export`` extra).
-
-    Returns
-    -------
-    module
-    """
-    return require("highdicom", "mrtherm export --dicom")
-
-
-def lps_affine(nifti_affine) -> np.ndarray:
-    """highdicom's volume affine: (slice, row, column) = (z, y, x) array index to LPS mm.
-
-    Parameters
-    ----------
-    nifti_affine : (4, 4) array
-        Voxel (x, y, z) to RAS+ mm.
-
-    Returns
-    -------
-    ndarray, shape (4, 4)
-    """
-    return _RAS_TO_LPS @ np.asarray(nifti_affine, dtype=np.float64) @ _ZYX_TO_XYZ
-
 
 class RunMaps:
     """The maps and report of a run folder, arrays as (z, y, x) (or (t, z, y, x)).
@@ -183,7 +145,7 @@ def _first_frame_images(folder, shape_zyx):
 def _with_type2(ds):
     """A copy with the patient and study attributes of type 2 present (empty where the source left them out)."""
     ds = copy.deepcopy(ds)
-    for key in _TYPE2_PATIENT_STUDY:
+    for key in TYPE2_PATIENT_STUDY:
         if key not in ds:
             setattr(ds, key, "")
     return ds
@@ -258,7 +220,6 @@ def export_run(run_folder, out_dir, source_dicom=None, patient_id=None, study_ui
     list of str
         The written files.
     """
-    from mrtherm.export import objects  # noqa: PLC0415
     maps = RunMaps(run_folder)
     sources = source_images(maps, source_dicom)
     from_dicom = sources is not None
@@ -272,21 +233,3 @@ def export_run(run_folder, out_dir, source_dicom=None, patient_id=None, study_ui
             ds.save_as(os.path.join(stage, name), enforce_file_format=True)
             names.append(name)
     return [os.path.join(os.path.abspath(os.fspath(out_dir)), n) for n in names]
-
-
-def digest_uid(*parts) -> str:
-    """A deterministic DICOM UID from text parts (the same run gives the same UIDs).
-
-    Parameters
-    ----------
-    *parts : str
-
-    Returns
-    -------
-    str
-    """
-    import pydicom  # noqa: PLC0415
-    return pydicom.uid.generate_uid(entropy_srcs=[hashlib.sha256("|".join(parts).encode()).hexdigest()])
-
-
-SOFTWARE = f"mrtherm {__version__}"

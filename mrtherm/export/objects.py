@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from mrtherm.export.dicom_objects import (LOCAL_SCHEME, PROTECTED, SERIES, SOFTWARE, digest_uid, highdicom,
+from mrtherm.export.common import (LOCAL_SCHEME, PROTECTED, SERIES, SOFTWARE, digest_uid, highdicom,
                                           lps_affine)
 
 MANUFACTURER = "mrtherm"
@@ -180,6 +180,7 @@ def _finish(ds, from_dicom):
         for key in ("ReferencedSeriesSequence", "SourceImageSequence", "ReferencedImageSequence"):
             if key in ds:
                 del ds[key]
-        for item in ds.get("SharedFunctionalGroupsSequence", []) + ds.get("PerFrameFunctionalGroupsSequence", []):
+        groups = [*ds.get("SharedFunctionalGroupsSequence", []), *ds.get("PerFrameFunctionalGroupsSequence", [])]
+        for item in groups:
             if "DerivationImageSequence" in item:
                 del item.DerivationImageSequence

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from mrtherm.export.dicom_objects import LOCAL_SCHEME, SERIES, SOFTWARE, digest_uid, highdicom
+from mrtherm.export.common import LOCAL_SCHEME, SERIES, SOFTWARE, digest_uid, highdicom
 
 UCUM = {"ml": "milliliter", "Cel": "degree Celsius", "min": "minute", "ms": "millisecond", "T": "Tesla",
         "ppm/Cel": "parts per million per degree Celsius", "{frames}": "frames"}
@@ -24,7 +24,7 @@ def _measure(hd, code, meaning, value, unit):
                              unit=hd.sr.CodedConcept(unit, "UCUM", UCUM[unit]))
 
 
-def _lesion_groups(hd, maps, seg, uid):
+def _lesion_groups(hd, maps, seg, sources, uid):
     from pydicom.sr.codedict import codes  # noqa: PLC0415
     volumes = maps.report.get("results", {}).get("lesion_volumes_ml", {})
     groups = []
@@ -33,7 +33,9 @@ def _lesion_groups(hd, maps, seg, uid):
             continue
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid("lesion", level), f"lesion {level} CEM43"),
-            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number),
+            referenced_segment=hd.sr.ReferencedSegment(
+                seg.SOPClassUID, seg.SOPInstanceUID, number,
+                source_series=hd.sr.SourceSeriesForSegmentation(str(sources[0].SeriesInstanceUID))),
             finding_type=codes.SCT.Necrosis,
             measurements=[hd.sr.Measurement(name=codes.SCT.Volume, value=float(volumes[level]),
                                             unit=hd.sr.CodedConcept("ml", "UCUM", "milliliter"))]))
@@ -109,7 +111,7 @@ def measurement_report(maps, sources, made):
                                    observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                                        uid=uid("device"), name="mrtherm", manufacturer_name="mrtherm",
                                        model_name=SOFTWARE))
-    groups = _lesion_groups(hd, maps, made.get("seg.dcm"), uid) + _peak_group(hd, maps, uid) + \
+    groups = _lesion_groups(hd, maps, made.get("seg.dcm"), sources, uid) + _peak_group(hd, maps, uid) + \
         _parameter_group(hd, maps, uid)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),

@@ -1,0 +1,64 @@
+"""What the export's modules share: the highdicom guard, the geometry conversion, UIDs, codes and series numbers."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from mrtherm import __version__
+from mrtherm.optional import require
+
+PLACEHOLDER_PATIENT_ID = "MRTHERM-ANONYMOUS"
+PLACEHOLDER_PATIENT_NAME = "Anonymous^mrtherm"
+LOCAL_SCHEME = "99MRTHERM"
+PROTECTED = {10: ("spinal cord", "SpinalCord"), 11: ("nerve root", "Nerve")}
+SERIES = {"tmax": 9701, "dose": 9702, "seg": 9703, "sr": 9704, "sc": 9705, "temperature": 9706}
+# NIfTI (x, y, z) voxel -> RAS+ becomes highdicom's (slice, row, column) = (z, y, x) index -> LPS
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_ZYX_TO_XYZ = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                        "StudyID", "AccessionNumber", "ReferringPhysicianName")
+
+
+def highdicom():
+    """The highdicom module; a one-line error without it (the ``export`` extra).
+
+    Returns
+    -------
+    module
+    """
+    return require("highdicom", "mrtherm export --dicom")
+
+
+def lps_affine(nifti_affine) -> np.ndarray:
+    """highdicom's volume affine: (slice, row, column) = (z, y, x) array index to LPS mm.
+
+    Parameters
+    ----------
+    nifti_affine : (4, 4) array
+        Voxel (x, y, z) to RAS+ mm.
+
+    Returns
+    -------
+    ndarray, shape (4, 4)
+    """
+    return _RAS_TO_LPS @ np.asarray(nifti_affine, dtype=np.float64) @ _ZYX_TO_XYZ
+
+
+def digest_uid(*parts) -> str:
+    """A deterministic DICOM UID from text parts (the same run gives the same UIDs).
+
+    Parameters
+    ----------
+    *parts : str
+
+    Returns
+    -------
+    str
+    """
+    import pydicom  # noqa: PLC0415
+    return pydicom.uid.generate_uid(entropy_srcs=[hashlib.sha256("|".join(parts).encode()).hexdigest()])
+
+
+SOFTWARE = f"mrtherm {__version__}"
