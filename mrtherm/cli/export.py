@@ -6,23 +6,7 @@ import os
 
 from mrtherm.cli.common import check_out_dir
 from mrtherm.errors import MrthermError, ParameterError
-
-
-def host_port(text: str) -> tuple:
-    """``HOST:PORT`` to ``(host, port)``; ParameterError naming the flag otherwise.
-
-    Parameters
-    ----------
-    text : str
-
-    Returns
-    -------
-    tuple of (str, int)
-    """
-    host, _, port = str(text).rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ParameterError(f"--send must be HOST:PORT (e.g. pacs.hospital:104), got {text!r}")
-    return host, int(port)
+from mrtherm.export.common import host_port
 
 
 def send_and_report(paths, target, called_ae, calling_ae, quiet=False) -> int:

@@ -58,7 +58,8 @@ def options_from_args(args) -> dict:
             "probe_positions": args.probe_positions, "probe_time_offset_s": args.probe_time_offset_s,
             "probe_cold_alarm_c": cold_alarm_c(args), "new_study": args.new_study,
             "max_repetitions_ahead": args.max_repetitions_ahead, "port": args.port,
-            "watch": None if args.watch is None else os.path.abspath(args.watch)}
+            "watch": None if args.watch is None else os.path.abspath(args.watch), "export_to": args.export_to,
+            "export_called_ae": args.export_called_ae, "export_calling_ae": args.export_calling_ae}
 
 
 def _check(args):
@@ -71,6 +72,11 @@ def _check(args):
             raise ParameterError(f"{flag} needs the frames' acquisition times (the log's clock); drop --frame-time-s")
     if args.probe_positions and not args.probes:
         raise ParameterError("--probe-positions needs --probes LOG.csv")
+    if args.export_to is not None:
+        from mrtherm.export.common import host_port  # noqa: PLC0415
+        host_port(args.export_to, "--export-to")
+        if not args.export_called_ae:
+            raise ParameterError("--export-to needs --export-called-ae (the PACS's AE title)")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ParameterError("--tls-cert and --tls-key go together")
     if args.port is not None and not 0 <= args.port <= 65535:
@@ -99,8 +105,12 @@ def _serve(args):
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     session = LiveSession(args.out, options_from_args(args))
-    service = None
+    service = igtl = None
     try:
+        if args.igtl_port is not None:
+            from mrtherm.live.igtl import IgtlPublisher  # noqa: PLC0415
+            igtl = IgtlPublisher(args.igtl_port, args.igtl_bind)
+            session.listeners.append(igtl.publish)
         if args.port is not None:
             from mrtherm.live.scp import StorageService, tls_context  # noqa: PLC0415
             ctx = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
@@ -117,6 +127,8 @@ def _serve(args):
         if service is not None:
             service.close()
         session.close()
+        if igtl is not None:
+            igtl.close()
     return 0
 
 
@@ -166,5 +178,13 @@ def add_parser(sub):
     r.add_argument("--treatment-grid", metavar="PLANNING.nii.gz", help="grid of the cumulative dose (default: the "
                    "first sonication's)")
     r.add_argument("--alarm-command", metavar="CMD", help="run CMD with each new alarm as JSON on stdin")
+    out = r.add_argument_group("results to PACS and 3D Slicer")
+    out.add_argument("--export-to", metavar="HOST:PORT", help="send each finished sonication's DICOM objects "
+                     "(Parametric Maps, Segmentation, Measurement Report) to this PACS")
+    out.add_argument("--export-called-ae", metavar="AE", help="the PACS's AE title (with --export-to)")
+    out.add_argument("--export-calling-ae", metavar="AE", default="MRTHERM", help="our AE title towards the PACS")
+    out.add_argument("--igtl-port", type=int, metavar="PORT", help="serve the current temperature and dose over "
+                     "OpenIGTLink (3D Slicer's OpenIGTLinkIF, client mode) on this port")
+    out.add_argument("--igtl-bind", default="127.0.0.1", help="address of the OpenIGTLink server (default 127.0.0.1)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_live)

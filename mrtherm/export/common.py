@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 
 from mrtherm import __version__
+from mrtherm.errors import ParameterError
 from mrtherm.optional import require
 
 PLACEHOLDER_PATIENT_ID = "MRTHERM-ANONYMOUS"
@@ -62,3 +63,22 @@ def digest_uid(*parts) -> str:
 
 
 SOFTWARE = f"mrtherm {__version__}"
+
+
+def host_port(text: str, flag: str = "--send") -> tuple:
+    """``HOST:PORT`` to ``(host, port)``; ParameterError naming the flag otherwise.
+
+    Parameters
+    ----------
+    text : str
+    flag : str
+        The option it came from, for the message.
+
+    Returns
+    -------
+    tuple of (str, int)
+    """
+    host, _, port = str(text).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ParameterError(f"{flag} must be HOST:PORT (e.g. pacs.hospital:104), got {text!r}")
+    return host, int(port)

@@ -199,7 +199,8 @@ def _identity(sources, patient_id, study_uid):
     return out
 
 
-def export_run(run_folder, out_dir, source_dicom=None, patient_id=None, study_uid=None, temperature=False):
+def export_run(run_folder, out_dir, source_dicom=None, patient_id=None, study_uid=None, temperature=False,
+               sources=None):
     """Write a run's results as DICOM objects into ``out_dir`` (see the module docstring).
 
     Parameters
@@ -214,6 +215,8 @@ def export_run(run_folder, out_dir, source_dicom=None, patient_id=None, study_ui
         Identity to use instead of the source's (or the placeholder's).
     temperature : bool
         Also one Parametric Map per frame of the 4-D temperature.
+    sources : list of pydicom.Dataset, optional
+        The source images themselves (one per slice of the run's grid; a live sonication's first frame).
 
     Returns
     -------
@@ -221,7 +224,7 @@ def export_run(run_folder, out_dir, source_dicom=None, patient_id=None, study_ui
         The written files.
     """
     maps = RunMaps(run_folder)
-    sources = source_images(maps, source_dicom)
+    sources = [_with_type2(ds) for ds in sources] if sources else source_images(maps, source_dicom)
     from_dicom = sources is not None
     if sources is None:
         sources = placeholder_source(maps, patient_id, study_uid)

@@ -179,6 +179,12 @@ class LiveSession:
             LOG.info("removed %d temporary files left by an interrupted write", removed)
         self.options = options
         self.rebuilt_from = None
+        self.pacs = None
+        if options.get("export_to"):
+            from mrtherm.live.pacs import PacsExport  # noqa: PLC0415
+            self.pacs = PacsExport(options["export_to"], options.get("export_called_ae") or "ANY-SCP",
+                                   options.get("export_calling_ae") or "MRTHERM", self.out)
+        self.listeners = []  # callables(FrameOutputs) after every frame's outputs (the OpenIGTLink server)
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -394,6 +400,11 @@ class LiveSession:
             latency_ms = (time.monotonic() - frame.received_s) * 1e3  # the operator's view is current from here
         finally:
             checkpoint.result()
+        for listener in self.listeners:  # e.g. the OpenIGTLink server: never allowed to stop the frames
+            try:
+                listener(son.last_temperature, son.affine, dose, st.grid.affine, alarms)
+            except Exception as exc:
+                LOG.error("live stream %s failed: %s", getattr(listener, "__qualname__", listener), exc)
         if measure:  # not the frame that completes a baseline (all baseline frames are processed then)
             self.latencies_ms.append(latency_ms)
         target = son.th.target
@@ -454,6 +465,8 @@ class LiveSession:
         with atomic.staged(folder) as stage:
             ThermometryResult.from_thermometer(son.th).write_into(stage, figures=False)
         LOG.info("sonication %d: outputs written to %s", son.index + 1, folder)
+        if self.pacs is not None:
+            self.pacs.submit(folder, son.index, son.source_paths)
 
     # ------------------------------------------------------------------ end
     def close(self):
@@ -470,6 +483,8 @@ class LiveSession:
             LOG.error("outputs of the current sonication not written at shutdown: %s", exc)
         finally:
             self.writer.close()
+            if self.pacs is not None:
+                self.pacs.close()
             self.service_lock.release()
         pending = self.assembler.pending()
         if pending:

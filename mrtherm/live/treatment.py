@@ -52,6 +52,7 @@ class Sonication:
         self.respiration, self.probes, self.probe_rows = respiration, probes, []
         self.roles = frame.roles
         self.series = sorted({im.series_uid for im in frame.images_a + frame.images_b})
+        self.source_paths = [im.path for im in frame.images_b]  # the kept images of the first frame (export)
         self.affine = geometry.stack_affine(frame.images_a)
         self.shape = frame.a.shape
         self.provenance, self.warnings = {}, []
@@ -163,6 +164,7 @@ class Sonication:
         self.index, self.options, self.respiration, self.probes = meta["sonication"] - 1, options, respiration, probes
         self.probe_rows = list(meta.get("probe_rows") or [])
         self.roles, self.series = tuple(meta["components"]), list(meta["series_instance_uids"])
+        self.source_paths = list(meta.get("source_images") or [])
         self.affine, self.shape = np.asarray(meta["affine"]), tuple(meta["shape_zyx"])
         self.te_s, self.b0_t, self.phase_scale = meta["te_s"], meta["b0_t"], meta["phase_scale"]
         self.provenance, self.warnings = meta["provenance"], []
@@ -192,4 +194,5 @@ class Sonication:
                 {"log": self.respiration.path, "on_signal": self.run.on_signal,
                  "frames_matched_on_signal": self.run.respiration_frames["signal"],
                  "frames_matched_on_image": self.run.respiration_frames["image"]},
-                "probe_rows": self.probe_rows if self.probes is not None else None}
+                "probe_rows": self.probe_rows if self.probes is not None else None,
+                "source_images": self.source_paths}
