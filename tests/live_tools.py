@@ -68,6 +68,15 @@ def scanner_order(folder):
     return sorted(glob.glob(os.path.join(folder, "**", "*.dcm"), recursive=True), key=key)
 
 
+def modified(path, **tags):
+    """The DICOM file at ``path`` as a new image (new SOP Instance UID) with ``tags`` changed."""
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    return ds
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,8 +16,8 @@ import pytest
 
 import mrtherm
 
-from live_tools import (MRTHERM, associate, free_port, kill_leftovers, make_treatment, popen_live, report, rss_mb,
-                        scanner_order, send, start_live, stop_live, wait_frames)
+from live_tools import (MRTHERM, associate, free_port, kill_leftovers, make_treatment, modified, popen_live, report,
+                        rss_mb, scanner_order, send, start_live, stop_live, wait_frames)
 
 pytest.importorskip("pynetdicom")
 
@@ -68,14 +68,6 @@ def test_sigkill_mid_series_then_resume_gives_the_batch_dose_bit_for_bit(tmp_pat
     assert batch_report["cumulative"]["lesion_volumes_ml"] == r["cumulative"]["lesion_volumes_ml"]
 
 
-def _modified(path, **tags):
-    ds = pydicom.dcmread(path)
-    ds.SOPInstanceUID = pydicom.uid.generate_uid()
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    return ds
-
-
 @pytest.mark.slow
 def test_bad_traffic_is_refused_and_the_service_keeps_everything(tmp_path):
     src, _ = make_treatment(tmp_path / "dicom", n_sonications=1, n_frames=12)
@@ -89,10 +81,10 @@ def test_bad_traffic_is_refused_and_the_service_keeps_everything(tmp_path):
     statuses = [int(assoc.send_c_store(pydicom.dcmread(p)).Status) for p in files[: 2 * per_frame]]
     assert set(statuses) == {0}
     bad = {
-        "malformed": _modified(files[0], PixelData=b"\x00\x01"),
-        "ct": _modified(files[0], Modality="CT"),
-        "geometry": _modified(files[0], Rows=16, Columns=64),
-        "no repetition": _modified(files[0], AcquisitionNumber=None),
+        "malformed": modified(files[0], PixelData=b"\x00\x01"),
+        "ct": modified(files[0], Modality="CT"),
+        "geometry": modified(files[0], Rows=16, Columns=64),
+        "no repetition": modified(files[0], AcquisitionNumber=None),
     }
     got = {k: int(assoc.send_c_store(ds).Status) for k, ds in bad.items()}
     assert got == {"malformed": 0xC210, "ct": 0xA900, "geometry": 0xC211, "no repetition": 0xC212}

@@ -22,8 +22,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from live_tools import associate, free_port, kill_leftovers, make_treatment, popen_live, scanner_order, start_live, \
-    stop_live
+from live_tools import associate, free_port, kill_leftovers, make_treatment, modified, popen_live, scanner_order, \
+    start_live, stop_live
 
 pytest.importorskip("pynetdicom")
 
@@ -104,14 +104,6 @@ def _finish(out, files, **extra):
         return json.load(fh)
 
 
-def _modified(path, **tags):
-    ds = pydicom.dcmread(path)
-    ds.SOPInstanceUID = pydicom.uid.generate_uid()
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    return ds
-
-
 # --------------------------------------------------------------------------- 1. a repetition far ahead
 
 
@@ -120,7 +112,7 @@ def test_a_repetition_two_billion_ahead_is_refused_and_never_kept(treatment, tmp
     out = tmp_path / "live"
     session = _session(out)
     service = _service(session)
-    stray = _modified(files[0], TemporalPositionIdentifier=2147483647, AcquisitionNumber=2147483647)
+    stray = modified(files[0], TemporalPositionIdentifier=2147483647, AcquisitionNumber=2147483647)
     half = len(files) // 2
     assert set(_store(service.address[1], files[:half])) == {0}
     assert _store(service.address[1], [stray]) == [0xC214]
@@ -201,7 +193,7 @@ def test_new_study_continues_the_treatment_in_a_new_study_of_the_same_patient_on
     assert set(_store(port, files)) == {0}
     _wait(session, N_FRAMES)
     assert set(_store(port, study2)) == {0}  # the console started a new study: taken, as --new-study asks
-    assert _store(port, [_modified(files[0])]) == [0xC216]  # the old study is over
+    assert _store(port, [modified(files[0])]) == [0xC216]  # the old study is over
     _wait(session, 2 * N_FRAMES)
     service.close()
     session.close()
@@ -474,7 +466,7 @@ def test_a_slice_shifted_in_its_plane_is_refused(treatment, tmp_path):
     assert set(_store(service.address[1], files[:8])) == {0}
     ds = pydicom.dcmread(files[9])
     iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
-    shifted = _modified(files[9], ImagePositionPatient=list(np.asarray(ds.ImagePositionPatient, float)
+    shifted = modified(files[9], ImagePositionPatient=list(np.asarray(ds.ImagePositionPatient, float)
                                                             + 10.0 * iop[:3]))
     assert _store(service.address[1], [shifted]) == [0xC211]
     service.close()
@@ -517,7 +509,7 @@ def test_a_kept_image_refused_on_replay_is_set_aside_and_not_replayed_again(trea
     assert set(_store(service.address[1], files[:8])) == {0}
     _abandon(session, service)
     # as an earlier version kept it: a stray repetition in the spool
-    stray = _modified(files[0], TemporalPositionIdentifier=2147483647, AcquisitionNumber=2147483647)
+    stray = modified(files[0], TemporalPositionIdentifier=2147483647, AcquisitionNumber=2147483647)
     stray.save_as(out / "received" / "00000999-0123456789abcdef0123.dcm")
     caplog.set_level(logging.WARNING, logger="mrtherm.live")
     again = _session(out)

@@ -6,7 +6,6 @@ import os
 
 from mrtherm.cli.common import check_out_dir
 from mrtherm.errors import MrthermError, ParameterError
-from mrtherm.export.common import host_port
 
 
 def send_and_report(paths, target, called_ae, calling_ae, quiet=False) -> int:
@@ -25,6 +24,7 @@ def send_and_report(paths, target, called_ae, calling_ae, quiet=False) -> int:
         0 when every object was stored, 1 otherwise.
     """
     import sys  # noqa: PLC0415
+    from mrtherm.export.common import host_port  # noqa: PLC0415  (numpy: not at start-up)
     from mrtherm.export.send import send_files  # noqa: PLC0415
     host, port = host_port(target)
     results = send_files(paths, host, port, called_ae, calling_ae)
