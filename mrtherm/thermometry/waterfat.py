@@ -1,0 +1,397 @@
+"""Water-fat separated multi-echo PRF thermometry, with fat as the field reference.
+
+Signal model (one voxel, echo ``n`` at echo time ``TE_n``; the project's sign convention: a frequency ``f`` adds
+``+2 pi f TE`` of phase, so heating, which lowers the water frequency, lowers the phase)::
+
+    S_n = a * exp((i 2 pi psi - R2*) TE_n) * (W * exp(i 2 pi df_w TE_n) + F * c_n)
+    c_n = sum_p alpha_p exp(i 2 pi f_p TE_n),   f_p = delta_p * 1e-6 * gammabar * B0
+
+- ``W``, ``F`` (complex): water and fat; ``c_n``: the 6-peak fat spectrum (:data:`FAT_PEAKS_PPM`, relative to
+  water, and :data:`FAT_AMPLITUDES`, summing to 1: Hamilton et al., NMR Biomed 2011;24:784, the ISMRM Fat-Water
+  Toolbox's default); ``psi`` (Hz): the field, common to water and fat; ``R2*`` (1/s); ``a``: a complex factor per
+  frame (receive gain and phase, common to the echoes; its phase may drift but not differ between echoes).
+- Temperature moves the water only: ``df_w = alpha * 1e-6 * gammabar * B0 * dT`` (about -1.28 Hz/C at 3 T);
+  fat, whose protons do not shift, stays put. So in a voxel holding fat the water's shift *against the fat* is
+  temperature and the shift common to both is the field drift.
+
+Baseline (:func:`fit_baseline`, on the mean of the baseline frames): a variable-projection grid search over
+``psi`` and ``R2*`` (for each candidate ``W``, ``F`` are linear), then the choice among each voxel's local minima
+that avoids water-fat swaps. **Initialisation** (documented, as the swap is the method's known failure): the
+voxels whose residual curve has one clear minimum (the second local minimum at least ``CONFIDENT_RATIO`` x the
+first) fix a smooth field (per-slice weighted Gaussian smoothing, in-plane ``FIELD_SMOOTH_MM``); every voxel then
+takes its local minimum nearest that field; twice. The field is assumed within half the echo-spacing period
+(``1 / (2 dTE)``) of zero.
+
+Per frame (:class:`WaterFatThermometer`): (1) in voxels with fat (fat fraction >= ``FAT_REFERENCE_MIN``) a
+Gauss-Newton fit of the field change ``dpsi``, the water shift ``df_w`` and ``a`` against the baseline's ``W``,
+``F``, ``R2*``; (2) the drift map: those ``dpsi`` smoothed in-plane (weights ``|F|^2``), which follows a local,
+non-polynomial field change that a polynomial over water cannot; where no fat lies within reach (weight below
+``DRIFT_WEIGHT_MIN`` of the slice's mean) a per-slice plane fitted to the fat voxels' ``dpsi`` (or, in a slice
+without fat, 0: the drift then stays in the temperature, reported per voxel as ``drift_source``); (3) in every
+voxel with enough water (water fraction >= ``WATER_FRACTION_MIN``), ``df_w`` and ``a`` with ``dpsi`` fixed at the
+drift map; ``dT = df_w / (alpha gammabar B0)``. The fit starts from the previous frame's values: the temperature is
+followed in time (the multi-echo model has no wrap within +-1 / (2 dTE), hundreds of C). Its standard deviation
+comes from the fit's covariance with the noise SD of the baseline residuals.
+
+Assumptions: the receive phase and gain change per frame but equally for all echoes; ``R2*`` and the fat spectrum
+do not change with temperature; water and fat of a voxel share the field; the baseline is at body temperature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from mrtherm.thermometry.prf import DEFAULT_ALPHA_PPM_PER_C, GAMMABAR_HZ_PER_T
+
+FAT_PEAKS_PPM = (-3.80, -3.40, -2.60, -1.94, -0.39, 0.60)
+FAT_AMPLITUDES = (0.087, 0.693, 0.128, 0.004, 0.039, 0.048)
+R2STAR_GRID_PER_S = (0.0, 25.0, 50.0, 100.0, 200.0)
+FIELD_STEPS = 160  # field candidates over one echo-spacing period
+CONFIDENT_RATIO = 2.0
+FIELD_SMOOTH_MM = 12.0
+FAT_REFERENCE_MIN = 0.3  # fat fraction from which a voxel reports the field change
+WATER_FRACTION_MIN = 0.25  # estimated water fraction from which a voxel reports temperature: every voxel of true
+# water fraction >= 0.3 is reported (the fat fraction's estimate errs by up to about 0.03 at SNR 60, 6 echoes)
+DRIFT_SMOOTH_MM = 10.0
+DRIFT_WEIGHT_MIN = 0.05
+GN_ITERATIONS = 6
+
+
+def fat_basis(te_s, b0_t, peaks_ppm=FAT_PEAKS_PPM, amplitudes=FAT_AMPLITUDES) -> np.ndarray:
+    """The fat signal per echo, ``c_n = sum_p alpha_p exp(i 2 pi f_p TE_n)``.
+
+    Parameters
+    ----------
+    te_s : sequence of float
+        Echo times, s.
+    b0_t : float
+        Field strength, T.
+    peaks_ppm, amplitudes : sequence of float
+        The fat peaks relative to water (ppm) and their relative amplitudes.
+
+    Returns
+    -------
+    ndarray of complex128, shape (n_echoes,)
+    """
+    te = np.asarray(te_s, dtype=np.float64)
+    f = np.asarray(peaks_ppm, dtype=np.float64) * 1e-6 * GAMMABAR_HZ_PER_T * float(b0_t)
+    amp = np.asarray(amplitudes, dtype=np.float64)
+    amp = amp / amp.sum()  # the published amplitudes sum to 0.999 (rounding): F is then the whole fat signal
+    return (amp[None, :] * np.exp(2j * math.pi * te[:, None] * f[None, :])).sum(1)
+
+
+@dataclasses.dataclass
+class WaterFatBaseline:
+    """The baseline fit: water, fat, field and R2* per voxel (arrays (z, y, x)).
+
+    Attributes
+    ----------
+    water, fat : ndarray of complex128
+    field_hz, r2star_per_s, fat_fraction : ndarray of float64
+    residual : ndarray of float64
+        Sum of squared residuals over the echoes.
+    te_s : ndarray of float64, shape (n_echoes,)
+    b0_t : float
+    basis : ndarray of complex128, shape (n_echoes,)
+        The fat spectrum per echo.
+    noise_sd : float
+        Noise SD per real channel of the fitted data (the mean of the baseline frames), from the residuals of the
+        signal voxels.
+    """
+
+    water: np.ndarray
+    fat: np.ndarray
+    field_hz: np.ndarray
+    r2star_per_s: np.ndarray
+    fat_fraction: np.ndarray
+    residual: np.ndarray
+    te_s: np.ndarray
+    b0_t: float
+    basis: np.ndarray
+    noise_sd: float
+
+
+def _projector_residuals(echoes, te, basis, field_hz, r2star):
+    """Residual ``||S||^2 - ||P S||^2`` of every voxel for one (field, R2*) candidate; ``echoes`` (n, v)."""
+    e = np.exp((2j * math.pi * field_hz - r2star) * te)
+    a = np.stack([e, e * basis], axis=1)  # (n, 2)
+    pinv = np.linalg.pinv(a)  # (2, n)
+    x = pinv @ echoes
+    fitted = a @ x
+    return np.sum(np.abs(echoes - fitted) ** 2, axis=0)
+
+
+def _residual_curves(echoes, te, basis):
+    """Residual per voxel over the field grid (the best R2* at each field) and the grid, Hz."""
+    period = 1.0 / float(np.median(np.diff(te)))
+    fields = (np.arange(FIELD_STEPS) / FIELD_STEPS - 0.5) * period
+    curves = np.empty((FIELD_STEPS, echoes.shape[1]))
+    best_r2 = np.empty((FIELD_STEPS, echoes.shape[1]))
+    for i, f in enumerate(fields):
+        res = np.stack([_projector_residuals(echoes, te, basis, f, r) for r in R2STAR_GRID_PER_S])
+        curves[i] = res.min(axis=0)
+        best_r2[i] = np.asarray(R2STAR_GRID_PER_S)[res.argmin(axis=0)]
+    return curves, best_r2, fields
+
+
+def _local_minima(curves):
+    """Boolean (steps, v): a candidate lower than both neighbours (the grid wraps around)."""
+    return (curves <= np.roll(curves, 1, axis=0)) & (curves < np.roll(curves, -1, axis=0))
+
+
+def _smooth_field(field, weight, shape, voxel_mm):
+    """Weighted in-plane Gaussian smoothing per slice (normalised convolution)."""
+    sigma = [0.0, FIELD_SMOOTH_MM / voxel_mm[1], FIELD_SMOOTH_MM / voxel_mm[2]]
+    w = weight.reshape(shape)
+    num = ndimage.gaussian_filter(field.reshape(shape) * w, sigma, mode="nearest")
+    den = ndimage.gaussian_filter(w, sigma, mode="nearest")
+    return (num / np.where(den > 0, den, 1.0)).reshape(-1)
+
+
+def _choose_field(curves, fields, shape, voxel_mm, signal):
+    """Each voxel's local minimum nearest a smooth field grown from the confident voxels (module docstring)."""
+    minima = _local_minima(curves)
+    masked = np.where(minima, curves, np.inf)
+    order = np.sort(masked, axis=0)
+    best, second = order[0], order[1]
+    confident = np.isfinite(best) & (second >= CONFIDENT_RATIO * np.maximum(best, 1e-30))
+    chosen = fields[np.argmin(masked, axis=0)]
+    weight = signal * confident
+    for _ in range(2):
+        smooth = _smooth_field(chosen, weight, shape, voxel_mm)
+        distance = np.abs(fields[:, None] - smooth[None, :])
+        chosen = fields[np.argmin(np.where(minima, distance, np.inf), axis=0)]
+        weight = signal
+    return chosen
+
+
+def fit_baseline(echoes, te_s, b0_t, voxel_mm=(1.0, 1.0, 1.0)) -> WaterFatBaseline:
+    """Water, fat, field and R2* of a (mean) baseline frame (see the module docstring).
+
+    Parameters
+    ----------
+    echoes : complex ndarray, shape (n_echoes, z, y, x)
+    te_s : sequence of float
+        Echo times, s, increasing.
+    b0_t : float
+        T.
+    voxel_mm : (dz, dy, dx)
+        For the in-plane smoothing of the field initialisation.
+
+    Returns
+    -------
+    WaterFatBaseline
+    """
+    te = np.asarray(te_s, dtype=np.float64)
+    n, shape = echoes.shape[0], echoes.shape[1:]
+    flat = np.asarray(echoes, dtype=np.complex128).reshape(n, -1)
+    basis = fat_basis(te, b0_t)
+    curves, best_r2, fields = _residual_curves(flat, te, basis)
+    signal = np.sum(np.abs(flat) ** 2, axis=0)
+    field = _choose_field(curves, fields, shape, voxel_mm, signal)
+    step = fields[1] - fields[0]
+    field = _refine_field(curves, fields, field, step)
+    r2 = _refine_r2star(flat, te, basis, field)
+    water, fat, residual = _linear_fit(flat, te, basis, field, r2)
+    total = np.abs(water) + np.abs(fat)
+    ff = np.where(total > 0, np.abs(fat) / np.where(total > 0, total, 1.0), 0.0)
+    strong = signal > np.percentile(signal, 50)
+    dof = max(2 * n - 6, 1)  # real measurements minus W, F (complex), field and R2*
+    median_chi2 = dof * (1.0 - 2.0 / (9.0 * dof)) ** 3  # the median of chi-square with dof degrees (Wilson-Hilferty)
+    noise = float(np.sqrt(np.median(residual[strong]) / median_chi2)) if strong.any() else 0.0
+    as_map = lambda a: a.reshape(shape)  # noqa: E731
+    return WaterFatBaseline(as_map(water), as_map(fat), as_map(field), as_map(r2), as_map(ff), as_map(residual), te,
+                            float(b0_t), basis, noise)
+
+
+def _refine_field(curves, fields, field, step):
+    """Parabolic interpolation of the residual curve around each chosen grid field."""
+    idx = np.clip(np.round((field - fields[0]) / step).astype(int), 0, len(fields) - 1)
+    cols = np.arange(curves.shape[1])
+    lo, mid, hi = curves[(idx - 1) % len(fields), cols], curves[idx, cols], curves[(idx + 1) % len(fields), cols]
+    den = lo - 2 * mid + hi
+    shift = np.where(den > 0, 0.5 * (lo - hi) / np.where(den > 0, den, 1.0), 0.0)
+    return fields[idx] + np.clip(shift, -0.5, 0.5) * step
+
+
+def _refine_r2star(flat, te, basis, field):
+    """R2* per voxel at its field: the best of a 5/s grid over 0-300/s, refined by a parabola through its neighbours."""
+    grid = np.arange(0.0, 300.0 + 1e-9, 5.0)
+    res = np.stack([_linear_fit(flat, te, basis, field, np.full(field.shape, r))[2] for r in grid])
+    i = np.clip(np.argmin(res, axis=0), 1, len(grid) - 2)
+    cols = np.arange(res.shape[1])
+    lo, mid, hi = res[i - 1, cols], res[i, cols], res[i + 1, cols]
+    den = lo - 2 * mid + hi
+    shift = np.where(den > 0, 0.5 * (lo - hi) / np.where(den > 0, den, 1.0), 0.0)
+    return np.maximum(grid[i] + np.clip(shift, -1.0, 1.0) * 5.0, 0.0)
+
+
+def _linear_fit(flat, te, basis, field, r2):
+    """Per voxel: ``W``, ``F`` by least squares at its field and R2*, and the residual."""
+    e = np.exp((2j * math.pi * field[None, :] - r2[None, :]) * te[:, None])  # (n, v)
+    a1, a2 = e, e * basis[:, None]
+    g11, g22 = np.sum(np.abs(a1) ** 2, 0), np.sum(np.abs(a2) ** 2, 0)
+    g12 = np.sum(np.conj(a1) * a2, 0)
+    b1, b2 = np.sum(np.conj(a1) * flat, 0), np.sum(np.conj(a2) * flat, 0)
+    det = g11 * g22 - np.abs(g12) ** 2
+    det = np.where(np.abs(det) > 0, det, 1.0)
+    water = (g22 * b1 - g12 * b2) / det
+    fat = (g11 * b2 - np.conj(g12) * b1) / det
+    residual = np.sum(np.abs(flat - a1 * water - a2 * fat) ** 2, 0)
+    return water, fat, residual
+
+
+def _solve_batched(h, g, damping=1e-9):
+    """Per-voxel solve of ``h x = g`` ((v, k, k), (v, k)) with a relative Levenberg damping."""
+    k = h.shape[-1]
+    diag = np.einsum("vii->vi", h)
+    h = h + (damping * np.maximum(diag, 1e-30))[:, :, None] * np.eye(k)[None]
+    return np.linalg.solve(h, g[..., None])[..., 0]
+
+
+def _normal_equations(columns, residual):
+    """``(Re(J^H J), Re(J^H r))`` per voxel from complex Jacobian columns [(n, v)] and the residual (n, v)."""
+    k = len(columns)
+    h = np.empty((residual.shape[1], k, k))
+    g = np.empty((residual.shape[1], k))
+    for i in range(k):
+        g[:, i] = np.real(np.sum(np.conj(columns[i]) * residual, 0))
+        for j in range(i, k):
+            h[:, i, j] = h[:, j, i] = np.real(np.sum(np.conj(columns[i]) * columns[j], 0))
+    return h, g
+
+
+class WaterFatThermometer:
+    """Temperature frame by frame from multi-echo frames, fat as the field reference (module docstring).
+
+    Parameters
+    ----------
+    baseline_frames : sequence of complex ndarray, shape (n_echoes, z, y, x)
+        The baseline frames (their mean is fitted), at body temperature.
+    te_s : sequence of float
+        Echo times, s.
+    b0_t : float
+        T.
+    voxel_mm : (dz, dy, dx)
+    alpha_ppm_per_c : float
+    body_temp_c : float
+    snr_min : float
+        Water (for temperature) or fat (for the field) amplitude in noise SDs below which a voxel does not count.
+    """
+
+    def __init__(self, baseline_frames, te_s, b0_t, voxel_mm=(1.0, 1.0, 1.0),
+                 alpha_ppm_per_c=DEFAULT_ALPHA_PPM_PER_C, body_temp_c=37.0, snr_min=5.0):
+        mean = np.mean(np.stack([np.asarray(f, dtype=np.complex128) for f in baseline_frames]), axis=0)
+        self.base = b = fit_baseline(mean, te_s, b0_t, voxel_mm)
+        self.noise_sd = b.noise_sd * math.sqrt(len(baseline_frames))  # of one frame: the fit saw their mean
+        self.reference_factor = math.sqrt(1.0 + 1.0 / len(baseline_frames))  # the baseline's own noise, as PRF
+        self.shape, self.voxel_mm, self.body_temp_c = b.water.shape, tuple(voxel_mm), float(body_temp_c)
+        self.hz_per_c = float(alpha_ppm_per_c) * 1e-6 * GAMMABAR_HZ_PER_T * float(b0_t)
+        te = b.te_s[:, None]
+        e = np.exp((2j * math.pi * b.field_hz.reshape(-1)[None, :] - b.r2star_per_s.reshape(-1)[None, :]) * te)
+        self.m_water = e * b.water.reshape(-1)[None, :]
+        self.m_fat = e * b.fat.reshape(-1)[None, :] * b.basis[:, None]
+        self.two_pi_te = 2.0 * math.pi * te
+        floor = snr_min * max(self.noise_sd, 1e-30) * math.sqrt(2.0 / len(b.te_s))
+        ff = b.fat_fraction.reshape(-1)
+        self.fat_reference = (ff >= FAT_REFERENCE_MIN) & (np.abs(b.fat.reshape(-1)) >= floor)
+        self.measured = (1.0 - ff >= WATER_FRACTION_MIN) & (np.abs(b.water.reshape(-1)) >= floor)
+        v = ff.size
+        self.dpsi, self.dfw, self.gain = np.zeros(v), np.zeros(v), np.ones(v, dtype=np.complex128)
+        self.drift_hz = np.zeros(v)
+        self.drift_source = np.zeros(v, dtype=np.uint8)  # 1: fat nearby, 2: the slice's fat plane, 0: none
+        self.sd_c = np.full(v, np.nan)
+
+    def _model(self, dpsi, dfw, gain):
+        g = np.exp(1j * self.two_pi_te * dpsi[None, :])
+        water = self.m_water * np.exp(1j * self.two_pi_te * dfw[None, :])
+        return gain[None, :] * g * (water + self.m_fat), gain[None, :] * g * water, g * (water + self.m_fat)
+
+    def _fit_fat_voxels(self, y):
+        """Gauss-Newton of (dpsi, dfw, gain) in the fat reference voxels; returns their dpsi."""
+        sel = self.fat_reference
+        if not sel.any():
+            return sel
+        dpsi, dfw, gain = self.dpsi[sel].copy(), self.dfw[sel].copy(), self.gain[sel].copy()
+        save = (self.m_water, self.m_fat)
+        self.m_water, self.m_fat = self.m_water[:, sel], self.m_fat[:, sel]
+        te = self.two_pi_te
+        try:
+            for _ in range(GN_ITERATIONS):
+                model, water, unit = self._model(dpsi, dfw, gain)
+                h, g = _normal_equations([1j * te * model, 1j * te * water, unit, 1j * unit], y[:, sel] - model)
+                prior = 1e-3 * h[:, 0, 0]  # keeps dfw where a nearly pure fat voxel cannot tell it
+                h[:, 1, 1] += prior
+                step = _solve_batched(h, g)
+                dpsi, dfw, gain = dpsi + step[:, 0], dfw + step[:, 1], gain + step[:, 2] + 1j * step[:, 3]
+        finally:
+            self.m_water, self.m_fat = save
+        self.dpsi[sel], self.dfw[sel], self.gain[sel] = dpsi, dfw, gain
+        return sel
+
+    def _drift_map(self, sel):
+        """The field change everywhere: the fat voxels' dpsi smoothed in-plane, else the slice's plane, else 0."""
+        shape, vox = self.shape, self.voxel_mm
+        w = (np.abs(self.base.fat.reshape(-1)) ** 2) * sel
+        sigma = [0.0, DRIFT_SMOOTH_MM / vox[1], DRIFT_SMOOTH_MM / vox[2]]
+        num = ndimage.gaussian_filter((self.dpsi * w).reshape(shape), sigma, mode="constant")
+        den = ndimage.gaussian_filter(w.reshape(shape), sigma, mode="constant")
+        drift = np.zeros(shape)
+        source = np.zeros(shape, dtype=np.uint8)
+        yy, xx = np.mgrid[0:shape[1], 0:shape[2]]
+        for z in range(shape[0]):
+            wz = w.reshape(shape)[z]
+            if wz.sum() <= 0:
+                continue
+            near = den[z] >= DRIFT_WEIGHT_MIN * den[z][wz > 0].mean()
+            drift[z] = np.where(near, num[z] / np.where(near, den[z], 1.0), 0.0)
+            source[z] = np.where(near, 1, 2)
+            if (~near).any():
+                a = np.stack([np.ones(yy.size), yy.ravel(), xx.ravel()], 1)
+                sw = np.sqrt(wz.ravel())
+                coef = np.linalg.lstsq(a * sw[:, None], self.dpsi.reshape(shape)[z].ravel() * sw, rcond=None)[0]
+                drift[z] = np.where(near, drift[z], (a @ coef).reshape(shape[1:]))
+        self.drift_hz, self.drift_source = drift.reshape(-1), source.reshape(-1)
+
+    def _fit_water_voxels(self, y):
+        """Gauss-Newton of (dfw, gain) with the field change fixed at the drift map; the SD of dfw."""
+        sel = self.measured
+        dpsi, dfw, gain = self.drift_hz[sel], self.dfw[sel].copy(), self.gain[sel].copy()
+        save = (self.m_water, self.m_fat)
+        self.m_water, self.m_fat = self.m_water[:, sel], self.m_fat[:, sel]
+        te = self.two_pi_te
+        try:
+            for _ in range(GN_ITERATIONS):
+                model, water, unit = self._model(dpsi, dfw, gain)
+                h, g = _normal_equations([1j * te * water, unit, 1j * unit], y[:, sel] - model)
+                step = _solve_batched(h, g)
+                dfw, gain = dfw + step[:, 0], gain + step[:, 1] + 1j * step[:, 2]
+            cov = np.linalg.inv(h + 1e-30 * np.eye(3)[None])
+        finally:
+            self.m_water, self.m_fat = save
+        self.dfw[sel], self.gain[sel] = dfw, gain
+        self.sd_c[sel] = self.reference_factor * self.noise_sd * np.sqrt(np.maximum(cov[:, 0, 0], 0.0)) / \
+            abs(self.hz_per_c)
+
+    def update(self, echoes) -> np.ndarray:
+        """Temperature of one multi-echo frame.
+
+        Parameters
+        ----------
+        echoes : complex ndarray, shape (n_echoes, z, y, x)
+
+        Returns
+        -------
+        ndarray of float32, shape (z, y, x)
+            C; NaN where the water fraction or the water signal is too low to measure.
+        """
+        y = np.asarray(echoes, dtype=np.complex128).reshape(len(self.base.te_s), -1)
+        y = np.where(np.isfinite(y), y, 0.0)
+        self._drift_map(self._fit_fat_voxels(y))
+        self._fit_water_voxels(y)
+        temp = np.where(self.measured, self.body_temp_c + self.dfw / self.hz_per_c, np.nan)
+        return temp.reshape(self.shape).astype(np.float32)
