@@ -58,7 +58,7 @@ WATER_FRACTION_MIN = 0.25  # estimated water fraction from which a voxel reports
 # water fraction >= 0.3 is reported (the fat fraction's estimate errs by up to about 0.03 at SNR 60, 6 echoes)
 DRIFT_SMOOTH_MM = 10.0
 DRIFT_WEIGHT_MIN = 0.05
-GN_ITERATIONS = 6
+GN_ITERATIONS = 3  # from the previous frame's values: the change per frame is small
 
 
 def fat_basis(te_s, b0_t, peaks_ppm=FAT_PEAKS_PPM, amplitudes=FAT_AMPLITUDES) -> np.ndarray:
