@@ -82,3 +82,57 @@ def test_the_standard_deviation_covers_the_error(run):
     ok = np.isfinite(err)
     assert 0.85 <= np.mean(np.abs(err[ok]) <= 2.0 * sd[ok]) <= 0.99
     assert th.noise_sd == pytest.approx(ph.sigma, rel=0.1)
+
+
+def _write_echoes(ph, folder):
+    """The phantom as one magnitude and one phase NIfTI per echo (4-D), sidecars with EchoTime and the field."""
+    import json
+
+    import nibabel as nib
+    folder.mkdir()
+    aff = np.diag([ph.voxel_mm[2], ph.voxel_mm[1], ph.voxel_mm[0], 1.0])
+    mags, phases = [], []
+    for n, te in enumerate(ph.te_s):
+        for kind, arr in (("mag", np.abs(ph.echoes[:, n])), ("phase", np.angle(ph.echoes[:, n]))):
+            path = folder / f"{kind}_e{n + 1}.nii.gz"
+            nib.save(nib.Nifti1Image(np.transpose(arr.astype(np.float32), (3, 2, 1, 0)), aff), path)
+            (folder / f"{kind}_e{n + 1}.json").write_text(json.dumps({"EchoTime": te, "MagneticFieldStrength": 3.0}))
+            (mags if kind == "mag" else phases).append(str(path))
+    return mags, phases
+
+
+def test_mrtherm_run_water_fat_writes_the_maps_and_a_report(tmp_path):
+    import json
+
+    import nibabel as nib
+    from mrtherm.cli import main
+    ph = make(shape=(1, 44, 66), n_frames=12)
+    mags, phases = _write_echoes(ph, tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["run", "--water-fat", "--magnitude", *mags, "--phase", *phases, "--frame-time-s", "3",
+                 "--baseline-frames", "4", "--out", str(out), "--quiet"]) == 0
+    temp = np.transpose(np.asarray(nib.load(out / "temperature.nii.gz").dataobj), (3, 2, 1, 0))
+    ff = np.transpose(np.asarray(nib.load(out / "fat_fraction.nii.gz").dataobj), (2, 1, 0))
+    assert np.abs(ff - ph.fat_fraction).max() <= 0.05
+    water = (1.0 - ph.fat_fraction) >= 0.3
+    err = (temp - ph.truth_c)[4:][:, water]
+    assert np.isfinite(err).all() and np.sqrt(np.mean(err ** 2)) <= 1.0
+    report = json.loads((out / "report.json").read_text())
+    assert report["exam"]["echo_times_ms"] == pytest.approx([1e3 * t for t in ph.te_s])
+    assert report["method"]["fat_peaks_ppm"] == list(FAT_PEAKS_PPM)
+    assert report["drift"]["voxels_from_fat_nearby"] > 0 and report["cost"]["per_frame_ms_median"] > 0
+    for name in ("temperature_sd", "field_drift_hz", "r2star", "dose_cem43", "tmax", "lesion_240", "drift_source"):
+        assert (out / f"{name}.nii.gz").exists(), name
+
+
+def test_water_fat_mistakes_are_one_line_errors(tmp_path, capsys):
+    from mrtherm.cli import main
+    ph = make(shape=(1, 12, 66), n_frames=6)
+    mags, phases = _write_echoes(ph, tmp_path / "in")
+    cases = [(["--magnitude", *mags[:2], "--phase", *phases[:2]], "3 echoes"),
+             (["--magnitude", *mags[::-1], "--phase", *phases[::-1]], "increasing echo time"),
+             (["--magnitude", *mags, "--phase", *phases, "--echo-times-ms", "1,2"], "echo times for 6")]
+    for k, (args, words) in enumerate(cases):
+        assert main(["run", "--water-fat", *args, "--frame-time-s", "3", "--out", str(tmp_path / f"o{k}")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err

@@ -159,6 +159,8 @@ def run(request, progress: bool | None = None) -> RunSummary:
         raise ParameterError("out: an output folder is required")
     progress = not r.quiet if progress is None else progress
     check_out_dir(r.out, _input_paths(r) + [r.labels, r.drift_roi, r.respiration, r.probes, r.probe_positions])
+    if r.water_fat:
+        return _run_water_fat(r)
     probes = _probes(r)
     if not r.dicom and r.treatment_grid:
         raise ParameterError("--treatment-grid needs a DICOM treatment of several sonications (--dicom)")
@@ -169,6 +171,18 @@ def run(request, progress: bool | None = None) -> RunSummary:
                                  f"{len(sonications)} sonications")
         return _run_treatment(r, sonications, progress)
     return _run_exam(r, sonications[0], probes, progress)
+
+
+def _run_water_fat(r) -> RunSummary:
+    from mrtherm.app.waterfat_run import run_water_fat  # noqa: PLC0415
+    if r.dicom:
+        raise ParameterError("--water-fat reads NIfTI echoes (--magnitude/--phase or --real/--imag per echo); "
+                             "a multi-echo DICOM series is not supported yet: convert it with dcm2niix")
+    unsupported = [f for f, v in (("--respiration", r.respiration), ("--probes", r.probes), ("--labels", r.labels),
+                                  ("--drift-roi", r.drift_roi)) if v]
+    if unsupported:
+        raise ParameterError(f"--water-fat does not take {', '.join(unsupported)} yet")
+    return run_water_fat(r, params_from_request(r).validate())
 
 
 def _run_exam(r, exam, probes, progress) -> RunSummary:

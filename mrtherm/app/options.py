@@ -130,6 +130,10 @@ OPTIONS = (
     _o("imag", "input", path=True, nargs="+", metavar="I.nii[.gz]"),
     _o("dicom", "input", path=True, metavar="DIR", help="folder of MR DICOM files (searched recursively)"),
     _o("echo", "input", type=int, metavar="N", help="echo number of a multi-echo DICOM series"),
+    _o("water_fat", "input", action="store_true", help="multi-echo water-fat separated thermometry: each --magnitude/"
+       "--phase (or --real/--imag) file is one echo, in increasing echo time; fat is the field reference"),
+    _o("echo_times_ms", "acquisition", type=float_list, metavar="TE1,TE2,...",
+       help="--water-fat: the echo times in ms (default: each file's sidecar EchoTime)"),
     _o("te_ms", "acquisition", type=float, help="echo time in ms (default: sidecar EchoTime)"),
     _o("b0_t", "acquisition", type=float, help="field strength in T (default: sidecar MagneticFieldStrength)"),
     _o("phase_scale", "acquisition", choices=PHASE_SCALES, default="auto"),
