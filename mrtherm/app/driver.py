@@ -175,9 +175,6 @@ def run(request, progress: bool | None = None) -> RunSummary:
 
 def _run_water_fat(r) -> RunSummary:
     from mrtherm.app.waterfat_run import run_water_fat  # noqa: PLC0415
-    if r.dicom:
-        raise ParameterError("--water-fat reads NIfTI echoes (--magnitude/--phase or --real/--imag per echo); "
-                             "a multi-echo DICOM series is not supported yet: convert it with dcm2niix")
     unsupported = [f for f, v in (("--respiration", r.respiration), ("--probes", r.probes), ("--labels", r.labels),
                                   ("--drift-roi", r.drift_roi)) if v]
     if unsupported:

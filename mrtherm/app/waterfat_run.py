@@ -46,6 +46,8 @@ def load_echoes(r):
     list of Exam
     """
     from mrtherm.io.exam import load_exam  # noqa: PLC0415
+    if r.dicom:
+        return _dicom_echoes(r, load_exam)
     a, b = (_files(r.magnitude), _files(r.phase)) if r.magnitude else (_files(r.real), _files(r.imag))
     kind = ("magnitude", "phase") if r.magnitude else ("real", "imag")
     if len(a) < 3 or len(a) != len(b):
@@ -55,7 +57,35 @@ def load_echoes(r):
     exams = [load_exam(**{kind[0]: fa, kind[1]: fb}, te_s=te, b0_t=r.b0_t, frame_time_s=r.frame_time_s,
                        frame_times_s=r.frame_times_s, phase_scale=r.phase_scale)
              for fa, fb, te in zip(a, b, tes)]
-    first = exams[0]
+    _check_echoes(exams, a)
+    return exams
+
+
+def _dicom_echoes(r, load_exam):
+    """Every echo of the multi-echo series in ``r.dicom`` (EchoNumbers 1, 2, ... until one is missing)."""
+    from mrtherm.errors import InputFileError  # noqa: PLC0415
+    exams = []
+    while True:
+        try:
+            exams.append(load_exam(dicom=r.dicom, echo=len(exams) + 1, b0_t=r.b0_t, frame_time_s=r.frame_time_s,
+                                   frame_times_s=r.frame_times_s, phase_scale=r.phase_scale))
+        except InputFileError as exc:
+            if f"no echo {len(exams) + 1} " not in str(exc):
+                raise
+            break
+    if len(exams) < 3:
+        raise ParameterError(f"{r.dicom}: --water-fat needs a series of 3 echoes or more, found {len(exams)}")
+    tes = _echo_times(r, len(exams))
+    for ex, te in zip(exams, tes):
+        if te is not None:
+            ex.te_s = te
+    _check_echoes(exams, [f"{r.dicom} echo {k + 1}" for k in range(len(exams))])
+    return exams
+
+
+def _check_echoes(exams, names):
+    """One grid, frames and field for every echo, in increasing echo time."""
+    first, a = exams[0], names
     for path, ex in zip(a, exams):
         if ex.shape != first.shape or not np.allclose(ex.affine, first.affine, atol=1e-3):
             raise ParameterError(f"{path}: another grid or number of frames than {a[0]}")
@@ -65,7 +95,6 @@ def load_echoes(r):
     if any(t2 <= t1 for t1, t2 in zip(te, te[1:])):
         raise ParameterError(f"--water-fat: the echoes must be given in increasing echo time, got "
                              f"{', '.join(f'{1e3 * t:g}' for t in te)} ms")
-    return exams
 
 
 def _echo_times(r, n):

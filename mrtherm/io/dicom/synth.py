@@ -53,8 +53,8 @@ def _lps_geometry(affine):
     return a, iop, (dr, dc)
 
 
-def _quantise(magnitude, phase_rad, vendor):
-    scale = 3000.0 / max(float(np.max(magnitude)), 1e-12)
+def _quantise(magnitude, phase_rad, vendor, magnitude_max=None):
+    scale = 3000.0 / max(float(np.max(magnitude) if magnitude_max is None else magnitude_max), 1e-12)
     mag = np.clip(np.round(magnitude * scale), 0, 4095).astype(np.uint16)
     if vendor.startswith("siemens"):
         ph = np.clip(np.round((phase_rad * 4096.0 / math.pi + 4096.0) / 2.0), 0, 4095).astype(np.uint16)
@@ -102,7 +102,7 @@ def _common(vendor, exam, uids):
 
 def _classic_images(vendor, exam, uids, t0):
     """Yield ``(relative path, dataset)`` for a classic vendor convention."""
-    mag, ph, (ps, pi) = _quantise(exam["magnitude"], exam["phase_rad"], vendor)
+    mag, ph, (ps, pi) = _quantise(exam["magnitude"], exam["phase_rad"], vendor, exam["magnitude_max"])
     a, iop, (dr, dc) = _lps_geometry(exam["affine"])
     nt, nz, ny, nx = mag.shape
     dt = np.diff(exam["frame_times_s"]).min() if nt > 1 else 1.0
@@ -124,7 +124,7 @@ def _classic_images(vendor, exam, uids, t0):
                 ds.PixelSpacing = [_ds(dr), _ds(dc)]
                 ds.SliceThickness = _ds(np.linalg.norm(a[:3, 2]))
                 ds.Rows, ds.Columns = ny, nx
-                ds.EchoTime, ds.EchoNumbers = _ds(exam["te_s"] * 1e3), 1
+                ds.EchoTime, ds.EchoNumbers = _ds(exam["te_s"] * 1e3), exam["echo"]
                 ds.AcquisitionDate, ds.AcquisitionTime = date, tm
                 ds.AcquisitionNumber, ds.InstanceNumber = t + 1, t * nz + z + 1
                 ds.SequenceName = "*fl2d1"
@@ -174,7 +174,8 @@ def _rwv(slope, inter, units):
 def _enhanced_files(vendor, exam, uids, t0):
     """Yield ``(relative path, dataset)``: Siemens XA style one file per series, Philips one file for both."""
     pd = pydicom()
-    mag, ph, (ps, pi) = _quantise(exam["magnitude"], exam["phase_rad"], "siemens" if "siemens" in vendor else vendor)
+    mag, ph, (ps, pi) = _quantise(exam["magnitude"], exam["phase_rad"], "siemens" if "siemens" in vendor else vendor,
+                                  exam["magnitude_max"])
     a, iop, (dr, dc) = _lps_geometry(exam["affine"])
     nt, nz, ny, nx = mag.shape
     groups = [("magnitude", mag), ("phase", ph)]
@@ -250,7 +251,7 @@ def _frame_group(pd, role, vendor, a, z, t, exam, t0, ps, pi):
 
 
 def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_times_s, vendor="siemens",
-                     start_s=0.0, series_number=None, identity=None):
+                     start_s=0.0, series_number=None, identity=None, echo_number=1, magnitude_max=None):
     """Write an exam as DICOM files in ``vendor``'s convention (see the module table); returns the folder.
 
     Parameters
@@ -266,13 +267,20 @@ def write_dicom_exam(out_dir, magnitude, phase_rad, affine, te_s, b0_t, frame_ti
         SeriesNumber of the (first) series; default 5 (classic) or 7 (enhanced).
     identity : dict, optional
         ``study`` (StudyInstanceUID), ``frame_of_reference`` (FrameOfReferenceUID), ``patient_id``,
-        ``patient_name``: the sonications of one treatment share them (default: new UIDs, the phantom patient).
+        ``patient_name``: the sonications of one treatment share them (default: new UIDs, the phantom patient);
+        also ``series_m``/``series_p`` (SeriesInstanceUIDs), which the echoes of one multi-echo series share.
+    echo_number : int
+        EchoNumbers of the images (the echoes of a multi-echo series: one call per echo, into one folder tree).
+    magnitude_max : float, optional
+        The magnitude stored as 3000 (default: this call's maximum); the echoes of one series share it, so their
+        amplitudes keep their ratios.
     """
     if vendor not in VENDORS:
         raise ParameterError(f"vendor must be one of {', '.join(VENDORS)}, got {vendor!r}")
     pd = pydicom()
     exam = {"magnitude": np.asarray(magnitude), "phase_rad": np.asarray(phase_rad), "affine": affine, "te_s": te_s,
-            "b0_t": b0_t, "frame_times_s": np.asarray(frame_times_s, dtype=np.float64)}
+            "b0_t": b0_t, "frame_times_s": np.asarray(frame_times_s, dtype=np.float64), "echo": int(echo_number),
+            "magnitude_max": magnitude_max}
     uids = {k: pd.uid.generate_uid() for k in ("study", "frame_of_reference", "series_m", "series_p")}
     uids.update(identity or {})
     if vendor == "ge":
