@@ -23,6 +23,7 @@ _PUBLIC = {
     "cem43": "mrtherm.thermometry.dose",
     "Exam": "mrtherm.io.exam", "load_exam": "mrtherm.io.exam",
     "process": "mrtherm.app.process", "ThermometryParams": "mrtherm.thermometry.params",
+    "process_water_fat": "mrtherm.app.waterfat_run", "WaterFatThermometer": "mrtherm.thermometry.waterfat",
     "ThermometryResult": "mrtherm.thermometry.result",
     "Thermometer": "mrtherm.thermometry.thermometer",
     "make_phantom": "mrtherm.phantom", "write_phantom": "mrtherm.phantom",
@@ -31,7 +32,8 @@ _PUBLIC = {
     "Scene": "mrtherm.window", "WindowConfig": "mrtherm.window", "check_window": "mrtherm.window",
     "feasibility_map": "mrtherm.window", "load_labels": "mrtherm.window",
 }
-_SUBPACKAGES = ("cli", "cryo", "evaluation", "io", "live", "probes", "thermometry", "window", "backend", "errors",
+_SUBPACKAGES = ("cli", "cryo", "evaluation", "export", "io", "live", "probes", "thermometry", "window", "backend",
+                "errors",
                 "geometry", "phantom", "demo", "text")
 
 
@@ -60,6 +62,8 @@ __all__ = [
     "Exam",
     "load_exam",
     "process",
+    "process_water_fat",
+    "WaterFatThermometer",
     "ThermometryParams",
     "ThermometryResult",
     "Thermometer",

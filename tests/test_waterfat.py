@@ -131,7 +131,7 @@ def test_water_fat_mistakes_are_one_line_errors(tmp_path, capsys):
     mags, phases = _write_echoes(ph, tmp_path / "in")
     cases = [(["--magnitude", *mags[:2], "--phase", *phases[:2]], "3 echoes"),
              (["--magnitude", *mags[::-1], "--phase", *phases[::-1]], "increasing echo time"),
-             (["--magnitude", *mags, "--phase", *phases, "--echo-times-ms", "1,2"], "echo times for 6")]
+             (["--magnitude", *mags, "--phase", *phases, "--echo-times-ms", "1,2"], "2 given for 6 echoes")]
     for k, (args, words) in enumerate(cases):
         assert main(["run", "--water-fat", *args, "--frame-time-s", "3", "--out", str(tmp_path / f"o{k}")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -158,3 +158,22 @@ def test_a_multi_echo_dicom_series_runs_as_its_echoes(tmp_path):
     water = (1.0 - ph.fat_fraction) >= 0.3
     err = (temp - ph.truth_c)[4:][:, water]
     assert np.isfinite(err).all() and np.sqrt(np.mean(err ** 2)) <= 1.0
+
+
+def test_the_api_loads_the_echoes_and_process_runs_water_fat(tmp_path):
+    import mrtherm
+    ph = make(shape=(1, 44, 66), n_frames=10)
+    aff = np.diag([ph.voxel_mm[2], ph.voxel_mm[1], ph.voxel_mm[0], 1.0])
+    echoes = mrtherm.load_exam(magnitude=[np.abs(ph.echoes[:, n]) for n in range(6)],
+                               phase=[np.angle(ph.echoes[:, n]).astype(np.float32) for n in range(6)],
+                               water_fat=True, echo_times_s=list(ph.te_s), b0_t=3.0, frame_time_s=3.0, affine=aff)
+    assert [round(e.te_s * 1e3, 1) for e in echoes] == [1.2, 2.4, 3.6, 4.8, 6.0, 7.2]
+    params = mrtherm.ThermometryParams(baseline_frames=4, water_fat=True)
+    result = mrtherm.process(echoes, params)
+    water = (1.0 - ph.fat_fraction) >= 0.3
+    err = (result.temperature_c - ph.truth_c)[4:][:, water]
+    assert np.sqrt(np.mean(err ** 2)) <= 1.0
+    assert np.abs(result.fat_fraction - ph.fat_fraction).max() <= 0.05
+    out = result.write(tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir())[:3] == ["dose_cem43.nii.gz", "drift_source.nii.gz",
+                                                                         "fat_fraction.nii.gz"] and out

@@ -92,8 +92,9 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
 
     Parameters
     ----------
-    exam : Exam
-        From :func:`mrtherm.load_exam`.
+    exam : Exam, or list of Exam
+        From :func:`mrtherm.load_exam`; a list of echoes (``load_exam(..., water_fat=True)``) runs water-fat
+        thermometry (:func:`mrtherm.app.waterfat_run.process_water_fat`) and returns its ``WaterFatResult``.
     params : ThermometryParams, optional
         Keyword ``overrides`` (e.g. ``drift_order=1``) replace single fields.
     labels, drift_roi, label_table, backend
@@ -126,6 +127,8 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     ParameterError, InputFileError
         One-line messages naming the argument or file.
     """
+    if isinstance(exam, (list, tuple)) or (params is not None and params.water_fat) or overrides.get("water_fat"):
+        return _water_fat(exam, params, overrides)
     params = dataclasses.replace(params or ThermometryParams(), **overrides).validate(exam.n_frames)
     resp = _respiration_per_frame(respiration, exam.n_frames)
     run = SonicationRun(exam.shape_zyx, exam.affine, exam.te_s, exam.b0_t,
@@ -197,6 +200,15 @@ def _add_probes(result, probes, cold_alarm_c):
     result.report["alarms"] = list(result.report["alarms"]) + alarms
     result.alarms = list(result.alarms) + alarms
     result.figure_writers.append(lambda folder: write_figures(folder, curves, result.params, cold_alarm_c))
+
+
+def _water_fat(echoes, params, overrides):
+    """:func:`process` of a list of echoes (water-fat thermometry)."""
+    from mrtherm.app.waterfat_run import process_water_fat  # noqa: PLC0415
+    if not isinstance(echoes, (list, tuple)):
+        raise ParameterError("water_fat needs the list of echoes of mrtherm.load_exam(..., water_fat=True)")
+    params = dataclasses.replace(params or ThermometryParams(), water_fat=True, **overrides)
+    return process_water_fat(list(echoes), params)
 
 
 def process_to_folder(exam, out_dir, params=None, *, figures=True, probes=None, cold_alarm_c=None,

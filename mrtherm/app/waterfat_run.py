@@ -16,6 +16,7 @@ water fraction is below 0.25 (every voxel of water fraction 0.3 or more is measu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -34,8 +35,8 @@ def _files(value):
     return [] if value is None else list(value)
 
 
-def load_echoes(r):
-    """Every echo of a ``--water-fat`` request as an Exam, sorted by echo time; one-line errors on mismatches.
+def load_echoes_of(r):
+    """Every echo a ``--water-fat`` request names (``load_exam(..., water_fat=True)``).
 
     Parameters
     ----------
@@ -46,70 +47,123 @@ def load_echoes(r):
     list of Exam
     """
     from mrtherm.io.exam import load_exam  # noqa: PLC0415
-    if r.dicom:
-        return _dicom_echoes(r, load_exam)
-    a, b = (_files(r.magnitude), _files(r.phase)) if r.magnitude else (_files(r.real), _files(r.imag))
-    kind = ("magnitude", "phase") if r.magnitude else ("real", "imag")
-    if len(a) < 3 or len(a) != len(b):
-        raise ParameterError(f"--water-fat needs one --{kind[0]} and one --{kind[1]} file per echo, 3 echoes or more "
-                             f"(got {len(a)} and {len(b)})")
-    tes = _echo_times(r, len(a))
-    exams = [load_exam(**{kind[0]: fa, kind[1]: fb}, te_s=te, b0_t=r.b0_t, frame_time_s=r.frame_time_s,
-                       frame_times_s=r.frame_times_s, phase_scale=r.phase_scale)
-             for fa, fb, te in zip(a, b, tes)]
-    _check_echoes(exams, a)
-    return exams
-
-
-def _dicom_echoes(r, load_exam):
-    """Every echo of the multi-echo series in ``r.dicom`` (EchoNumbers 1, 2, ... until one is missing)."""
-    from mrtherm.errors import InputFileError  # noqa: PLC0415
-    exams = []
-    while True:
-        try:
-            exams.append(load_exam(dicom=r.dicom, echo=len(exams) + 1, b0_t=r.b0_t, frame_time_s=r.frame_time_s,
-                                   frame_times_s=r.frame_times_s, phase_scale=r.phase_scale))
-        except InputFileError as exc:
-            if f"no echo {len(exams) + 1} " not in str(exc):
-                raise
-            break
-    if len(exams) < 3:
-        raise ParameterError(f"{r.dicom}: --water-fat needs a series of 3 echoes or more, found {len(exams)}")
-    tes = _echo_times(r, len(exams))
-    for ex, te in zip(exams, tes):
-        if te is not None:
-            ex.te_s = te
-    _check_echoes(exams, [f"{r.dicom} echo {k + 1}" for k in range(len(exams))])
-    return exams
-
-
-def _check_echoes(exams, names):
-    """One grid, frames and field for every echo, in increasing echo time."""
-    first, a = exams[0], names
-    for path, ex in zip(a, exams):
-        if ex.shape != first.shape or not np.allclose(ex.affine, first.affine, atol=1e-3):
-            raise ParameterError(f"{path}: another grid or number of frames than {a[0]}")
-        if abs(ex.b0_t - first.b0_t) > 1e-3:
-            raise ParameterError(f"{path}: field strength {ex.b0_t} T, not {first.b0_t} T as {a[0]}")
-    te = [ex.te_s for ex in exams]
-    if any(t2 <= t1 for t1, t2 in zip(te, te[1:])):
-        raise ParameterError(f"--water-fat: the echoes must be given in increasing echo time, got "
-                             f"{', '.join(f'{1e3 * t:g}' for t in te)} ms")
-
-
-def _echo_times(r, n):
     given = getattr(r, "echo_times_ms", None)
-    if given is None:
-        return [None] * n
-    if len(given) != n:
-        raise ParameterError(f"--echo-times-ms gives {len(given)} echo times for {n} echoes")
-    return [v / 1000.0 for v in given]
+    return load_exam(r.magnitude, r.phase, real=r.real, imag=r.imag, dicom=r.dicom, water_fat=True,
+                     echo_times_s=None if given is None else [v / 1000.0 for v in given], b0_t=r.b0_t,
+                     frame_time_s=r.frame_time_s, frame_times_s=r.frame_times_s, phase_scale=r.phase_scale)
 
 
 def _frame(exams, t, sign):
     """Frame ``t`` of every echo as complex (n_echoes, z, y, x) (non-finite samples 0, as single-echo frames)."""
     s = np.stack([np.asarray(ex.frame(t)) for ex in exams])
     return np.conj(s) if sign == -1 else s
+
+
+@dataclasses.dataclass
+class WaterFatResult:
+    """The maps of a water-fat run (arrays (t, z, y, x) or (z, y, x)) and its report.json content.
+
+    Attributes
+    ----------
+    temperature_c, temperature_sd_c, field_drift_hz : ndarray of float32, shape (t, z, y, x)
+    fat_fraction, r2star_per_s, field_map_hz : ndarray, shape (z, y, x)
+    drift_source : ndarray of uint8, shape (z, y, x)
+        1: the fat nearby, 2: the slice's fat plane, 0: no fat reference.
+    dose_cem43_min : ndarray of float64, shape (z, y, x)
+        NaN where not measured.
+    tmax_c : ndarray of float32, shape (z, y, x)
+    affine : ndarray, shape (4, 4)
+    report : dict
+    levels : tuple of float
+        The CEM43 levels of the lesion masks.
+    """
+
+    temperature_c: np.ndarray
+    temperature_sd_c: np.ndarray
+    field_drift_hz: np.ndarray
+    fat_fraction: np.ndarray
+    r2star_per_s: np.ndarray
+    field_map_hz: np.ndarray
+    drift_source: np.ndarray
+    dose_cem43_min: np.ndarray
+    tmax_c: np.ndarray
+    affine: np.ndarray
+    report: dict
+    levels: tuple
+
+    def write(self, out) -> str:
+        """Every output into ``out`` (complete or not at all); returns the folder.
+
+        Parameters
+        ----------
+        out : str
+
+        Returns
+        -------
+        str
+        """
+        with atomic.staged(out) as stage:
+            path = lambda name: os.path.join(stage, f"{name}.nii.gz")  # noqa: E731
+            for name in ("temperature", "temperature_sd", "field_drift_hz"):
+                save_volume(getattr(self, {"temperature": "temperature_c", "temperature_sd": "temperature_sd_c"}
+                                    .get(name, name)), self.affine, path(name))
+            for name, arr in (("fat_fraction", self.fat_fraction), ("r2star", self.r2star_per_s),
+                              ("field_map_hz", self.field_map_hz), ("dose_cem43", self.dose_cem43_min),
+                              ("tmax", self.tmax_c), ("drift_source", self.drift_source),
+                              ("mask", np.isfinite(self.tmax_c))):
+                save_volume(np.asarray(arr, dtype=np.float64 if name == "dose_cem43" else np.float32), self.affine,
+                            path(name))
+            for level, mask in lesion_masks(self.dose_cem43_min, self.levels).items():
+                save_volume(mask.astype(np.uint8), self.affine, path(f"lesion_{level:g}"))
+            with open(os.path.join(stage, "report.json"), "w", encoding="utf-8") as fh:
+                json.dump(self.report, fh, indent=1, allow_nan=False)
+        return os.path.abspath(os.fspath(out))
+
+
+def process_water_fat(echoes, params=None, inputs=None) -> WaterFatResult:
+    """Water-fat separated thermometry of a multi-echo exam (:mod:`mrtherm.thermometry.waterfat`).
+
+    Parameters
+    ----------
+    echoes : list of Exam
+        One per echo, from ``mrtherm.load_exam(..., water_fat=True)``.
+    params : ThermometryParams, optional
+        ``baseline_frames``, ``alpha_ppm_per_c``, ``body_temp_c``, ``phase_sign``, ``dose_levels_cem43_min``.
+    inputs : dict, optional
+        What the report records as the inputs.
+
+    Returns
+    -------
+    WaterFatResult
+    """
+    from mrtherm.thermometry.params import ThermometryParams  # noqa: PLC0415
+    params = (params or ThermometryParams(water_fat=True)).validate()
+    first = echoes[0]
+    nt, nb = first.shape[0], params.baseline_frames
+    if nb >= nt:
+        raise ParameterError(f"baseline_frames {nb} leaves no frame of the {nt} to measure")
+    voxel_mm = tuple(float(v) for v in np.linalg.norm(first.affine[:3, :3], axis=0)[::-1])  # (dz, dy, dx)
+    t0 = time.perf_counter()
+    th = waterfat.WaterFatThermometer([_frame(echoes, t, params.phase_sign) for t in range(nb)],
+                                      [ex.te_s for ex in echoes], first.b0_t, voxel_mm, params.alpha_ppm_per_c,
+                                      params.body_temp_c)
+    baseline_s = time.perf_counter() - t0
+    temps, sds, drifts, per_frame = [], [], [], []
+    for t in range(nt):
+        t1 = time.perf_counter()
+        temps.append(th.update(_frame(echoes, t, params.phase_sign)))
+        per_frame.append(time.perf_counter() - t1)
+        sds.append(th.sd_c.reshape(th.shape).astype(np.float32))
+        drifts.append(th.drift_hz.reshape(th.shape).astype(np.float32))
+    temps = np.stack(temps)
+    dose, tmax, _, times = _maps(params, echoes, temps)
+    voxel_ml = float(abs(np.linalg.det(first.affine[:3, :3]))) / 1000.0
+    report = _report(inputs or {}, params, echoes, th, temps, dose, tmax, times, voxel_ml, baseline_s, per_frame)
+    b = th.base
+    return WaterFatResult(temps, np.stack(sds), np.stack(drifts), b.fat_fraction.astype(np.float32),
+                          b.r2star_per_s.astype(np.float32), b.field_hz.astype(np.float32),
+                          th.drift_source.reshape(th.shape), dose, tmax, first.affine, report,
+                          tuple(params.dose_levels_cem43_min))
 
 
 def run_water_fat(r, params) -> RunSummary:
@@ -124,25 +178,11 @@ def run_water_fat(r, params) -> RunSummary:
     -------
     RunSummary
     """
-    exams = load_echoes(r)
-    first = exams[0]
-    nt, nb = first.shape[0], params.baseline_frames
-    if nb >= nt:
-        raise ParameterError(f"--baseline-frames {nb} leaves no frame of the {nt} to measure")
-    voxel_mm = tuple(float(v) for v in np.linalg.norm(first.affine[:3, :3], axis=0)[::-1])  # (dz, dy, dx)
-    t0 = time.perf_counter()
-    th = waterfat.WaterFatThermometer([_frame(exams, t, params.phase_sign) for t in range(nb)],
-                                      [ex.te_s for ex in exams], first.b0_t, voxel_mm, params.alpha_ppm_per_c,
-                                      params.body_temp_c)
-    baseline_s = time.perf_counter() - t0
-    temps, sds, drifts, per_frame = [], [], [], []
-    for t in range(nt):
-        t1 = time.perf_counter()
-        temps.append(th.update(_frame(exams, t, params.phase_sign)))
-        per_frame.append(time.perf_counter() - t1)
-        sds.append(th.sd_c.reshape(th.shape).astype(np.float32))
-        drifts.append(th.drift_hz.reshape(th.shape).astype(np.float32))
-    return _write(r, params, exams, th, np.stack(temps), np.stack(sds), np.stack(drifts), baseline_s, per_frame)
+    inputs = {"magnitude": _files(r.magnitude), "phase": _files(r.phase), "real": _files(r.real),
+              "imag": _files(r.imag), "dicom": r.dicom}
+    result = process_water_fat(load_echoes_of(r), params, inputs)
+    out = result.write(r.out)
+    return RunSummary(out, (SonicationSummary.from_report(result.report),))
 
 
 def _maps(params, exams, temps):
@@ -153,31 +193,7 @@ def _maps(params, exams, temps):
     return dose, tmax, measured, times
 
 
-def _write(r, params, exams, th, temps, sds, drifts, baseline_s, per_frame):
-    first = exams[0]
-    dose, tmax, measured, times = _maps(params, exams, temps)
-    voxel_ml = float(abs(np.linalg.det(first.affine[:3, :3]))) / 1000.0
-    levels = params.dose_levels_cem43_min
-    report = _report(r, params, exams, th, temps, dose, tmax, times, voxel_ml, baseline_s, per_frame)
-    aff, dt = first.affine, None
-    with atomic.staged(r.out) as stage:
-        path = lambda name: os.path.join(stage, name)  # noqa: E731
-        save_volume(temps, aff, path("temperature.nii.gz"), dt)
-        save_volume(sds, aff, path("temperature_sd.nii.gz"), dt)
-        save_volume(drifts, aff, path("field_drift_hz.nii.gz"), dt)
-        for name, arr in (("fat_fraction", th.base.fat_fraction), ("r2star", th.base.r2star_per_s),
-                          ("field_map_hz", th.base.field_hz), ("dose_cem43", dose), ("tmax", tmax),
-                          ("drift_source", th.drift_source.reshape(th.shape)), ("mask", measured)):
-            save_volume(np.asarray(arr, dtype=np.float64 if name == "dose_cem43" else np.float32), aff,
-                        path(f"{name}.nii.gz"))
-        for level, mask in lesion_masks(dose, levels).items():
-            save_volume(mask.astype(np.uint8), aff, path(f"lesion_{level:g}.nii.gz"))
-        with open(path("report.json"), "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=1, allow_nan=False)
-    return RunSummary(os.path.abspath(r.out), (SonicationSummary.from_report(report),))
-
-
-def _report(r, params, exams, th, temps, dose, tmax, times, voxel_ml, baseline_s, per_frame):
+def _report(inputs, params, exams, th, temps, dose, tmax, times, voxel_ml, baseline_s, per_frame):
     finite = np.isfinite(tmax)
     peak = float(np.nanmax(tmax)) if finite.any() else None
     t_peak = None
@@ -194,8 +210,7 @@ def _report(r, params, exams, th, temps, dose, tmax, times, voxel_ml, baseline_s
                    "assumptions": ["receive phase and gain change per frame equally for every echo",
                                    "R2* and the fat spectrum do not change with temperature",
                                    "water and fat of a voxel share the field", "baseline at body temperature"]},
-        "inputs": {"magnitude": _files(r.magnitude), "phase": _files(r.phase), "real": _files(r.real),
-                   "imag": _files(r.imag)},
+        "inputs": inputs,
         "exam": {"shape_tzyx": list(temps.shape), "echo_times_ms": [1e3 * ex.te_s for ex in exams],
                  "b0_t": exams[0].b0_t, "affine": exams[0].affine.tolist(), "frame_times_s": times.tolist(),
                  "voxel_volume_ml": voxel_ml},

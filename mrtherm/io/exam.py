@@ -23,7 +23,7 @@ import numpy as np
 
 from mrtherm.backend import to_numpy
 from mrtherm.errors import InputFileError, ParameterError
-from mrtherm.io import acquisition, partners, roles
+from mrtherm.io import acquisition, echoes, partners, roles
 from mrtherm.io.sidecar import load_sidecar
 from mrtherm.io.sources import as_series, is_path_like, path_list
 from mrtherm.text import count
@@ -175,7 +175,8 @@ def _is_folder(src) -> bool:
 
 
 def load_exam(magnitude=None, phase=None, *, real=None, imag=None, dicom=None, echo=None, te_s=None, b0_t=None,
-              frame_time_s=None, frame_times_s=None, phase_scale="auto", affine=None) -> Exam:
+              frame_time_s=None, frame_times_s=None, phase_scale="auto", affine=None, water_fat=False,
+              echo_times_s=None):
     """Open a thermometry exam.
 
     Parameters
@@ -202,6 +203,10 @@ def load_exam(magnitude=None, phase=None, *, real=None, imag=None, dicom=None, e
     phase_scale : {"auto", "radians", "siemens", "siemens-raw", "mrad", "ge-mrad"}
     affine : (4, 4) array, optional
         Voxel-to-world affine for in-memory arrays (identity if omitted).
+    water_fat : bool
+        Returns the list of a multi-echo exam's echoes (one Exam each): :func:`mrtherm.io.echoes.load_echoes`.
+    echo_times_s : sequence of float, optional
+        With ``water_fat``: the echo times, s (default: sidecars or DICOM).
 
     Raises
     ------
@@ -209,6 +214,10 @@ def load_exam(magnitude=None, phase=None, *, real=None, imag=None, dicom=None, e
         One-line messages naming the file or argument and the problem.
     """
     check_scale(phase_scale)
+    if water_fat:
+        return echoes.load_echoes(load_exam, magnitude, phase, real=real, imag=imag, dicom=dicom, affine=affine,
+                                  echo_times_s=echo_times_s, b0_t=b0_t, frame_time_s=frame_time_s,
+                                  frame_times_s=frame_times_s, phase_scale=phase_scale)
     if dicom is not None or (_is_folder(magnitude) and phase is None and real is None and imag is None):
         if magnitude is not None and dicom is not None:
             raise ParameterError("give dicom or magnitude/phase files, not both")

@@ -70,6 +70,10 @@ class ThermometryParams:
         report.json then says per frame whether it and ``target_margin_mm`` around it are measured.
     target_margin_mm : float
         Margin around the target whose measurement is reported, mm (default 5).
+    water_fat : bool
+        Multi-echo water-fat separated thermometry with fat as the field reference
+        (:mod:`mrtherm.thermometry.waterfat`); :func:`mrtherm.process` then takes the list of echoes of
+        ``mrtherm.load_exam(..., water_fat=True)``.
     register_motion : {"auto", "on", "off"}
         Dose and Tmax in tissue coordinates (:mod:`mrtherm.thermometry.motion`): ``auto`` (default) when the
         baseline frames move beyond noise.
@@ -97,6 +101,7 @@ class ThermometryParams:
     min_signal_fraction: float = 0.3
     target_mm: object = None
     target_margin_mm: float = 5.0
+    water_fat: bool = False
 
     def validate(self, n_frames: int | None = None):
         """Check every field (one-line errors naming it).
