@@ -177,3 +177,29 @@ def test_the_api_loads_the_echoes_and_process_runs_water_fat(tmp_path):
     out = result.write(tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir())[:3] == ["dose_cem43.nii.gz", "drift_source.nii.gz",
                                                                          "fat_fraction.nii.gz"] and out
+
+
+def test_protected_structures_are_watched_and_alarm_in_water_fat_runs(tmp_path):
+    import json
+
+    import nibabel as nib
+    from mrtherm.cli import main
+    ph = make(shape=(1, 44, 66), n_frames=12)
+    mags, phases = _write_echoes(ph, tmp_path / "in")
+    labels = np.zeros(ph.fat_fraction.shape, np.int16)
+    labels[:, 20:25, 31:36] = 10  # "spinal cord" in the heated mixed column: up to 62 C
+    labels[:, 20:25, 0:5] = 11  # "nerve root" in cold water
+    aff = np.diag([ph.voxel_mm[2], ph.voxel_mm[1], ph.voxel_mm[0], 1.0])
+    nib.save(nib.Nifti1Image(np.transpose(labels, (2, 1, 0)), aff), tmp_path / "labels.nii.gz")
+    out = tmp_path / "out"
+    assert main(["run", "--water-fat", "--magnitude", *mags, "--phase", *phases, "--frame-time-s", "3",
+                 "--baseline-frames", "4", "--labels", str(tmp_path / "labels.nii.gz"), "--out", str(out),
+                 "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    by_label = {s["label"]: s for s in report["protected_structures"]}
+    assert by_label[10]["max_temperature_c"] > 45.0 and by_label[11]["max_temperature_c"] < 40.0
+    alarmed = {(a["structure"], a["quantity"]) for a in report["alarms"]}
+    assert ("spinal cord", "temperature") in alarmed and not any(s == "nerve root" for s, _ in alarmed)
+    first = next(a for a in report["alarms"] if a["quantity"] == "temperature")
+    truth_first = ph.times_s[int(np.argmax(ph.truth_c[:, 0, 20:25, 31:36].max(axis=(1, 2)) >= 45.0))]
+    assert abs(first["time_s"] - truth_first) <= 3.0  # within one frame of the truth's crossing

@@ -28,7 +28,7 @@ from mrtherm.errors import ParameterError
 from mrtherm.io import atomic
 from mrtherm.io.niftiio import save_volume
 from mrtherm.thermometry import waterfat
-from mrtherm.thermometry.dose import cem43, lesion_masks, lesion_volumes_ml
+from mrtherm.thermometry.dose import cem43_segment, lesion_masks, lesion_volumes_ml
 
 
 def _files(value):
@@ -120,7 +120,7 @@ class WaterFatResult:
         return os.path.abspath(os.fspath(out))
 
 
-def process_water_fat(echoes, params=None, inputs=None) -> WaterFatResult:
+def process_water_fat(echoes, params=None, inputs=None, labels=None, label_table=None) -> WaterFatResult:
     """Water-fat separated thermometry of a multi-echo exam (:mod:`mrtherm.thermometry.waterfat`).
 
     Parameters
@@ -131,6 +131,10 @@ def process_water_fat(echoes, params=None, inputs=None) -> WaterFatResult:
         ``baseline_frames``, ``alpha_ppm_per_c``, ``body_temp_c``, ``phase_sign``, ``dose_levels_cem43_min``.
     inputs : dict, optional
         What the report records as the inputs.
+    labels : path or (z, y, x) int array, optional
+        Label map (the label table's values); its protected structures (spinal cord, nerve root) are watched and
+        alarm as in single-echo runs. Fat and marrow labels do not mask here: water-fat measures them.
+    label_table : LabelTable or path, optional
 
     Returns
     -------
@@ -148,17 +152,28 @@ def process_water_fat(echoes, params=None, inputs=None) -> WaterFatResult:
                                       [ex.te_s for ex in echoes], first.b0_t, voxel_mm, params.alpha_ppm_per_c,
                                       params.body_temp_c)
     baseline_s = time.perf_counter() - t0
+    watch = _watch(labels, label_table, th, first, params)
+    times = np.asarray(first.frame_times_s, dtype=np.float64)
     temps, sds, drifts, per_frame = [], [], [], []
+    dose = np.zeros(th.shape)
     for t in range(nt):
         t1 = time.perf_counter()
         temps.append(th.update(_frame(echoes, t, params.phase_sign)))
         per_frame.append(time.perf_counter() - t1)
         sds.append(th.sd_c.reshape(th.shape).astype(np.float32))
         drifts.append(th.drift_hz.reshape(th.shape).astype(np.float32))
+        dt_s = float(times[t] - times[t - 1]) if t else 0.0
+        if t:  # exact CEM43 over the segment, temperature linear between frames
+            dose = dose + np.nan_to_num(cem43_segment(temps[-2], temps[-1], dt_s / 60.0))
+        watch.record(np.concatenate([np.asarray(v, dtype=np.float64) for v in
+                                     watch.device_stats(temps[-1], temps[-2] if t else None, dose, dt_s)] or [[]]))
     temps = np.stack(temps)
-    dose, tmax, _, times = _maps(params, echoes, temps)
+    measured = np.isfinite(temps).all(axis=0)
+    dose = np.where(measured, dose, np.nan)
+    tmax = np.where(measured, np.nanmax(np.where(measured[None], temps, -np.inf), axis=0), np.nan).astype(np.float32)
     voxel_ml = float(abs(np.linalg.det(first.affine[:3, :3]))) / 1000.0
     report = _report(inputs or {}, params, echoes, th, temps, dose, tmax, times, voxel_ml, baseline_s, per_frame)
+    report["protected_structures"], report["alarms"] = watch.rows_and_alarms(list(times))
     b = th.base
     return WaterFatResult(temps, np.stack(sds), np.stack(drifts), b.fat_fraction.astype(np.float32),
                           b.r2star_per_s.astype(np.float32), b.field_hz.astype(np.float32),
@@ -180,17 +195,19 @@ def run_water_fat(r, params) -> RunSummary:
     """
     inputs = {"magnitude": _files(r.magnitude), "phase": _files(r.phase), "real": _files(r.real),
               "imag": _files(r.imag), "dicom": r.dicom}
-    result = process_water_fat(load_echoes_of(r), params, inputs)
+    result = process_water_fat(load_echoes_of(r), params, inputs, labels=r.labels, label_table=r.label_table)
     out = result.write(r.out)
     return RunSummary(out, (SonicationSummary.from_report(result.report),))
 
 
-def _maps(params, exams, temps):
-    times = np.asarray(exams[0].frame_times_s, dtype=np.float64)
-    measured = np.isfinite(temps).all(axis=0)
-    dose = np.where(measured, cem43(np.where(measured[None], temps, params.body_temp_c), times), np.nan)
-    tmax = np.where(measured, np.nanmax(np.where(measured[None], temps, -np.inf), axis=0), np.nan).astype(np.float32)
-    return dose, tmax, measured, times
+def _watch(labels, label_table, th, first, params):
+    """The protected-structure watch over the measured voxels (structures of the label table)."""
+    from mrtherm.io import labels as labels_mod  # noqa: PLC0415
+    from mrtherm.thermometry.watch import ProtectedWatch  # noqa: PLC0415
+    table = labels_mod.LabelTable.from_json(label_table) if isinstance(label_table, (str, os.PathLike)) \
+        else (label_table or labels_mod.LabelTable())
+    grid, _ = labels_mod.load_on_grid(labels, th.shape, first.affine, "labels", table)
+    return ProtectedWatch(grid, th.measured.reshape(th.shape), table, np, params)
 
 
 def _report(inputs, params, exams, th, temps, dose, tmax, times, voxel_ml, baseline_s, per_frame):
@@ -224,5 +241,5 @@ def _report(inputs, params, exams, th, temps, dose, tmax, times, voxel_ml, basel
                                           lesion_volumes_ml(dose, params.dose_levels_cem43_min, voxel_ml).items()},
                     "measured_voxels": int(np.isfinite(tmax).sum())},
         "cost": {"baseline_fit_s": baseline_s, "per_frame_ms_median": 1e3 * float(np.median(per_frame))},
-        "alarms": [], "warnings": [],
+        "warnings": [],
     }
