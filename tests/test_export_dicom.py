@@ -181,3 +181,15 @@ def test_export_mistakes_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("mrtherm: error: ") for line in err), err
     assert "report" in err[1] and "--called-ae" in err[2]
+
+
+def test_a_dicom_run_keeps_its_source_identity_and_its_uids_do_not_depend_on_the_folder(dicom_run, tmp_path, capsys):
+    _, run, out = dicom_run
+    assert main(["export", str(run), "--dicom", str(tmp_path / "x"), "--patient-id", "OTHER"]) == 2
+    assert "came from DICOM" in capsys.readouterr().err  # never another ID over the source's name and images
+    moved = tmp_path / "moved_run"
+    shutil.copytree(run, moved)
+    assert main(["export", str(moved), "--dicom", str(tmp_path / "again"), "--quiet", "--source",
+                 str(run.parent / "dicom")]) == 0
+    for name in os.listdir(out):
+        assert pydicom.dcmread(tmp_path / "again" / name).SOPInstanceUID == pydicom.dcmread(out / name).SOPInstanceUID

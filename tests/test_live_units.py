@@ -234,3 +234,47 @@ def test_image_and_association_size_limits_answer_out_of_resources(tmp_path):
     finally:
         service.close()
         session.close()
+
+
+def test_a_silent_peer_cannot_hold_a_tls_service_beyond_the_handshake_deadline(tmp_path):
+    """pynetdicom handshakes TLS in its accepting thread: one silent TCP connection would hold every later one."""
+    pytest.importorskip("pynetdicom")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    import socket
+    import time
+    from pynetdicom import AE
+    from mrtherm.live.scp import StorageService, tls_context
+    from mrtherm.live.session import LiveSession
+    from mrtherm.thermometry.params import ThermometryParams
+    from live_tools import free_port
+    for name in ("server", "client"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=localhost", "-keyout", str(tmp_path / f"{name}.key"), "-out",
+                        str(tmp_path / f"{name}.pem")], check=True, capture_output=True)
+    session = LiveSession(tmp_path / "live", {"params": ThermometryParams()})
+    port = free_port()
+    service = StorageService(session, port, ssl_context=tls_context(str(tmp_path / "server.pem"),
+                                                                    str(tmp_path / "server.key")),
+                             limits={"setup_s": 1.5})
+    silent = socket.create_connection(("127.0.0.1", port))  # connects, never speaks TLS
+    try:
+        time.sleep(0.3)
+        ae = AE(ae_title="SCANNER")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        ae.acse_timeout = ae.network_timeout = 10
+        start = time.monotonic()
+        assoc = ae.associate("127.0.0.1", port, ae_title="MRTHERM", tls_args=(_tls_client_no_cert(tmp_path), None))
+        took = time.monotonic() - start
+        assert assoc.is_established and took < 5.0, took
+        assoc.release()
+    finally:
+        silent.close()
+        service.close()
+        session.close()
+
+
+def _tls_client_no_cert(tmp_path):
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tmp_path / "server.pem"))
+    ctx.check_hostname = False
+    return ctx

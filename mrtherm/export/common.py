@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 
@@ -82,3 +83,20 @@ def host_port(text: str, flag: str = "--send") -> tuple:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ParameterError(f"{flag} must be HOST:PORT (e.g. pacs.hospital:104), got {text!r}")
     return host, int(port)
+
+
+def run_seed(maps) -> str:
+    """What identifies a run's results, independent of where its folder lies: when it was made, from what, on which
+    grid and frames (two sonications of one live treatment differ in their affine and frame times).
+
+    Parameters
+    ----------
+    maps : mrtherm.export.dicom_objects.RunMaps
+
+    Returns
+    -------
+    str
+    """
+    exam = maps.report.get("exam", {})
+    return json.dumps([maps.report.get("created_utc"), maps.report.get("inputs"), exam.get("affine"),
+                       exam.get("frame_times_s")], sort_keys=True, default=str)

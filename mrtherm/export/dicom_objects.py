@@ -35,9 +35,10 @@ import os
 
 import numpy as np
 
-from mrtherm.errors import MrthermError
+from mrtherm.errors import MrthermError, ParameterError
 from mrtherm.export import objects
-from mrtherm.export.common import PLACEHOLDER_PATIENT_ID, PLACEHOLDER_PATIENT_NAME, TYPE2_PATIENT_STUDY, lps_affine
+from mrtherm.export.common import (PLACEHOLDER_PATIENT_ID, PLACEHOLDER_PATIENT_NAME, TYPE2_PATIENT_STUDY, lps_affine,
+                                   run_seed)
 from mrtherm.io import atomic
 
 class RunMaps:
@@ -165,7 +166,7 @@ def placeholder_source(maps: RunMaps, patient_id=None, study_uid=None):
         One MR image header (never written) carrying the identity and the grid's first slice.
     """
     import pydicom  # noqa: PLC0415
-    seed = json.dumps([maps.report.get("created_utc"), maps.report.get("inputs")], sort_keys=True)
+    seed = run_seed(maps)
     uid = lambda kind: pydicom.uid.generate_uid(entropy_srcs=[seed, kind])  # noqa: E731
     ds = pydicom.Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4", uid("image")
@@ -226,6 +227,9 @@ def export_run(run_folder, out_dir, source_dicom=None, patient_id=None, study_ui
     maps = RunMaps(run_folder)
     sources = [_with_type2(ds) for ds in sources] if sources else source_images(maps, source_dicom)
     from_dicom = sources is not None
+    if from_dicom and (patient_id is not None or study_uid is not None):
+        raise ParameterError("--patient-id and --study-uid apply to runs from NIfTI: this run came from DICOM, and "
+                             "its objects carry the source's patient and study (and reference its images)")
     if sources is None:
         sources = placeholder_source(maps, patient_id, study_uid)
     sources = _identity(sources, patient_id, study_uid)

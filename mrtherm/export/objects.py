@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from mrtherm.export.common import (LOCAL_SCHEME, PROTECTED, SERIES, SOFTWARE, digest_uid, highdicom,
-                                          lps_affine)
+from mrtherm.export.common import (PROTECTED, SERIES, SOFTWARE, digest_uid, highdicom, lps_affine,
+                                          run_seed)
 
 MANUFACTURER = "mrtherm"
 PARAMETRIC_MAP, SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.7"
@@ -18,8 +18,8 @@ _MAP_CODES = {"tmax": ("Tmax", "maximum temperature over the run", "Cel", "degre
 
 
 def _uid(maps, *kind):
-    """Deterministic UIDs: exporting one run twice gives the same objects (a PACS keeps one copy)."""
-    return digest_uid(maps.folder, str(maps.report.get("created_utc")), *kind)
+    """Deterministic UIDs: exporting one run twice, from wherever its folder lies, gives the same objects."""
+    return digest_uid(run_seed(maps), *kind)
 
 
 def _volume(hd, array_zyx, maps, sources):

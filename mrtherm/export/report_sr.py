@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from mrtherm.export.common import LOCAL_SCHEME, SERIES, SOFTWARE, digest_uid, highdicom
+from mrtherm.export.common import LOCAL_SCHEME, SERIES, SOFTWARE, digest_uid, highdicom, run_seed
 
 UCUM = {"ml": "milliliter", "Cel": "degree Celsius", "min": "minute", "ms": "millisecond", "T": "Tesla",
         "ppm/Cel": "parts per million per degree Celsius", "{frames}": "frames"}
@@ -106,7 +106,7 @@ def measurement_report(maps, sources, made):
     """
     from pydicom.sr.codedict import codes  # noqa: PLC0415
     hd = highdicom()
-    uid = lambda *kind: digest_uid(maps.folder, str(maps.report.get("created_utc")), "sr", *kind)  # noqa: E731
+    uid = lambda *kind: digest_uid(run_seed(maps), "sr", *kind)  # noqa: E731
     device = hd.sr.ObserverContext(observer_type=codes.cid270.Device,
                                    observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                                        uid=uid("device"), name="mrtherm", manufacturer_name="mrtherm",

@@ -250,13 +250,16 @@ class FrameAssembler:
             return "waiting"
         while len(self.sonications) <= son_index:
             self.sonications.append(None)
-        waiting = [(im, pixels, now)]
+        waiting = []
         for uid in self.pairing.series_of(son_index):
             waiting = self._waiting.pop(uid, []) + waiting
-        outcome = "ignored"
-        for args in waiting:
-            outcome = self._place(son_index, *args)
-        return outcome
+        for args in waiting:  # kept earlier: one that does not fit its sonication is dropped, not the others
+            try:
+                self._place(son_index, *args)
+            except RefusedImage as exc:
+                self.ignored["unpaired series dropped"] += 1
+                LOG.warning("an image kept while its series waited for its partner does not fit: %s", exc)
+        return self._place(son_index, im, pixels, now)
 
     def _wait(self, im, pixels, now):
         self._waiting.setdefault(im.series_uid, []).append((im, pixels, now))

@@ -113,14 +113,20 @@ class TreatmentIdentity:
         self.new_study_allowed = False  # once per start of the service
         return True
 
-    def adopt(self, rec) -> None:
-        """Follow a kept image on replay (it was accepted when it arrived, possibly into a new study).
+    def adopt(self, rec, where: str = "") -> None:
+        """Follow a kept image on replay (it was accepted when it arrived, possibly into a new study: recorded).
 
         Parameters
         ----------
         rec : DicomImage
+        where : str
+            The kept image, for the record of a study change.
         """
-        self.current = Identity.of(rec)
+        ident = Identity.of(rec)
+        if self.current is not None and ident.study_uid != self.current.study_uid:
+            self.changes.append({"from_study": self.current.study_uid, "to_study": ident.study_uid,
+                                 "frame_of_reference": ident.frame_of_reference_uid, "first_image": where})
+        self.current = ident
 
     def _refuse(self, rec, status, reason):
         self.refused_count += 1

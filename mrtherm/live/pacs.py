@@ -58,7 +58,8 @@ class PacsExport:
         from mrtherm.export.send import send_files  # noqa: PLC0415
         target = os.path.join(self.out, "dicom", os.path.basename(folder))
         try:
-            sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in source_paths] or None
+            dicom_paths = [p for p in source_paths if p.lower().endswith(".dcm")]  # NIfTI frames: no DICOM source
+            sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in dicom_paths] or None
             paths = export_run(folder, target, sources=sources)
             results = send_files(paths, self.host, self.port, self.called_ae, self.calling_ae)
         except Exception as exc:  # the treatment goes on; the log says what failed

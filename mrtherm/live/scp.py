@@ -17,7 +17,9 @@ association limit from the moment it opens, before any AE title is known, so:
   network timeout), and a DIMSE reply awaited longer than ``idle_s`` aborts it.
 
 The defaults let an allowed scanner associate within ``setup_s`` plus its own
-retry interval under ten silent or ten trickling connections (tested).
+retry interval under ten silent or ten trickling connections (tested). With TLS,
+pynetdicom handshakes in its accepting thread: each handshake gets ``setup_s``
+(:class:`HandshakeDeadline`), so a silent TLS peer delays others by that much.
 """
 
 from __future__ import annotations
@@ -49,6 +51,58 @@ def pynetdicom():
     module
     """
     return require("pynetdicom", "mrtherm live --port")
+
+
+class HandshakeDeadline:
+    """A server TLS context whose handshakes give up after ``seconds``.
+
+    pynetdicom performs the server's TLS handshake in its accepting thread, before any association exists; a peer
+    that opens a connection and never speaks TLS would hold that thread, and every later connection, for good. With
+    a deadline it holds it ``seconds`` at most, then the connection is closed (and logged).
+
+    Parameters
+    ----------
+    context : ssl.SSLContext
+    seconds : float
+    """
+
+    def __init__(self, context, seconds):
+        self.context, self.seconds = context, float(seconds)
+
+    def wrap_socket(self, sock, server_side=False, **kwargs):
+        """``SSLContext.wrap_socket`` with the handshake under the deadline (what pynetdicom calls).
+
+        Parameters
+        ----------
+        sock : socket.socket
+        server_side : bool
+        **kwargs
+            Passed on.
+
+        Returns
+        -------
+        ssl.SSLSocket
+        """
+        sock.settimeout(self.seconds)
+        try:
+            wrapped = self.context.wrap_socket(sock, server_side=server_side, **kwargs)
+        except OSError as exc:  # a timeout or a failed handshake: the connection goes, the service stays
+            LOG.warning("TLS connection from %s closed: no handshake within %.0f s (%s)", _peer_of(sock),
+                        self.seconds, type(exc).__name__)
+            sock.close()
+            raise
+        wrapped.settimeout(None)
+        return wrapped
+
+    def __getattr__(self, name):
+        return getattr(self.context, name)
+
+
+def _peer_of(sock):
+    try:
+        return "%s:%d" % sock.getpeername()[:2]
+    except OSError:
+        return "?"
 
 
 def tls_context(cert, key, ca=None) -> ssl.SSLContext:
@@ -122,8 +176,9 @@ class StorageService:
                     (evt.EVT_REJECTED, self._rejected), (evt.EVT_ABORTED, self._aborted),
                     (evt.EVT_CONN_OPEN, self._opened_conn), (evt.EVT_CONN_CLOSE, self._closed)]
         try:
+            deadline = HandshakeDeadline(ssl_context, self.limits["setup_s"]) if ssl_context is not None else None
             self.server = ae.start_server((bind, int(port)), block=False, evt_handlers=handlers,
-                                          ssl_context=ssl_context)
+                                          ssl_context=deadline)
         except OSError as exc:
             raise MrthermError(f"cannot listen on {bind}:{port} ({exc.strerror or exc})") from None
         self.ae = ae

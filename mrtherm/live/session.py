@@ -202,8 +202,8 @@ class LiveSession:
                                         options.get("echo"), self.state.resume_reps(),
                                         options.get("max_repetitions_ahead", MAX_REPETITIONS_AHEAD))
         self.spool = Spool(os.path.join(self.out, "received"))
-        self.image_counts = ImageCounts(self.state_dir, len(self.spool.paths()))
         self._replay()
+        self.image_counts = ImageCounts(self.state_dir, len(self.spool.paths()))  # after images were set aside
         self.worker = threading.Thread(target=self._work, name="mrtherm-live-frames", daemon=True)
         self.worker.start()
 
@@ -286,15 +286,15 @@ class LiveSession:
             for rec, arr in zip(recs, arrays):
                 self.assembler.add(rec, arr, now)
             kept = self.spool.write(data, uid, **keep)
-        except RefusedImage:
-            self.assembler.withdraw(recs)
-            raise
         except OSError as exc:
             self.assembler.withdraw(recs)  # the scanner is told it failed: never used, accepted when retried
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             raise RefusedImage(STATUS_NO_SPACE if full else STATUS_PROCESSING_FAILURE,
                                f"{where}: not kept ({'disk full' if full else 'I/O error'}: "
                                f"{exc.strerror or exc}); the scanner may retry it") from None
+        except BaseException:  # refused, or any fault: nothing of an image that was not kept stays in a frame
+            self.assembler.withdraw(recs)
+            raise
         for rec in recs:
             rec.path = kept  # vendor readers (Siemens protocol) read the file itself
         if self.identity.accept(ident, where):
@@ -330,9 +330,9 @@ class LiveSession:
                 except RefusedImage:
                     self.assembler.withdraw(recs)
                     raise
-                self.identity.adopt(recs[0])  # it was accepted when it came (into a new study, possibly)
+                self.identity.adopt(recs[0], path)  # it was accepted when it came (into a new study, possibly)
                 self.seen.add(uid)
-            except RefusedImage as exc:
+            except (RefusedImage, OSError) as exc:  # unusable now (or its NIfTI sidecar is gone): never again
                 moved = self.spool.set_aside(path)
                 LOG.warning("kept image %s no longer usable (%s): moved to %s, not replayed again", path, exc, moved)
         if paths:
