@@ -140,6 +140,14 @@ def test_kept_image_names_never_come_from_tag_text(tmp_path):
     assert Spool(tmp_path / "received").next_number == 2  # numbering continues after a restart
 
 
+def _certificates(tmp_path):
+    """Self-signed server and client certificates (PEM and key) in ``tmp_path``."""
+    for name in ("server", "client"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=localhost", "-keyout", str(tmp_path / f"{name}.key"), "-out",
+                        str(tmp_path / f"{name}.pem")], check=True, capture_output=True)
+
+
 def _tls_client(tmp_path):
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tmp_path / "server.pem"))
     ctx.check_hostname = False  # a self-signed test certificate without a subjectAltName; the chain is verified
@@ -156,10 +164,7 @@ def test_tls_with_client_certificates_carries_a_treatment_and_plain_dicom_is_ref
     import pydicom
     from pynetdicom import AE
     from live_tools import free_port, make_treatment, associate, popen_live, scanner_order, stop_live, wait_frames
-    for name in ("server", "client"):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                        "/CN=localhost", "-keyout", str(tmp_path / f"{name}.key"), "-out",
-                        str(tmp_path / f"{name}.pem")], check=True, capture_output=True)
+    _certificates(tmp_path)
     src, _ = make_treatment(tmp_path / "dicom", n_sonications=1, shape_zyx=(1, 16, 16), n_frames=6)
     port, out = free_port(), tmp_path / "live"
     proc = popen_live("--port", str(port), "--out", str(out), "--tls-cert", str(tmp_path / "server.pem"),
@@ -248,10 +253,7 @@ def test_a_silent_peer_cannot_hold_a_tls_service_beyond_the_handshake_deadline(t
     from mrtherm.live.session import LiveSession
     from mrtherm.thermometry.params import ThermometryParams
     from live_tools import free_port
-    for name in ("server", "client"):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                        "/CN=localhost", "-keyout", str(tmp_path / f"{name}.key"), "-out",
-                        str(tmp_path / f"{name}.pem")], check=True, capture_output=True)
+    _certificates(tmp_path)
     session = LiveSession(tmp_path / "live", {"params": ThermometryParams()})
     port = free_port()
     service = StorageService(session, port, ssl_context=tls_context(str(tmp_path / "server.pem"),

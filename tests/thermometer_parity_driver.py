@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 import cupy as cp  # noqa: E402  (fakecupy)
 import mrtherm  # noqa: E402
+from corrupt_samples import corrupt  # noqa: E402  (tests/, on the path above)
 from mrtherm.thermometry import thermometer as thermo  # noqa: E402
 from mrtherm_gpu.thermometry import FusedEngine  # noqa: E402
 
@@ -43,15 +44,7 @@ class Plugin:
 def corrupt_frames(ph, polar, rng):
     """The phantom's frames with corrupt samples in frames 1, 7 and 8; the corrupt voxels per frame."""
     mag, phase = ph.magnitude.astype(np.float32).copy(), ph.phase_rad.astype(np.float32).copy()
-    hits = {}
-    for t in (1, 7, 8):
-        hit = rng.random(mag.shape[1:]) < 0.02
-        kinds = rng.integers(0, 4, size=hit.shape)
-        val = np.choose(kinds, [np.nan, np.inf, -np.inf, 0.0]).astype(np.float32)
-        first = (rng.random(hit.shape) < 0.5) | (kinds == 3)
-        mag[t] = np.where(hit & first, val, mag[t])
-        phase[t] = np.where(hit & ~first, val, phase[t])
-        hits[t] = hit
+    hits = corrupt(mag, phase, (1, 7, 8), rng)
     if polar:
         return [(mag[t], phase[t], True) for t in range(len(mag))], hits
     with np.errstate(invalid="ignore"):

@@ -104,9 +104,9 @@ class WaterFatResult:
         """
         with atomic.staged(out) as stage:
             path = lambda name: os.path.join(stage, f"{name}.nii.gz")  # noqa: E731
-            for name in ("temperature", "temperature_sd", "field_drift_hz"):
-                save_volume(getattr(self, {"temperature": "temperature_c", "temperature_sd": "temperature_sd_c"}
-                                    .get(name, name)), self.affine, path(name))
+            for name, arr in (("temperature", self.temperature_c), ("temperature_sd", self.temperature_sd_c),
+                              ("field_drift_hz", self.field_drift_hz)):
+                save_volume(arr, self.affine, path(name))
             for name, arr in (("fat_fraction", self.fat_fraction), ("r2star", self.r2star_per_s),
                               ("field_map_hz", self.field_map_hz), ("dose_cem43", self.dose_cem43_min),
                               ("tmax", self.tmax_c), ("drift_source", self.drift_source),

@@ -107,9 +107,7 @@ class TreatmentIdentity:
         if self.current is None or ident == self.current:
             self.current = ident
             return False
-        self.changes.append({"from_study": self.current.study_uid, "to_study": ident.study_uid,
-                             "frame_of_reference": ident.frame_of_reference_uid, "first_image": where})
-        self.current = ident
+        self._follow(ident, where)
         self.new_study_allowed = False  # once per start of the service
         return True
 
@@ -124,8 +122,13 @@ class TreatmentIdentity:
         """
         ident = Identity.of(rec)
         if self.current is not None and ident.study_uid != self.current.study_uid:
-            self.changes.append({"from_study": self.current.study_uid, "to_study": ident.study_uid,
-                                 "frame_of_reference": ident.frame_of_reference_uid, "first_image": where})
+            self._follow(ident, where)
+        self.current = ident
+
+    def _follow(self, ident, where):
+        """Record the move to another study and take its identity."""
+        self.changes.append({"from_study": self.current.study_uid, "to_study": ident.study_uid,
+                             "frame_of_reference": ident.frame_of_reference_uid, "first_image": where})
         self.current = ident
 
     def _refuse(self, rec, status, reason):

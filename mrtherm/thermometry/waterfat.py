@@ -293,43 +293,41 @@ class WaterFatThermometer:
         self.hz_per_c = float(alpha_ppm_per_c) * 1e-6 * GAMMABAR_HZ_PER_T * float(b0_t)
         te = b.te_s[:, None]
         e = np.exp((2j * math.pi * b.field_hz.reshape(-1)[None, :] - b.r2star_per_s.reshape(-1)[None, :]) * te)
-        self.m_water = e * b.water.reshape(-1)[None, :]
-        self.m_fat = e * b.fat.reshape(-1)[None, :] * b.basis[:, None]
+        m_water = e * b.water.reshape(-1)[None, :]
+        m_fat = e * b.fat.reshape(-1)[None, :] * b.basis[:, None]
         self.two_pi_te = 2.0 * math.pi * te
         floor = snr_min * max(self.noise_sd, 1e-30) * math.sqrt(2.0 / len(b.te_s))
         ff = b.fat_fraction.reshape(-1)
         self.fat_reference = (ff >= FAT_REFERENCE_MIN) & (np.abs(b.fat.reshape(-1)) >= floor)
         self.measured = (1.0 - ff >= WATER_FRACTION_MIN) & (np.abs(b.water.reshape(-1)) >= floor)
+        # the baseline's water and fat signals of the voxels each stage fits, selected once (not per frame)
+        self._fat_parts = (m_water[:, self.fat_reference], m_fat[:, self.fat_reference])
+        self._water_parts = (m_water[:, self.measured], m_fat[:, self.measured])
         v = ff.size
         self.dpsi, self.dfw, self.gain = np.zeros(v), np.zeros(v), np.ones(v, dtype=np.complex128)
         self.drift_hz = np.zeros(v)
         self.drift_source = np.zeros(v, dtype=np.uint8)  # 1: fat nearby, 2: the slice's fat plane, 0: none
         self.sd_c = np.full(v, np.nan)
 
-    def _model(self, dpsi, dfw, gain):
+    def _model(self, parts, dpsi, dfw, gain):
+        """The model of the selected voxels, its water part and its derivative in ``gain``."""
+        m_water, m_fat = parts
         g = np.exp(1j * self.two_pi_te * dpsi[None, :])
-        water = self.m_water * np.exp(1j * self.two_pi_te * dfw[None, :])
-        return gain[None, :] * g * (water + self.m_fat), gain[None, :] * g * water, g * (water + self.m_fat)
+        water = m_water * np.exp(1j * self.two_pi_te * dfw[None, :])
+        return gain[None, :] * g * (water + m_fat), gain[None, :] * g * water, g * (water + m_fat)
 
     def _fit_fat_voxels(self, y):
         """Gauss-Newton of (dpsi, dfw, gain) in the fat reference voxels; returns their dpsi."""
         sel = self.fat_reference
         if not sel.any():
             return sel
-        dpsi, dfw, gain = self.dpsi[sel].copy(), self.dfw[sel].copy(), self.gain[sel].copy()
-        save = (self.m_water, self.m_fat)
-        self.m_water, self.m_fat = self.m_water[:, sel], self.m_fat[:, sel]
-        te = self.two_pi_te
-        try:
-            for _ in range(GN_ITERATIONS):
-                model, water, unit = self._model(dpsi, dfw, gain)
-                h, g = _normal_equations([1j * te * model, 1j * te * water, unit, 1j * unit], y[:, sel] - model)
-                prior = 1e-3 * h[:, 0, 0]  # keeps dfw where a nearly pure fat voxel cannot tell it
-                h[:, 1, 1] += prior
-                step = _solve_batched(h, g)
-                dpsi, dfw, gain = dpsi + step[:, 0], dfw + step[:, 1], gain + step[:, 2] + 1j * step[:, 3]
-        finally:
-            self.m_water, self.m_fat = save
+        dpsi, dfw, gain, ys, te = self.dpsi[sel], self.dfw[sel], self.gain[sel], y[:, sel], self.two_pi_te
+        for _ in range(GN_ITERATIONS):
+            model, water, unit = self._model(self._fat_parts, dpsi, dfw, gain)
+            h, g = _normal_equations([1j * te * model, 1j * te * water, unit, 1j * unit], ys - model)
+            h[:, 1, 1] += 1e-3 * h[:, 0, 0]  # keeps dfw where a nearly pure fat voxel cannot tell it
+            step = _solve_batched(h, g)
+            dpsi, dfw, gain = dpsi + step[:, 0], dfw + step[:, 1], gain + step[:, 2] + 1j * step[:, 3]
         self.dpsi[sel], self.dfw[sel], self.gain[sel] = dpsi, dfw, gain
         return sel
 
@@ -360,19 +358,13 @@ class WaterFatThermometer:
     def _fit_water_voxels(self, y):
         """Gauss-Newton of (dfw, gain) with the field change fixed at the drift map; the SD of dfw."""
         sel = self.measured
-        dpsi, dfw, gain = self.drift_hz[sel], self.dfw[sel].copy(), self.gain[sel].copy()
-        save = (self.m_water, self.m_fat)
-        self.m_water, self.m_fat = self.m_water[:, sel], self.m_fat[:, sel]
-        te = self.two_pi_te
-        try:
-            for _ in range(GN_ITERATIONS):
-                model, water, unit = self._model(dpsi, dfw, gain)
-                h, g = _normal_equations([1j * te * water, unit, 1j * unit], y[:, sel] - model)
-                step = _solve_batched(h, g)
-                dfw, gain = dfw + step[:, 0], gain + step[:, 1] + 1j * step[:, 2]
-            cov = np.linalg.inv(h + 1e-30 * np.eye(3)[None])
-        finally:
-            self.m_water, self.m_fat = save
+        dpsi, dfw, gain, ys, te = self.drift_hz[sel], self.dfw[sel], self.gain[sel], y[:, sel], self.two_pi_te
+        for _ in range(GN_ITERATIONS):
+            model, water, unit = self._model(self._water_parts, dpsi, dfw, gain)
+            h, g = _normal_equations([1j * te * water, unit, 1j * unit], ys - model)
+            step = _solve_batched(h, g)
+            dfw, gain = dfw + step[:, 0], gain + step[:, 1] + 1j * step[:, 2]
+        cov = np.linalg.inv(h + 1e-30 * np.eye(3)[None])
         self.dfw[sel], self.gain[sel] = dfw, gain
         self.sd_c[sel] = self.reference_factor * self.noise_sd * np.sqrt(np.maximum(cov[:, 0, 0], 0.0)) / \
             abs(self.hz_per_c)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import mrtherm
+from corrupt_samples import corrupt  # tests/, beside the root conftest
 from mrtherm.phantom import _encode_phase
 from mrtherm.io import niftiio
 
@@ -129,15 +130,7 @@ def test_corrupt_samples(ph, real_imag, order):
     if real_imag:
         s = mag * np.exp(1j * phase)
         mag, phase = s.real.astype(np.float32), s.imag.astype(np.float32)
-    for t in (2, 9, 10):
-        hit = rng.random(mag.shape[1:]) < 0.02
-        kinds = rng.integers(0, 4, size=hit.shape)
-        val = np.choose(kinds, [np.nan, np.inf, -np.inf, 0.0]).astype(np.float32)
-        first = (rng.random(hit.shape) < 0.5) | (kinds == 3)
-        mag[t] = np.where(hit & first, val, mag[t])
-        phase[t] = np.where(hit & ~first, val, phase[t])
-        if real_imag:
-            phase[t] = np.where(hit & (kinds == 3), 0.0, phase[t])
+    corrupt(mag, phase, (2, 9, 10), rng, zero_both=real_imag)
     kw = dict(te_s=ph.te_s, b0_t=ph.b0_t, frame_times_s=ph.frame_times_s, affine=ph.affine)
     mk = (lambda: mrtherm.load_exam(real=mag, imag=phase, **kw)) if real_imag else \
         (lambda: mrtherm.load_exam(mag, phase, **kw))
