@@ -1,4 +1,4 @@
-"""``mrtherm run --water-fat``: a multi-echo exam through :class:`mrtherm.thermometry.waterfat.WaterFatThermometer`.
+"""``mrtherm run --water-fat``: a multi-echo exam through a water-fat :class:`mrtherm.Thermometer`.
 
 Input contract: with ``--water-fat`` each ``--magnitude``/``--phase`` (or ``--real``/``--imag``) file is one echo
 (4-D over time), in increasing echo time; echo times from each file's sidecar ``EchoTime`` unless
@@ -24,11 +24,12 @@ import time
 import numpy as np
 
 from mrtherm.app.summary import RunSummary, SonicationSummary
+from mrtherm.backend import to_numpy
 from mrtherm.errors import ParameterError
 from mrtherm.io import atomic
 from mrtherm.io.niftiio import save_volume
-from mrtherm.thermometry import waterfat
-from mrtherm.thermometry.dose import cem43_segment, lesion_masks, lesion_volumes_ml
+from mrtherm.thermometry.waterfat_engine import water_fat_report
+from mrtherm.thermometry.dose import lesion_masks, lesion_volumes_ml
 
 
 def _files(value):
@@ -120,7 +121,8 @@ class WaterFatResult:
         return os.path.abspath(os.fspath(out))
 
 
-def process_water_fat(echoes, params=None, inputs=None, labels=None, label_table=None) -> WaterFatResult:
+def process_water_fat(echoes, params=None, inputs=None, labels=None, label_table=None,
+                      backend="auto") -> WaterFatResult:
     """Water-fat separated thermometry of a multi-echo exam (:mod:`mrtherm.thermometry.waterfat`).
 
     Parameters
@@ -135,49 +137,44 @@ def process_water_fat(echoes, params=None, inputs=None, labels=None, label_table
         Label map (the label table's values); its protected structures (spinal cord, nerve root) are watched and
         alarm as in single-echo runs. Fat and marrow labels do not mask here: water-fat measures them.
     label_table : LabelTable or path, optional
+    backend : {"auto", "numpy", "cupy"}
+        Where the per-frame fits run (:class:`mrtherm.Thermometer`).
 
     Returns
     -------
     WaterFatResult
     """
     from mrtherm.thermometry.params import ThermometryParams  # noqa: PLC0415
+    from mrtherm.thermometry.thermometer import Thermometer  # noqa: PLC0415
     params = (params or ThermometryParams(water_fat=True)).validate()
     first = echoes[0]
     nt, nb = first.shape[0], params.baseline_frames
     if nb >= nt:
         raise ParameterError(f"baseline_frames {nb} leaves no frame of the {nt} to measure")
-    voxel_mm = tuple(float(v) for v in np.linalg.norm(first.affine[:3, :3], axis=0)[::-1])  # (dz, dy, dx)
     t0 = time.perf_counter()
-    th = waterfat.WaterFatThermometer([_frame(echoes, t, params.phase_sign) for t in range(nb)],
-                                      [ex.te_s for ex in echoes], first.b0_t, voxel_mm, params.alpha_ppm_per_c,
-                                      params.body_temp_c)
+    th = Thermometer(first.shape[1:], first.affine, [ex.te_s for ex in echoes], first.b0_t,
+                     [_frame(echoes, t, params.phase_sign) for t in range(nb)],
+                     dataclasses.replace(params, water_fat=True), labels=labels, label_table=label_table,
+                     backend=backend)
     baseline_s = time.perf_counter() - t0
-    watch = _watch(labels, label_table, th, first, params)
+    fit = th.engine.fit
     times = np.asarray(first.frame_times_s, dtype=np.float64)
     temps, sds, drifts, per_frame = [], [], [], []
-    dose = np.zeros(th.shape)
     for t in range(nt):
         t1 = time.perf_counter()
-        temps.append(th.update(_frame(echoes, t, params.phase_sign)))
+        temps.append(to_numpy(th.update(_frame(echoes, t, params.phase_sign), times[t])).copy())
         per_frame.append(time.perf_counter() - t1)
-        sds.append(th.sd_c.reshape(th.shape).astype(np.float32))
-        drifts.append(th.drift_hz.reshape(th.shape).astype(np.float32))
-        dt_s = float(times[t] - times[t - 1]) if t else 0.0
-        if t:  # exact CEM43 over the segment, temperature linear between frames
-            dose = dose + np.nan_to_num(cem43_segment(temps[-2], temps[-1], dt_s / 60.0))
-        watch.record(np.concatenate([np.asarray(v, dtype=np.float64) for v in
-                                     watch.device_stats(temps[-1], temps[-2] if t else None, dose, dt_s)] or [[]]))
+        sds.append(to_numpy(fit.sd_c).reshape(th.shape).astype(np.float32))
+        drifts.append(to_numpy(fit.drift_hz).reshape(th.shape).astype(np.float32))
     temps = np.stack(temps)
-    measured = np.isfinite(temps).all(axis=0)
-    dose = np.where(measured, dose, np.nan)
-    tmax = np.where(measured, np.nanmax(np.where(measured[None], temps, -np.inf), axis=0), np.nan).astype(np.float32)
+    dose, tmax = to_numpy(th.dose_cem43_min), to_numpy(th.tmax_c)
     voxel_ml = float(abs(np.linalg.det(first.affine[:3, :3]))) / 1000.0
     report = _report(inputs or {}, params, echoes, th, temps, dose, tmax, times, voxel_ml, baseline_s, per_frame)
-    report["protected_structures"], report["alarms"] = watch.rows_and_alarms(list(times))
-    b = th.base
+    report["protected_structures"], report["alarms"] = th.protected_structures()
+    b = fit.base
     return WaterFatResult(temps, np.stack(sds), np.stack(drifts), b.fat_fraction.astype(np.float32),
                           b.r2star_per_s.astype(np.float32), b.field_hz.astype(np.float32),
-                          th.drift_source.reshape(th.shape), dose, tmax, first.affine, report,
+                          to_numpy(fit.drift_source).reshape(th.shape), dose, tmax, first.affine, report,
                           tuple(params.dose_levels_cem43_min))
 
 
@@ -200,16 +197,6 @@ def run_water_fat(r, params) -> RunSummary:
     return RunSummary(out, (SonicationSummary.from_report(result.report),))
 
 
-def _watch(labels, label_table, th, first, params):
-    """The protected-structure watch over the measured voxels (structures of the label table)."""
-    from mrtherm.io import labels as labels_mod  # noqa: PLC0415
-    from mrtherm.thermometry.watch import ProtectedWatch  # noqa: PLC0415
-    table = labels_mod.LabelTable.from_json(label_table) if isinstance(label_table, (str, os.PathLike)) \
-        else (label_table or labels_mod.LabelTable())
-    grid, _ = labels_mod.load_on_grid(labels, th.shape, first.affine, "labels", table)
-    return ProtectedWatch(grid, th.measured.reshape(th.shape), table, np, params)
-
-
 def _report(inputs, params, exams, th, temps, dose, tmax, times, voxel_ml, baseline_s, per_frame):
     finite = np.isfinite(tmax)
     peak = float(np.nanmax(tmax)) if finite.any() else None
@@ -217,13 +204,10 @@ def _report(inputs, params, exams, th, temps, dose, tmax, times, voxel_ml, basel
     if finite.any():  # the frame at which the hottest voxel was hottest
         z, y, x = np.unravel_index(int(np.argmax(np.where(finite, tmax, -np.inf))), tmax.shape)
         t_peak = float(times[int(np.argmax(temps[:, z, y, x]))])
-    sources = th.drift_source.reshape(th.shape)
+    fit = th.engine.fit
+    sources = to_numpy(fit.drift_source).reshape(th.shape)
     return {
-        "method": {"name": "water-fat separated multi-echo PRF, fat as the field reference",
-                   "fat_peaks_ppm": list(waterfat.FAT_PEAKS_PPM), "fat_amplitudes": list(waterfat.FAT_AMPLITUDES),
-                   "spectrum_source": "Hamilton et al., NMR Biomed 2011;24:784 (ISMRM Fat-Water Toolbox default)",
-                   "water_fraction_min": waterfat.WATER_FRACTION_MIN, "fat_reference_min": waterfat.FAT_REFERENCE_MIN,
-                   "drift_smooth_mm": waterfat.DRIFT_SMOOTH_MM, "gauss_newton_iterations": waterfat.GN_ITERATIONS,
+        "method": {**water_fat_report(th),
                    "assumptions": ["receive phase and gain change per frame equally for every echo",
                                    "R2* and the fat spectrum do not change with temperature",
                                    "water and fat of a voxel share the field", "baseline at body temperature"]},
@@ -231,7 +215,8 @@ def _report(inputs, params, exams, th, temps, dose, tmax, times, voxel_ml, basel
         "exam": {"shape_tzyx": list(temps.shape), "echo_times_ms": [1e3 * ex.te_s for ex in exams],
                  "b0_t": exams[0].b0_t, "affine": exams[0].affine.tolist(), "frame_times_s": times.tolist(),
                  "voxel_volume_ml": voxel_ml},
-        "noise": {"sd_per_channel": th.noise_sd},
+        "noise": {"sd_per_channel": fit.noise_sd},
+        "backend": f"{th.backend_used} ({th.engine.name} engine)",
         "drift": {"voxels_from_fat_nearby": int((sources == 1).sum()),
                   "voxels_from_the_slice_fat_plane": int((sources == 2).sum()),
                   "voxels_without_fat_reference": int((sources == 0).sum())},
@@ -240,6 +225,7 @@ def _report(inputs, params, exams, th, temps, dose, tmax, times, voxel_ml, basel
                     "lesion_volumes_ml": {f"{k:g}": v for k, v in
                                           lesion_volumes_ml(dose, params.dose_levels_cem43_min, voxel_ml).items()},
                     "measured_voxels": int(np.isfinite(tmax).sum())},
+        "mask": {"rules": th.reliability.rules, "labels": th.label_info},
         "cost": {"baseline_fit_s": baseline_s, "per_frame_ms_median": 1e3 * float(np.median(per_frame))},
         "warnings": [],
     }

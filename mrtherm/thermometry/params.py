@@ -180,3 +180,7 @@ class ThermometryParams:
             raise ParameterError(f"min_signal_fraction must be in [0, 1), got {self.min_signal_fraction!r}")
         if not self.max_sd_theory_c > 0:
             raise ParameterError(f"max_sd_theory_c must be positive, got {self.max_sd_theory_c!r}")
+        if self.water_fat and (self.reference not in ("auto", "mean") or self.register_motion == "on"):
+            # the baseline water-fat fit is the reference: no library, no referenceless fit, no registration
+            raise ParameterError("water_fat takes reference = auto or mean and register_motion = auto or off, got "
+                                 f"reference = {self.reference}, register_motion = {self.register_motion}")

@@ -122,7 +122,7 @@ class ThermometryResult:
     thermometer: object = dataclasses.field(default=None, repr=False)  # the finished Thermometer (treatments)
     # more figures for figures/ (probe curves): callables(folder) -> names written, added by the caller's layer
     figure_writers: list = dataclasses.field(default_factory=list, repr=False)
-    cryo_maps: dict | None = None  # tmin, ice extent, isotherm masks (cryoablation)
+    extra_maps: dict | None = None  # file name -> host map: cryo (tmin, ice, isotherms), water-fat (fat fraction...)
 
     def apply_cryo(self, watch):
         """Mask the ice out of dose and Tmax (PRF is noise there), add the cryo report, maps and alarms.
@@ -148,7 +148,7 @@ class ThermometryResult:
         self.report["cryo"] = watch.report()
         self.report["alarms"] = list(self.report["alarms"]) + watch.alarms
         self.alarms = list(self.alarms) + watch.alarms
-        self.cryo_maps = watch.maps()
+        self.extra_maps = {**(self.extra_maps or {}), **watch.maps()}
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -202,6 +202,10 @@ class ThermometryResult:
                                 if th.registration is not None else "image"}
         if kernel_seconds:
             report["kernel_seconds"] = kernel_seconds
+        extra = None
+        if th.params.water_fat:
+            from mrtherm.thermometry.waterfat_engine import water_fat_maps, water_fat_report  # noqa: PLC0415
+            report["water_fat"], extra = water_fat_report(th), water_fat_maps(th)
 
         def out(a):
             if a is None:
@@ -219,7 +223,8 @@ class ThermometryResult:
             params=th.params, drift_coefficients=np.asarray(th.drift_coefficients),
             reference_voxels=np.asarray(th.reference_voxels), peak_curve_c=np.asarray(th.peak_curve_c),
             hottest_voxel_zyx=hottest, hottest_curve_c=hottest_curve, k_rad_per_c=th.k_rad_per_c, report=report,
-            temperature_path=os.fspath(temperature_path) if temperature_path is not None else None, thermometer=th)
+            temperature_path=os.fspath(temperature_path) if temperature_path is not None else None, thermometer=th,
+            extra_maps=extra)
 
     # ------------------------------------------------------------------ access
     def temperature_series(self):
@@ -297,7 +302,7 @@ class ThermometryResult:
             maps["labels.nii.gz"] = np.asarray(self.labels, dtype=np.int16)
         for level, les in self.lesions.items():
             maps[f"lesion_{level_name(level)}.nii.gz"] = to_numpy(les).astype(np.uint8)
-        maps.update(self.cryo_maps or {})
+        maps.update(self.extra_maps or {})
         for name, arr in maps.items():
             niftiio.save_volume(arr, aff, os.path.join(folder, name))
             written.append(name)

@@ -68,10 +68,12 @@ class Thermometer:
     affine : (4, 4) array
         Voxel (x, y, z) to world RAS+ mm.
     te_s, b0_t : float
-        Echo time scaling the phase (s) and field strength (T).
+        Echo time scaling the phase (s) and field strength (T); with ``params.water_fat`` the echo times
+        (sequence of s, increasing).
     baseline : sequence of frames
         The first ``params.baseline_frames`` frames, each a complex ``(z, y, x)``
-        array or ``(magnitude, phase_rad, True)`` / ``(real, imag, False)``.
+        array or ``(magnitude, phase_rad, True)`` / ``(real, imag, False)``; with ``params.water_fat`` each of
+        shape ``(n_echoes, z, y, x)`` (:mod:`mrtherm.thermometry.waterfat_engine`).
     params : ThermometryParams, optional
     labels, drift_roi : path or ``(z, y, x)`` array, optional
         Anatomy labels (masking, target exclusion, protected structures) and a
@@ -98,7 +100,8 @@ class Thermometer:
         self.params = dataclasses.replace(params or ThermometryParams()).validate()
         self.shape = tuple(int(s) for s in shape_zyx)
         self.affine = np.asarray(affine, dtype=np.float64)
-        self.te_s, self.b0_t = float(te_s), float(b0_t)
+        self.te_echoes_s = tuple(float(t) for t in np.atleast_1d(te_s)) if self.params.water_fat else None
+        self.te_s, self.b0_t = float(np.atleast_1d(te_s)[0]), float(b0_t)
         baseline = list(baseline)
         if len(baseline) != self.params.baseline_frames:
             raise ParameterError(f"baseline has {len(baseline)} frames but baseline_frames = "
@@ -109,11 +112,17 @@ class Thermometer:
         self.labels, self.label_info = labels_mod.load_on_grid(labels, self.shape, self.affine, "labels", self.table)
         roi, self.roi_info = labels_mod.load_on_grid(drift_roi, self.shape, self.affine, "drift ROI")
         signals = [self._signal(f) for f in baseline]  # image position
-        tissue = self._setup_masks(signals, roi, baseline_respiration)
-        s_ref = tissue[0]
-        for sig in tissue[1:]:
-            s_ref = s_ref + sig
-        self._make_engine(s_ref / len(tissue))
+        if self.params.water_fat:  # multi-echo frames: the water-fat fit is mask, reference and drift
+            from mrtherm.thermometry.waterfat_engine import setup_water_fat  # noqa: PLC0415
+            fit, s_ref = setup_water_fat(self, signals, self._fit_backend())
+            self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, self.params.alpha_ppm_per_c)
+            self._make_engine(s_ref, water_fat=fit)
+        else:
+            tissue = self._setup_masks(signals, roi, baseline_respiration)
+            s_ref = tissue[0]
+            for sig in tissue[1:]:
+                s_ref = s_ref + sig
+            self._make_engine(s_ref / len(tissue))
         self.watch = ProtectedWatch(self.labels, self.reliability.mask, self.table, self.xp, self.params)
         self.target = self._make_target(*resolve_target(self.params.target_mm, self.labels, self.affine))
         self.warnings = list(self.reliability.warnings) + list(self.watch.warnings)
@@ -133,6 +142,10 @@ class Thermometer:
             return in_xp, used
         used = resolve_backend(backend)
         return compute_namespace(used), used
+
+    def _fit_backend(self):
+        """Where a water-fat fit runs: on CuPy arrays on the GPU, else NumPy."""
+        return "cupy" if is_cupy_namespace(self.xp) else "numpy"
 
     def _device(self, a):
         return a if namespace(a) is self.xp else from_numpy(to_numpy(a), self.xp)
@@ -214,13 +227,23 @@ class Thermometer:
         weight = moving_tissue_weight(to_numpy(ref), self.labels, p.snr_threshold * image_rel.sigma)
         return MotionRegistration(ref, weight, self.xp)  # registration runs on the host (motion.py)
 
-    def _make_engine(self, s_ref, saved_engine=None):
+    def _make_engine(self, s_ref, saved_engine=None, water_fat=None):
         """The engine: the GPU plugin's on CuPy arrays, for every reference mode (they use only the
-        :class:`~mrtherm.thermometry.engine.Engine` protocol), else the array engine. ``saved_engine``: the name of
-        the engine a restored state was saved by; a state saved by the array engine on CuPy (before the fused
-        engine served the library-free modes) resumes on it."""
+        :class:`~mrtherm.thermometry.engine.Engine` protocol), else the array engine; the water-fat engine around
+        ``water_fat`` (a WaterFatThermometer). ``saved_engine``: the name of the engine a restored state was saved
+        by; a state saved by the array engine on CuPy (before the fused engine served the library-free modes)
+        resumes on it."""
         p = self.params
         self.model = DriftModel(self.shape, p.drift_order, self.xp)
+        if water_fat is not None:
+            from mrtherm.thermometry.waterfat_engine import WaterFatEngine  # noqa: PLC0415
+            config = EngineConfig(mask=self.reliability.mask, ref=self.drift_ref, s_ref=s_ref, auto=False,
+                                  outlier_rad=0.0, to_celsius=1.0, body_temp_c=p.body_temp_c,
+                                  heated_c=p.auto_ref_heated_c)
+            self.engine = WaterFatEngine(self.xp, self.model, config, water_fat)
+            self.mask_device = from_numpy(self.reliability.mask, self.xp)
+            self._neg_inf = self.xp.asarray(-np.inf, dtype=self.xp.float32)
+            return
         config = EngineConfig(mask=self.reliability.mask, ref=self.drift_ref, s_ref=s_ref, auto=self.auto_ref,
                               outlier_rad=abs(p.auto_ref_outlier_c * self.k_rad_per_c),
                               to_celsius=p.phase_sign / self.k_rad_per_c, body_temp_c=p.body_temp_c,
@@ -337,7 +360,7 @@ class Thermometer:
     def _drift(self, a, b, polar, signal):
         stats = self.engine.pass1(a, b, polar)
         counts = stats[2].astype(np.int64)
-        if not self.params.drift_correction:
+        if not self.params.drift_correction or self.params.water_fat:  # water-fat: the drift is inside the fit
             return np.zeros((self.shape[0], self.model.k)), counts
         if self.frame_reference is not None and self.frame_reference.sparse:
             coeffs, fallback = self.frame_reference.background(self.engine, signal, self.model)
@@ -497,7 +520,8 @@ class Thermometer:
         if self.target is not None:
             arrays.update({f"target_{k}": v for k, v in self.target.state().items()})
         meta = {"version": STATE_VERSION, "params": dataclasses.asdict(self.params), "shape": self.shape,
-                "te_s": self.te_s, "b0_t": self.b0_t, "backend": self.backend_used, "engine": self.engine.name,
+                "te_s": self.te_s, "te_echoes_s": self.te_echoes_s, "b0_t": self.b0_t,
+                "backend": self.backend_used, "engine": self.engine.name,
                 "frames_processed": self.frames_processed, "fallback_frames": self.fallback_frames,
                 "sigma": self.reliability.sigma, "sigma_method": self.reliability.sigma_method,
                 "noise_info": self.reliability.noise_info,
@@ -563,6 +587,7 @@ class Thermometer:
         self.params = ThermometryParams(**params)
         self.shape, self.affine = tuple(meta["shape"]), arrays["affine"]
         self.te_s, self.b0_t = meta["te_s"], meta["b0_t"]
+        self.te_echoes_s = None if meta.get("te_echoes_s") is None else tuple(meta["te_echoes_s"])
         self.backend_used = resolve_backend(backend)
         self.xp = compute_namespace(self.backend_used)
         from mrtherm.io.labels import LabelClass  # noqa: PLC0415
@@ -578,7 +603,12 @@ class Thermometer:
         self.still = arrays["still"]
         self.k_rad_per_c = radians_per_celsius(self.te_s, self.b0_t, self.params.alpha_ppm_per_c)
         self.reference_decision = meta["reference_decision"]
-        self._make_engine(arrays["engine_s_ref"], meta["engine"])
+        fit = None
+        if self.params.water_fat:
+            from mrtherm.thermometry.waterfat import WaterFatThermometer  # noqa: PLC0415
+            fit = WaterFatThermometer.from_state({k[10:]: v for k, v in arrays.items() if k.startswith("engine_wf_")},
+                                                 self._fit_backend())
+        self._make_engine(arrays["engine_s_ref"], meta["engine"], water_fat=fit)
         used = self.reference_decision["used"]
         fr_state = {k[9:]: v for k, v in arrays.items() if k.startswith("frameref_")}
         self.frame_reference = FrameReference.from_state(fr_state, used, self.reliability.sigma,

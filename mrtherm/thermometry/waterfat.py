@@ -245,28 +245,56 @@ def _linear_fit(flat, te, basis, field, r2):
     return water, fat, residual
 
 
-def _solve_batched(h, g, damping=1e-9):
+def _solve_batched(xp, h, g, damping=1e-9):
     """Per-voxel solve of ``h x = g`` ((v, k, k), (v, k)) with a relative Levenberg damping."""
     k = h.shape[-1]
-    diag = np.einsum("vii->vi", h)
-    h = h + (damping * np.maximum(diag, 1e-30))[:, :, None] * np.eye(k)[None]
-    return np.linalg.solve(h, g[..., None])[..., 0]
+    diag = xp.einsum("vii->vi", h)
+    h = h + (damping * xp.maximum(diag, 1e-30))[:, :, None] * xp.eye(k)[None]
+    return xp.linalg.solve(h, g[..., None])[..., 0]
 
 
-def _normal_equations(columns, residual):
+def _normal_equations(xp, columns, residual):
     """``(Re(J^H J), Re(J^H r))`` per voxel from complex Jacobian columns [(n, v)] and the residual (n, v)."""
     k = len(columns)
-    h = np.empty((residual.shape[1], k, k))
-    g = np.empty((residual.shape[1], k))
+    h = xp.empty((residual.shape[1], k, k))
+    g = xp.empty((residual.shape[1], k))
     for i in range(k):
-        g[:, i] = np.real(np.sum(np.conj(columns[i]) * residual, 0))
+        g[:, i] = xp.real(xp.sum(xp.conj(columns[i]) * residual, 0))
         for j in range(i, k):
-            h[:, i, j] = h[:, j, i] = np.real(np.sum(np.conj(columns[i]) * columns[j], 0))
+            h[:, i, j] = h[:, j, i] = xp.real(xp.sum(xp.conj(columns[i]) * columns[j], 0))
     return h, g
+
+
+def array_modules(backend_used="numpy"):
+    """The array module and its ndimage for a resolved backend (``"numpy"`` or ``"cupy"``).
+
+    Parameters
+    ----------
+    backend_used : {"numpy", "cupy"}
+
+    Returns
+    -------
+    xp : module
+        numpy or cupy.
+    ndi : module
+        scipy.ndimage or cupyx.scipy.ndimage.
+    """
+    if backend_used == "cupy":
+        import cupy  # noqa: PLC0415 -- only with a usable GPU (resolve_backend)
+        import cupyx.scipy.ndimage as cundi  # noqa: PLC0415
+        return cupy, cundi
+    return np, ndimage
+
+
+_BASELINE_FIELDS = ("water", "fat", "field_hz", "r2star_per_s", "fat_fraction", "residual", "te_s", "basis")
+_FRAME_STATE = ("dpsi", "dfw", "gain", "drift_hz", "drift_source", "sd_c")
 
 
 class WaterFatThermometer:
     """Temperature frame by frame from multi-echo frames, fat as the field reference (module docstring).
+
+    The baseline fit runs on the host (once); the per-frame fits run in ``backend``'s array library (NumPy, or CuPy
+    on a GPU: the same code, the arrays choose the path).
 
     Parameters
     ----------
@@ -281,109 +309,204 @@ class WaterFatThermometer:
     body_temp_c : float
     snr_min : float
         Water (for temperature) or fat (for the field) amplitude in noise SDs below which a voxel does not count.
+    backend : {"numpy", "cupy"}
+        Where the per-frame fits run (resolved: see :func:`mrtherm.backend.resolve_backend`).
     """
 
     def __init__(self, baseline_frames, te_s, b0_t, voxel_mm=(1.0, 1.0, 1.0),
-                 alpha_ppm_per_c=DEFAULT_ALPHA_PPM_PER_C, body_temp_c=37.0, snr_min=5.0):
-        mean = np.mean(np.stack([np.asarray(f, dtype=np.complex128) for f in baseline_frames]), axis=0)
-        self.base = b = fit_baseline(mean, te_s, b0_t, voxel_mm)
-        self.noise_sd = b.noise_sd * math.sqrt(len(baseline_frames))  # of one frame: the fit saw their mean
-        self.reference_factor = math.sqrt(1.0 + 1.0 / len(baseline_frames))  # the baseline's own noise, as PRF
+                 alpha_ppm_per_c=DEFAULT_ALPHA_PPM_PER_C, body_temp_c=37.0, snr_min=5.0, backend="numpy"):
+        frames = [np.asarray(_host(f), dtype=np.complex128) for f in baseline_frames]
+        base = fit_baseline(np.mean(np.stack(frames), axis=0), te_s, b0_t, voxel_mm)
+        self._setup(base, len(frames), voxel_mm, alpha_ppm_per_c, body_temp_c, snr_min, backend)
+
+    @classmethod
+    def from_baseline(cls, base, n_baseline, voxel_mm, alpha_ppm_per_c=DEFAULT_ALPHA_PPM_PER_C, body_temp_c=37.0,
+                      snr_min=5.0, backend="numpy"):
+        """A thermometer on an existing baseline fit (a restored state), without fitting again.
+
+        Parameters
+        ----------
+        base : WaterFatBaseline
+        n_baseline : int
+            Frames the baseline fit averaged.
+        voxel_mm, alpha_ppm_per_c, body_temp_c, snr_min, backend
+            As for the class.
+
+        Returns
+        -------
+        WaterFatThermometer
+        """
+        self = cls.__new__(cls)
+        self._setup(base, n_baseline, voxel_mm, alpha_ppm_per_c, body_temp_c, snr_min, backend)
+        return self
+
+    def _setup(self, b, n_baseline, voxel_mm, alpha_ppm_per_c, body_temp_c, snr_min, backend):
+        self.xp, self.ndi = xp, _ = array_modules(backend)
+        self.base, self.n_baseline, self.snr_min = b, int(n_baseline), float(snr_min)
+        self.alpha_ppm_per_c = float(alpha_ppm_per_c)
+        self.noise_sd = b.noise_sd * math.sqrt(n_baseline)  # of one frame: the fit saw their mean
+        self.reference_factor = math.sqrt(1.0 + 1.0 / n_baseline)  # the baseline's own noise, as PRF
         self.shape, self.voxel_mm, self.body_temp_c = b.water.shape, tuple(voxel_mm), float(body_temp_c)
-        self.hz_per_c = float(alpha_ppm_per_c) * 1e-6 * GAMMABAR_HZ_PER_T * float(b0_t)
+        self.hz_per_c = self.alpha_ppm_per_c * 1e-6 * GAMMABAR_HZ_PER_T * float(b.b0_t)
         te = b.te_s[:, None]
         e = np.exp((2j * math.pi * b.field_hz.reshape(-1)[None, :] - b.r2star_per_s.reshape(-1)[None, :]) * te)
         m_water = e * b.water.reshape(-1)[None, :]
         m_fat = e * b.fat.reshape(-1)[None, :] * b.basis[:, None]
-        self.two_pi_te = 2.0 * math.pi * te
         floor = snr_min * max(self.noise_sd, 1e-30) * math.sqrt(2.0 / len(b.te_s))
         ff = b.fat_fraction.reshape(-1)
+        # host masks (what the caller reports) and their device twins (what the fits select with)
         self.fat_reference = (ff >= FAT_REFERENCE_MIN) & (np.abs(b.fat.reshape(-1)) >= floor)
         self.measured = (1.0 - ff >= WATER_FRACTION_MIN) & (np.abs(b.water.reshape(-1)) >= floor)
+        on = lambda a: xp.asarray(a)  # noqa: E731
+        self._fat_sel, self._water_sel = on(self.fat_reference), on(self.measured)
+        self.two_pi_te = on(2.0 * math.pi * te)
         # the baseline's water and fat signals of the voxels each stage fits, selected once (not per frame)
-        self._fat_parts = (m_water[:, self.fat_reference], m_fat[:, self.fat_reference])
-        self._water_parts = (m_water[:, self.measured], m_fat[:, self.measured])
+        self._fat_parts = (on(m_water[:, self.fat_reference]), on(m_fat[:, self.fat_reference]))
+        self._water_parts = (on(m_water[:, self.measured]), on(m_fat[:, self.measured]))
+        self._fat_weight = on((np.abs(b.fat.reshape(-1)) ** 2) * self.fat_reference).reshape(self.shape)
         v = ff.size
-        self.dpsi, self.dfw, self.gain = np.zeros(v), np.zeros(v), np.ones(v, dtype=np.complex128)
-        self.drift_hz = np.zeros(v)
-        self.drift_source = np.zeros(v, dtype=np.uint8)  # 1: fat nearby, 2: the slice's fat plane, 0: none
-        self.sd_c = np.full(v, np.nan)
+        self.dpsi, self.dfw, self.gain = xp.zeros(v), xp.zeros(v), xp.ones(v, dtype=xp.complex128)
+        self.drift_hz = xp.zeros(v)
+        self.drift_source = xp.zeros(v, dtype=xp.uint8)  # 1: fat nearby, 2: the slice's fat plane, 0: none
+        self.sd_c = xp.full(v, np.nan)
 
     def _model(self, parts, dpsi, dfw, gain):
         """The model of the selected voxels, its water part and its derivative in ``gain``."""
+        xp = self.xp
         m_water, m_fat = parts
-        g = np.exp(1j * self.two_pi_te * dpsi[None, :])
-        water = m_water * np.exp(1j * self.two_pi_te * dfw[None, :])
+        g = xp.exp(1j * self.two_pi_te * dpsi[None, :])
+        water = m_water * xp.exp(1j * self.two_pi_te * dfw[None, :])
         return gain[None, :] * g * (water + m_fat), gain[None, :] * g * water, g * (water + m_fat)
 
     def _fit_fat_voxels(self, y):
-        """Gauss-Newton of (dpsi, dfw, gain) in the fat reference voxels; returns their dpsi."""
-        sel = self.fat_reference
-        if not sel.any():
-            return sel
+        """Gauss-Newton of (dpsi, dfw, gain) in the fat reference voxels (their dpsi)."""
+        if not self.fat_reference.any():
+            return
+        xp, sel = self.xp, self._fat_sel
         dpsi, dfw, gain, ys, te = self.dpsi[sel], self.dfw[sel], self.gain[sel], y[:, sel], self.two_pi_te
         for _ in range(GN_ITERATIONS):
             model, water, unit = self._model(self._fat_parts, dpsi, dfw, gain)
-            h, g = _normal_equations([1j * te * model, 1j * te * water, unit, 1j * unit], ys - model)
+            h, g = _normal_equations(xp, [1j * te * model, 1j * te * water, unit, 1j * unit], ys - model)
             h[:, 1, 1] += 1e-3 * h[:, 0, 0]  # keeps dfw where a nearly pure fat voxel cannot tell it
-            step = _solve_batched(h, g)
+            step = _solve_batched(xp, h, g)
             dpsi, dfw, gain = dpsi + step[:, 0], dfw + step[:, 1], gain + step[:, 2] + 1j * step[:, 3]
         self.dpsi[sel], self.dfw[sel], self.gain[sel] = dpsi, dfw, gain
-        return sel
 
-    def _drift_map(self, sel):
+    def _drift_map(self):
         """The field change everywhere: the fat voxels' dpsi smoothed in-plane, else the slice's plane, else 0."""
-        shape, vox = self.shape, self.voxel_mm
-        w = (np.abs(self.base.fat.reshape(-1)) ** 2) * sel
+        xp, shape, vox = self.xp, self.shape, self.voxel_mm
+        w = self._fat_weight
         sigma = [0.0, DRIFT_SMOOTH_MM / vox[1], DRIFT_SMOOTH_MM / vox[2]]
-        num = ndimage.gaussian_filter((self.dpsi * w).reshape(shape), sigma, mode="constant")
-        den = ndimage.gaussian_filter(w.reshape(shape), sigma, mode="constant")
-        drift = np.zeros(shape)
-        source = np.zeros(shape, dtype=np.uint8)
-        yy, xx = np.mgrid[0:shape[1], 0:shape[2]]
-        for z in range(shape[0]):
-            wz = w.reshape(shape)[z]
-            if wz.sum() <= 0:
-                continue
-            near = den[z] >= DRIFT_WEIGHT_MIN * den[z][wz > 0].mean()
-            drift[z] = np.where(near, num[z] / np.where(near, den[z], 1.0), 0.0)
-            source[z] = np.where(near, 1, 2)
-            if (~near).any():
-                a = np.stack([np.ones(yy.size), yy.ravel(), xx.ravel()], 1)
-                sw = np.sqrt(wz.ravel())
-                coef = np.linalg.lstsq(a * sw[:, None], self.dpsi.reshape(shape)[z].ravel() * sw, rcond=None)[0]
-                drift[z] = np.where(near, drift[z], (a @ coef).reshape(shape[1:]))
+        dpsi = self.dpsi.reshape(shape)
+        num = self.ndi.gaussian_filter(dpsi * w, sigma, mode="constant")
+        den = self.ndi.gaussian_filter(w, sigma, mode="constant")
+        drift = xp.zeros(shape)
+        source = xp.zeros(shape, dtype=xp.uint8)
+        yy, xx = xp.meshgrid(xp.arange(shape[1], dtype=xp.float64), xp.arange(shape[2], dtype=xp.float64),
+                             indexing="ij")
+        plane = xp.stack([xp.ones(yy.size), yy.ravel(), xx.ravel()], 1)
+        has_fat = self.fat_reference.reshape(shape).any(axis=(1, 2))  # host: no device sync per slice
+        for z in np.flatnonzero(has_fat):
+            wz = w[z]
+            near = den[z] >= DRIFT_WEIGHT_MIN * xp.sum(den[z] * (wz > 0)) / xp.sum(wz > 0)
+            drift[z] = xp.where(near, num[z] / xp.where(near, den[z], 1.0), 0.0)
+            source[z] = xp.where(near, 1, 2)
+            sw = xp.sqrt(wz.ravel())  # the plane where no fat lies within reach (always fitted: no sync to ask)
+            coef = xp.linalg.lstsq(plane * sw[:, None], dpsi[z].ravel() * sw, rcond=None)[0]
+            drift[z] = xp.where(near, drift[z], (plane @ coef).reshape(shape[1:]))
         self.drift_hz, self.drift_source = drift.reshape(-1), source.reshape(-1)
 
     def _fit_water_voxels(self, y):
         """Gauss-Newton of (dfw, gain) with the field change fixed at the drift map; the SD of dfw."""
-        sel = self.measured
+        xp, sel = self.xp, self._water_sel
         dpsi, dfw, gain, ys, te = self.drift_hz[sel], self.dfw[sel], self.gain[sel], y[:, sel], self.two_pi_te
         for _ in range(GN_ITERATIONS):
             model, water, unit = self._model(self._water_parts, dpsi, dfw, gain)
-            h, g = _normal_equations([1j * te * water, unit, 1j * unit], ys - model)
-            step = _solve_batched(h, g)
+            h, g = _normal_equations(xp, [1j * te * water, unit, 1j * unit], ys - model)
+            step = _solve_batched(xp, h, g)
             dfw, gain = dfw + step[:, 0], gain + step[:, 1] + 1j * step[:, 2]
-        cov = np.linalg.inv(h + 1e-30 * np.eye(3)[None])
+        cov = xp.linalg.inv(h + 1e-30 * xp.eye(3)[None])
         self.dfw[sel], self.gain[sel] = dfw, gain
-        self.sd_c[sel] = self.reference_factor * self.noise_sd * np.sqrt(np.maximum(cov[:, 0, 0], 0.0)) / \
+        self.sd_c[sel] = self.reference_factor * self.noise_sd * xp.sqrt(xp.maximum(cov[:, 0, 0], 0.0)) / \
             abs(self.hz_per_c)
 
-    def update(self, echoes) -> np.ndarray:
-        """Temperature of one multi-echo frame.
-
-        Parameters
-        ----------
-        echoes : complex ndarray, shape (n_echoes, z, y, x)
+    def predicted_sd_c(self) -> np.ndarray:
+        """The temperature SD the water fit predicts at the baseline (no change), C, NaN where not measured.
 
         Returns
         -------
         ndarray of float32, shape (z, y, x)
-            C; NaN where the water fraction or the water signal is too low to measure.
+            Host array.
         """
-        y = np.asarray(echoes, dtype=np.complex128).reshape(len(self.base.te_s), -1)
-        y = np.where(np.isfinite(y), y, 0.0)
-        self._drift_map(self._fit_fat_voxels(y))
+        xp, n = self.xp, int(self.measured.sum())
+        sd = np.full(self.measured.size, np.nan)
+        if n:
+            _, water, unit = self._model(self._water_parts, xp.zeros(n), xp.zeros(n), xp.ones(n, dtype=xp.complex128))
+            h, _ = _normal_equations(xp, [1j * self.two_pi_te * water, unit, 1j * unit], xp.zeros_like(water))
+            cov = xp.linalg.inv(h + 1e-30 * xp.eye(3)[None])
+            sd[self.measured] = _host(self.reference_factor * self.noise_sd * xp.sqrt(xp.maximum(cov[:, 0, 0], 0.0))
+                                      / abs(self.hz_per_c))
+        return sd.reshape(self.shape).astype(np.float32)
+
+    def update(self, echoes):
+        """Temperature of one multi-echo frame.
+
+        Parameters
+        ----------
+        echoes : complex array, shape (n_echoes, z, y, x)
+            NumPy or the backend's arrays.
+
+        Returns
+        -------
+        array of float32, shape (z, y, x)
+            C, in the backend's array library; NaN where the water fraction or the water signal is too low to
+            measure.
+        """
+        xp = self.xp
+        y = xp.asarray(echoes).astype(xp.complex128).reshape(len(self.base.te_s), -1)
+        y = xp.where(xp.isfinite(y), y, 0.0)
+        self._fit_fat_voxels(y)
+        self._drift_map()
         self._fit_water_voxels(y)
-        temp = np.where(self.measured, self.body_temp_c + self.dfw / self.hz_per_c, np.nan)
-        return temp.reshape(self.shape).astype(np.float32)
+        temp = xp.where(self._water_sel, self.body_temp_c + self.dfw / self.hz_per_c, xp.nan)
+        return temp.reshape(self.shape).astype(xp.float32)
+
+    def state(self) -> dict:
+        """The baseline fit and the per-voxel values the next frame starts from, as host arrays.
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        b = self.base
+        out = {f"base_{k}": np.asarray(getattr(b, k)) for k in _BASELINE_FIELDS}
+        out.update({k: _host(getattr(self, k)) for k in _FRAME_STATE})
+        out["scalars"] = np.array([b.b0_t, b.noise_sd, self.n_baseline, self.alpha_ppm_per_c, self.body_temp_c,
+                                   self.snr_min, *self.voxel_mm])
+        return out
+
+    @classmethod
+    def from_state(cls, state, backend="numpy"):
+        """Continue from :meth:`state` (the next frame gives what an uninterrupted run gives).
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+        backend : {"numpy", "cupy"}
+
+        Returns
+        -------
+        WaterFatThermometer
+        """
+        b0, noise, n, alpha, body, snr_min, *vox = [float(v) for v in state["scalars"]]
+        base = WaterFatBaseline(**{k: np.asarray(state[f"base_{k}"]) for k in _BASELINE_FIELDS}, b0_t=b0,
+                                noise_sd=noise)
+        self = cls.from_baseline(base, int(n), tuple(vox), alpha, body, snr_min, backend)
+        for k in _FRAME_STATE:
+            setattr(self, k, self.xp.asarray(state[k]))
+        return self
+
+
+def _host(a):
+    """``a`` as a NumPy array (CuPy arrays copied from the device)."""
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
