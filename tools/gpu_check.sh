@@ -45,6 +45,8 @@ TAIL=10 step "${MODES_S:-90}" bench_modes "$PY" benchmarks/bench_modes.py --json
   $([ -n "${GPU_CHECK_SMALL:-}" ] && echo --size 64x64x4 --frames 16)
 TAIL=6 step "${LIVE_S:-90}" bench_live "$PY" benchmarks/bench_live.py --backend cupy --frames 15 \
   --json "$OUTDIR/live_$tag.json" $([ -n "${GPU_CHECK_SMALL:-}" ] && echo --sizes 64x64x4)
+TAIL=3 step "${WATERFAT_S:-120}" bench_waterfat "$PY" benchmarks/bench_waterfat.py --speed-only --backend cupy \
+  --json "$OUTDIR/waterfat_$tag.json"
 command -v nvcc >/dev/null && TAIL=12 step 30 kernel_registers "$PY" benchmarks/kernel_registers.py
 cp "$LOG" "$OUTDIR/gpu_check_$tag.txt"
 cp "$LOG" "$OUTDIR/gpu_$tag.txt"  # the name issue 30 asks for; gpu_check_<device>.txt kept for earlier results

@@ -176,7 +176,7 @@ def run(request, progress: bool | None = None) -> RunSummary:
 def _run_water_fat(r) -> RunSummary:
     from mrtherm.app.waterfat_run import run_water_fat  # noqa: PLC0415
     unsupported = [f for f, v in (("--respiration", r.respiration), ("--probes", r.probes),
-                                  ("--drift-roi", r.drift_roi)) if v]
+                                  ("--drift-roi", r.drift_roi), ("--modality cryo", r.modality == "cryo")) if v]
     if unsupported:
         raise ParameterError(f"--water-fat does not take {', '.join(unsupported)} yet")
     return run_water_fat(r, params_from_request(r).validate())

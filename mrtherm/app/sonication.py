@@ -72,7 +72,7 @@ class SonicationRun:
     shape_zyx : tuple of int
     affine : (4, 4) array
     te_s, b0_t : float
-        Echo time (s) and field strength (T).
+        Echo time (s) and field strength (T); water-fat (``options.params.water_fat``): the echo times, s.
     options : RunOptions
     warnings : sequence of str, optional
         The input's own warnings (they lead the Thermometer's).
@@ -85,7 +85,8 @@ class SonicationRun:
     def __init__(self, shape_zyx, affine, te_s, b0_t, options: RunOptions, *, warnings=(),
                  baseline_respiration: bool = False):
         self.shape, self.affine = tuple(int(v) for v in shape_zyx), np.asarray(affine, dtype=np.float64)
-        self.te_s, self.b0_t = float(te_s), float(b0_t)
+        self.te_s = [float(t) for t in te_s] if np.ndim(te_s) else float(te_s)  # water-fat: the echo times
+        self.b0_t = float(b0_t)
         self.options = options
         self.input_warnings = list(warnings)
         self.with_respiration = bool(baseline_respiration)

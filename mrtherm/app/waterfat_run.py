@@ -192,7 +192,8 @@ def run_water_fat(r, params) -> RunSummary:
     """
     inputs = {"magnitude": _files(r.magnitude), "phase": _files(r.phase), "real": _files(r.real),
               "imag": _files(r.imag), "dicom": r.dicom}
-    result = process_water_fat(load_echoes_of(r), params, inputs, labels=r.labels, label_table=r.label_table)
+    result = process_water_fat(load_echoes_of(r), params, inputs, labels=r.labels, label_table=r.label_table,
+                               backend=r.backend)
     out = result.write(r.out)
     return RunSummary(out, (SonicationSummary.from_report(result.report),))
 

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from mrtherm.app.options import PHASE_SCALES, add_options, params_from_request
+from mrtherm.app.options import PHASE_SCALES, add_options, float_list, params_from_request
 from mrtherm.errors import ParameterError
 
 LOG = logging.getLogger("mrtherm.live")
@@ -47,11 +47,14 @@ def _logging(out, quiet):
 def options_from_args(args) -> dict:
     """The session options of the command line."""
     from mrtherm.app.driver import cold_alarm_c, cryo_from_request  # noqa: PLC0415
-    params = params_from_request(args).validate()
+    params = params_from_request(args)
+    params.water_fat = bool(args.water_fat)
+    params.validate()
     mb = lambda v: None if v is None else int(v * 1024 * 1024)  # noqa: E731
     return {"params": params, "labels": args.labels, "drift_roi": args.drift_roi, "label_table": args.label_table,
             "backend": args.backend, "te_s": None if args.te_ms is None else args.te_ms / 1000.0, "b0_t": args.b0_t,
             "frame_time_s": args.frame_time_s, "phase_scale": args.phase_scale, "echo": args.echo,
+            "echo_times_s": None if args.echo_times_ms is None else [v / 1000.0 for v in args.echo_times_ms],
             "treatment_grid": args.treatment_grid, "slices": args.slices, "frame_timeout_s": args.frame_timeout_s,
             "alarm_command": args.alarm_command, "max_image_bytes": mb(args.max_image_mb),
             "cryo": cryo_from_request(args), "respiration": args.respiration, "probes": args.probes,
@@ -62,6 +65,17 @@ def options_from_args(args) -> dict:
             "export_called_ae": args.export_called_ae, "export_calling_ae": args.export_calling_ae}
 
 
+def _check_water_fat(args):
+    if args.echo_times_ms is not None and not args.water_fat:
+        raise ParameterError("--echo-times-ms needs --water-fat")
+    if not args.water_fat:
+        return
+    for flag, given in (("--echo", args.echo), ("--te-ms", args.te_ms), ("--respiration", args.respiration),
+                        ("--modality cryo", args.modality == "cryo"), ("--drift-roi", args.drift_roi)):
+        if given:
+            raise ParameterError(f"--water-fat takes every echo and fat as the field reference: drop {flag}")
+
+
 def _check(args):
     if (args.port is None) == (args.watch is None):
         raise ParameterError("give --port (DICOM network) or --watch FOLDER, one of them")
@@ -70,6 +84,7 @@ def _check(args):
     for flag, given in (("--respiration", args.respiration), ("--probes", args.probes)):
         if given and args.frame_time_s is not None:
             raise ParameterError(f"{flag} needs the frames' acquisition times (the log's clock); drop --frame-time-s")
+    _check_water_fat(args)
     if args.probe_positions and not args.probes:
         raise ParameterError("--probe-positions needs --probes LOG.csv")
     if args.export_to is not None:
@@ -168,6 +183,10 @@ def add_parser(sub):
     acq.add_argument("--phase-scale", choices=PHASE_SCALES, default="auto")
     acq.add_argument("--frame-time-s", type=float, help="frame interval in s (default: DICOM acquisition times)")
     acq.add_argument("--echo", type=int)
+    acq.add_argument("--water-fat", action="store_true", help="multi-echo water-fat separated thermometry: every echo "
+                     "of the series is part of each frame; fat is the field reference")
+    acq.add_argument("--echo-times-ms", type=float_list, metavar="TE1,TE2,...",
+                     help="--water-fat: the echo times in ms (default: each echo's DICOM EchoTime)")
     acq.add_argument("--slices", type=int, help="slices per frame when known (the first frame then needs no wait)")
     acq.add_argument("--frame-timeout-s", type=float, default=30.0,
                      help="skip a frame still incomplete this long after its last image (default 30)")

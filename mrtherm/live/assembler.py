@@ -21,6 +21,10 @@ The work per image is bounded: a repetition more than ``max_repetitions_ahead``
 beyond the highest of its sonication so far is refused (a stray
 TemporalPositionIdentifier such as 2147483647 would otherwise leave a gap of
 billions of frames to wait for).
+
+Water-fat (``water_fat=True``): every echo of the series belongs to the frame; a slot is (component, slice, echo
+number), the echoes of a sonication are those of its first frame (like its slices), and a frame's arrays are
+``(n_echoes, z, y, x)`` in increasing echo number, with the echo times in ``Frame.echo_times_ms``.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ class Frame:
         Rescaled values (phase not yet in radians).
     received_s : float
         ``time.monotonic()`` when its last image arrived.
+    echo_times_ms : tuple of float or None, optional
+        Water-fat frames: each echo's EchoTime (None where an image does not give it); ``images_a``/``images_b``
+        are then the first echo's and ``a``, ``b`` have shape (n_echoes, z, y, x).
     """
 
     sonication: int
@@ -83,6 +90,7 @@ class Frame:
     a: np.ndarray
     b: np.ndarray
     received_s: float
+    echo_times_ms: tuple | None = None
 
 
 def repetition_of(im) -> int:
@@ -121,6 +129,7 @@ class _Sonication:
         self.last_s: dict[int, float] = {}
         self.next_rep: int | None = None
         self.echo = None
+        self.echo_numbers: list[int] = []  # water-fat: the echoes of the first frame (fixed with its slices)
         self.roles = None
         self.known_slices = None  # from a checkpoint: a resumed sonication's frames need no later repetition
 
@@ -151,8 +160,10 @@ class _Sonication:
                 del self.reps[rep]
                 self.last_s.pop(rep, None)
         if not self.frozen:
-            held = {p for got in self.reps.values() for _, p in got}
+            held = {k[1] for got in self.reps.values() for k in got}
             self.positions = [p for p in self.positions if p in held]
+            echoes = {k[2] for got in self.reps.values() for k in got if len(k) == 3}
+            self.echo_numbers = [e for e in self.echo_numbers if e in echoes]
         self.top_rep = max(self.reps, default=None)
 
     def head(self):
@@ -163,19 +174,19 @@ class _Sonication:
             return min(self.reps)
         return self.next_rep if any(r >= self.next_rep for r in self.reps) else None
 
-    def complete(self, rep, slices, final):
+    def complete(self, rep, slices, final, n_echoes=None):
         got = self.reps.get(rep)
         if not got:
             return False
         if not self.frozen:
             later = any(r > rep for r in self.reps)
             slices = self.known_slices or slices
-            if slices is not None:
-                if len(self.positions) < slices:
+            if slices is not None and (n_echoes is not None or not self.echo_numbers):
+                if len(self.positions) < slices or len(self.echo_numbers) < (n_echoes or 0):
                     return False
             elif not later and not final:
                 return False
-        return len(got) == 2 * len(self.positions)
+        return len(got) == 2 * len(self.positions) * max(len(self.echo_numbers), 1)
 
     def waited_s(self, rep, now):
         """Seconds since anything of ``rep`` (or, for a missing one, of a later repetition) arrived."""
@@ -201,10 +212,15 @@ class FrameAssembler:
         earlier repetitions are dropped as already processed.
     max_repetitions_ahead : int
         An image whose repetition lies further beyond the highest of its sonication so far is refused.
+    water_fat : bool
+        Every echo belongs to the frame (module docstring).
+    n_echoes : int, optional
+        Water-fat: echoes per frame, when known in advance (with ``slices`` the first frame needs no wait).
     """
 
     def __init__(self, slices=None, frame_timeout_s=30.0, echo=None, resume=None,
-                 max_repetitions_ahead=MAX_REPETITIONS_AHEAD):
+                 max_repetitions_ahead=MAX_REPETITIONS_AHEAD, water_fat=False, n_echoes=None):
+        self.water_fat, self.n_echoes = bool(water_fat), n_echoes
         self.max_repetitions_ahead = int(max_repetitions_ahead)
         self.slices = slices
         self.frame_timeout_s = float(frame_timeout_s)
@@ -287,11 +303,12 @@ class FrameAssembler:
             return "ignored"
         self._check_range(son, im, rep)
         pos = son.slot(im)
+        key = (im.role, pos) if not self.water_fat else (im.role, pos, self._echo_slot(son, im))
         frame = son.reps.setdefault(rep, {})
-        key = (im.role, pos)
         if key in frame:
             raise RefusedImage(STATUS_DUPLICATE_SLOT, f"{im.where}: a second {im.role} image at slice {pos:.2f} mm of "
-                               f"repetition {rep} (first: {frame[key][0].where})")
+                               f"repetition {rep}{'' if len(key) == 2 else f' echo {key[2]}'} (first: "
+                               f"{frame[key][0].where})")
         frame[key] = (im, pixels)
         son.last_s[rep] = now
         son.top_rep = rep if son.top_rep is None else max(son.top_rep, rep)
@@ -321,7 +338,19 @@ class FrameAssembler:
             if son is not None:
                 son.withdraw(ids)
 
+    def _echo_slot(self, son, im):
+        """Water-fat: the image's echo number (a new one joins the sonication's echoes until its first frame left)."""
+        number = im.echo_number if im.echo_number is not None else 1
+        if number not in son.echo_numbers:
+            if son.frozen:
+                raise RefusedImage(STATUS_GEOMETRY, f"{im.where}: echo {number} is not one of sonication "
+                                   f"{son.index + 1}'s echoes {son.echo_numbers}")
+            son.echo_numbers.append(number)
+        return number
+
     def _echo_ok(self, son, im):
+        if self.water_fat:
+            return True
         if self.echo is not None:
             return im.echo_number == self.echo
         key = (im.echo_number, None if im.te_ms is None else round(im.te_ms, 3))
@@ -349,7 +378,7 @@ class FrameAssembler:
             if son is None:
                 continue
             while (rep := son.head()) is not None:
-                if son.complete(rep, self.slices, final):
+                if son.complete(rep, self.slices, final, self.n_echoes if self.water_fat else None):
                     out.append(self._pop(son, rep))
                 elif not final and son.waited_s(rep, now) > self.frame_timeout_s and self._later_exists(son, rep):
                     self._skip(son, rep)
@@ -364,7 +393,7 @@ class FrameAssembler:
                                                      for s in self.sonications)
 
     def _skip(self, son, rep):
-        n_expected = 2 * len(son.positions)
+        n_expected = 2 * len(son.positions) * max(len(son.echo_numbers), 1)
         if rep not in son.reps:  # nothing of it (nor of those up to the next that arrived) came: one step
             last = min(r for r in son.reps if r > rep) - 1 if any(r > rep for r in son.reps) else rep
             son.next_rep = last + 1
@@ -386,9 +415,12 @@ class FrameAssembler:
         received = son.last_s.pop(rep)
         if not son.frozen:
             son.positions.sort()
+            son.echo_numbers.sort()
             son.frozen = True
         son.next_rep = rep + 1
         role_a, role_b = son.roles
+        if self.water_fat:
+            return _multi_echo_frame(son, rep, got, received)
         ims_a = [got[(role_a, p)][0] for p in son.positions]
         ims_b = [got[(role_b, p)][0] for p in son.positions]
         a = np.stack([got[(role_a, p)][1] for p in son.positions])
@@ -404,3 +436,14 @@ class FrameAssembler:
         """
         return [{"sonication": s.index + 1, "repetition": r, "images": len(got)}
                 for s in self.sonications if s is not None for r, got in sorted(s.reps.items())]
+
+
+def _multi_echo_frame(son, rep, got, received):
+    """A water-fat frame: arrays (n_echoes, z, y, x) in increasing echo number, the first echo's images."""
+    role_a, role_b = son.roles
+    stack = lambda role: np.stack([np.stack([got[(role, p, e)][1] for p in son.positions])  # noqa: E731
+                                   for e in son.echo_numbers])
+    first = son.echo_numbers[0]
+    te = tuple(got[(role_b, son.positions[0], e)][0].te_ms for e in son.echo_numbers)
+    return Frame(son.index, rep, (role_a, role_b), [got[(role_a, p, first)][0] for p in son.positions],
+                 [got[(role_b, p, first)][0] for p in son.positions], stack(role_a), stack(role_b), received, te)

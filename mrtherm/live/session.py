@@ -200,7 +200,10 @@ class LiveSession:
         self.identity = TreatmentIdentity(options.get("new_study", False))
         self.assembler = FrameAssembler(options.get("slices"), options.get("frame_timeout_s", 30.0),
                                         options.get("echo"), self.state.resume_reps(),
-                                        options.get("max_repetitions_ahead", MAX_REPETITIONS_AHEAD))
+                                        options.get("max_repetitions_ahead", MAX_REPETITIONS_AHEAD),
+                                        water_fat=options["params"].water_fat,
+                                        n_echoes=None if options.get("echo_times_s") is None
+                                        else len(options["echo_times_s"]))
         self.spool = Spool(os.path.join(self.out, "received"))
         self._replay()
         self.image_counts = ImageCounts(self.state_dir, len(self.spool.paths()))  # after images were set aside

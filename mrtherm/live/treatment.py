@@ -39,6 +39,45 @@ def mean_time_s(images):
     return float(np.array([[im.time_s for im in images]]).mean(axis=1)[0])
 
 
+def echo_times(frame, options, provenance):
+    """A water-fat frame's echo times, s: ``options["echo_times_s"]`` when given, else each echo's EchoTime.
+
+    Parameters
+    ----------
+    frame : Frame
+        With ``echo_times_ms``.
+    options : dict
+    provenance : dict
+        Gets ``te_source``.
+
+    Returns
+    -------
+    list of float
+
+    Raises
+    ------
+    InputFileError
+        Unknown, not increasing, or another count than given.
+    """
+    where = frame.images_b[0].where
+    given = options.get("echo_times_s")
+    n = len(frame.echo_times_ms)
+    if given is not None:
+        if len(given) != n:
+            raise InputFileError(where, f"--echo-times-ms gives {len(given)} echo times but the frame has {n} echoes")
+        provenance["te_source"] = "argument"
+        te = [float(v) for v in given]
+    elif any(t is None for t in frame.echo_times_ms):
+        raise InputFileError(where, "echo time unknown: an echo has no EchoTime in the DICOM; pass --echo-times-ms")
+    else:
+        provenance["te_source"] = "DICOM echo time of each echo"
+        te = [t / 1e3 for t in frame.echo_times_ms]
+    if n < 3 or any(b <= a for a, b in zip(te, te[1:])) or te[0] <= 0:
+        raise InputFileError(where, f"water-fat needs at least 3 echoes at increasing positive echo times, got "
+                                    f"{[round(1e3 * t, 3) for t in te]} ms")
+    return te
+
+
 class Sonication:
     """One sonication fed frame by frame: its geometry and acquisition from its first frame, then a Thermometer.
 
@@ -54,13 +93,17 @@ class Sonication:
         self.series = sorted({im.series_uid for im in frame.images_a + frame.images_b})
         self.source_paths = [im.path for im in frame.images_b]  # the kept images of the first frame (export)
         self.affine = geometry.stack_affine(frame.images_a)
-        self.shape = frame.a.shape
+        self.shape = frame.a.shape[-3:]  # water-fat frames are (n_echoes, z, y, x)
         self.provenance, self.warnings = {}, []
         a_stack, b_stack = _stack(self.roles[0], frame.images_a), _stack(self.roles[1], frame.images_b)
-        te = loader.echo_time(b_stack, options.get("te_s"), self.provenance, self.warnings)
+        te = echo_times(frame, options, self.provenance) if frame.echo_times_ms is not None else \
+            loader.echo_time(b_stack, options.get("te_s"), self.provenance, self.warnings)
         b0 = loader.field_strength(a_stack, b_stack, options.get("b0_t"), self.provenance)
         from mrtherm.io import acquisition  # noqa: PLC0415
-        self.te_s, self.b0_t = acquisition.validate_te_b0(te, b0)
+        if frame.echo_times_ms is None:
+            self.te_s, self.b0_t = acquisition.validate_te_b0(te, b0)
+        else:  # each echo time checked like a single one
+            self.te_s, self.b0_t = [acquisition.validate_te_b0(t, b0)[0] for t in te], float(b0)
         self.phase_scale = loader.phase_scale_of(lambda: frame.b, b_stack, options.get("phase_scale", "auto"),
                                                  self.provenance)
         self.first_rep = frame.rep
