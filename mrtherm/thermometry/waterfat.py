@@ -248,7 +248,7 @@ def _linear_fit(flat, te, basis, field, r2):
 def _solve_batched(xp, h, g, damping=1e-9):
     """Per-voxel solve of ``h x = g`` ((v, k, k), (v, k)) with a relative Levenberg damping."""
     k = h.shape[-1]
-    diag = xp.einsum("vii->vi", h)
+    diag = xp.diagonal(h, axis1=1, axis2=2)
     h = h + (damping * xp.maximum(diag, 1e-30))[:, :, None] * xp.eye(k)[None]
     return xp.linalg.solve(h, g[..., None])[..., 0]
 
@@ -396,10 +396,8 @@ class WaterFatThermometer:
         """The field change everywhere: the fat voxels' dpsi smoothed in-plane, else the slice's plane, else 0."""
         xp, shape, vox = self.xp, self.shape, self.voxel_mm
         w = self._fat_weight
-        sigma = [0.0, DRIFT_SMOOTH_MM / vox[1], DRIFT_SMOOTH_MM / vox[2]]
         dpsi = self.dpsi.reshape(shape)
-        num = self.ndi.gaussian_filter(dpsi * w, sigma, mode="constant")
-        den = self.ndi.gaussian_filter(w, sigma, mode="constant")
+        num, den = self._smooth_in_plane(dpsi * w), self._smooth_in_plane(w)
         drift = xp.zeros(shape)
         source = xp.zeros(shape, dtype=xp.uint8)
         yy, xx = xp.meshgrid(xp.arange(shape[1], dtype=xp.float64), xp.arange(shape[2], dtype=xp.float64),
@@ -415,6 +413,12 @@ class WaterFatThermometer:
             coef = xp.linalg.lstsq(plane * sw[:, None], dpsi[z].ravel() * sw, rcond=None)[0]
             drift[z] = xp.where(near, drift[z], (plane @ coef).reshape(shape[1:]))
         self.drift_hz, self.drift_source = drift.reshape(-1), source.reshape(-1)
+
+    def _smooth_in_plane(self, a):
+        """Gaussian smoothing along y and x only (1-D passes: no zero-width kernel along z on any library)."""
+        for axis, vox in ((1, self.voxel_mm[1]), (2, self.voxel_mm[2])):
+            a = self.ndi.gaussian_filter1d(a, DRIFT_SMOOTH_MM / vox, axis=axis, mode="constant")
+        return a
 
     def _fit_water_voxels(self, y):
         """Gauss-Newton of (dfw, gain) with the field change fixed at the drift map; the SD of dfw."""
