@@ -20,11 +20,12 @@ from mrtherm.geometry import resample_nearest
 
 @dataclass(frozen=True)
 class LabelClass:
-    """One row of the label table: value, name, PRF validity and acoustic role."""
+    """One row of the label table: value, name, PRF validity, acoustic role and thermal overrides."""
     value: int
     name: str
     prf_valid: bool | None  # None: not a tissue (user-drawn zone), PRF not judged
     acoustic_role: str
+    thermal: tuple | None = None  # (key, value) pairs overriding the bioheat defaults (tissue_properties.py)
 
 
 DEFAULT_TABLE = (
@@ -75,9 +76,11 @@ class LabelTable:
             classes = []
             for e in entries:
                 pv = e.get("prf_valid", True)
+                thermal = e.get("thermal")
                 classes.append(LabelClass(int(e["value"]), str(e["name"]),
                                           None if pv is None else bool(pv),
-                                          str(e.get("acoustic_role", "pass"))))
+                                          str(e.get("acoustic_role", "pass")),
+                                          None if thermal is None else tuple(sorted(dict(thermal).items()))))
         except FileNotFoundError:
             raise InputFileError(path, "label table not found") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -132,8 +135,8 @@ class LabelTable:
 
     def to_json(self):
         """The table as JSON-ready dicts."""
-        return [{"value": c.value, "name": c.name, "prf_valid": c.prf_valid,
-                 "acoustic_role": c.acoustic_role} for c in self.classes.values()]
+        return [{"value": c.value, "name": c.name, "prf_valid": c.prf_valid, "acoustic_role": c.acoustic_role,
+                 **({} if c.thermal is None else {"thermal": dict(c.thermal)})} for c in self.classes.values()]
 
 
 def prf_valid_mask(labels_zyx: np.ndarray, table: LabelTable) -> np.ndarray:

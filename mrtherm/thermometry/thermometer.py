@@ -591,7 +591,9 @@ class Thermometer:
         self.backend_used = resolve_backend(backend)
         self.xp = compute_namespace(self.backend_used)
         from mrtherm.io.labels import LabelClass  # noqa: PLC0415
-        self.table = labels_mod.LabelTable([LabelClass(c["value"], c["name"], c["prf_valid"], c["acoustic_role"])
+        self.table = labels_mod.LabelTable([LabelClass(c["value"], c["name"], c["prf_valid"], c["acoustic_role"],
+                                                       None if c.get("thermal") is None
+                                                       else tuple(sorted(c["thermal"].items())))
                                             for c in meta["table"]])
         self.labels = arrays.get("labels")
         self.label_info, self.roi_info = meta["label_info"], meta["roi_info"]
