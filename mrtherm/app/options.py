@@ -171,6 +171,19 @@ OPTIONS = (
        help="dose and Tmax in tissue coordinates (in-plane translation to the first frame): auto (default: when the "
             "baseline frames move beyond noise), on or off"),
     _o("backend", "processing", choices=BACKENDS, default="auto"),
+    _o("bioheat", "processing", param=True, action="store_true",
+       help="model-based temperature and dose in every voxel of the body, bone and fat included: a Pennes model with "
+            "a source fitted to PRF (needs --labels, --target X,Y,Z (the focus) and --bioheat-beam-axis)"),
+    _o("bioheat_beam_axis", "processing", param=True, type=float_list, metavar="X,Y,Z",
+       help="--bioheat: the beam's direction of propagation, world RAS+"),
+    _o("bioheat_focal_radius_mm", "processing", param=True, type=float,
+       help="--bioheat: focal waist radius (1/e^2 intensity), mm (default 1.5)"),
+    _o("bioheat_rayleigh_mm", "processing", param=True, type=float,
+       help="--bioheat: focal Rayleigh length, mm (default 8)"),
+    _o("bioheat_resolution_mm", "processing", param=True, type=float,
+       help="--bioheat: the model grid's in-plane spacing near the focus, mm (default 0.5; through-plane twice it)"),
+    _o("bioheat_cortical_thickness_mm", "processing", param=True, type=float,
+       help="--bioheat: cortex kept where only image-grid labels draw the bone, mm (default 1.2)"),
     _o("respiration", "processing", path=True, metavar="LOG.tsv",
        help="respiratory signal (bellows/navigator; columns time_s and respiration): library entries are matched on "
             "it instead of on image similarity (live: a log still being written, time_s on the DICOM acquisition "

@@ -133,7 +133,7 @@ def process(exam, params: ThermometryParams | None = None, *, labels=None, drift
     resp = _respiration_per_frame(respiration, exam.n_frames)
     run = SonicationRun(exam.shape_zyx, exam.affine, exam.te_s, exam.b0_t,
                         RunOptions(params, labels=labels, drift_roi=drift_roi, label_table=label_table,
-                                   backend=backend, cryo=cryo, profile=profile),
+                                   backend=backend, cryo=cryo, profile=profile, keep_model_series=True),
                         warnings=exam.warnings, baseline_respiration=respiration is not None)
     temperature = None
     with _temperature_writer(temperature_path, exam) as writer:

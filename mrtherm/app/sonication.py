@@ -35,6 +35,9 @@ class RunOptions:
         Cryoablation: the ice ball is segmented per frame and masked out of PRF.
     profile : bool
         Time the CUDA kernels.
+    keep_model_series : bool
+        With ``params.bioheat``: keep every frame's model temperature (the 4-D ``temperature_model``; live keeps
+        only the current frame's).
     """
 
     params: object
@@ -44,6 +47,7 @@ class RunOptions:
     backend: str = "auto"
     cryo: object = None
     profile: bool = False
+    keep_model_series: bool = False
 
 
 def magnitude_of(parts):
@@ -168,6 +172,8 @@ class SonicationRun:
                                     "matched on the image for this sonication")
         if o.profile:
             self.th.engine.enable_timing()
+        if self.th.bioheat is not None:
+            self.th.bioheat.keep_series = o.keep_model_series
         self._make_cryo_watch()
 
     def _make_cryo_watch(self):

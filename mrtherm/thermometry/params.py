@@ -74,6 +74,17 @@ class ThermometryParams:
         Multi-echo water-fat separated thermometry with fat as the field reference
         (:mod:`mrtherm.thermometry.waterfat`); :func:`mrtherm.process` then takes the list of echoes of
         ``mrtherm.load_exam(..., water_fat=True)``.
+    bioheat : bool
+        Model-based temperature in every voxel of the body, bone and fat included
+        (:mod:`mrtherm.thermometry.bioheat`): needs labels, ``target_mm`` (the focus) and ``bioheat_beam_axis``.
+    bioheat_beam_axis : (3,) float
+        The beam's direction of propagation, world RAS+ (any length).
+    bioheat_focal_radius_mm, bioheat_rayleigh_mm : float
+        The focused beam's waist radius (1/e^2 of intensity) and Rayleigh length, mm (defaults 1.5 and 8).
+    bioheat_resolution_mm : float
+        The model grid's in-plane spacing near the focus (through-plane twice it), mm (default 0.5).
+    bioheat_cortical_thickness_mm : float
+        Cortex kept where only image-grid labels draw the bone (default 1.2 mm).
     register_motion : {"auto", "on", "off"}
         Dose and Tmax in tissue coordinates (:mod:`mrtherm.thermometry.motion`): ``auto`` (default) when the
         baseline frames move beyond noise.
@@ -102,6 +113,12 @@ class ThermometryParams:
     target_mm: object = None
     target_margin_mm: float = 5.0
     water_fat: bool = False
+    bioheat: bool = False
+    bioheat_beam_axis: object = None
+    bioheat_focal_radius_mm: float = 1.5
+    bioheat_rayleigh_mm: float = 8.0
+    bioheat_resolution_mm: float = 0.5
+    bioheat_cortical_thickness_mm: float = 1.2
 
     def validate(self, n_frames: int | None = None):
         """Check every field (one-line errors naming it).
@@ -127,6 +144,22 @@ class ThermometryParams:
             self._check_frame_count(n_frames)
         self._check_values()
         return self
+
+    def _check_bioheat(self):
+        if self.bioheat_beam_axis is not None:
+            axis = tuple(float(v) for v in self.bioheat_beam_axis)
+            if len(axis) != 3 or not all(math.isfinite(v) for v in axis) or not any(axis):
+                raise ParameterError(f"bioheat_beam_axis must be three finite numbers, not all 0, got "
+                                     f"{self.bioheat_beam_axis!r}")
+            self.bioheat_beam_axis = axis
+        for name in ("bioheat_focal_radius_mm", "bioheat_rayleigh_mm", "bioheat_resolution_mm",
+                     "bioheat_cortical_thickness_mm"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ParameterError(f"{name} must be a positive number, got {v!r}")
+        if self.bioheat and self.bioheat_beam_axis is None:
+            raise ParameterError("bioheat needs bioheat_beam_axis (--beam-axis X,Y,Z: the beam's direction of "
+                                 "propagation)")
 
     def _check_target(self):
         """A target path becomes a string, a point a tuple of three finite floats (state files are JSON)."""
@@ -180,6 +213,7 @@ class ThermometryParams:
             raise ParameterError(f"min_signal_fraction must be in [0, 1), got {self.min_signal_fraction!r}")
         if not self.max_sd_theory_c > 0:
             raise ParameterError(f"max_sd_theory_c must be positive, got {self.max_sd_theory_c!r}")
+        self._check_bioheat()
         if self.water_fat and (self.reference not in ("auto", "mean") or self.register_motion == "on"):
             # the baseline water-fat fit is the reference: no library, no referenceless fit, no registration
             raise ParameterError("water_fat takes reference = auto or mean and register_motion = auto or off, got "

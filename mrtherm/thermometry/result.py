@@ -206,6 +206,12 @@ class ThermometryResult:
         if th.params.water_fat:
             from mrtherm.thermometry.waterfat_engine import water_fat_maps, water_fat_report  # noqa: PLC0415
             report["water_fat"], extra = water_fat_report(th), water_fat_maps(th)
+        if getattr(th, "bioheat", None) is not None and th.bioheat.tmax is not None:
+            levels = th.params.dose_levels_cem43_min
+            report["bioheat"] = th.bioheat.report(levels, voxel_volume_ml(th.affine))
+            extra = {**(extra or {}), **th.bioheat.maps(levels)}
+            alarms = alarms + report["bioheat"]["alarms"]  # the model's, marked "source": "model"
+            report["alarms"] = alarms
 
         def out(a):
             if a is None:

@@ -127,6 +127,10 @@ class Thermometer:
         self.target = self._make_target(*resolve_target(self.params.target_mm, self.labels, self.affine))
         self.warnings = list(self.reliability.warnings) + list(self.watch.warnings)
         self._reset_history()
+        self.bioheat = None
+        if self.params.bioheat:  # model-based temperature where PRF is blind (bioheat_track.py)
+            from mrtherm.thermometry.bioheat_track import BioheatTrack  # noqa: PLC0415
+            self.bioheat = BioheatTrack(self, labels)
 
     def _make_target(self, target_mm, source):
         if target_mm is None:
@@ -338,7 +342,21 @@ class Thermometer:
         dt_min = (time_s - self.times_s[-1]) / 60.0 if self.times_s else None
         temp = self.engine.pass2(coeffs, dt_min, t < self.params.baseline_frames)
         self._record(temp, coeffs, counts, time_s)
+        if self.bioheat is not None:
+            self.bioheat.update(to_numpy(temp), self._measurement_sd_c(), time_s, t >= self.params.baseline_frames)
         return temp
+
+    def _measurement_sd_c(self):
+        """Each voxel's temperature SD for the bioheat model: the noise prediction, raised to the median empirical
+        baseline SD over the reliable voxels once the baseline is in."""
+        theory = self.temperature_sd_theory_c().astype(np.float64)
+        if self.frames_processed < self.params.baseline_frames or self.params.baseline_frames < 2:
+            return theory
+        if getattr(self, "_empirical_sd_median", None) is None:
+            sd = to_numpy(self.temperature_sd_c())[self.reliability.mask]
+            sd = sd[np.isfinite(sd)]
+            self._empirical_sd_median = float(np.median(sd)) if sd.size else 0.0
+        return np.maximum(theory, self._empirical_sd_median)
 
     def _register(self, image, t, respiration):
         """The frame resampled into tissue coordinates, and its shift; registration starts from the shifts of
@@ -519,6 +537,8 @@ class Thermometer:
             arrays.update({f"motion_{k}": v for k, v in self.registration.state().items()})
         if self.target is not None:
             arrays.update({f"target_{k}": v for k, v in self.target.state().items()})
+        if self.bioheat is not None:
+            arrays.update({f"bioheat_{k}": v for k, v in self.bioheat.state().items()})
         meta = {"version": STATE_VERSION, "params": dataclasses.asdict(self.params), "shape": self.shape,
                 "te_s": self.te_s, "te_echoes_s": self.te_echoes_s, "b0_t": self.b0_t,
                 "backend": self.backend_used, "engine": self.engine.name,
@@ -579,6 +599,12 @@ class Thermometer:
         self.engine.restore({k[7:]: v for k, v in arrays.items() if k.startswith("engine_")})
         self.watch.restore({k[12:]: v for k, v in arrays.items() if k.startswith("watch_state_")})
         self._restore_history(meta, arrays)
+        self.bioheat = None
+        if self.params.bioheat:
+            from mrtherm.thermometry.bioheat_track import BioheatTrack  # noqa: PLC0415
+            state = {k[8:]: v for k, v in arrays.items() if k.startswith("bioheat_")}
+            self.bioheat = BioheatTrack(self, fine_labels=state["fine_labels"])
+            self.bioheat.restore(state)
         return self
 
     def _restore_static(self, meta, arrays, backend):
