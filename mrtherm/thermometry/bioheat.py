@@ -182,8 +182,9 @@ class BioheatModel:
             if fine_labels is None else np.asarray(fine_labels)
         maps, self.properties = _property_maps(self.fine_labels, table)
         self.stepper = PennesStepper(maps["k"], maps["rho_c"], maps["perfusion"], g.spacing_m, xp)
+        image_maps, _ = _property_maps(np.asarray(labels), table)
         intensity = beam_intensity(g, maps["mu"], focus, params.bioheat_beam_axis, params.bioheat_focal_radius_mm,
-                                   params.bioheat_rayleigh_mm)
+                                   params.bioheat_rayleigh_mm, image_absorption_np_m=image_maps["mu"])
         bone = np.isin(self.fine_labels, table.values_named("cortical bone", "trabecular bone / marrow"))
         heat = 2.0 * maps["mu"] * intensity * UNIT_INTENSITY_W_M2 / self.stepper.rho_c  # K/s at p = 1
         self.unit_heat = xp.asarray(np.stack([np.where(bone, 0.0, heat), np.where(bone, heat, 0.0)]))
@@ -223,7 +224,7 @@ class BioheatModel:
         c = self.grid.coarsen(fields)
         return c.get() if hasattr(c, "get") else np.asarray(c)
 
-    def update(self, measured_c, sd_c, time_s, fit=True):
+    def update(self, measured_c, sd_c, time_s, fit=True, power=None):
         """Advance to ``time_s`` and combine with this frame's PRF temperatures.
 
         Parameters
@@ -235,6 +236,9 @@ class BioheatModel:
         time_s : float
         fit : bool
             Fit the source to this frame (False for the baseline frames: no sonication yet).
+        power : float, optional
+            The source power over the interval ending now, when known (a refinement study): not fitted, and the
+            bone factor stays where it is.
 
         Returns
         -------
@@ -251,12 +255,12 @@ class BioheatModel:
             dt = float(time_s) - self.times_s[-1]
             self.fields = self.stepper.advance(self.fields, dt)
             g = self._response(dt)
-            power = self._fit_power(m, w, self._coarse(g)) if fit else 0.0
-            self.fields = self.fields + power * g
-            self.powers.append(power)
+            used = float(power) if power is not None else (self._fit_power(m, w, self._coarse(g)) if fit else 0.0)
+            self.fields = self.fields + used * g
+            self.powers.append(used)
         self.times_s.append(float(time_s))
         soft, bone = self._coarse(self.fields)
-        self._fit_bone_factor(m, w, soft, bone, fit)
+        self._fit_bone_factor(m, w, soft, bone, fit and power is None)
         self._calibrate(m, sel, soft + self.r * bone, var_m)
         self.rise_c[box], self.bone_rise_c[box] = soft + self.r * bone, self.r * bone
         return self._combine(measured_c, sd_c)

@@ -16,8 +16,8 @@ voxels become marrow), the equivalent of the thin cortex the image grid cannot d
 
 The beam (:func:`beam_intensity`): a focused Gaussian beam along ``axis`` through ``focus`` (waist radius ``w0``,
 Rayleigh length ``zR``), attenuated by the absorption integrated along the axis from the box face (so bone shadows
-what lies behind it); attenuation before the box is common to the focal region and absorbed by the fitted source
-amplitude.
+what lies behind it) and, before the box, along the axis through the focus on the image grid's labels (common to
+the focal region).
 """
 
 from __future__ import annotations
@@ -140,10 +140,10 @@ class ModelGrid:
             flat[inside] = lab[tuple(i[inside] for i in idx)]
             return flat.reshape(self.shape)
         fine = self.refine(np.asarray(image_labels)[self.box]).astype(np.int16)
-        return _thin_cortex(fine, table, self.spacing_m, cortical_thickness_mm)
+        return _thin_cortex(fine, table, self.spacing_m, cortical_thickness_mm, 0.5 * float(min(self.voxel_mm[1:])))
 
 
-def _thin_cortex(fine, table, spacing_m, thickness_mm):
+def _thin_cortex(fine, table, spacing_m, thickness_mm, surface_shift_mm=0.0):
     """Cortex farther than ``thickness_mm`` inside the bone's smoothed outer surface becomes marrow."""
     cortex = table.values_named("cortical bone")
     marrow = table.values_named("trabecular bone / marrow")
@@ -157,13 +157,18 @@ def _thin_cortex(fine, table, spacing_m, thickness_mm):
     sigma = [0.0, 1.0 / spacing_mm[1], 1.0 / spacing_mm[2]]  # 1 mm in-plane
     smooth = ndimage.gaussian_filter(bone.astype(np.float64), sigma) >= 0.5
     depth_mm = ndimage.distance_transform_edt(smooth, sampling=spacing_mm)
-    deep = np.isin(fine, cortex) & (depth_mm > thickness_mm)
     out = fine.copy()
+    if surface_shift_mm > 0:  # the outline drawn through every voxel the cortex touches lies outside the surface
+        outside = bone & (depth_mm <= surface_shift_mm)
+        _, nearest = ndimage.distance_transform_edt(bone, sampling=spacing_mm, return_indices=True)
+        out[outside] = fine[tuple(n[outside] for n in nearest)]
+    deep = np.isin(fine, cortex) & (depth_mm > thickness_mm + surface_shift_mm)
     out[deep] = marrow[0]
     return out
 
 
-def beam_intensity(grid: ModelGrid, absorption_np_m, focus_mm, axis, w0_mm, rayleigh_mm, cutoff=4.0):
+def beam_intensity(grid: ModelGrid, absorption_np_m, focus_mm, axis, w0_mm, rayleigh_mm, cutoff=4.0,
+                   image_absorption_np_m=None):
     """Relative intensity of a focused Gaussian beam on the fine grid, attenuated inside the box (module docstring).
 
     ``I = (w0 / w)^2 exp(-2 rho^2 / w^2) exp(-2 tau)``, ``w = w0 sqrt(1 + (s / zR)^2)``, ``s`` the distance along the
@@ -178,6 +183,8 @@ def beam_intensity(grid: ModelGrid, absorption_np_m, focus_mm, axis, w0_mm, rayl
     w0_mm, rayleigh_mm : float
     cutoff : float
         Voxels farther than ``cutoff * w`` from the axis get 0 (exp(-32)).
+    image_absorption_np_m : ndarray, shape image (z, y, x), optional
+        Absorption on the image grid, for the path before the box.
 
     Returns
     -------
@@ -194,8 +201,27 @@ def beam_intensity(grid: ModelGrid, absorption_np_m, focus_mm, axis, w0_mm, rayl
     intensity = np.zeros(grid.shape)
     intensity[lit] = (w0_mm ** 2 / w2[lit]) * np.exp(-2.0 * rho2[lit] / w2[lit])
     tau = _optical_depth(grid, absorption_np_m, d, lit)
+    if image_absorption_np_m is not None:
+        tau = tau + _depth_before_box(grid, image_absorption_np_m, np.asarray(focus_mm, dtype=np.float64), d)
     intensity[lit] *= np.exp(-2.0 * tau)
     return intensity
+
+
+def _depth_before_box(grid, mu_image, focus, d, step_mm=0.25):
+    """Absorption along the axis through the focus, backwards from the box to the image's edge (image labels)."""
+    inv = np.linalg.inv(grid.affine)
+    shape = np.asarray(grid.image_shape)
+    lo = np.asarray([s.start for s in grid.box]) - 0.5
+    hi = np.asarray([s.stop for s in grid.box]) - 0.5
+    tau, j = 0.0, 0
+    while True:
+        j += 1
+        pos = (inv @ np.append(focus - (j - 0.5) * step_mm * d, 1.0))[:3][::-1]  # image (z, y, x) index
+        if np.any(pos < -0.5) or np.any(pos > shape - 0.5):
+            return tau
+        if np.any(pos < lo) or np.any(pos > hi):
+            idx = tuple(np.clip(np.rint(pos).astype(int), 0, shape - 1))
+            tau += float(mu_image[idx]) * step_mm * 1e-3
 
 
 def _optical_depth(grid, absorption_np_m, d, lit):

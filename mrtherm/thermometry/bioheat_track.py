@@ -71,8 +71,10 @@ class BioheatTrack:
             raise ParameterError("bioheat needs the focus: give target_mm (--target X,Y,Z)")
         focus = tuple(float(v) for v in th.target.target_mm)
         native = None if fine_labels is not None else native_labels(labels_src, th.affine)
+        from mrtherm.thermometry.waterfat import array_modules  # noqa: PLC0415
+        xp = array_modules(th._fit_backend())[0]  # the model's steps on the GPU when the Thermometer runs there
         self.model = BioheatModel(th.shape, th.affine, th.labels, th.table, p, native_labels=native,
-                                  focus_mm=focus, fine_labels=fine_labels)
+                                  focus_mm=focus, fine_labels=fine_labels, xp=xp)
         self.params, self.affine, self.shape = p, th.affine, th.shape
         self.watch = ProtectedWatch(th.labels, self.model.domain, th.table, np, p)
         self.dose = np.zeros(th.shape)

@@ -158,7 +158,7 @@ class ThermometryParams:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ParameterError(f"{name} must be a positive number, got {v!r}")
         if self.bioheat and self.bioheat_beam_axis is None:
-            raise ParameterError("bioheat needs bioheat_beam_axis (--beam-axis X,Y,Z: the beam's direction of "
+            raise ParameterError("bioheat needs bioheat_beam_axis (--bioheat-beam-axis X,Y,Z: the beam's direction of "
                                  "propagation)")
 
     def _check_target(self):

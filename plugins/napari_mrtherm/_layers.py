@@ -181,6 +181,7 @@ def run_layers(folder) -> list:
         layers += dose_layers(cumulative, aff, levels, meta, final_dose=final)
         layers.insert(len(layers) - len(levels), temperature_layer(temp, aff, meta))
     layers += cryo_layers(folder, report, meta)
+    layers += model_layers(folder, report, meta)
     layers += probe_layers(report, meta, m.voxel_sizes_zyx(grid) if grid is not None else np.ones(3))
     window = os.path.join(folder, "window", "report.json")
     if is_mrtherm_report(window) == "window":
@@ -271,6 +272,39 @@ def cryo_layers(folder, report, meta) -> list:
             "name": f"{iso:g} °C isotherm" + (" (ice edge)" if iso == 0 else " (model)"),
             "colormap": {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: colour}, "opacity": 1.0, **m.placement(aff),
             "metadata": _meta("isotherm", aff, meta, isotherm_c=float(iso))}, "labels"))
+    return layers
+
+
+def model_layers(folder, report, meta) -> list:
+    """The bioheat model's layers beside the measured ones (``--bioheat``): its temperature, its SD (hidden) and
+    its lesion outlines, every name marked "model" so an operator never takes them for measurements."""
+    if not report.get("bioheat"):
+        return []
+    layers = []
+    path = os.path.join(folder, "temperature_model.nii.gz")
+    if os.path.exists(path):
+        temp, aff = m.load_zyx(path)
+        data, kw, kind = temperature_layer(temp if temp.ndim == 4 else temp[None], aff, meta)
+        kw["name"] = "MODEL temperature (C, bioheat)"
+        kw["visible"] = False  # the measured temperature stays the default view
+        kw["metadata"]["mrtherm"]["kind"] = "model_temperature"
+        layers.append((data, kw, kind))
+    path = os.path.join(folder, "temperature_model_sd.nii.gz")
+    if os.path.exists(path):
+        sd, aff = m.load_zyx(path)
+        layers.append((sd, {"name": "MODEL temperature SD (C, bioheat)", "colormap": "magma", "visible": False,
+                            "contrast_limits": (0.0, 5.0), **m.placement(aff, meta.get("frame_times_s"),
+                                                                          series=sd.ndim == 4),
+                            "metadata": _meta("model_sd", aff, meta)}, "image"))
+    for level in meta.get("dose_levels_cem43_min") or []:
+        path = os.path.join(folder, f"lesion_model_{level:g}".replace(".", "p") + ".nii.gz")
+        if os.path.exists(path):
+            mask, aff = m.load_zyx(path)
+            colour, colour_name = m.level_colour(level)
+            layers.append((in_plane_outline(mask), {
+                "name": f"MODEL lesion {level:g} CEM43 ({colour_name}, bioheat)", "opacity": 1.0,
+                "colormap": m.lesion_colormap(colour), **m.placement(aff),
+                "metadata": _meta("model_lesion", aff, meta, level=float(level))}, "labels"))
     return layers
 
 
