@@ -239,3 +239,19 @@ def test_label_table_thermal_overrides_and_their_errors(tmp_path):
         properties_for(table.classes[20])
     with pytest.raises(ParameterError, match="unknown thermal properties"):
         properties_for(table.classes[21])
+
+
+def test_the_watch_alarms_on_the_model_where_prf_sees_nothing(phantom):
+    """A "spinal cord" drawn in the hot cortex (no MR signal there): only the model can see it heat, and its alarm
+    says it is the model's."""
+    from mrtherm.thermometry.watch import format_alarm
+    labels = phantom.labels.copy()
+    labels[4, 24, 23:26] = 10  # the beam-side cortex at the focus (world y 48 mm, z 12 mm)
+    assert (phantom.magnitude[0][labels == 10] < 2.0).all()  # noise only
+    result = mrtherm.process(_exam(phantom), labels=labels, **_params(phantom))
+    alarms = [a for a in result.report["alarms"] if a["structure"] == "spinal cord"]
+    assert alarms and all(a["source"] == "model" for a in alarms)
+    assert {a["quantity"] for a in alarms} == {"temperature", "dose"}
+    assert "(MODEL, bioheat)" in format_alarm(alarms[0])
+    rows = [r for r in result.report["protected_structures"] if r["structure"] == "spinal cord"]
+    assert [r.get("source") for r in rows] == [None, "model"] and rows[0]["reliable_voxels"] == 0

@@ -386,6 +386,10 @@ class LiveSession:
         son = st.sonications[st.current]
         if son.last_temperature is not None:  # None while the current sonication's baseline fills
             maps["temperature.nii.gz"] = (son.last_temperature, son.affine)
+        model = None if son.th is None else son.th.bioheat
+        if model is not None and model.temperature_c is not None:  # --bioheat: the model's current frame beside it
+            maps["temperature_model.nii.gz"] = (model.temperature_c, son.affine)
+            maps["temperature_model_sd.nii.gz"] = (model.sd_c, son.affine)
         anatomy = None if st.anatomy_written else st.first_anatomy_on_grid()
         if anatomy is not None:
             maps["anatomy.nii.gz"] = (anatomy, st.grid.affine)

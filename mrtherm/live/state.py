@@ -243,7 +243,7 @@ class TreatmentState(Treatment):
         """
         fresh = []
         for a in alarms:
-            key = (a.get("sonication"), a["structure"], a["quantity"])
+            key = (a.get("sonication"), a["structure"], a["quantity"], a.get("source"))
             if key not in self.alarms_sent:
                 self.alarms_sent.add(key)
                 fresh.append(a)

@@ -162,9 +162,7 @@ class BioheatTrack:
         -------
         dict
         """
-        rows, alarms = self.watch.rows_and_alarms(self.times_s)
-        for item in rows + alarms:
-            item["source"] = "model"
+        rows, alarms = self.rows_and_alarms()
         dose = self.dose_cem43_min
         return {**self.model.report(),
                 "results": {"peak_temperature_c": float(np.nanmax(self.tmax)) if self.tmax is not None else None,
@@ -173,6 +171,18 @@ class BioheatTrack:
                                                   lesion_volumes_ml(dose, levels, voxel_ml).items()}},
                 "model_data_residual_rms_c": self.residual_rms_c,
                 "protected_structures": rows, "alarms": alarms}
+
+    def rows_and_alarms(self):
+        """The protected-structure table and alarms of the model temperature and dose, marked ``"source": "model"``.
+
+        Returns
+        -------
+        rows, alarms : list of dict
+        """
+        rows, alarms = self.watch.rows_and_alarms(self.times_s)
+        for item in rows + alarms:
+            item["source"] = "model"
+        return rows, alarms
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:

@@ -210,8 +210,6 @@ class ThermometryResult:
             levels = th.params.dose_levels_cem43_min
             report["bioheat"] = th.bioheat.report(levels, voxel_volume_ml(th.affine))
             extra = {**(extra or {}), **th.bioheat.maps(levels)}
-            alarms = alarms + report["bioheat"]["alarms"]  # the model's, marked "source": "model"
-            report["alarms"] = alarms
 
         def out(a):
             if a is None:

@@ -485,7 +485,11 @@ class Thermometer:
         alarms : list of dict
             See :meth:`mrtherm.thermometry.watch.ProtectedWatch.rows_and_alarms`.
         """
-        return self.watch.rows_and_alarms(self.times_s)
+        rows, alarms = self.watch.rows_and_alarms(self.times_s)
+        if self.bioheat is not None:  # the model's watch too, every row and alarm marked "source": "model"
+            model_rows, model_alarms = self.bioheat.rows_and_alarms()
+            rows, alarms = rows + model_rows, sorted(alarms + model_alarms, key=lambda a: (a["time_s"], a["structure"]))
+        return rows, alarms
 
     # ------------------------------------------------------------------ state
     def save_state(self, path) -> str:

@@ -25,7 +25,8 @@ def format_alarm(alarm: dict, celsius: str = "C") -> str:
     ----------
     alarm : dict
         ``structure``, ``quantity``, ``value``, ``threshold``, ``unit`` and ``time_s`` (report.json's alarms);
-        ``comparison`` (default ``">="``; ``"<="`` for cold alarms).
+        ``comparison`` (default ``">="``; ``"<="`` for cold alarms); ``source`` ``"model"`` for the bioheat
+        model's alarms (marked in the line).
     celsius : str
         How to write the temperature unit (``"°C"`` where the display has the glyph).
 
@@ -43,8 +44,9 @@ def format_alarm(alarm: dict, celsius: str = "C") -> str:
     """
     unit = celsius if alarm["unit"] == "C" else alarm["unit"]
     op = alarm.get("comparison", ">=")  # "<=" for cold alarms (cryoablation)
-    return (f"ALARM {alarm['structure']}: {alarm['quantity']} {alarm['value']:.3g} {unit} {op} {alarm['threshold']:g} "
-            f"{unit} at t = {alarm['time_s']:.1f} s")
+    model = " (MODEL, bioheat)" if alarm.get("source") == "model" else ""  # never mistaken for a measurement
+    return (f"ALARM {alarm['structure']}{model}: {alarm['quantity']} {alarm['value']:.3g} {unit} {op} "
+            f"{alarm['threshold']:g} {unit} at t = {alarm['time_s']:.1f} s")
 
 
 @dataclasses.dataclass(frozen=True)
