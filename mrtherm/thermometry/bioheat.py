@@ -76,7 +76,22 @@ class PennesStepper:
         self.sink = xp.asarray(perfusion_per_s * BLOOD_RHO_C_J_M3_K / rho_c)
 
     def step(self, u, heat, dt_s):
-        """One explicit step of ``u`` (shape (..., z, y, x)); ``heat``: source / (rho c), K/s, or None."""
+        """One explicit step.
+
+        Parameters
+        ----------
+        u : array, shape (..., z, y, x)
+            Rise over body temperature, C.
+        heat : array or None
+            Source / (rho c), K/s.
+        dt_s : float
+            At most :attr:`dt_max_s`.
+
+        Returns
+        -------
+        array
+            ``u`` after ``dt_s``.
+        """
         xp = self.xp
         pad = [(0, 0)] * (u.ndim - 3) + [(1, 1)] * 3
         p = xp.pad(u, pad)
