@@ -172,7 +172,7 @@ class SonicationRun:
                                     "matched on the image for this sonication")
         if o.profile:
             self.th.engine.enable_timing()
-        if self.th.bioheat is not None:
+        if getattr(self.th, "bioheat", None) is not None:
             self.th.bioheat.keep_series = o.keep_model_series
         self._make_cryo_watch()
 

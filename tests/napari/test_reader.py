@@ -335,3 +335,28 @@ def test_large_series_open_lazily_and_show_the_same(make_napari_viewer, run_fold
     viewer.dims.set_point(0, times[hot[0]])
     eager_view.dims.set_point(0, times[hot[0]])
     assert view.readout_at(where) == eager.readout_at(where)
+
+
+def test_a_bioheat_run_shows_the_model_layers_beside_the_measured(make_napari_viewer, tmp_path):
+    """--bioheat: the model's temperature, SD and lesion outline open beside the measured layers, every name
+    marked MODEL, the model layers hidden until asked for (the measured temperature stays the default view)."""
+    from bioheat_scene import small_scene
+    from mrtherm.cli import main
+    shape, aff, labels, frames, params = small_scene()
+    for name, arr in (("mag", np.stack([f[0] for f in frames])), ("phase", np.stack([f[1] for f in frames]))):
+        nib.save(nib.Nifti1Image(np.transpose(arr, (3, 2, 1, 0)), aff), tmp_path / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(np.transpose(labels, (2, 1, 0)), aff), tmp_path / "labels.nii.gz")
+    out = tmp_path / "run"
+    assert main(["run", "--magnitude", str(tmp_path / "mag.nii.gz"), "--phase", str(tmp_path / "phase.nii.gz"),
+                 "--te-ms", "12", "--b0-t", "3", "--frame-time-s", "2.5", "--baseline-frames", "3",
+                 "--labels", str(tmp_path / "labels.nii.gz"), "--bioheat", "--target", "40,40,9",
+                 "--bioheat-beam-axis", "0,1,0", "--out", str(out), "--quiet", "--no-figures"]) == 0
+    viewer = _open_run(make_napari_viewer, str(out))
+    model = [layer for layer in viewer.layers if "MODEL" in layer.name]
+    assert [layer.name for layer in model][:2] == ["MODEL temperature (C, bioheat)", "MODEL temperature SD (C, bioheat)"]
+    assert not any(layer.visible for layer in model[:2])
+    assert layer_named(viewer, "temperature (C)").visible
+    temp = layer_named(viewer, "MODEL temperature (C, bioheat)")
+    assert temp.data.shape[0] == len(frames)  # the model's series, frame by frame like the measured one
+    np.testing.assert_allclose(np.nanmax(np.asarray(temp.metadata["mrtherm"]["temperature_c"])),
+                               _report(str(out))["bioheat"]["results"]["peak_temperature_c"], atol=1e-4)
