@@ -255,3 +255,29 @@ def test_the_watch_alarms_on_the_model_where_prf_sees_nothing(phantom):
     assert "(MODEL, bioheat)" in format_alarm(alarms[0])
     rows = [r for r in result.report["protected_structures"] if r["structure"] == "spinal cord"]
     assert [r.get("source") for r in rows] == [None, "model"] and rows[0]["reliable_voxels"] == 0
+
+
+def test_live_runs_the_model_and_writes_its_current_maps(tmp_path):
+    """``mrtherm live --bioheat`` over a real association: the model's current maps beside the measured ones, and its
+    outputs in the sonication's folder."""
+    import nibabel as nib
+    from bioheat_scene import small_scene
+    from live_tools import free_port, scanner_order, send, start_live, stop_live, wait_frames
+    from mrtherm.io.dicom.synth import write_dicom_exam
+    shape, aff, labels, frames, _ = small_scene()
+    mag, phase = np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
+    folder = write_dicom_exam(str(tmp_path / "dicom"), mag, phase, aff, 0.012, 3.0, 2.5 * np.arange(len(frames)))
+    nib.save(nib.Nifti1Image(np.transpose(labels, (2, 1, 0)), aff), tmp_path / "labels.nii.gz")
+    port, out = free_port(), tmp_path / "live"
+    proc = start_live(port, out, "--labels", str(tmp_path / "labels.nii.gz"), "--bioheat", "--target", "40,40,9",
+                      "--bioheat-beam-axis", "0,1,0", "--baseline-frames", "3", "--quiet")
+    try:
+        assert set(send(scanner_order(folder), port)) == {0}
+        wait_frames(out, len(frames))
+    finally:
+        code, err = stop_live(proc)
+    assert code == 0, err
+    current = np.asarray(nib.load(out / "temperature_model.nii.gz").dataobj)
+    assert current.shape == shape[::-1] and np.isfinite(current[labels.T > 0]).all()
+    son = json.loads((out / "sonication_01" / "report.json").read_text())
+    assert son["bioheat"]["fitted_source"]["power_per_frame"] and (out / "sonication_01" / "dose_cem43_model.nii.gz").exists()
