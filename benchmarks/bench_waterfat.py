@@ -7,9 +7,10 @@ field bump in the 0.7 column, SNR 60 per echo, 6 echoes 1.2-7.2 ms at 3 T). Sing
 each echo's magnitude and phase alone (drift order 1, default reference). Figures over the frames after the
 baseline: fraction of water-fraction >= 0.3 voxels reported, RMSE there and in mixed voxels (0.3-0.8), mean error in
 heated mixed voxels, peak error, 240-CEM43 lesion voxels over the truth's (on the voxels each method reports).
-``--speed`` (``--speed-only``: only that): also ms per frame at 128x128x12 with 6 echoes through :class:`mrtherm.Thermometer` (the water-fat fit,
-dose, Tmax and watch: what every mode runs per frame), on ``--backend`` (numpy or cupy; the temperature is copied to
-the host inside the timing, so a GPU figure includes the synchronisation).
+``--speed`` (``--speed-only``: only that): also ms per frame at 128x128x12 with 6 echoes through
+:class:`mrtherm.Thermometer` (the water-fat fit, dose, Tmax and watch: what every mode runs per frame), on
+``--backend`` (numpy or cupy; the temperature is copied to the host inside the timing, so a GPU figure includes the
+synchronisation).
 """
 
 import argparse

@@ -280,4 +280,5 @@ def test_live_runs_the_model_and_writes_its_current_maps(tmp_path):
     current = np.asarray(nib.load(out / "temperature_model.nii.gz").dataobj)
     assert current.shape == shape[::-1] and np.isfinite(current[labels.T > 0]).all()
     son = json.loads((out / "sonication_01" / "report.json").read_text())
-    assert son["bioheat"]["fitted_source"]["power_per_frame"] and (out / "sonication_01" / "dose_cem43_model.nii.gz").exists()
+    assert son["bioheat"]["fitted_source"]["power_per_frame"]
+    assert (out / "sonication_01" / "dose_cem43_model.nii.gz").exists()

@@ -411,8 +411,8 @@ def fingerprint(options) -> dict:
     -------
     dict
     """
-    keys = ("labels", "drift_roi", "label_table", "te_s", "echo_times_s", "b0_t", "frame_time_s", "phase_scale", "treatment_grid",
-            "respiration", "probes", "probe_positions", "probe_time_offset_s", "probe_cold_alarm_c")
+    keys = ("labels", "drift_roi", "label_table", "te_s", "echo_times_s", "b0_t", "frame_time_s", "phase_scale",
+            "treatment_grid", "respiration", "probes", "probe_positions", "probe_time_offset_s", "probe_cold_alarm_c")
     out = {k: (os.path.abspath(options[k]) if isinstance(options.get(k), str) and k in ("labels", "drift_roi",
                                                                                         "label_table", "respiration",
                                                                                         "probes", "probe_positions",

@@ -222,7 +222,8 @@ def water_fat_maps(th) -> dict:
     """
     fit, shape = th.engine.fit, th.shape
     b = fit.base
-    return {"fat_fraction.nii.gz": b.fat_fraction.astype(np.float32), "r2star.nii.gz": b.r2star_per_s.astype(np.float32),
+    return {"fat_fraction.nii.gz": b.fat_fraction.astype(np.float32),
+            "r2star.nii.gz": b.r2star_per_s.astype(np.float32),
             "field_map_hz.nii.gz": b.field_hz.astype(np.float32),
             "field_drift_hz.nii.gz": to_numpy(fit.drift_hz).reshape(shape).astype(np.float32),
             "drift_source.nii.gz": to_numpy(fit.drift_source).reshape(shape).astype(np.uint8),

@@ -353,7 +353,8 @@ def test_a_bioheat_run_shows_the_model_layers_beside_the_measured(make_napari_vi
                  "--bioheat-beam-axis", "0,1,0", "--out", str(out), "--quiet", "--no-figures"]) == 0
     viewer = _open_run(make_napari_viewer, str(out))
     model = [layer for layer in viewer.layers if "MODEL" in layer.name]
-    assert [layer.name for layer in model][:2] == ["MODEL temperature (C, bioheat)", "MODEL temperature SD (C, bioheat)"]
+    assert [layer.name for layer in model][:2] == ["MODEL temperature (C, bioheat)",
+                                                   "MODEL temperature SD (C, bioheat)"]
     assert not any(layer.visible for layer in model[:2])
     assert layer_named(viewer, "temperature (C)").visible
     temp = layer_named(viewer, "MODEL temperature (C, bioheat)")
