@@ -78,17 +78,19 @@ def figures(ph, result):
     dist = np.sqrt((2.0 * i - FOCUS[0]) ** 2 + (2.0 * j - FOCUS[1]) ** 2 + (3.0 * k - FOCUS[2]) ** 2)
     body = ph.labels > 0
     measured = np.isfinite(prf[post]).all(axis=0)
-    near, far = body & ~measured & (dist <= 5.0), body & ~measured & (dist > 15.0)
+    modelled = np.isfinite(model).all(axis=0)
+    near, far = body & ~measured & (dist <= 5.0), body & ~measured & modelled & (dist > 15.0)
     bone = np.isin(ph.labels, (5, 6))
     err = (model - ph.truth_c)[post]
     rms = lambda e: float(np.sqrt(np.mean(e ** 2)))  # noqa: E731
     voxel_ml = float(abs(np.linalg.det(ph.affine[:3, :3]))) / 1000.0
     volume = lambda dose: float((np.nan_to_num(dose) >= 240.0).sum() * voxel_ml)  # noqa: E731
     return {"rmse_unmeasured_within_5mm_c": rms(err[:, near]), "voxels_within_5mm": int(near.sum()),
-            "peak_error_bone_c": float(model[:, bone].max() - ph.truth_c[:, bone].max()),
+            "peak_error_bone_c": float(np.nanmax(model[:, bone]) - ph.truth_c[:, bone].max()),
             "median_sd_within_5mm_c": float(np.median(sd[post][:, near])),
             "within_2sd_within_5mm": float(np.mean(np.abs(err[:, near]) <= 2 * sd[post][:, near])),
-            "within_2sd_body": float(np.mean(np.abs(err[:, body]) <= 2 * sd[post][:, body])),
+            "within_2sd_modelled": float(np.mean(np.abs(err[:, body & modelled]) <= 2 * sd[post][:, body & modelled])),
+            "voxels_beyond_15mm_modelled": int(far.sum()),
             "rmse_unmeasured_beyond_15mm_c": rms(err[:, far]),
             "rmse_measured_model_c": rms(err[:, measured]),
             "rmse_measured_prf_c": rms((prf - ph.truth_c)[post][:, measured]),

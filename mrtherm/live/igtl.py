@@ -143,9 +143,9 @@ def alarm_key(alarm: dict) -> tuple:
     Returns
     -------
     tuple
-        ``(sonication or None, structure, quantity)``.
+        ``(sonication or None, structure, quantity, source)`` (``"model"`` for the bioheat model's alarms).
     """
-    return alarm.get("sonication"), alarm.get("structure"), alarm.get("quantity")
+    return alarm.get("sonication"), alarm.get("structure"), alarm.get("quantity"), alarm.get("source")
 
 
 def _ascii_line(text: str) -> str:
@@ -364,7 +364,8 @@ class IgtlPublisher:
             LOG.debug("OpenIGTLink: %s", text)
             xyz = _world_mm(alarm)
             if xyz is not None:
-                name = _ascii_line(f"{alarm.get('structure', '?')} {alarm.get('quantity', '?')}")[:63]
+                model = " MODEL" if alarm.get("source") == "model" else ""
+                name = _ascii_line(f"{alarm.get('structure', '?')}{model} {alarm.get('quantity', '?')}")[:63]
                 self._points.append((name, xyz))
                 points_changed = True
         if points_changed:

@@ -141,9 +141,19 @@ def _face_conductances(k, axis):
     return plus, minus
 
 
+OPAQUE_ROLES = ("block_gas", "block_metal")  # the beam stops there (reflection), whatever their absorption
+OPAQUE_NP_M = 1.0e6
+
+
+def _attenuation(maps):
+    """The beam's attenuation map: the absorption, and a wall where gas or metal reflects it."""
+    return np.where(maps["opaque"], OPAQUE_NP_M, maps["mu"])
+
+
 def _property_maps(fine_labels, table):
     """Per fine voxel: k, rho c, perfusion, absorption; and the properties per label present (report)."""
     maps = {key: np.zeros(fine_labels.shape) for key in ("k", "rho_c", "perfusion", "mu")}
+    maps["opaque"] = np.zeros(fine_labels.shape, dtype=bool)
     used = {}
     for value in np.unique(fine_labels):
         cls = table.classes.get(int(value))
@@ -153,6 +163,7 @@ def _property_maps(fine_labels, table):
         sel = fine_labels == value
         maps["k"][sel], maps["rho_c"][sel] = props.k_w_m_k, props.rho_kg_m3 * props.c_j_kg_k
         maps["perfusion"][sel], maps["mu"][sel] = props.perfusion_per_s, props.absorption_np_m
+        maps["opaque"][sel] = cls.acoustic_role in OPAQUE_ROLES
         used[int(value)] = {"name": cls.name, **{k: getattr(props, k) for k in
                                                  ("k_w_m_k", "rho_kg_m3", "c_j_kg_k", "perfusion_per_s",
                                                   "absorption_np_m", "source")}}
@@ -198,13 +209,18 @@ class BioheatModel:
         maps, self.properties = _property_maps(self.fine_labels, table)
         self.stepper = PennesStepper(maps["k"], maps["rho_c"], maps["perfusion"], g.spacing_m, xp)
         image_maps, _ = _property_maps(np.asarray(labels), table)
-        intensity = beam_intensity(g, maps["mu"], focus, params.bioheat_beam_axis, params.bioheat_focal_radius_mm,
-                                   params.bioheat_rayleigh_mm, image_absorption_np_m=image_maps["mu"])
+        intensity = beam_intensity(g, _attenuation(maps), focus, params.bioheat_beam_axis,
+                                   params.bioheat_focal_radius_mm, params.bioheat_rayleigh_mm,
+                                   image_absorption_np_m=_attenuation(image_maps))
+        intensity = np.where(maps["opaque"], 0.0, intensity)
         bone = np.isin(self.fine_labels, table.values_named("cortical bone", "trabecular bone / marrow"))
         heat = 2.0 * maps["mu"] * intensity * UNIT_INTENSITY_W_M2 / self.stepper.rho_c  # K/s at p = 1
         self.unit_heat = xp.asarray(np.stack([np.where(bone, 0.0, heat), np.where(bone, heat, 0.0)]))
         coupling = table.values_named("coupling")
-        self.domain = ~np.isin(np.asarray(labels), coupling)
+        self.domain = ~np.isin(np.asarray(labels), coupling)  # the body
+        in_box = np.zeros(self.domain.shape, dtype=bool)
+        in_box[g.box] = True
+        self.modelled = self.domain & in_box  # where the model says anything (outside: not modelled, no source)
         self.fields = xp.zeros((2,) + g.shape)
         self._responses = {}
         self.r, self.r_var = 1.0, R_PRIOR_SD ** 2
@@ -231,6 +247,8 @@ class BioheatModel:
         """The two fields' rise after ``dt_s`` of the unit source from zero (cached per interval)."""
         key = round(dt_s, 4)
         if key not in self._responses:
+            while len(self._responses) >= 4:  # live intervals jitter: keep the few latest, not one per frame
+                self._responses.pop(next(iter(self._responses)))
             self._responses[key] = self.stepper.advance(self.xp.zeros_like(self.fields), dt_s, self.unit_heat)
         return self._responses[key]
 
@@ -317,15 +335,20 @@ class BioheatModel:
                        * self.bone_rise_c ** 2)
 
     def _combine(self, measured_c, sd_c):
-        var_model = self.model_sd_c() ** 2
+        """Model and measurement by inverse variance inside the box; outside it (not modelled) the measurement as
+        it is; NaN where neither exists (outside the body, or unmeasured outside the box)."""
+        modelled = self.modelled
+        var_model = np.where(modelled, self.model_sd_c() ** 2, np.inf)
         model = self.body_c + self.rise_c
         var_m = np.broadcast_to(np.asarray(sd_c, dtype=np.float64), measured_c.shape) ** 2
-        meas = np.isfinite(measured_c) & np.isfinite(var_m) & (var_m > 0)
-        gain = np.where(meas, var_model / (var_model + np.where(meas, var_m, 1.0)), 0.0)
+        meas = np.isfinite(measured_c) & np.isfinite(var_m) & (var_m > 0) & self.domain
+        safe_m = np.where(meas, var_m, 1.0)
+        gain = np.where(meas, np.where(modelled, var_model / (np.where(modelled, var_model, 0.0) + safe_m), 1.0), 0.0)
         temp = np.where(meas, model + gain * (np.nan_to_num(measured_c) - model), model)
-        sd = np.sqrt((1.0 - gain) * var_model)
+        var = np.where(meas, np.where(modelled, (1.0 - gain) * np.where(modelled, var_model, 0.0), safe_m), var_model)
+        keep = meas | modelled
         nan = np.float32(np.nan)
-        return (np.where(self.domain, temp, nan).astype(np.float32), np.where(self.domain, sd, nan).astype(np.float32))
+        return (np.where(keep, temp, nan).astype(np.float32), np.where(keep, np.sqrt(var), nan).astype(np.float32))
 
     def report(self) -> dict:
         """report.json ``bioheat``: properties per label, grid, source fit, calibration.

@@ -76,7 +76,13 @@ class BioheatTrack:
         self.model = BioheatModel(th.shape, th.affine, th.labels, th.table, p, native_labels=native,
                                   focus_mm=focus, fine_labels=fine_labels, xp=xp)
         self.params, self.affine, self.shape = p, th.affine, th.shape
-        self.watch = ProtectedWatch(th.labels, self.model.domain, th.table, np, p)
+        self.watch = ProtectedWatch(th.labels, self.model.modelled, th.table, np, p)
+        self.warnings = []
+        if not (th.reliability.mask & self.model.modelled).any():
+            self.warnings.append("bioheat: no PRF-measured voxel lies within the model's box around the focus: the "
+                                 "source cannot be fitted, so the model shows no heating there; do not read its "
+                                 "maps as temperature")
+            th.warnings.extend(self.warnings)
         self.dose = np.zeros(th.shape)
         self.tmax = None
         self.temperature_c = self.sd_c = None
@@ -124,7 +130,7 @@ class BioheatTrack:
         -------
         ndarray of float64, shape (z, y, x)
         """
-        return np.where(self.model.domain, self.dose, np.nan)
+        return np.where(self.model.modelled, self.dose, np.nan)
 
     def maps(self, levels) -> dict:
         """The model's maps for a result folder (file name -> host array).

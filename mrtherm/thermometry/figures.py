@@ -161,9 +161,12 @@ def curves_figure(path, times_s, hottest_c, peak_c, protected, alarms, title="")
     if hottest_c is not None:
         ax.plot(times_s, hottest_c, "-o", ms=2.5, color="tab:red", label="hottest voxel")
     ax.plot(times_s, peak_c, "--", color="tab:orange", lw=1, label="frame maximum")
-    for row, colour in zip(protected, ["tab:blue", "tab:green", "tab:purple"]):
+    measured_first = sorted(protected, key=lambda r: r.get("source") == "model")  # the model's only after
+    for row, colour in zip(measured_first, ["tab:blue", "tab:green", "tab:purple"]):
         if row.get("max_c_curve"):
-            ax.plot(times_s, row["max_c_curve"], color=colour, label=f"{row['structure']} (max)")
+            model = row.get("source") == "model"
+            ax.plot(times_s, row["max_c_curve"], color=colour, ls="--" if model else "-",
+                    label=f"{row['structure']}{' MODEL' if model else ''} (max)")
     ax.axhline(43.0, color="grey", ls=":", lw=1)
     ax.axhline(45.0, color="black", ls=":", lw=1)
     ax.text(times_s[0], 43.3, "43 °C (CEM43 reference)", fontsize=7, color="grey")

@@ -355,7 +355,8 @@ class ThermometryResult:
             lines.append(f"lesion volume at {lev:g} CEM43: {v:.3f} mL")
         for row in self.protected:
             if "max_temperature_c" in row:
-                lines.append(f"{row['structure']}: max {row['max_temperature_c']:.1f} C, "
+                model = " (MODEL, bioheat)" if row.get("source") == "model" else ""
+                lines.append(f"{row['structure']}{model}: max {row['max_temperature_c']:.1f} C, "
                              f"max dose {row['max_dose_cem43_min']:.3g} CEM43")
         if self.alarms:
             lines.extend(format_alarm(a) for a in self.alarms)

@@ -110,7 +110,9 @@ class TemperatureCurveWidget(widgets.Container):
         report = _view.meta(layer).get("report") if layer is not None else None
         for row in (report or {}).get("protected_structures", []):
             if row.get("max_c_curve"):
-                ax.plot(times, row["max_c_curve"], lw=1, label=f"{row['structure']} (max)")
+                model = row.get("source") == "model"
+                ax.plot(times, row["max_c_curve"], lw=1, ls="--" if model else "-",
+                        label=f"{row['structure']}{' MODEL' if model else ''} (max)")
         for value, label, colour in REFERENCE_LINES_C:
             ax.axhline(value, color=colour, ls=":", lw=1)
             ax.annotate(label, (times[0], value), xytext=(2, 2), textcoords="offset points", fontsize=7, color=colour)
