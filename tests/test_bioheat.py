@@ -312,3 +312,17 @@ def test_gas_in_the_beam_path_stops_the_beam_and_model_alarms_keep_their_own_key
     assert heat(clear) > 0.0 and heat(blocked) < 1e-9 * heat(clear)
     measured = {"sonication": 1, "structure": "spinal cord", "quantity": "temperature"}
     assert alarm_key(measured) != alarm_key({**measured, "source": "model"})
+
+
+def test_a_box_without_measured_voxels_says_the_source_cannot_be_fitted():
+    """Focus inside a large bone (no PRF within the model's box): the model cannot fit the source and says so."""
+    from bioheat_scene import small_scene
+    shape, aff, labels, frames, params = small_scene()
+    bone = labels.copy()
+    bone[:] = 5  # everything cortex: no MR signal anywhere near the focus
+    dark = [(np.where(bone == 5, 0.0, 100.0).astype(np.float32) + np.float32(0.5), f[1], True) for f in frames]
+    dark = [(np.where(np.arange(shape[2])[None, None, :] < 36, d[0], 100.0).astype(np.float32), d[1], True)
+            for d in dark]
+    bone[:, :, 36:] = 3  # measured muscle only at the far edge (x >= 72 mm), outside the box
+    th = mrtherm.Thermometer(shape, aff, 0.012, 3.0, dark[:3], params, labels=bone)
+    assert any("source cannot be fitted" in w for w in th.warnings)
