@@ -205,10 +205,10 @@ def _report(inputs, params, exams, th, temps, dose, tmax, times, voxel_ml, basel
     if finite.any():  # the frame at which the hottest voxel was hottest
         z, y, x = np.unravel_index(int(np.argmax(np.where(finite, tmax, -np.inf))), tmax.shape)
         t_peak = float(times[int(np.argmax(temps[:, z, y, x]))])
-    fit = th.engine.fit
-    sources = to_numpy(fit.drift_source).reshape(th.shape)
+    method = water_fat_report(th)
+    by_source = method["drift_source_voxels_last_frame"]
     return {
-        "method": {**water_fat_report(th),
+        "method": {**method,
                    "assumptions": ["receive phase and gain change per frame equally for every echo",
                                    "R2* and the fat spectrum do not change with temperature",
                                    "water and fat of a voxel share the field", "baseline at body temperature"]},
@@ -216,11 +216,10 @@ def _report(inputs, params, exams, th, temps, dose, tmax, times, voxel_ml, basel
         "exam": {"shape_tzyx": list(temps.shape), "echo_times_ms": [1e3 * ex.te_s for ex in exams],
                  "b0_t": exams[0].b0_t, "affine": exams[0].affine.tolist(), "frame_times_s": times.tolist(),
                  "voxel_volume_ml": voxel_ml},
-        "noise": {"sd_per_channel": fit.noise_sd},
+        "noise": {"sd_per_channel": method["noise_sd_per_channel"]},
         "backend": f"{th.backend_used} ({th.engine.name} engine)",
-        "drift": {"voxels_from_fat_nearby": int((sources == 1).sum()),
-                  "voxels_from_the_slice_fat_plane": int((sources == 2).sum()),
-                  "voxels_without_fat_reference": int((sources == 0).sum())},
+        "drift": {"voxels_from_fat_nearby": by_source["1"], "voxels_from_the_slice_fat_plane": by_source["2"],
+                  "voxels_without_fat_reference": by_source["0"]},
         "results": {"peak_temperature_c": peak, "time_of_peak_s": t_peak,
                     "max_dose_cem43_min": float(np.nanmax(dose)) if np.isfinite(dose).any() else None,
                     "lesion_volumes_ml": {f"{k:g}": v for k, v in

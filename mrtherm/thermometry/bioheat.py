@@ -244,12 +244,14 @@ class BioheatModel:
         return float(min(max(math.sqrt(max(excess, 0.0) / rises), C_MIN), 1.0))
 
     def _response(self, dt_s):
-        """The two fields' rise after ``dt_s`` of the unit source from zero (cached per interval)."""
+        """The two fields' rise after ``dt_s`` of the unit source from zero, and its image-voxel means (cached per
+        interval)."""
         key = round(dt_s, 4)
         if key not in self._responses:
             while len(self._responses) >= 4:  # live intervals jitter: keep the few latest, not one per frame
                 self._responses.pop(next(iter(self._responses)))
-            self._responses[key] = self.stepper.advance(self.xp.zeros_like(self.fields), dt_s, self.unit_heat)
+            g = self.stepper.advance(self.xp.zeros_like(self.fields), dt_s, self.unit_heat)
+            self._responses[key] = (g, self._coarse(g))
         return self._responses[key]
 
     def _coarse(self, fields):
@@ -287,20 +289,24 @@ class BioheatModel:
         if self.times_s:
             dt = float(time_s) - self.times_s[-1]
             self.fields = self.stepper.advance(self.fields, dt)
-            g = self._response(dt)
-            used = float(power) if power is not None else (self._fit_power(m, w, self._coarse(g)) if fit else 0.0)
+            g, g_coarse = self._response(dt)
+            free = self._coarse(self.fields)
+            used = float(power) if power is not None else (self._fit_power(m, w, free, g_coarse) if fit else 0.0)
             self.fields = self.fields + used * g
+            soft, bone = free + used * g_coarse  # the model is linear in the source: no second coarsening
             self.powers.append(used)
+        else:
+            soft, bone = self._coarse(self.fields)
         self.times_s.append(float(time_s))
-        soft, bone = self._coarse(self.fields)
         self._fit_bone_factor(m, w, soft, bone, fit and power is None)
         self._calibrate(m, sel, soft + self.r * bone, var_m)
         self.rise_c[box], self.bone_rise_c[box] = soft + self.r * bone, self.r * bone
         return self._combine(measured_c, sd_c)
 
-    def _fit_power(self, m, w, g):
-        """Least-squares power of this interval from the measured voxels (>= 0)."""
-        soft, bone = self._coarse(self.fields)
+    def _fit_power(self, m, w, free, g):
+        """Least-squares power of this interval from the measured voxels (>= 0); ``free``, ``g``: image-voxel means
+        of the fields without source and of the unit response."""
+        soft, bone = free
         h = g[0] + self.r * g[1]
         den = float(np.sum(w * h * h))
         if den <= 0.0:
@@ -312,6 +318,10 @@ class BioheatModel:
         if fit:
             self._r_normal[0] += float(np.sum(w * bone * bone))
             self._r_normal[1] += float(np.sum(w * bone * (m - soft)))
+        self.set_bone_factor()
+
+    def set_bone_factor(self):
+        """The bone factor and its variance from the accumulated normal equations (also after a restore)."""
         a, b = self._r_normal
         self.r, self.r_var = min(max(b / a, 0.2), 5.0), 1.0 / a
 

@@ -222,7 +222,7 @@ class BioheatTrack:
         m.fields = m.xp.asarray(state["fields"])
         a, b, excess, rises = (float(v) for v in state["scalars"])
         m._r_normal, m._calibration = [a, b], [excess, rises]
-        m.r, m.r_var = min(max(b / a, 0.2), 5.0), 1.0 / a
+        m.set_bone_factor()
         m.powers, m.times_s = [float(v) for v in state["powers"]], [float(v) for v in state["model_times"]]
         m.rise_c, m.bone_rise_c = np.array(state["rise"]), np.array(state["bone_rise"])
         self.dose = np.array(state["dose"])

@@ -349,14 +349,16 @@ class Thermometer:
     def _measurement_sd_c(self):
         """Each voxel's temperature SD for the bioheat model: the noise prediction, raised to the median empirical
         baseline SD over the reliable voxels once the baseline is in."""
+        cached = getattr(self, "_bioheat_sd_c", None)
+        if cached is not None:  # fixed once the baseline is in: not rebuilt every frame
+            return cached
         theory = self.temperature_sd_theory_c().astype(np.float64)
         if self.frames_processed < self.params.baseline_frames or self.params.baseline_frames < 2:
             return theory
-        if getattr(self, "_empirical_sd_median", None) is None:
-            sd = to_numpy(self.temperature_sd_c())[self.reliability.mask]
-            sd = sd[np.isfinite(sd)]
-            self._empirical_sd_median = float(np.median(sd)) if sd.size else 0.0
-        return np.maximum(theory, self._empirical_sd_median)
+        sd = to_numpy(self.temperature_sd_c())[self.reliability.mask]
+        sd = sd[np.isfinite(sd)]
+        self._bioheat_sd_c = np.maximum(theory, float(np.median(sd)) if sd.size else 0.0)
+        return self._bioheat_sd_c
 
     def _register(self, image, t, respiration):
         """The frame resampled into tissue coordinates, and its shift; registration starts from the shifts of

@@ -364,6 +364,9 @@ class WaterFatThermometer:
         self._fat_parts = (on(m_water[:, self.fat_reference]), on(m_fat[:, self.fat_reference]))
         self._water_parts = (on(m_water[:, self.measured]), on(m_fat[:, self.measured]))
         self._fat_weight = on((np.abs(b.fat.reshape(-1)) ** 2) * self.fat_reference).reshape(self.shape)
+        yy, xx = np.mgrid[0:self.shape[1], 0:self.shape[2]]
+        self._plane = on(np.stack([np.ones(yy.size), yy.ravel(), xx.ravel()], 1).astype(np.float64))  # (y x, 3)
+        self._slices_with_fat = np.flatnonzero(self.fat_reference.reshape(self.shape).any(axis=(1, 2)))
         v = ff.size
         self.dpsi, self.dfw, self.gain = xp.zeros(v), xp.zeros(v), xp.ones(v, dtype=xp.complex128)
         self.drift_hz = xp.zeros(v)
@@ -400,11 +403,8 @@ class WaterFatThermometer:
         num, den = self._smooth_in_plane(dpsi * w), self._smooth_in_plane(w)
         drift = xp.zeros(shape)
         source = xp.zeros(shape, dtype=xp.uint8)
-        yy, xx = xp.meshgrid(xp.arange(shape[1], dtype=xp.float64), xp.arange(shape[2], dtype=xp.float64),
-                             indexing="ij")
-        plane = xp.stack([xp.ones(yy.size), yy.ravel(), xx.ravel()], 1)
-        has_fat = self.fat_reference.reshape(shape).any(axis=(1, 2))  # host: no device sync per slice
-        for z in np.flatnonzero(has_fat):
+        plane = self._plane
+        for z in self._slices_with_fat:  # known on the host: no device sync per slice
             wz = w[z]
             near = den[z] >= DRIFT_WEIGHT_MIN * xp.sum(den[z] * (wz > 0)) / xp.sum(wz > 0)
             drift[z] = xp.where(near, num[z] / xp.where(near, den[z], 1.0), 0.0)

@@ -49,6 +49,7 @@ class WaterFatEngine(ArrayEngine):
         super().__init__(xp, model, config)
         self.fit = fit
         self._measured = self.mask
+        self._fat_per_slice = fit.fat_reference.reshape(self.shape).sum(axis=(1, 2)).astype(np.float64)
 
     def to_device(self, a, b):
         """The two frame components (shape ``(n_echoes, z, y, x)``) on the engine's device.
@@ -102,8 +103,7 @@ class WaterFatEngine(ArrayEngine):
 
     def _empty_stats(self):
         z, k = self.shape[0], self.model.k
-        count = self.fit.fat_reference.reshape(self.shape).sum(axis=(1, 2)).astype(np.float64)
-        return np.zeros((z, k * (k + 1) // 2)), np.zeros((z, k)), count
+        return np.zeros((z, k * (k + 1) // 2)), np.zeros((z, k)), self._fat_per_slice.copy()
 
     def fallback_stats(self):
         """As :meth:`pass1` (no outlier exclusion to leave out).
